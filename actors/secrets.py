@@ -1,0 +1,96 @@
+"""Bot tokens as secrets: they never reach logs, errors, reprs, API responses or metrics.
+
+A Telegram bot token looks like ``123456789:AAE...`` (a numeric bot id, a colon, and a
+35-character secret). Everything that might print a token goes through :func:`redact`, and the
+token itself travels as a :class:`BotToken`, whose ``str`` and ``repr`` show ``123456789:…``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+__all__ = ["TOKEN_PATTERN", "BotToken", "RedactingFilter", "redact"]
+
+# The secret part is at least 20 characters of base64url; real ones are 35. Matching anywhere
+# in a string (a URL path, an exception message) is what makes redaction reliable.
+TOKEN_PATTERN = re.compile(r"(?<![0-9])([0-9]{3,20}):[A-Za-z0-9_-]{20,}")
+_FULL_TOKEN = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
+
+
+def redact(text: str) -> str:
+    """Replace every bot token in ``text`` by its public id, ``123456:…``."""
+    return TOKEN_PATTERN.sub(r"\1:…", text)
+
+
+class BotToken:
+    """A bot token that shows only its public bot id when printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not _FULL_TOKEN.fullmatch(value):
+            raise ValueError(
+                "a bot token must look like '<digits>:<at least 20 letters, digits, - or _>', "
+                f"got {_describe(value)}"
+            )
+        self._value = value
+
+    @property
+    def bot_id(self) -> int:
+        """The numeric id before the colon: public, the same as getMe's ``id``."""
+        return int(self._value.split(":", 1)[0])
+
+    @property
+    def redacted(self) -> str:
+        return f"{self.bot_id}:…"
+
+    def reveal(self) -> str:
+        """The secret itself: only for building a request URL."""
+        return self._value
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __repr__(self) -> str:
+        return f"BotToken({self.redacted!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BotToken) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a BotToken is not picklable: it would copy the secret")
+
+
+def _describe(value: str) -> str:
+    """Say what is wrong with a bad token without echoing it."""
+    if not value:
+        return "an empty string"
+    if ":" not in value:
+        return f"a {len(value)}-character string with no ':'"
+    head = value.split(":", 1)[0]
+    shown = head if head.isdigit() and len(head) <= 20 else "<not digits>"
+    return f"'{shown}:' followed by {len(value) - len(head) - 1} characters"
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts tokens from every record (httpx logs request URLs).
+
+    Attach it to handlers, not loggers, so that records from every library pass through it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg = cleaned
+            record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            # Render the traceback now, redacted, so formatters do not print the raw one.
+            formatter = logging.Formatter()
+            record.exc_text = redact(formatter.formatException(record.exc_info))
+            record.exc_info = None
+        return True
