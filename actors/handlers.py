@@ -1,0 +1,102 @@
+"""Update handlers: the built-in ``echo`` and ``autoreply``, or any ``module:function``.
+
+A handler is ``async def handle(update, ctx) -> None``. It answers through ``ctx.reply`` and
+``ctx.call``, which go through the bot's request pipeline (limits, retries, breaker) and the
+delivery rules: a reply that cannot be sent now is retried until its delivery deadline.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from actors.config import BotConfig
+
+__all__ = ["Handler", "HandlerContext", "HandlerError", "autoreply_handler", "echo", "load_handler"]
+
+Update = Mapping[str, Any]
+
+
+class HandlerContext(Protocol):
+    """What a handler may do; each call goes through the bot's request pipeline."""
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def chat_id(self) -> int | None: ...
+
+    async def reply(self, text: str, **params: Any) -> Any:
+        """Send ``text`` to the update's chat; returns the sent message, or None if its
+        delivery was ambiguous (the request may have reached Telegram)."""
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """Call any Bot API method as this bot."""
+
+
+Handler = Callable[[Update, HandlerContext], Awaitable[None]]
+
+
+class HandlerError(ValueError):
+    """A handler path that cannot be used; the message says what to fix."""
+
+
+def message_text(update: Update) -> str | None:
+    message = update.get("message") or update.get("edited_message")
+    if isinstance(message, Mapping):
+        text = message.get("text")
+        if isinstance(text, str):
+            return text
+    return None
+
+
+async def echo(update: Update, ctx: HandlerContext) -> None:
+    """Reply to every text message with the same text."""
+    text = message_text(update)
+    if text is not None and ctx.chat_id is not None:
+        await ctx.reply(text)
+
+
+def autoreply_handler(bot: BotConfig) -> Handler:
+    """Reply with the first rule whose ``contains`` is in the text (case-insensitive)."""
+    rules = [(rule.contains.casefold(), rule.reply) for rule in bot.autoreply]
+    default = bot.autoreply_default
+
+    async def autoreply(update: Update, ctx: HandlerContext) -> None:
+        text = message_text(update)
+        if text is None or ctx.chat_id is None:
+            return
+        folded = text.casefold()
+        for needle, reply in rules:
+            if needle in folded:
+                await ctx.reply(reply)
+                return
+        if default is not None:
+            await ctx.reply(default)
+
+    return autoreply
+
+
+def load_handler(bot: BotConfig) -> Handler:
+    """The handler named by ``bot.handler``; raises HandlerError naming what to fix."""
+    if bot.handler == "echo":
+        return echo
+    if bot.handler == "autoreply":
+        return autoreply_handler(bot)
+    module_name, _, attr = bot.handler.partition(":")
+    where = f"{bot.key}.handler = {bot.handler!r}"
+    if not module_name or not attr:
+        raise HandlerError(f"{where}: write 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerError(f"{where}: cannot import module {module_name!r}: {exc}") from None
+    handler = getattr(module, attr, None)
+    if handler is None:
+        raise HandlerError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+    if not inspect.iscoroutinefunction(handler):
+        raise HandlerError(f"{where}: must be an 'async def {attr}(update, ctx)' function")
+    result: Handler = handler
+    return result

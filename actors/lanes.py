@@ -1,0 +1,165 @@
+"""Chat lanes: strict order within a chat, concurrency across chats.
+
+Every chat with work gets a lane, a task that handles that chat's updates one at a time in
+arrival order. Lanes of different chats run concurrently, at most ``max_concurrent`` at once
+per bot; a lane with nothing to do for ``idle_seconds`` is reaped so a bot that talked to a
+million chats keeps only its active ones in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+__all__ = ["ChatLanes", "LaneStatistics", "chat_key"]
+
+log = logging.getLogger("botvisor.lanes")
+
+Update = Mapping[str, Any]
+
+# Update fields whose value carries a chat (Bot API "Update" object).
+_CHAT_CARRIERS = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_message",
+    "edited_business_message",
+    "message_reaction",
+    "chat_member",
+    "my_chat_member",
+    "chat_join_request",
+    "chat_boost",
+)
+
+
+def chat_key(update: Update) -> Hashable:
+    """The lane an update belongs to: its chat, else its sender, else its update type."""
+    for name in _CHAT_CARRIERS:
+        inner = update.get(name)
+        if isinstance(inner, Mapping):
+            chat = inner.get("chat")
+            if isinstance(chat, Mapping) and "id" in chat:
+                return chat["id"]
+    callback = update.get("callback_query")
+    if isinstance(callback, Mapping):
+        message = callback.get("message")
+        if isinstance(message, Mapping) and isinstance(message.get("chat"), Mapping):
+            return message["chat"].get("id")
+    for inner in update.values():
+        if isinstance(inner, Mapping) and isinstance(inner.get("from"), Mapping):
+            return ("user", inner["from"].get("id"))
+    kinds = [k for k in update if k != "update_id"]
+    return ("kind", kinds[0] if kinds else "none")
+
+
+@dataclass(frozen=True)
+class LaneStatistics:
+    active_lanes: int
+    busy_lanes: int
+    queued_updates: int
+    lanes_reaped: int
+
+
+class _Lane:
+    def __init__(self, buffer: int) -> None:
+        self.send, self.receive = trio.open_memory_channel[Update](buffer)
+        self.busy = False
+
+
+class ChatLanes:
+    """Dispatches updates to per-chat lanes that run in the given nursery."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        process: Callable[[Update], Awaitable[None]],
+        *,
+        max_concurrent: int,
+        idle_seconds: float,
+        buffer: int = 64,
+    ) -> None:
+        self._nursery = nursery
+        self._process = process
+        self._limiter = trio.CapacityLimiter(max_concurrent)
+        self._idle = idle_seconds
+        self._buffer = buffer
+        self._lanes: dict[Hashable, _Lane] = {}
+        self._closing = False
+        self._reaped = 0
+        self._all_done = trio.Event()
+        self._all_done.set()
+
+    async def dispatch(self, update: Update) -> None:
+        """Queue ``update`` on its chat's lane; waits only when that lane's buffer is full."""
+        if self._closing:
+            raise RuntimeError("chat lanes are closing; no update can be dispatched now")
+        key = chat_key(update)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = _Lane(self._buffer)
+            self._lanes[key] = lane
+            self._all_done = trio.Event()
+            self._nursery.start_soon(self._run_lane, key, lane)
+        try:
+            lane.send.send_nowait(update)
+        except trio.WouldBlock:
+            await lane.send.send(update)
+
+    async def close(self) -> None:
+        """Stop taking updates; each lane finishes the update in hand and exits.
+
+        Updates still queued are left undone: they stay in the durable inbox and are handled
+        after the next start.
+        """
+        self._closing = True
+        for lane in self._lanes.values():
+            lane.send.close()
+        await self._all_done.wait()
+
+    def statistics(self) -> LaneStatistics:
+        return LaneStatistics(
+            active_lanes=len(self._lanes),
+            busy_lanes=sum(1 for lane in self._lanes.values() if lane.busy),
+            queued_updates=sum(
+                lane.receive.statistics().current_buffer_used for lane in self._lanes.values()
+            ),
+            lanes_reaped=self._reaped,
+        )
+
+    async def _run_lane(self, key: Hashable, lane: _Lane) -> None:
+        try:
+            while not self._closing:
+                update = await self._next(lane)
+                if update is None:
+                    break
+                lane.busy = True
+                try:
+                    async with self._limiter:
+                        await self._process(update)
+                finally:
+                    lane.busy = False
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+            lane.receive.close()
+            if not self._lanes:
+                self._all_done.set()
+
+    async def _next(self, lane: _Lane) -> Update | None:
+        """The lane's next update, or None when closed or idle long enough to be reaped."""
+        try:
+            with trio.move_on_after(self._idle):
+                return await lane.receive.receive()
+        except trio.EndOfChannel:
+            return None
+        # Idle: reap only if nothing arrived in the same instant (no await since the check).
+        try:
+            return lane.receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            self._reaped += 1
+            return None
