@@ -1,0 +1,45 @@
+"""SQLite storage: one writer that group-commits, read-only readers, versioned schema.
+
+Other packages import from here only::
+
+    store = await nursery.start(Store(path).run)
+    await store.insert_snapshots(rows)
+"""
+
+from storage.db import open_database
+from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
+from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
+from storage.rows import HEALTH_COLUMNS, HealthRow
+from storage.store import (
+    BOT_SOURCES,
+    UNHEALTHY_STATUSES,
+    BotRecord,
+    DeadLetter,
+    Store,
+    StoreStatistics,
+)
+from storage.writer import Job, StoreWriter, WriterState, WriterStatistics
+
+__all__ = [
+    "BOT_SOURCES",
+    "HEALTH_COLUMNS",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "UNHEALTHY_STATUSES",
+    "BotRecord",
+    "DeadLetter",
+    "HealthRow",
+    "Job",
+    "Migration",
+    "NotADatabaseError",
+    "SchemaTooNewError",
+    "StorageError",
+    "Store",
+    "StoreClosedError",
+    "StoreStatistics",
+    "StoreWriter",
+    "WriterState",
+    "WriterStatistics",
+    "migrate",
+    "open_database",
+]

@@ -1,0 +1,41 @@
+"""The exceptions of the storage package.
+
+::
+
+    StorageError                 anything storage refuses or cannot do
+    ├── NotADatabaseError        storage.path is not a SQLite file (or cannot be opened)
+    ├── SchemaTooNewError        the file was written by a newer botvisor; left untouched
+    └── StoreClosedError         a write or read after the store was stopped
+
+A job submitted to the writer that fails re-raises its own exception (``sqlite3.Error``,
+``ValueError``...), not one of these.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NotADatabaseError", "SchemaTooNewError", "StorageError", "StoreClosedError"]
+
+
+class StorageError(Exception):
+    """Base of every error raised by the storage package itself."""
+
+
+class NotADatabaseError(StorageError):
+    """The path cannot be opened as a SQLite database."""
+
+
+class SchemaTooNewError(StorageError):
+    """The database was written by a newer botvisor; this one refuses to touch it."""
+
+    def __init__(self, path: str, found: int, known: int) -> None:
+        self.path = path
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"{path} was written by a newer botvisor (schema {found}, this one knows up to "
+            f"{known}); upgrade botvisor or use another storage.path"
+        )
+
+
+class StoreClosedError(StorageError):
+    """The store (or its writer) was stopped: it accepts no more work."""

@@ -1,0 +1,189 @@
+"""The schema, as numbered migrations recorded in SQLite's ``PRAGMA user_version``.
+
+Version N means migrations 1..N have been applied. Each migration runs in its own
+``BEGIN IMMEDIATE`` transaction together with the version bump, so a crash (or a failing
+migration) leaves the file at the previous version, and two processes cannot both apply one.
+A migration is never edited once released: a change of schema is a new migration at the end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from storage.errors import SchemaTooNewError, StorageError
+from storage.rows import HEALTH_COLUMNS
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "migrate", "read_schema_version"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: ``apply`` runs inside the transaction that records it."""
+
+    version: int
+    name: str
+    apply: Callable[[sqlite_utils.Database], None]
+
+
+def _v1_initial(db: sqlite_utils.Database) -> None:
+    db.table("bots").create(
+        {
+            "user_id": int,
+            # The secret itself: this is why the file is mode 0600.
+            "token": str,
+            "handler": str,
+            "settings": str,  # JSON object
+            "source": str,  # 'config' or 'api'
+            "suspended_reason": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="user_id",
+        not_null={"token", "handler", "settings", "source", "created_at", "updated_at"},
+    )
+
+    health_types: dict[str, type] = {
+        "user_id": int,
+        "recorded_at": float,
+        "status": str,
+        "total_requests": int,
+        "successful_requests": int,
+        "failed_requests": int,
+        "error_rate": float,
+        "avg_response_time_ms": float,
+        "consecutive_failures": int,
+        "circuit_state": str,
+        "circuit_failure_count": int,
+        "retry_attempts": int,
+        "rate_limited_count": int,
+        "last_success_at": float,
+        "last_failure_at": float,
+        "last_error": str,
+    }
+    assert tuple(health_types) == HEALTH_COLUMNS, "bot_health_metrics must match HealthRow"
+    health = db.table("bot_health_metrics")
+    health.create(
+        {"id": int, **health_types},
+        pk="id",
+        not_null=set(HEALTH_COLUMNS) - {"last_success_at", "last_failure_at", "last_error"},
+    )
+    health.create_index(["user_id", "recorded_at"], "idx_health_user_recorded")
+    health.create_index(["status", "recorded_at"], "idx_health_status_recorded")
+    health.create_index(["recorded_at"], "idx_health_recorded")
+
+    inbox = db.table("inbox")
+    inbox.create(
+        {
+            "user_id": int,
+            "update_id": int,
+            "chat_id": int,
+            "payload": str,  # the update's JSON, as Telegram sent it
+            "received_at": float,
+            "done_at": float,
+        },
+        pk=("user_id", "update_id"),
+        not_null={"user_id", "update_id", "payload", "received_at"},
+    )
+    # Start-up and restarts ask "what is still undone for this bot"; done rows are the bulk.
+    db.execute("CREATE INDEX idx_inbox_undone ON inbox (user_id, update_id) WHERE done_at IS NULL")
+
+    db.table("offsets").create(
+        {"user_id": int, "next_offset": int, "updated_at": float},
+        pk="user_id",
+        not_null={"next_offset", "updated_at"},
+    )
+
+    dead = db.table("dead_letters")
+    dead.create(
+        {
+            "id": int,
+            "user_id": int,
+            "update_id": int,
+            "chat_id": int,
+            "reason": str,
+            "recorded_at": float,
+        },
+        pk="id",
+        not_null={"user_id", "update_id", "reason", "recorded_at"},
+    )
+    dead.create_index(["user_id", "recorded_at"], "idx_dead_user_recorded")
+    dead.create_index(["recorded_at"], "idx_dead_recorded")
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def read_schema_version(conn: sqlite3.Connection) -> int:
+    """The file's schema version (0 for a new file); raises ``sqlite3.DatabaseError`` if the
+    file is not SQLite."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def migrate(
+    db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS
+) -> tuple[int, int]:
+    """Apply the pending migrations in order; return ``(version before, version after)``.
+
+    Idempotent: on an up-to-date file it changes nothing and returns ``(n, n)``.
+    """
+    for index, migration in enumerate(migrations, start=1):
+        if migration.version != index:
+            raise ValueError(
+                f"migration versions must be 1, 2, 3... in order; "
+                f"position {index} holds version {migration.version}"
+            )
+    latest = len(migrations)
+    conn = db.conn
+    name = _file_name(conn)
+    start = read_schema_version(conn)
+    if start > latest:
+        raise SchemaTooNewError(name, start, latest)
+    if start == 0:
+        _refuse_foreign(conn, name)
+    for migration in migrations[start:]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated between our read and our lock.
+            current = read_schema_version(conn)
+            if current >= migration.version:
+                conn.execute("COMMIT")
+                continue
+            migration.apply(db)
+            conn.execute(f"PRAGMA user_version = {migration.version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    return start, read_schema_version(conn)
+
+
+def _refuse_foreign(conn: sqlite3.Connection, name: str) -> None:
+    """A version-0 file with tables belongs to some other program: never add ours to it."""
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name LIMIT 3"
+        )
+    ]
+    if tables:
+        raise StorageError(
+            f"{name} is a SQLite database of another program (it has tables such as "
+            f"{', '.join(tables)} but no botvisor schema version); use another storage.path"
+        )
+
+
+def _file_name(conn: sqlite3.Connection) -> str:
+    for _seq, schema, file in conn.execute("PRAGMA database_list"):
+        if schema == "main":
+            return str(file) or ":memory:"
+    return ":memory:"

@@ -1,0 +1,605 @@
+"""``Store``: the daemon's one door to SQLite — typed writes through the writer, fast reads.
+
+Writes are jobs for the :class:`~storage.writer.StoreWriter` (one transaction per batch of
+jobs; each ``async`` write returns once its transaction committed). Reads run on separate
+read-only connections in worker threads, so an admin query never waits for a write and never
+blocks the event loop; they see every write whose method has returned.
+
+Timestamps are wall-clock epoch seconds passed in by the caller (the daemon's injected clock):
+storage never reads a clock. Retention deletes rows strictly older than the cutoff; a row
+recorded exactly at the cutoff is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import sqlite_utils
+import trio
+
+from storage.db import open_database
+from storage.errors import StoreClosedError
+from storage.rows import HEALTH_COLUMNS, HealthRow
+from storage.writer import StoreWriter, WriterStatistics
+
+__all__ = [
+    "BOT_SOURCES",
+    "UNHEALTHY_STATUSES",
+    "BotRecord",
+    "DeadLetter",
+    "Store",
+    "StoreStatistics",
+]
+
+T = TypeVar("T")
+
+BOT_SOURCES = frozenset({"config", "api"})
+# What "unhealthy history" shows: bots that were failing or taken out of service. DEGRADED is a
+# warning, not an outage, and would drown the outages in a 168-hour window.
+UNHEALTHY_STATUSES: tuple[str, ...] = ("unhealthy", "suspended")
+
+_HEALTH_SELECT = ", ".join(HEALTH_COLUMNS)
+_INSERT_HEALTH = (
+    f"INSERT INTO bot_health_metrics ({_HEALTH_SELECT}) "
+    f"VALUES ({', '.join('?' for _ in HEALTH_COLUMNS)})"
+)
+_health_values = operator.attrgetter(*HEALTH_COLUMNS)
+_BOT_COLUMNS = "user_id, token, handler, settings, source, suspended_reason, created_at, updated_at"
+
+
+@dataclass(frozen=True, repr=False)
+class BotRecord:
+    """A tenant bot in the registry (the ``bots`` table). Its repr never shows the token."""
+
+    user_id: int
+    token: str  # the secret
+    handler: str  # "echo", "autoreply" or "module:function"
+    settings: dict[str, Any]  # JSON object: autoreply rules, rps...
+    source: str  # "config" or "api"
+    suspended_reason: str | None
+    created_at: float
+    updated_at: float
+
+    def __post_init__(self) -> None:
+        if self.source not in BOT_SOURCES:
+            raise ValueError(f"BotRecord.source must be 'config' or 'api', got {self.source!r}")
+
+    def __repr__(self) -> str:
+        return (
+            f"BotRecord(user_id={self.user_id!r}, token={_public_token(self.token)!r}, "
+            f"handler={self.handler!r}, settings={self.settings!r}, source={self.source!r}, "
+            f"suspended_reason={self.suspended_reason!r}, created_at={self.created_at!r}, "
+            f"updated_at={self.updated_at!r})"
+        )
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An update whose reply could not be delivered (the ``dead_letters`` table)."""
+
+    user_id: int
+    update_id: int
+    chat_id: int | None
+    reason: str
+    recorded_at: float
+
+
+@dataclass(frozen=True)
+class StoreStatistics:
+    """The writer's counters plus the read side's."""
+
+    writer: WriterStatistics
+    readers: int  # read connections open
+    reads: int  # read queries run
+
+
+def _public_token(token: str) -> str:
+    head = token.split(":", 1)[0]
+    return f"{head}:…" if head.isdigit() else "…"
+
+
+class Store:
+    """Typed operations on the botvisor database; ``run`` it with ``nursery.start``.
+
+    ``await nursery.start(store.run)`` opens and migrates the file, opens the read
+    connections, and returns the store; ``await store.stop()`` commits every queued write and
+    closes everything.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readers: int = 2,
+        max_batch: int = 5_000,
+        queue_size: int = 20_000,
+    ) -> None:
+        if readers < 1:
+            raise ValueError(f"readers must be >= 1, got {readers}")
+        self.path = os.fspath(path)
+        self.writer = StoreWriter(path, max_batch=max_batch, queue_size=queue_size)
+        self._reader_count = readers
+        self._pool_send, self._pool_receive = trio.open_memory_channel[sqlite_utils.Database](
+            readers
+        )
+        self._readers_open = 0
+        self._reading = False
+        self._reads = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Store] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open and migrate the file, open the readers, ``started(self)``, serve until stopped."""
+        try:
+            await self.writer.open()
+            # Readers open after the migration: they need the schema it creates.
+            for _ in range(self._reader_count):
+                db = await trio.to_thread.run_sync(partial(open_database, self.path, readonly=True))
+                self._readers_open += 1
+                self._pool_send.send_nowait(db)
+            self._reading = True
+            task_status.started(self)
+            await self.writer.serve()
+        finally:
+            await self._close_readers()
+            with trio.CancelScope(shield=True):
+                await self.writer.stop()
+
+    async def stop(self) -> None:
+        """Refuse new reads and writes, commit every queued write, close the file. Idempotent."""
+        await self._close_readers()
+        await self.writer.stop()
+
+    def statistics(self) -> StoreStatistics:
+        """Counters for the admin API and tests."""
+        return StoreStatistics(self.writer.statistics(), self._readers_open, self._reads)
+
+    # --- health snapshots ----------------------------------------------------------------
+
+    async def insert_snapshots(self, rows: Sequence[HealthRow]) -> int:
+        """Append health rows (one ``executemany``, one transaction); return rows written."""
+        if not rows:
+            return 0
+        return await self.writer.submit(partial(_insert_snapshots, list(rows)))
+
+    async def latest_snapshots(self) -> dict[int, HealthRow]:
+        """The most recent row of every bot that has one (removed bots included)."""
+        return await self._read(_latest_snapshots)
+
+    async def history(self, user_id: int, since: float) -> list[HealthRow]:
+        """One bot's rows recorded at or after ``since``, oldest first."""
+        return await self._read(partial(_history, user_id, since))
+
+    async def unhealthy_history(
+        self, since: float, statuses: Collection[str] = UNHEALTHY_STATUSES
+    ) -> list[HealthRow]:
+        """Rows at or after ``since`` whose status is in ``statuses`` (by default unhealthy or
+        suspended; degraded is left out), oldest first."""
+        return await self._read(partial(_unhealthy_history, since, tuple(statuses)))
+
+    async def snapshot_count(self, user_id: int | None = None) -> int:
+        """Health rows stored, of one bot or of all."""
+        return await self._read(partial(_snapshot_count, user_id))
+
+    async def delete_older_than(self, cutoff: float, batch_size: int = 5_000) -> int:
+        """Retention: delete health rows and dead letters recorded before ``cutoff`` (a row at
+        exactly ``cutoff`` is kept), ``batch_size`` rows per short transaction; return rows
+        deleted."""
+        _check_batch_size(batch_size)
+        deleted = 0
+        for table in ("bot_health_metrics", "dead_letters"):
+            while True:
+                count = await self.writer.submit(
+                    partial(_delete_older_batch, table, cutoff, batch_size)
+                )
+                deleted += count
+                if count < batch_size:
+                    break
+        return deleted
+
+    # --- bots registry -------------------------------------------------------------------
+
+    async def upsert_bot(self, record: BotRecord) -> BotRecord:
+        """Insert or update a bot; return it as stored.
+
+        An existing bot keeps its ``created_at`` and its ``suspended_reason`` (suspension is
+        changed only by :meth:`set_suspended`, so a restart does not silently resume a bot whose
+        token was revoked); everything else, ``updated_at`` included, comes from ``record``.
+        """
+        return await self.writer.submit(partial(_upsert_bot, record))
+
+    async def remove_bot(self, user_id: int) -> bool:
+        """Remove a bot with its offset and inbox; keep its health history and dead letters.
+        Return whether it was registered."""
+        return await self.writer.submit(partial(_remove_bot, user_id))
+
+    async def set_suspended(
+        self, user_id: int, reason: str | None, *, at: float | None = None
+    ) -> bool:
+        """Suspend a bot (``reason``) or resume it (``None``); ``at`` becomes its
+        ``updated_at`` when given. Return whether the bot is registered."""
+        return await self.writer.submit(partial(_set_suspended, user_id, reason, at))
+
+    async def list_bots(self) -> list[BotRecord]:
+        """Every registered bot, by ``user_id``."""
+        return await self._read(_list_bots)
+
+    async def get_bot(self, user_id: int) -> BotRecord | None:
+        """One registered bot, or ``None``."""
+        return await self._read(partial(_get_bot, user_id))
+
+    # --- inbox and offsets ---------------------------------------------------------------
+
+    async def inbox_add(
+        self,
+        user_id: int,
+        updates: Sequence[Mapping[str, Any]],
+        next_offset: int,
+        received_at: float,
+    ) -> list[int]:
+        """Store fetched updates and the bot's next ``getUpdates`` offset in one transaction.
+
+        Return the ``update_id`` of every update that was NEW, in the given order; an update
+        already in the inbox (done or not) is a duplicate and is left out.
+        """
+        ids = [_update_id(update) for update in updates]
+        return await self.writer.submit(
+            partial(_inbox_add, user_id, ids, list(updates), next_offset, received_at)
+        )
+
+    async def inbox_done(self, user_id: int, update_ids: Iterable[int], done_at: float) -> int:
+        """Mark updates handled; return how many were undone before."""
+        return await self.writer.submit(partial(_inbox_done, user_id, list(update_ids), done_at))
+
+    def inbox_done_nowait(self, user_id: int, update_ids: Iterable[int], done_at: float) -> None:
+        """:meth:`inbox_done` without waiting for the commit (a lost mark only means the update
+        is handled again after a crash). Raises ``trio.WouldBlock`` if the write queue is
+        full."""
+        self.writer.submit_nowait(partial(_inbox_done, user_id, list(update_ids), done_at))
+
+    async def inbox_pending(self, user_id: int) -> list[dict[str, Any]]:
+        """The bot's undone updates by ``update_id``: dicts with keys ``update_id``,
+        ``chat_id``, ``update`` (the update as Telegram sent it) and ``received_at``."""
+        return await self._read(partial(_inbox_pending, user_id))
+
+    async def load_offset(self, user_id: int) -> int | None:
+        """The bot's stored next ``getUpdates`` offset, or ``None`` if it never stored one."""
+        return await self._read(partial(_load_offset, user_id))
+
+    async def prune_inbox(self, batch_size: int = 5_000) -> int:
+        """Delete done updates below their bot's stored offset (Telegram will never send them
+        again, so they are no longer needed for deduplication); return rows deleted."""
+        _check_batch_size(batch_size)
+        deleted = 0
+        while True:
+            count = await self.writer.submit(partial(_prune_inbox_batch, batch_size))
+            deleted += count
+            if count < batch_size:
+                return deleted
+
+    # --- dead letters --------------------------------------------------------------------
+
+    async def dead_letter(
+        self, user_id: int, update_id: int, chat_id: int | None, reason: str, at: float
+    ) -> None:
+        """Record an update whose reply could not be delivered (``reason`` must be redacted).
+        It does not mark the update done: that is :meth:`inbox_done`."""
+        await self.writer.submit(partial(_dead_letter, user_id, update_id, chat_id, reason, at))
+
+    async def list_dead_letters(
+        self, user_id: int | None = None, *, limit: int = 100
+    ) -> list[DeadLetter]:
+        """The most recent dead letters (of one bot, or of all), newest first."""
+        return await self._read(partial(_list_dead_letters, user_id, limit))
+
+    async def integrity_check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
+        return await self._read(_integrity_check)
+
+    # --- internals -----------------------------------------------------------------------
+
+    async def _read(self, query: Callable[[sqlite_utils.Database], T]) -> T:
+        if not self._reading:
+            raise StoreClosedError(
+                f"the store of {self.path} is not open for reads: start it with "
+                "nursery.start(store.run) and do not read after stop()"
+            )
+        db = await self._pool_receive.receive()
+        try:
+            self._reads += 1
+            return await trio.to_thread.run_sync(query, db)
+        finally:
+            self._pool_send.send_nowait(db)
+
+    async def _close_readers(self) -> None:
+        self._reading = False
+        # Shielded: a read still running gives its connection back soon, and every
+        # connection must be closed.
+        with trio.CancelScope(shield=True):
+            while self._readers_open:
+                db = await self._pool_receive.receive()
+                await trio.to_thread.run_sync(db.close)
+                self._readers_open -= 1
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _update_id(update: Mapping[str, Any]) -> int:
+    update_id = update.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool):
+        raise ValueError(f"every update must have an integer update_id, got {update_id!r}")
+    return update_id
+
+
+def _chat_id(update: Mapping[str, Any]) -> int | None:
+    """The chat an update belongs to (message.chat, callback_query.message.chat...)."""
+    for key, value in update.items():
+        if key == "update_id" or not isinstance(value, Mapping):
+            continue
+        for holder in (value, value.get("message")):
+            if isinstance(holder, Mapping):
+                chat = holder.get("chat")
+                if isinstance(chat, Mapping) and isinstance(chat.get("id"), int):
+                    return int(chat["id"])
+    return None
+
+
+def _health_row(row: Sequence[Any]) -> HealthRow:
+    return HealthRow(*row)
+
+
+# --- jobs, run by the writer in its thread ---------------------------------------------------
+
+
+def _insert_snapshots(rows: list[HealthRow], conn: sqlite3.Connection) -> int:
+    return conn.executemany(_INSERT_HEALTH, map(_health_values, rows)).rowcount
+
+
+def _delete_older_batch(
+    table: str, cutoff: float, batch_size: int, conn: sqlite3.Connection
+) -> int:
+    # The subquery walks the recorded_at index, so each batch touches only what it deletes.
+    return conn.execute(
+        f"DELETE FROM {table} WHERE id IN "
+        f"(SELECT id FROM {table} WHERE recorded_at < ? ORDER BY recorded_at LIMIT ?)",
+        (cutoff, batch_size),
+    ).rowcount
+
+
+def _upsert_bot(record: BotRecord, conn: sqlite3.Connection) -> BotRecord:
+    row = conn.execute(
+        f"INSERT INTO bots ({_BOT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET token = excluded.token, "
+        "handler = excluded.handler, settings = excluded.settings, source = excluded.source, "
+        f"updated_at = excluded.updated_at RETURNING {_BOT_COLUMNS}",
+        (
+            record.user_id,
+            record.token,
+            record.handler,
+            json.dumps(record.settings, sort_keys=True, separators=(",", ":")),
+            record.source,
+            record.suspended_reason,
+            record.created_at,
+            record.updated_at,
+        ),
+    ).fetchone()
+    return _bot_record(row)
+
+
+def _remove_bot(user_id: int, conn: sqlite3.Connection) -> bool:
+    existed = conn.execute("DELETE FROM bots WHERE user_id = ?", (user_id,)).rowcount > 0
+    conn.execute("DELETE FROM offsets WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM inbox WHERE user_id = ?", (user_id,))
+    return existed
+
+
+def _set_suspended(
+    user_id: int, reason: str | None, at: float | None, conn: sqlite3.Connection
+) -> bool:
+    cursor = conn.execute(
+        "UPDATE bots SET suspended_reason = ?, updated_at = COALESCE(?, updated_at) "
+        "WHERE user_id = ?",
+        (reason, at, user_id),
+    )
+    return cursor.rowcount > 0
+
+
+def _inbox_add(
+    user_id: int,
+    ids: list[int],
+    updates: list[Mapping[str, Any]],
+    next_offset: int,
+    received_at: float,
+    conn: sqlite3.Connection,
+) -> list[int]:
+    new: list[int] = []
+    for update_id, update in zip(ids, updates, strict=True):
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO inbox (user_id, update_id, chat_id, payload, received_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                user_id,
+                update_id,
+                _chat_id(update),
+                json.dumps(update, ensure_ascii=False, separators=(",", ":")),
+                received_at,
+            ),
+        )
+        if cursor.rowcount == 1:
+            new.append(update_id)
+    conn.execute(
+        "INSERT INTO offsets (user_id, next_offset, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (user_id) DO UPDATE SET next_offset = excluded.next_offset, "
+        "updated_at = excluded.updated_at",
+        (user_id, next_offset, received_at),
+    )
+    return new
+
+
+def _inbox_done(
+    user_id: int, update_ids: list[int], done_at: float, conn: sqlite3.Connection
+) -> int:
+    return conn.executemany(
+        "UPDATE inbox SET done_at = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL",
+        [(done_at, user_id, update_id) for update_id in update_ids],
+    ).rowcount
+
+
+def _prune_inbox_batch(batch_size: int, conn: sqlite3.Connection) -> int:
+    return conn.execute(
+        "DELETE FROM inbox WHERE rowid IN (SELECT inbox.rowid FROM inbox "
+        "JOIN offsets ON offsets.user_id = inbox.user_id "
+        "WHERE inbox.done_at IS NOT NULL AND inbox.update_id < offsets.next_offset LIMIT ?)",
+        (batch_size,),
+    ).rowcount
+
+
+def _dead_letter(
+    user_id: int,
+    update_id: int,
+    chat_id: int | None,
+    reason: str,
+    at: float,
+    conn: sqlite3.Connection,
+) -> None:
+    conn.execute(
+        "INSERT INTO dead_letters (user_id, update_id, chat_id, reason, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (user_id, update_id, chat_id, reason, at),
+    )
+
+
+# --- queries, run on a read connection in a worker thread ------------------------------------
+
+
+def _latest_snapshots(db: sqlite_utils.Database) -> dict[int, HealthRow]:
+    # A skip-scan over the (user_id, recorded_at) index: one seek per bot instead of a pass
+    # over every row (GROUP BY would read the whole index, ~1M entries a month for 1,000 bots).
+    rows = db.execute(
+        f"""
+        WITH RECURSIVE users(user_id) AS (
+            SELECT MIN(user_id) FROM bot_health_metrics
+            UNION ALL
+            SELECT (SELECT MIN(user_id) FROM bot_health_metrics WHERE user_id > users.user_id)
+            FROM users WHERE users.user_id IS NOT NULL
+        )
+        SELECT {_HEALTH_SELECT} FROM bot_health_metrics WHERE id IN (
+            SELECT (SELECT id FROM bot_health_metrics AS m WHERE m.user_id = users.user_id
+                    ORDER BY m.recorded_at DESC, m.id DESC LIMIT 1)
+            FROM users WHERE users.user_id IS NOT NULL
+        )
+        """
+    ).fetchall()
+    return {row[0]: _health_row(row) for row in rows}
+
+
+def _history(user_id: int, since: float, db: sqlite_utils.Database) -> list[HealthRow]:
+    rows = db.execute(
+        f"SELECT {_HEALTH_SELECT} FROM bot_health_metrics "
+        "WHERE user_id = ? AND recorded_at >= ? ORDER BY recorded_at, id",
+        (user_id, since),
+    ).fetchall()
+    return [_health_row(row) for row in rows]
+
+
+def _unhealthy_history(
+    since: float, statuses: tuple[str, ...], db: sqlite_utils.Database
+) -> list[HealthRow]:
+    if not statuses:
+        return []
+    marks = ", ".join("?" for _ in statuses)
+    rows = db.execute(
+        f"SELECT {_HEALTH_SELECT} FROM bot_health_metrics "
+        f"WHERE status IN ({marks}) AND recorded_at >= ? ORDER BY recorded_at, id",
+        (*statuses, since),
+    ).fetchall()
+    return [_health_row(row) for row in rows]
+
+
+def _snapshot_count(user_id: int | None, db: sqlite_utils.Database) -> int:
+    if user_id is None:
+        cursor = db.execute("SELECT COUNT(*) FROM bot_health_metrics")
+    else:
+        cursor = db.execute("SELECT COUNT(*) FROM bot_health_metrics WHERE user_id = ?", (user_id,))
+    count: int = cursor.fetchone()[0]
+    return count
+
+
+def _bot_record(row: Sequence[Any]) -> BotRecord:
+    user_id, token, handler, settings, source, suspended_reason, created_at, updated_at = row
+    return BotRecord(
+        user_id=user_id,
+        token=token,
+        handler=handler,
+        settings=json.loads(settings),
+        source=source,
+        suspended_reason=suspended_reason,
+        created_at=created_at,
+        updated_at=updated_at,
+    )
+
+
+def _list_bots(db: sqlite_utils.Database) -> list[BotRecord]:
+    rows = db.execute(f"SELECT {_BOT_COLUMNS} FROM bots ORDER BY user_id").fetchall()
+    return [_bot_record(row) for row in rows]
+
+
+def _get_bot(user_id: int, db: sqlite_utils.Database) -> BotRecord | None:
+    row = db.execute(f"SELECT {_BOT_COLUMNS} FROM bots WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else _bot_record(row)
+
+
+def _inbox_pending(user_id: int, db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    rows = db.execute(
+        "SELECT update_id, chat_id, payload, received_at FROM inbox "
+        "WHERE user_id = ? AND done_at IS NULL ORDER BY update_id",
+        (user_id,),
+    ).fetchall()
+    return [
+        {
+            "update_id": update_id,
+            "chat_id": chat_id,
+            "update": json.loads(payload),
+            "received_at": received_at,
+        }
+        for update_id, chat_id, payload, received_at in rows
+    ]
+
+
+def _load_offset(user_id: int, db: sqlite_utils.Database) -> int | None:
+    row = db.execute("SELECT next_offset FROM offsets WHERE user_id = ?", (user_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _list_dead_letters(
+    user_id: int | None, limit: int, db: sqlite_utils.Database
+) -> list[DeadLetter]:
+    if user_id is None:
+        cursor = db.execute(
+            "SELECT user_id, update_id, chat_id, reason, recorded_at FROM dead_letters "
+            "ORDER BY recorded_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+    else:
+        cursor = db.execute(
+            "SELECT user_id, update_id, chat_id, reason, recorded_at FROM dead_letters "
+            "WHERE user_id = ? ORDER BY recorded_at DESC, id DESC LIMIT ?",
+            (user_id, limit),
+        )
+    return [DeadLetter(*row) for row in cursor.fetchall()]
+
+
+def _integrity_check(db: sqlite_utils.Database) -> list[str]:
+    return [str(row[0]) for row in db.execute("PRAGMA integrity_check").fetchall()]
