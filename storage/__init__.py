@@ -6,7 +6,7 @@ Other packages import from here only::
     await store.insert_snapshots(rows)
 """
 
-from storage.db import open_database
+from storage.db import migrate_file, open_database
 from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
 from storage.rows import HEALTH_COLUMNS, HealthRow
@@ -41,5 +41,6 @@ __all__ = [
     "WriterState",
     "WriterStatistics",
     "migrate",
+    "migrate_file",
     "open_database",
 ]

@@ -17,9 +17,9 @@ from pathlib import Path
 import sqlite_utils
 
 from storage.errors import NotADatabaseError, SchemaTooNewError
-from storage.migrations import SCHEMA_VERSION, read_schema_version
+from storage.migrations import SCHEMA_VERSION, migrate, read_schema_version
 
-__all__ = ["BUSY_TIMEOUT_MS", "open_database"]
+__all__ = ["BUSY_TIMEOUT_MS", "migrate_file", "open_database"]
 
 logger = logging.getLogger("botvisor.storage")
 
@@ -101,3 +101,15 @@ def _make_private(name: str) -> None:
             logger.warning(
                 "%s had mode %04o; tightened to 0600 because it holds bot tokens", file, mode
             )
+
+
+def migrate_file(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """Open ``path`` (creating it), apply pending migrations, close; ``(before, after)``.
+
+    Blocking: for the command line, or ``trio.to_thread.run_sync`` in async code.
+    """
+    db = open_database(path)
+    try:
+        return migrate(db)
+    finally:
+        db.close()

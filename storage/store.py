@@ -27,7 +27,7 @@ import trio
 from storage.db import open_database
 from storage.errors import StoreClosedError
 from storage.rows import HEALTH_COLUMNS, HealthRow
-from storage.writer import StoreWriter, WriterStatistics
+from storage.writer import StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
     "BOT_SOURCES",
@@ -159,6 +159,20 @@ class Store:
         await self._close_readers()
         await self.writer.stop()
 
+    async def check_writable(self, within: float = 5.0) -> tuple[bool, str]:
+        """Readiness: ``(True, "ok")`` if a write transaction commits within ``within``
+        seconds, else ``(False, why)``."""
+        state = self.writer.state
+        if state is not WriterState.RUNNING:
+            return False, f"the store writer is {state.value}"
+        with trio.move_on_after(within):
+            try:
+                await self.writer.submit(_take_write_lock)
+            except Exception as exc:
+                return False, f"a write transaction failed: {type(exc).__name__}: {exc}"
+            return True, "ok"
+        return False, f"a write transaction did not commit within {within:g} s"
+
     def statistics(self) -> StoreStatistics:
         """Counters for the admin API and tests."""
         return StoreStatistics(self.writer.statistics(), self._readers_open, self._reads)
@@ -228,6 +242,13 @@ class Store:
         """Suspend a bot (``reason``) or resume it (``None``); ``at`` becomes its
         ``updated_at`` when given. Return whether the bot is registered."""
         return await self.writer.submit(partial(_set_suspended, user_id, reason, at))
+
+    def set_suspended_nowait(
+        self, user_id: int, reason: str | None, *, at: float | None = None
+    ) -> None:
+        """:meth:`set_suspended` without waiting for the commit (for synchronous callers).
+        Raises ``trio.WouldBlock`` if the write queue is full."""
+        self.writer.submit_nowait(partial(_set_suspended, user_id, reason, at))
 
     async def list_bots(self) -> list[BotRecord]:
         """Every registered bot, by ``user_id``."""
@@ -361,6 +382,11 @@ def _health_row(row: Sequence[Any]) -> HealthRow:
 
 
 # --- jobs, run by the writer in its thread ---------------------------------------------------
+
+
+def _take_write_lock(conn: sqlite3.Connection) -> None:
+    # The writer's BEGIN IMMEDIATE already took the lock; proving the commit works is enough.
+    return None
 
 
 def _insert_snapshots(rows: list[HealthRow], conn: sqlite3.Connection) -> int:
