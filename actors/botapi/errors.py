@@ -4,10 +4,15 @@ Exception tree::
 
     BotApiError                 every failed Bot API call; has ``category``
     ├── TelegramError           the server answered ``{"ok": false, ...}``
-    ├── TransportError          no usable answer: connect error, timeout, dropped connection,
-    │                           a non-JSON body; ``request_sent`` says whether the request
-    │                           may have reached the server
+    ├── TransportError          no usable answer: connect error, timeout, dropped connection;
+    │                           ``request_sent`` says whether the request may have reached
+    │                           the server
+    ├── MalformedResponseError  the server answered HTTP 2xx with a body that is not a Bot API
+    │                           response (a proxy's page, truncated JSON); UNKNOWN category
     └── CircuitOpenError        the bot's breaker refused the call before it was made
+
+An HTTP error status whose body is not Bot API JSON (a gateway's ``502 Bad Gateway`` page) is a
+:class:`TelegramError` whose ``error_code`` is the HTTP status, so it is categorized like one.
 
 Categories follow DESIGN.md's table:
 
@@ -33,6 +38,7 @@ __all__ = [
     "BotApiError",
     "CircuitOpenError",
     "ErrorCategory",
+    "MalformedResponseError",
     "TelegramError",
     "TransportError",
     "categorize",
@@ -134,6 +140,14 @@ class TransportError(BotApiError):
     def __init__(self, message: str, *, method: str, request_sent: bool) -> None:
         super().__init__(message, method=method, category=ErrorCategory.TRANSIENT_NETWORK)
         self.request_sent = request_sent
+
+
+class MalformedResponseError(BotApiError):
+    """The server answered, but not in the Bot API's shape: the call's effect is unknown."""
+
+    def __init__(self, message: str, *, method: str, status_code: int) -> None:
+        super().__init__(message, method=method, category=ErrorCategory.UNKNOWN)
+        self.status_code = status_code
 
 
 class CircuitOpenError(BotApiError):

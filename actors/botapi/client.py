@@ -1,0 +1,266 @@
+"""A Bot API client: one ``httpx.AsyncClient`` per bot, every failure mapped to a category.
+
+Building the HTTP client is separate from the Bot API client so the daemon can share one
+``ssl.SSLContext`` between all bots (httpx builds a new one, ~834 KiB and ~25 ms, for every
+client it is not handed one) while each bot keeps its own connection pool, and a slow tenant
+cannot exhaust another's connections.
+
+Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's own exceptions carry the
+request URL, which contains the token, so they are never chained, formatted or logged without
+:func:`~actors.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from actors.botapi.errors import (
+    BotApiError,
+    MalformedResponseError,
+    TelegramError,
+    TransportError,
+)
+from actors.config import TelegramConfig
+from actors.secrets import BotToken, redact
+
+__all__ = [
+    "BotApiClient",
+    "ClientStatistics",
+    "make_http_client",
+    "shared_ssl_context",
+]
+
+# Failures before the request could have reached the server: always safe to retry.
+_NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """A TLS context verifying against certifi's roots, to be built once per daemon.
+
+    Pass it to every :func:`make_http_client`. The environment (``SSL_CERT_FILE``) is not
+    read here: only the CLI reads the environment.
+    """
+    return httpx.create_ssl_context(trust_env=False)
+
+
+def make_http_client(
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    ssl_context: ssl.SSLContext | None,
+    telegram: TelegramConfig,
+    max_connections: int = 4,
+) -> httpx.AsyncClient:
+    """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
+
+    ``transport`` replaces the network (``SimulatedTransport``, ``httpx.MockTransport``).
+    With neither a transport nor ``ssl_context``, httpx builds a TLS context of its own for
+    this client, which is what a daemon of thousands of bots must avoid. The caller owns the
+    client and closes it (``async with``).
+    """
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+    return httpx.AsyncClient(
+        transport=transport,
+        verify=ssl_context if ssl_context is not None else True,
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        timeout=httpx.Timeout(telegram.request_timeout, connect=telegram.connect_timeout),
+        # Proxies and CA files from the environment are the CLI's business, not a library's.
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+@dataclass(frozen=True)
+class ClientStatistics:
+    """Counters of one :class:`BotApiClient` since it was built."""
+
+    calls: int  # calls started
+    succeeded: int
+    failed: int  # raised a BotApiError
+    in_flight: int
+
+
+class BotApiClient:
+    """Calls the Bot API as one bot: ``POST {api_base}/bot{token}/{method}`` with JSON.
+
+    It makes exactly one HTTP request per call: retries, limits and the breaker belong to the
+    request pipeline around it. Every failure raises a :class:`BotApiError` whose message,
+    ``repr`` and exception chain contain no token.
+    """
+
+    __slots__ = ("_calls", "_failed", "_http", "_in_flight", "_succeeded", "_telegram", "_token")
+
+    def __init__(
+        self, http: httpx.AsyncClient, *, token: BotToken, telegram: TelegramConfig
+    ) -> None:
+        self._http = http
+        self._token = token
+        self._telegram = telegram
+        self._calls = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._in_flight = 0
+
+    def __repr__(self) -> str:
+        return f"<BotApiClient bot={self._token.redacted} api_base={self._telegram.api_base!r}>"
+
+    @property
+    def bot_id(self) -> int:
+        return self._token.bot_id
+
+    def statistics(self) -> ClientStatistics:
+        return ClientStatistics(
+            calls=self._calls,
+            succeeded=self._succeeded,
+            failed=self._failed,
+            in_flight=self._in_flight,
+        )
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        # The Bot API's own parameter name; an HTTP read timeout, not a deadline on the call.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        """Call ``method`` and return the response's ``result``.
+
+        Parameters whose value is None are left out. ``timeout`` is the HTTP read timeout in
+        seconds (default ``telegram.request_timeout``).
+        """
+        payload = {k: v for k, v in params.items() if v is not None} if params else {}
+        read_timeout = self._telegram.request_timeout if timeout is None else timeout
+        self._calls += 1
+        self._in_flight += 1
+        try:
+            result = await self._call(method, payload, read_timeout)
+        except BotApiError:
+            self._failed += 1
+            raise
+        finally:
+            self._in_flight -= 1
+        self._succeeded += 1
+        return result
+
+    async def get_me(self) -> dict[str, Any]:
+        """The bot's own user: validates the token (401 when it is bad or revoked)."""
+        return _expect_object("getMe", await self.call("getMe"))
+
+    async def get_updates(
+        self,
+        *,
+        offset: int | None,
+        timeout: int,  # noqa: ASYNC109 - getUpdates' long-poll seconds, sent to the server
+        allowed_updates: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """Long-poll for updates; ``offset`` confirms every update below it.
+
+        The HTTP read timeout is ``timeout + telegram.poll_http_margin``, so an idle poll ends
+        with the server's empty answer, not with a client timeout.
+        """
+        params: dict[str, Any] = {"offset": offset, "timeout": timeout, "limit": limit}
+        if allowed_updates is not None:
+            params["allowed_updates"] = list(allowed_updates)
+        result = await self.call(
+            "getUpdates", params, timeout=timeout + self._telegram.poll_http_margin
+        )
+        if not isinstance(result, list) or not all(isinstance(u, dict) for u in result):
+            raise MalformedResponseError(
+                "getUpdates answered ok, but its result is not a list of updates",
+                method="getUpdates",
+                status_code=200,
+            )
+        return result
+
+    async def send_message(self, chat_id: int | str, text: str, **params: Any) -> dict[str, Any]:
+        """Send ``text`` to ``chat_id``; returns the sent Message."""
+        result = await self.call("sendMessage", {"chat_id": chat_id, "text": text, **params})
+        return _expect_object("sendMessage", result)
+
+    async def _call(self, method: str, payload: dict[str, Any], read_timeout: float) -> Any:
+        telegram = self._telegram
+        timeout = httpx.Timeout(
+            connect=telegram.connect_timeout,
+            read=read_timeout,
+            write=telegram.request_timeout,
+            pool=telegram.connect_timeout,
+        )
+        url = f"{telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
+        error: BotApiError | None = None
+        try:
+            response = await self._http.post(url, json=payload, timeout=timeout)
+        except httpx.RequestError as exc:
+            # Built here, raised below, outside the except block: raising inside would chain
+            # httpx's exception, whose request URL holds the token, as __context__.
+            error = _transport_error(method, exc)
+        if error is not None:
+            raise error
+        return _result(method, response)
+
+
+def _transport_error(method: str, exc: httpx.RequestError) -> TransportError:
+    sent = not isinstance(exc, _NOT_SENT)
+    kind = type(exc).__name__
+    detail = redact(str(exc)) or "no detail"
+    if sent:
+        what = "the request may have reached the Bot API, but no answer came"
+    else:
+        what = "the request never reached the Bot API"
+    return TransportError(f"{method}: {what} ({kind}: {detail})", method=method, request_sent=sent)
+
+
+def _result(method: str, response: httpx.Response) -> Any:
+    status = response.status_code
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("ok"), bool):
+        if body["ok"] and "result" in body:
+            return body["result"]
+        if not body["ok"]:
+            if not isinstance(body.get("error_code"), int):
+                body = {**body, "error_code": status if status >= 400 else 0}
+            raise TelegramError.from_response(method, body)
+    if status >= 400:
+        # A gateway's error page: categorize by the HTTP status, as Telegram's own would be.
+        retry_after = response.headers.get("retry-after")
+        raise TelegramError(
+            method=method,
+            error_code=status,
+            description=f"{response.reason_phrase or 'HTTP error'} (the body was not Bot API JSON)",
+            retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+        )
+    raise MalformedResponseError(
+        f"{method}: the server answered HTTP {status} with a body that is not a Bot API "
+        "response (expected a JSON object with a boolean 'ok')",
+        method=method,
+        status_code=status,
+    )
+
+
+def _expect_object(method: str, result: Any) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise MalformedResponseError(
+            f"{method} answered ok, but its result is not an object",
+            method=method,
+            status_code=200,
+        )
+    return result
