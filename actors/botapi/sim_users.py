@@ -58,19 +58,31 @@ class UserTraffic:
         self._changed = trio.Event()
         self._chats = 0
         self._sent = 0
+        self._unanchored: list[ChatTraffic] = []
 
     def add(self, chat: ChatTraffic) -> None:
-        """Schedule ``chat``'s first message one random interval from now."""
+        """Schedule ``chat``'s first message one random interval from now (or from ``run``)."""
         if chat.remaining == 0:
             return
         self._chats += 1
-        due = trio.current_time() + self._rng.expovariate(chat.rate)
-        heapq.heappush(self._heap, (due, next(self._tiebreak), chat))
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            # Added outside a Trio run: scheduled from the moment ``run`` starts.
+            self._unanchored.append(chat)
+            return
+        self._schedule(chat, now)
         self._changed.set()
+
+    def _schedule(self, chat: ChatTraffic, start: float) -> None:
+        due = start + self._rng.expovariate(chat.rate)
+        heapq.heappush(self._heap, (due, next(self._tiebreak), chat))
 
     def statistics(self) -> UserTrafficStatistics:
         return UserTrafficStatistics(
-            chats=self._chats, active_chats=len(self._heap), messages_sent=self._sent
+            chats=self._chats,
+            active_chats=len(self._heap) + len(self._unanchored),
+            messages_sent=self._sent,
         )
 
     async def run(
@@ -81,6 +93,10 @@ class UserTraffic:
     ) -> None:
         """Post every due message with ``post`` until cancelled."""
         heap = self._heap
+        now = trio.current_time()
+        for chat in self._unanchored:
+            self._schedule(chat, now)
+        self._unanchored.clear()
         task_status.started()
         while True:
             deadline = heap[0][0] if heap else math.inf

@@ -451,10 +451,12 @@ class SimulatedBotApi:
         return update_id
 
     def _date(self) -> int:
-        now = (
-            self._wall_clock() if self._wall_clock is not None else SIM_EPOCH + trio.current_time()
-        )
-        return int(now)
+        if self._wall_clock is not None:
+            return int(self._wall_clock())
+        try:
+            return int(SIM_EPOCH + trio.current_time())
+        except RuntimeError:  # set up outside a Trio run (a sync fixture): time zero
+            return int(SIM_EPOCH)
 
     # -- results ------------------------------------------------------------------------------
 

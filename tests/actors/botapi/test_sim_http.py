@@ -1,0 +1,112 @@
+"""The simulator over real HTTP on 127.0.0.1 (real clock, so: few calls, no timing asserts)."""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from actors.botapi import (
+    BotApiClient,
+    ErrorCategory,
+    FaultProfile,
+    SimulatedBotApi,
+    TelegramError,
+    make_http_client,
+    serve_sim,
+    shared_ssl_context,
+)
+from actors.config import TelegramConfig
+from actors.secrets import BotToken
+
+# A safety bound for real sockets, not an assertion about speed.
+BOUND = 30
+
+
+async def test_the_client_talks_to_the_simulator_over_http() -> None:
+    api = SimulatedBotApi(rng=random.Random(1))
+    secret = SimulatedBotApi.make_token(4242, random.Random(1))
+    api.add_bot(secret)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(partial(serve_sim, api))
+            assert url.startswith("http://127.0.0.1:")
+            telegram = TelegramConfig(api_base=url)
+            async with make_http_client(
+                ssl_context=shared_ssl_context(), telegram=telegram
+            ) as http:
+                client = BotApiClient(http, token=BotToken(secret), telegram=telegram)
+                assert (await client.get_me())["id"] == 4242
+
+                # A long poll over HTTP wakes when a user writes.
+                polled: list[list[dict[str, object]]] = []
+
+                async def poll() -> None:
+                    polled.append(await client.get_updates(offset=None, timeout=20))
+
+                async with trio.open_nursery() as polls:
+                    polls.start_soon(poll)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert api.statistics().waiting_polls == 1
+                    update_id = api.send_user_message(secret, 5, "hi")
+                assert [u["update_id"] for u in polled[0]] == [update_id]
+
+                sent = await client.send_message(5, "hi")
+                assert sent["chat"]["id"] == 5
+
+                # GET with a query string and POST with a form, as Telegram accepts them.
+                answer = await http.get(
+                    f"{url}/bot{secret}/getUpdates", params={"offset": update_id + 1}
+                )
+                assert answer.json() == {"ok": True, "result": []}
+                answer = await http.post(
+                    f"{url}/bot{secret}/sendMessage", data={"chat_id": "5", "text": "form"}
+                )
+                assert answer.json()["result"]["text"] == "form"
+
+                with pytest.raises(TelegramError) as caught:
+                    await client.call("noSuchMethod")
+                assert caught.value.error_code == 404
+                answer = await http.get(f"{url}/favicon.ico")
+                assert (answer.status_code, answer.json()["description"]) == (404, "Not Found")
+
+                api.revoke(secret)
+                with pytest.raises(TelegramError) as caught:
+                    await client.get_me()
+                assert caught.value.category is ErrorCategory.PERMANENT
+
+            nursery.cancel_scope.cancel()
+    report = api.report().bot(4242)
+    assert (report.user_messages, report.answered, report.replies) == (1, 1, 2)
+
+
+async def test_faults_over_http_look_like_a_failing_server() -> None:
+    api = SimulatedBotApi(rng=random.Random(2))
+    secret = SimulatedBotApi.make_token(99, random.Random(2))
+    api.add_bot(secret)
+    stop = trio.Event()
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(partial(serve_sim, api, shutdown_trigger=stop.wait))
+            async with httpx.AsyncClient() as http:
+                api.set_faults(FaultProfile(error_rate_5xx=1))
+                answer = await http.post(f"{url}/bot{secret}/getMe", json={})
+                assert (answer.status_code, answer.json()["error_code"]) == (500, 500)
+                # A connect error cannot be shown on an accepted connection: a gateway page.
+                api.set_faults(FaultProfile(connect_error_rate=1))
+                answer = await http.post(f"{url}/bot{secret}/getMe", json={})
+                assert answer.status_code == 502
+                assert "Bad Gateway" in answer.text
+                # A timeout holds the request until the client gives up.
+                api.set_faults(FaultProfile(timeout_rate=1))
+                with pytest.raises(httpx.ReadTimeout):
+                    await http.post(
+                        f"{url}/bot{secret}/getMe", json={}, timeout=httpx.Timeout(5, read=0.2)
+                    )
+            stop.set()
+    # serve_sim returned on its own once the trigger fired.
+    assert api.statistics().timeouts == 1
