@@ -75,9 +75,8 @@ class SimulatedTransport(httpx.AsyncBaseTransport):
         token, method = match.groups()
         body = await request.aread()
         try:
-            params = parse_params(
-                request.url.params.multi_items(), request.headers.get("content-type", ""), body
-            )
+            query = request.url.params.multi_items() if request.url.query else []
+            params = parse_params(query, request.headers.get("content-type", ""), body)
         except ValueError:
             return _json(request, 400, "Bad Request: can't parse request body")
         with trio.move_on_at(deadline if deadline is not None else float("inf")):

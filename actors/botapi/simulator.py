@@ -88,7 +88,7 @@ class CallRecord:
     why, or both are unset when the caller went away (cancelled) first.
     """
 
-    time: float
+    time: float  # Trio time the call arrived
     bot_id: int | None  # None for an unknown token
     method: str
     params: Mapping[str, Any]
@@ -130,7 +130,6 @@ class SimBot:
     """One bot as the server knows it: identity, pending updates, waiting poll, deliveries."""
 
     __slots__ = (
-        "_api",
         "blocked",
         "bot_id",
         "buckets",
