@@ -8,18 +8,16 @@ million chats keeps only its active ones in memory.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import trio
 
 __all__ = ["ChatLanes", "LaneStatistics", "chat_key"]
 
-log = logging.getLogger("botvisor.lanes")
-
 Update = Mapping[str, Any]
+T = TypeVar("T")
 
 # Update fields whose value carries a chat (Bot API "Update" object).
 _CHAT_CARRIERS = (
@@ -65,19 +63,19 @@ class LaneStatistics:
     lanes_reaped: int
 
 
-class _Lane:
+class _Lane(Generic[T]):
     def __init__(self, buffer: int) -> None:
-        self.send, self.receive = trio.open_memory_channel[Update](buffer)
+        self.send, self.receive = trio.open_memory_channel[T](buffer)
         self.busy = False
 
 
-class ChatLanes:
-    """Dispatches updates to per-chat lanes that run in the given nursery."""
+class ChatLanes(Generic[T]):
+    """Dispatches work items to per-chat lanes that run in the given nursery."""
 
     def __init__(
         self,
         nursery: trio.Nursery,
-        process: Callable[[Update], Awaitable[None]],
+        process: Callable[[T], Awaitable[None]],
         *,
         max_concurrent: int,
         idle_seconds: float,
@@ -88,27 +86,26 @@ class ChatLanes:
         self._limiter = trio.CapacityLimiter(max_concurrent)
         self._idle = idle_seconds
         self._buffer = buffer
-        self._lanes: dict[Hashable, _Lane] = {}
+        self._lanes: dict[Hashable, _Lane[T]] = {}
         self._closing = False
         self._reaped = 0
         self._all_done = trio.Event()
         self._all_done.set()
 
-    async def dispatch(self, update: Update) -> None:
-        """Queue ``update`` on its chat's lane; waits only when that lane's buffer is full."""
+    async def dispatch(self, key: Hashable, item: T) -> None:
+        """Queue ``item`` on lane ``key``; waits only when that lane's buffer is full."""
         if self._closing:
             raise RuntimeError("chat lanes are closing; no update can be dispatched now")
-        key = chat_key(update)
         lane = self._lanes.get(key)
         if lane is None:
-            lane = _Lane(self._buffer)
+            lane = _Lane[T](self._buffer)
             self._lanes[key] = lane
             self._all_done = trio.Event()
             self._nursery.start_soon(self._run_lane, key, lane)
         try:
-            lane.send.send_nowait(update)
+            lane.send.send_nowait(item)
         except trio.WouldBlock:
-            await lane.send.send(update)
+            await lane.send.send(item)
 
     async def close(self) -> None:
         """Stop taking updates; each lane finishes the update in hand and exits.
@@ -131,16 +128,16 @@ class ChatLanes:
             lanes_reaped=self._reaped,
         )
 
-    async def _run_lane(self, key: Hashable, lane: _Lane) -> None:
+    async def _run_lane(self, key: Hashable, lane: _Lane[T]) -> None:
         try:
             while not self._closing:
-                update = await self._next(lane)
-                if update is None:
+                item = await self._next(lane)
+                if item is None:
                     break
                 lane.busy = True
                 try:
                     async with self._limiter:
-                        await self._process(update)
+                        await self._process(item)
                 finally:
                     lane.busy = False
         finally:
@@ -150,7 +147,7 @@ class ChatLanes:
             if not self._lanes:
                 self._all_done.set()
 
-    async def _next(self, lane: _Lane) -> Update | None:
+    async def _next(self, lane: _Lane[T]) -> T | None:
         """The lane's next update, or None when closed or idle long enough to be reaped."""
         try:
             with trio.move_on_after(self._idle):

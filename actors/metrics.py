@@ -1,0 +1,273 @@
+"""MetricsActor: the fleet's health aggregates, snapshots, retention and live event fan-out.
+
+Bot actors tell it what happens over one bounded channel (``EventSink``); it keeps the latest
+report of every bot, writes a snapshot of every bot each ``persist_interval`` through the
+store's single writer, deletes rows older than ``retention_days``, and forwards transition
+events to live subscribers (the admin WebSocket), dropping any subscriber that falls behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import trio
+
+from actors.events import BotEvent, HealthReport
+from storage import HealthRow, Store
+
+__all__ = ["FleetSummary", "MetricsActor", "MetricsStatistics", "Subscription"]
+
+log = logging.getLogger("botvisor.metrics")
+
+SECONDS_PER_DAY = 86400.0
+STATUSES = ("healthy", "degraded", "unhealthy", "suspended")
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    total_bots: int
+    by_status: dict[str, int]
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
+    error_rate: float
+    avg_response_time_ms: float
+    handled_updates: int
+    replies_sent: int
+    dead_letters: int
+
+
+@dataclass(frozen=True)
+class MetricsStatistics:
+    events_received: int
+    snapshots_written: int
+    snapshot_rows_written: int
+    last_snapshot_at: float | None
+    retention_rows_deleted: int
+    subscribers: int
+    subscribers_dropped: int
+
+
+class Subscription:
+    """A live event subscriber; ``receive`` ends when it is dropped or the daemon stops."""
+
+    def __init__(self, user_id: int | None, buffer: int) -> None:
+        self.user_id = user_id
+        self._send, self.receive = trio.open_memory_channel[BotEvent](buffer)
+        self.dropped = False
+
+    def offer(self, event: BotEvent) -> bool:
+        if self.user_id is not None and event.user_id != self.user_id:
+            return True
+        try:
+            self._send.send_nowait(event)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+    def close(self) -> None:
+        self._send.close()
+
+
+class MetricsActor:
+    """Owns the fleet's aggregates; the only component that writes health rows."""
+
+    def __init__(
+        self,
+        store: Store,
+        events: trio.MemoryReceiveChannel[BotEvent],
+        *,
+        collect: Callable[[], Sequence[HealthRow]],
+        wall_clock: Callable[[], float],
+        persist_interval: float,
+        retention_days: float,
+        retention_check_interval: float,
+        subscriber_buffer: int = 256,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._collect = collect
+        self._wall_clock = wall_clock
+        self._persist_interval = persist_interval
+        self._retention_seconds = retention_days * SECONDS_PER_DAY
+        self._retention_check = retention_check_interval
+        self._subscriber_buffer = subscriber_buffer
+        self._latest: dict[int, HealthReport] = {}
+        self._subscribers: list[Subscription] = []
+        self._recent: deque[BotEvent] = deque(maxlen=1000)
+        self._received = 0
+        self._snapshots = 0
+        self._snapshot_rows = 0
+        self._last_snapshot_at: float | None = None
+        self._deleted = 0
+        self._dropped_subscribers = 0
+        self._stop = trio.Event()
+        self._done = trio.Event()
+        self._persist_lock = trio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[MetricsActor] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Consume events and keep the cadences until ``stop``; then write a final snapshot."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._consume)
+                nursery.start_soon(self._snapshot_loop)
+                nursery.start_soon(self._retention_loop)
+                task_status.started(self)
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+            # Everything already queued is taken in, then one last snapshot: the shutdown state.
+            self._drain()
+            with trio.CancelScope(shield=True):
+                await self.persist_now()
+        finally:
+            for subscription in self._subscribers:
+                subscription.close()
+            self._subscribers.clear()
+            self._done.set()
+
+    async def stop(self) -> None:
+        """Write the final snapshot and return once the actor has finished."""
+        self._stop.set()
+        await self._done.wait()
+
+    def seed(self, rows: Sequence[HealthRow]) -> None:
+        """Start from the stored snapshots (restore after a restart)."""
+        for row in rows:
+            self._latest.setdefault(row.user_id, HealthReport(row.user_id, row.recorded_at,
+                                                                row=row))
+
+    def forget(self, user_id: int) -> None:
+        """A removed bot leaves the live aggregates (its history stays in storage)."""
+        self._latest.pop(user_id, None)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def latest(self, user_id: int) -> HealthReport | None:
+        return self._latest.get(user_id)
+
+    def reports(self) -> list[HealthReport]:
+        return sorted(self._latest.values(), key=lambda r: r.user_id)
+
+    def summary(self) -> FleetSummary:
+        rows = [r.row for r in self._latest.values()]
+        by_status = dict.fromkeys(STATUSES, 0)
+        for row in rows:
+            by_status[row.status] = by_status.get(row.status, 0) + 1
+        total = sum(r.total_requests for r in rows)
+        failed = sum(r.failed_requests for r in rows)
+        weighted = sum(r.avg_response_time_ms * r.total_requests for r in rows)
+        return FleetSummary(
+            total_bots=len(rows),
+            by_status=by_status,
+            total_requests=total,
+            successful_requests=sum(r.successful_requests for r in rows),
+            failed_requests=failed,
+            error_rate=failed / total if total else 0.0,
+            avg_response_time_ms=weighted / total if total else 0.0,
+            handled_updates=sum(r.handled_updates for r in self._latest.values()),
+            replies_sent=sum(r.replies_sent for r in self._latest.values()),
+            dead_letters=sum(r.dead_letters for r in self._latest.values()),
+        )
+
+    def recent_events(self) -> list[BotEvent]:
+        return list(self._recent)
+
+    def subscribe(self, user_id: int | None = None) -> Subscription:
+        subscription = Subscription(user_id, self._subscriber_buffer)
+        self._subscribers.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscribers:
+            self._subscribers.remove(subscription)
+        subscription.close()
+
+    def statistics(self) -> MetricsStatistics:
+        return MetricsStatistics(
+            events_received=self._received,
+            snapshots_written=self._snapshots,
+            snapshot_rows_written=self._snapshot_rows,
+            last_snapshot_at=self._last_snapshot_at,
+            retention_rows_deleted=self._deleted,
+            subscribers=len(self._subscribers),
+            subscribers_dropped=self._dropped_subscribers,
+        )
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def persist_now(self) -> int:
+        """Write one snapshot row per bot now; returns the number of rows written."""
+        async with self._persist_lock:
+            rows = list(self._collect())
+            if not rows:
+                return 0
+            written = await self._store.insert_snapshots(rows)
+            self._snapshots += 1
+            self._snapshot_rows += written
+            self._last_snapshot_at = self._wall_clock()
+            return written
+
+    async def cleanup_now(self) -> int:
+        """Delete rows older than the retention period; returns how many were deleted."""
+        cutoff = self._wall_clock() - self._retention_seconds
+        deleted = await self._store.delete_older_than(cutoff)
+        self._deleted += deleted
+        if deleted:
+            log.info("retention: deleted %d health rows older than %g days", deleted,
+                     self._retention_seconds / SECONDS_PER_DAY)
+        return deleted
+
+    # --- loops ---------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        async for event in self._events:
+            self._take(event)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                event = self._events.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._take(event)
+
+    def _take(self, event: BotEvent) -> None:
+        self._received += 1
+        if isinstance(event, HealthReport):
+            self._latest[event.user_id] = event
+            return
+        self._recent.append(event)
+        kept = []
+        for subscription in self._subscribers:
+            if subscription.offer(event):
+                kept.append(subscription)
+            else:
+                # A slow client is dropped, never allowed to stall the daemon.
+                subscription.dropped = True
+                subscription.close()
+                self._dropped_subscribers += 1
+        self._subscribers = kept
+
+    async def _snapshot_loop(self) -> None:
+        next_at = trio.current_time() + self._persist_interval
+        while True:
+            await trio.sleep_until(next_at)
+            next_at += self._persist_interval
+            try:
+                await self.persist_now()
+            except Exception:
+                log.exception("health snapshot failed; will try again next interval")
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.cleanup_now()
+            except Exception:
+                log.exception("retention cleanup failed; will try again next interval")
+            await trio.sleep(self._retention_check)

@@ -1,0 +1,290 @@
+"""The admin HTTP API: ``create_app(context) -> Starlette``.
+
+Routes read ``statistics()`` records of the fleet's components and never reach into private
+state. Every ``/admin`` route needs the admin bearer token (``BearerAuth``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from actors import (
+    BotActor,
+    BotStatistics,
+    BreakerState,
+    BotStatus,
+    EventSink,
+    MetricsActor,
+    combine_retry_statistics,
+)
+from admin.auth import BearerAuth
+from admin.errors import ApiError, exception_handlers
+from admin.serialize import plain
+from storage import HealthRow, Store
+from supervisor import BotSupervisor, Fleet, UnknownBot
+
+__all__ = ["AdminContext", "create_app"]
+
+HOURS_MIN, HOURS_MAX = 1, 168
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """What the admin API needs, handed in by the daemon."""
+
+    fleet: Fleet
+    metrics: MetricsActor
+    store: Store
+    supervisor: BotSupervisor
+    events: EventSink
+    wall_clock: Callable[[], float]
+    admin_token: str | None
+    ready: Callable[[], Awaitable[tuple[bool, str]]]
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _ctx(request: Request) -> AdminContext:
+    context: AdminContext = request.app.state.admin
+    return context
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(plain(data), status_code=status)
+
+
+def _user_id(request: Request) -> int:
+    raw = request.path_params["user_id"]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(422, f"user_id must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ApiError(422, f"user_id must be > 0, got {value}")
+    return value
+
+
+def _actor(request: Request) -> BotActor:
+    user_id = _user_id(request)
+    try:
+        return _ctx(request).fleet.get(user_id)
+    except UnknownBot as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def _hours(request: Request) -> int:
+    raw = request.query_params.get("hours", "24")
+    try:
+        hours = int(raw)
+    except ValueError:
+        hours = -1
+    if not HOURS_MIN <= hours <= HOURS_MAX:
+        raise ApiError(422, f"hours must be a whole number from {HOURS_MIN} to {HOURS_MAX}, "
+                            f"got {raw!r}")
+    return hours
+
+
+def _bot_health(stats: BotStatistics, child_state: str | None) -> dict[str, Any]:
+    health = stats.health
+    return {
+        "user_id": stats.user_id,
+        "status": stats.status.value,
+        "actor_state": stats.state.value,
+        "supervisor_state": child_state,
+        "suspended_reason": health.suspended_reason,
+        "total_requests": health.total_requests,
+        "successful_requests": health.successful_requests,
+        "failed_requests": health.failed_requests,
+        "error_rate": health.error_rate,
+        "avg_response_time_ms": health.ema_latency_ms,
+        "consecutive_failures": health.consecutive_failures,
+        "rate_limited_count": health.throttled,
+        "chat_errors": health.chat_errors,
+        "last_success_at": health.last_success_at,
+        "last_failure_at": health.last_failure_at,
+        "last_error": health.last_error,
+        "circuit_state": stats.breaker.state.value,
+        "handled_updates": stats.handled_updates,
+        "replies_sent": stats.replies_sent,
+        "dead_letters": stats.dead_letters,
+        "ambiguous_sends": stats.ambiguous_sends,
+        "handler_errors": stats.handler_errors,
+    }
+
+
+def _row(row: HealthRow) -> dict[str, Any]:
+    return plain(row)  # type: ignore[no-any-return]
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return _json({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    ok, detail = await _ctx(request).ready()
+    return _json({"status": "ready" if ok else "not ready", "detail": detail},
+                 200 if ok else 503)
+
+
+# --- 1–3: bot health -----------------------------------------------------------------------
+
+
+async def health_summary(request: Request) -> Response:
+    ctx = _ctx(request)
+    summary = ctx.metrics.summary()
+    return _json({"generated_at": ctx.wall_clock(), **plain(summary)})
+
+
+async def health_unhealthy(request: Request) -> Response:
+    ctx = _ctx(request)
+    bots = []
+    for actor in ctx.fleet.actors():
+        stats = actor.statistics()
+        if stats.status is not BotStatus.HEALTHY:
+            state = ctx.fleet.child_state(actor.user_id)
+            bots.append(_bot_health(stats, state.value if state else None))
+    return _json({"generated_at": ctx.wall_clock(), "count": len(bots), "bots": bots})
+
+
+async def health_one(request: Request) -> Response:
+    actor = _actor(request)
+    state = _ctx(request).fleet.child_state(actor.user_id)
+    return _json(_bot_health(actor.statistics(), state.value if state else None))
+
+
+# --- 4–6: circuit breakers -----------------------------------------------------------------
+
+
+async def breakers_summary(request: Request) -> Response:
+    ctx = _ctx(request)
+    by_state = {state.value: 0 for state in BreakerState}
+    not_closed = []
+    for actor in ctx.fleet.actors():
+        stats = actor.breaker.statistics()
+        by_state[stats.state.value] += 1
+        if stats.state is not BreakerState.CLOSED:
+            not_closed.append({"user_id": actor.user_id, **plain(stats)})
+    return _json({"total": sum(by_state.values()), "by_state": by_state,
+                  "not_closed": not_closed})
+
+
+async def breaker_one(request: Request) -> Response:
+    actor = _actor(request)
+    return _json({"user_id": actor.user_id, **plain(actor.breaker.statistics())})
+
+
+async def breaker_reset(request: Request) -> Response:
+    actor = _actor(request)
+    actor.breaker.reset()
+    return _json({"user_id": actor.user_id, **plain(actor.breaker.statistics())})
+
+
+# --- 7–8: retry statistics -----------------------------------------------------------------
+
+
+async def retry_statistics(request: Request) -> Response:
+    ctx = _ctx(request)
+    per_bot = {actor.user_id: actor.retry_counters.statistics() for actor in ctx.fleet.actors()}
+    return _json({
+        "overall": combine_retry_statistics(per_bot.values()),
+        "bots": [{"user_id": uid, **plain(stats)} for uid, stats in per_bot.items()],
+    })
+
+
+async def retry_reset(request: Request) -> Response:
+    ctx = _ctx(request)
+    actors = ctx.fleet.actors()
+    for actor in actors:
+        actor.retry_counters.reset()
+    return _json({"reset": len(actors)})
+
+
+# --- 9–11: history and persistence ---------------------------------------------------------
+
+
+async def health_history(request: Request) -> Response:
+    ctx = _ctx(request)
+    user_id = _user_id(request)
+    hours = _hours(request)
+    since = ctx.wall_clock() - hours * 3600
+    rows = await ctx.store.history(user_id, since)
+    if not rows:
+        try:
+            ctx.fleet.get(user_id)
+        except UnknownBot as exc:
+            raise ApiError(404, f"{exc}, and no history is stored for it") from None
+    return _json({"user_id": user_id, "hours": hours, "since": since,
+                  "count": len(rows), "rows": [_row(r) for r in rows]})
+
+
+async def unhealthy_history(request: Request) -> Response:
+    ctx = _ctx(request)
+    hours = _hours(request)
+    since = ctx.wall_clock() - hours * 3600
+    rows = await ctx.store.unhealthy_history(since)
+    return _json({"hours": hours, "since": since, "count": len(rows),
+                  "rows": [_row(r) for r in rows]})
+
+
+async def persist_now(request: Request) -> Response:
+    written = await _ctx(request).metrics.persist_now()
+    return _json({"rows_written": written})
+
+
+def routes() -> list[BaseRoute]:
+    base = "/admin/system"
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        # Fixed paths first: /bot-health/{user_id} would otherwise swallow them.
+        Route(f"{base}/bot-health/summary", health_summary),
+        Route(f"{base}/bot-health/unhealthy", health_unhealthy),
+        Route(f"{base}/bot-health/unhealthy-history", unhealthy_history),
+        Route(f"{base}/bot-health/persist-now", persist_now, methods=["POST"]),
+        Route(f"{base}/bot-health/history/{{user_id}}", health_history),
+        Route(f"{base}/bot-health/{{user_id}}", health_one),
+        Route(f"{base}/circuit-breakers/summary", breakers_summary),
+        Route(f"{base}/circuit-breakers/{{user_id}}", breaker_one),
+        Route(f"{base}/circuit-breakers/{{user_id}}/reset", breaker_reset, methods=["POST"]),
+        Route(f"{base}/retry-statistics", retry_statistics),
+        Route(f"{base}/retry-statistics/reset", retry_reset, methods=["POST"]),
+    ]
+
+
+def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None
+               ) -> Starlette:
+    """The admin ASGI app; every ``/admin`` route needs the admin bearer token."""
+    app = Starlette(
+        routes=[*routes(), *(extra_routes or [])],
+        middleware=[Middleware(BearerAuth, token=context.admin_token)],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+    )
+    app.state.admin = context
+    return app
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 422 saying what is wrong."""
+    body = await request.body()
+    if len(body) > 64 * 1024:
+        raise ApiError(413, "the request body must be at most 64 KiB")
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(422, f"the request body must be JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "the request body must be a JSON object")
+    return data

@@ -1,0 +1,76 @@
+"""AdminServer: the admin app served by Hypercorn on Trio."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+
+__all__ = ["AdminServer", "serve_app"]
+
+log = logging.getLogger("botvisor.admin")
+
+
+def _hypercorn_config(host: str, port: int, graceful_timeout: float) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = graceful_timeout
+    config.accesslog = None
+    config.errorlog = logging.getLogger("botvisor.hypercorn")
+    config.loglevel = "WARNING"
+    return config
+
+
+async def serve_app(
+    app: Starlette,
+    *,
+    host: str,
+    port: int,
+    shutdown: trio.Event,
+    graceful_timeout: float = 1.0,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` until ``shutdown`` is set; ``started()`` gets the base URL."""
+    config = _hypercorn_config(host, port, graceful_timeout)
+
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(
+            lambda task_status: serve(app, config, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
+                                      task_status=task_status)
+        )
+        task_status.started(urls[0])
+
+
+class AdminServer:
+    """The admin API's server; ``stop`` ends it (open WebSockets are closed first)."""
+
+    def __init__(self, app: Starlette, *, host: str, port: int,
+                 graceful_timeout: float = 1.0) -> None:
+        self._app = app
+        self._host = host
+        self._port = port
+        self._graceful_timeout = graceful_timeout
+        self._shutdown = trio.Event()
+        self._done = trio.Event()
+        self.url: str | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                self.url = await nursery.start(self._serve)
+                log.info("admin API listening on %s", self.url)
+                task_status.started(self.url)
+        finally:
+            self._done.set()
+
+    async def _serve(self, *, task_status: trio.TaskStatus[str]) -> None:
+        await serve_app(self._app, host=self._host, port=self._port, shutdown=self._shutdown,
+                        graceful_timeout=self._graceful_timeout, task_status=task_status)
+
+    async def stop(self) -> None:
+        """Stop accepting requests and wait until the server has closed."""
+        self._shutdown.set()
+        await self._done.wait()

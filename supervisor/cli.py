@@ -1,0 +1,181 @@
+"""The ``botvisor`` command line.
+
+Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 a bad configuration or database,
+2 bad command-line usage, 3 the daemon failed while running, 130 a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from actors import RedactingFilter, redact
+from storage import StorageError, migrate_file
+from supervisor.config import Config, ConfigError, load_config
+from supervisor.daemon import Daemon
+
+__all__ = ["main"]
+
+log = logging.getLogger("botvisor")
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_FAILED, EXIT_SECOND_SIGNAL = 0, 1, 2, 3, 130
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr; every record passes the token-redacting filter."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request at INFO (with the token in the URL, redacted above): too
+    # much for a fleet.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="botvisor",
+        description="Run many tenants' Telegram bots in one supervised process.",
+    )
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, type=Path, help="path to botvisor.toml")
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path", type=Path)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("--config", required=True, type=Path)
+
+    from supervisor.demo import add_demo_arguments, add_sim_server_arguments
+
+    add_demo_arguments(commands.add_parser(
+        "demo", help="run the whole system against a simulated Bot API"))
+    add_sim_server_arguments(commands.add_parser(
+        "sim-server", help="serve the simulated Bot API over HTTP"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.command == "check-config":
+            return check_config(args.path)
+        if args.command == "migrate":
+            return migrate_command(args.config)
+        if args.command == "run":
+            return run_command(args.config)
+        from supervisor.demo import demo_command, sim_server_command
+
+        if args.command == "demo":
+            return demo_command(args)
+        if args.command == "sim-server":
+            return sim_server_command(args)
+    except KeyboardInterrupt:
+        return EXIT_SECOND_SIGNAL
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        return None
+
+
+def check_config(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    print(f"ok: {path}")
+    print(f"  bots: {len(config.bots)} "
+          f"({', '.join(str(b.user_id) for b in config.bots[:10])}"
+          f"{', …' if len(config.bots) > 10 else ''})")
+    print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
+    print(f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
+          f"kept {config.storage.retention_days:g} days)")
+    print(f"  admin: {'http://' + config.admin.listen if config.admin.enabled else 'disabled'}, "
+          f"token {'set' if config.admin.token else 'NOT set (loopback only)'}")
+    print(f"  limits: global {config.limits.global_rps:g} rps, per bot {config.limits.bot_rps:g} rps")
+    return EXIT_OK
+
+
+def migrate_command(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        before, after = migrate_file(config.storage.path)
+    except StorageError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if before == after:
+        print(f"{config.storage.path}: schema {after} is current")
+    else:
+        print(f"{config.storage.path}: migrated schema {before} -> {after}")
+    return EXIT_OK
+
+
+def run_command(path: Path) -> int:
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    try:
+        trio.run(run_daemon, config)
+    except StorageError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except Exception as exc:
+        log.error("botvisor failed: %s", redact(f"{type(exc).__name__}: {exc}"),
+                  exc_info=exc)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def run_daemon(config: Config) -> None:
+    """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
+    from supervisor.clock import system_wall_clock
+
+    daemon = Daemon(config, wall_clock=system_wall_clock(), rng=random.Random())
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                count = 0
+                async for signum in signals:
+                    count += 1
+                    name = signal.Signals(signum).name
+                    if count == 1:
+                        log.info("%s received: shutting down gracefully "
+                                 "(send it again to exit at once)", name)
+                        daemon.request_shutdown()
+                    else:
+                        log.warning("%s received again: exiting now", name)
+                        logging.shutdown()
+                        os._exit(EXIT_SECOND_SIGNAL)
+
+            nursery.start_soon(watch)
+            await daemon.run()
+            nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

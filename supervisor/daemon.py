@@ -1,0 +1,158 @@
+"""The daemon: builds the supervision tree once and runs it until shutdown.
+
+::
+
+    root nursery
+    ├─ StoreWriter      the only SQLite writer
+    ├─ MetricsActor     aggregates, snapshots, retention, live events
+    ├─ BotSupervisor    dynamic one_for_one over the tenant bots
+    └─ AdminServer      Starlette on hypercorn.trio.serve
+
+Components start in that order and stop in reverse: the admin server stops taking requests,
+the bots stop polling and finish in-flight handlers within ``graceful_timeout``, the metrics
+actor writes its final snapshot, and the writer commits everything queued. A crash of a core
+component cancels the tree and propagates, so the process exits non-zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from actors import (
+    BotEvent,
+    EventSink,
+    FleetServices,
+    GlobalRateLimiter,
+    MetricsActor,
+    make_http_client,
+    shared_ssl_context,
+)
+from admin import AdminContext, AdminServer, create_app
+from storage import Store
+from supervisor.bot_supervisor import BotSupervisor
+from supervisor.config import Config
+from supervisor.fleet import Fleet
+
+__all__ = ["Daemon", "DaemonHandle"]
+
+log = logging.getLogger("botvisor")
+
+EVENT_BUFFER = 10_000
+
+
+@dataclass(frozen=True)
+class DaemonHandle:
+    """What ``Daemon.run`` hands back once everything is up."""
+
+    admin_url: str | None
+    fleet: Fleet
+    metrics: MetricsActor
+    store: Store
+    supervisor: BotSupervisor
+
+
+class Daemon:
+    """One botvisor process's worth of objects, built once and passed down."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        wall_clock: Callable[[], float],
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()
+        self._transport = transport
+        self._shutdown = trio.Event()
+        self.handle: DaemonHandle | None = None
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        self._shutdown.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        config = self.config
+        ssl_context = None if self._transport is not None else shared_ssl_context()
+
+        def http_client() -> httpx.AsyncClient:
+            return make_http_client(transport=self._transport, ssl_context=ssl_context,
+                                    telegram=config.telegram)
+
+        store = Store(config.storage.path)
+        send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
+        events = EventSink(send_events)
+        services = FleetServices(
+            telegram=config.telegram,
+            limits=config.limits,
+            breaker=config.breaker,
+            retry=config.retry,
+            health=config.health,
+            report_interval=config.supervisor.report_interval,
+            global_limiter=GlobalRateLimiter(config.limits.global_rps, config.limits.global_burst),
+            store=store,
+            events=events,
+            wall_clock=self._wall_clock,
+            http_client=http_client,
+            rng=self._rng,
+        )
+        fleet_box: list[Fleet] = []
+        supervisor = BotSupervisor(
+            config.supervisor, rng=self._rng,
+            on_event=lambda event: fleet_box[0].on_supervisor_event(event),
+        )
+        fleet = Fleet(supervisor, services)
+        fleet_box.append(fleet)
+        metrics = MetricsActor(
+            store, receive_events,
+            collect=fleet.health_rows,
+            wall_clock=self._wall_clock,
+            persist_interval=config.storage.persist_interval,
+            retention_days=config.storage.retention_days,
+            retention_check_interval=config.storage.retention_check_interval,
+        )
+
+        async def ready() -> tuple[bool, str]:
+            if self._shutdown.is_set():
+                return False, "shutting down"
+            writable, detail = await store.check_writable()
+            return writable, detail
+
+        admin: AdminServer | None = None
+        if config.admin.enabled:
+            app = create_app(AdminContext(
+                fleet=fleet, metrics=metrics, store=store, supervisor=supervisor, events=events,
+                wall_clock=self._wall_clock, admin_token=config.admin.token, ready=ready,
+            ))
+            admin = AdminServer(app, host=config.admin.host, port=config.admin.port)
+
+        async with trio.open_nursery() as root:
+            await root.start(store.run)
+            await root.start(metrics.run)
+            await root.start(supervisor.run)
+            restored = await fleet.load(config.bots)
+            metrics.seed(restored)
+            admin_url = await root.start(admin.run) if admin is not None else None
+            self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor)
+            log.info("botvisor running: %d bots, admin API %s", len(fleet.actors()),
+                     admin_url or "disabled")
+            task_status.started(self.handle)
+
+            await self._shutdown.wait()
+            log.info("shutting down: stopping the admin API, then %d bots (grace %g s)",
+                     len(fleet.actors()), config.supervisor.graceful_timeout)
+            if admin is not None:
+                await admin.stop()
+            await supervisor.stop(config.supervisor.graceful_timeout)
+            await metrics.stop()
+            await store.stop()
+            log.info("shutdown complete")

@@ -1,0 +1,295 @@
+"""``botvisor demo`` and ``botvisor sim-server``: the whole system without a Telegram account.
+
+The demo starts the simulated Bot API on 127.0.0.1, a fleet of bots talking to it over real
+HTTP, simulated users writing to them, a real SQLite file and the admin server; it prints
+progress while it runs and a summary of every bot at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import trio
+
+from actors import (
+    BotConfig,
+    BotToken,
+    FaultProfile,
+    OutageMode,
+    SimReport,
+    SimulatedBotApi,
+    TelegramConfig,
+    serve_sim,
+)
+from supervisor.clock import system_wall_clock
+from supervisor.config import AdminConfig, Config, StorageConfig, SupervisorConfig
+from supervisor.daemon import Daemon, DaemonHandle
+
+__all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_demo"]
+
+log = logging.getLogger("botvisor.demo")
+
+FIRST_BOT_ID = 7_000_000_001
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named fault profile for the simulated Bot API."""
+
+    description: str
+    faults: FaultProfile = field(default_factory=FaultProfile)
+    # An outage of the whole API: (starts after this share of the run, lasts this many s).
+    outage: tuple[float, float] | None = None
+    revoke_one: bool = False
+    # One tenant's users write this many times faster than the others.
+    flood_factor: float = 1.0
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "none": Scenario("no faults"),
+    "light": Scenario(
+        "2% 5xx, 1% timeouts, 1% dropped connections, 1% 429 (retry_after 1 s)",
+        FaultProfile(error_rate_5xx=0.02, timeout_rate=0.01, drop_rate=0.01,
+                     rate_limit_rate=0.01, retry_after=1),
+    ),
+    "transient-5": Scenario("5% transient faults on every call",
+                            FaultProfile(error_rate_5xx=0.03, connect_error_rate=0.02)),
+    "transient-20": Scenario("20% transient faults on every call",
+                             FaultProfile(error_rate_5xx=0.12, connect_error_rate=0.08)),
+    "transient-50": Scenario("50% transient faults on every call",
+                             FaultProfile(error_rate_5xx=0.30, connect_error_rate=0.20)),
+    "429-storm": Scenario("30% of calls answered 429 with retry_after 2 s",
+                          FaultProfile(rate_limit_rate=0.30, retry_after=2)),
+    "outage": Scenario("the whole API is down for a third of the run",
+                       outage=(0.3, 0.0)),
+    "revoked": Scenario("one tenant's token is revoked", revoke_one=True),
+    "flood": Scenario("one tenant's users write 20 times more than the others",
+                      flood_factor=20.0),
+}
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bots", type=int, default=100, help="number of bots (default 100)")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds the simulated users write (default 20)")
+    parser.add_argument("--chats", type=int, default=3, help="chats per bot (default 3)")
+    parser.add_argument("--rate", type=float, default=0.2,
+                        help="messages per second per chat (default 0.2)")
+    parser.add_argument("--faults", default="light", choices=sorted(SCENARIOS),
+                        help="fault scenario (default light)")
+    parser.add_argument("--db", type=Path, default=Path("botvisor-demo.db"),
+                        help="SQLite file (default ./botvisor-demo.db)")
+    parser.add_argument("--admin-port", type=int, default=8080,
+                        help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)")
+    parser.add_argument("--drain", type=float, default=60.0,
+                        help="seconds to wait for the last replies after the users stop")
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+
+
+def add_sim_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--bots", type=int, default=3, help="simulated bots to create")
+    parser.add_argument("--chats", type=int, default=2, help="simulated chats per bot")
+    parser.add_argument("--rate", type=float, default=0.5,
+                        help="messages per second per chat")
+    parser.add_argument("--faults", default="none", choices=sorted(SCENARIOS))
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed: the same seed gives the same tokens")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print a botvisor.toml for these bots, then serve")
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    report: SimReport
+    bots: list[dict[str, object]]
+    db_path: Path
+
+    @property
+    def every_message_answered(self) -> bool:
+        return self.report.unanswered == 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    if args.bots < 1 or args.duration <= 0 or args.chats < 1 or args.rate <= 0:
+        print("botvisor demo: --bots, --duration, --chats and --rate must be > 0",
+              file=sys.stderr)
+        return 2
+    result = trio.run(run_demo, args)
+    return 0 if result.every_message_answered or SCENARIOS[args.faults].revoke_one else 1
+
+
+def _tokens(count: int, rng: random.Random) -> list[str]:
+    return [SimulatedBotApi.make_token(FIRST_BOT_ID + i, rng) for i in range(count)]
+
+
+def _apply_scenario(api: SimulatedBotApi, scenario: Scenario, tokens: list[str],
+                    chats: int, rate: float) -> None:
+    api.set_faults(scenario.faults)
+    for i, token in enumerate(tokens):
+        factor = scenario.flood_factor if i == 0 else 1.0
+        api.add_users(token, chats=chats, rate=rate * factor)
+
+
+async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> DemoResult:
+    rng = random.Random(args.seed)
+    scenario = SCENARIOS[args.faults]
+    wall_clock = system_wall_clock()
+    api = SimulatedBotApi(rng=random.Random(rng.random()), wall_clock=wall_clock)
+    tokens = _tokens(args.bots, rng)
+    for token in tokens:
+        api.add_bot(token)
+    _apply_scenario(api, scenario, tokens, args.chats, args.rate)
+    admin_token = secrets.token_urlsafe(24)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    async with trio.open_nursery() as outer:
+        api_url = await outer.start(serve_sim, api)
+        config = Config(
+            telegram=TelegramConfig(api_base=api_url, poll_timeout=10, request_timeout=5.0),
+            storage=StorageConfig(path=str(args.db), persist_interval=60),
+            admin=AdminConfig(listen=f"127.0.0.1:{args.admin_port}", token=admin_token),
+            supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=1.0),
+            bots=tuple(
+                BotConfig(user_id=1001 + i, token=BotToken(token), key=f"bots[{i}]")
+                for i, token in enumerate(tokens)
+            ),
+        )
+        daemon = Daemon(config, wall_clock=wall_clock, rng=random.Random(rng.random()))
+        async with trio.open_nursery() as inner:
+            handle: DaemonHandle = await inner.start(daemon.run)
+            say(f"botvisor demo: {args.bots} bots, {args.chats} chats each at {args.rate:g} "
+                f"msg/s, faults: {args.faults} ({scenario.description})")
+            say(f"  simulated Bot API {api_url}; database {args.db}")
+            say(f"  admin API {handle.admin_url}  (Authorization: Bearer {admin_token})")
+            say(f"  try: curl -H 'Authorization: Bearer {admin_token}' "
+                f"{handle.admin_url}/admin/system/bot-health/summary")
+            users = trio.CancelScope()
+            inner.start_soon(_run_users, api, users)
+            await _drive(api, scenario, tokens, args.duration, handle, say)
+            users.cancel()
+            say(f"users stopped after {args.duration:g} s; waiting up to {args.drain:g} s "
+                "for the last replies")
+            with trio.move_on_after(args.drain):
+                while api.report().unanswered:
+                    await trio.sleep(0.5)
+            rows = [_bot_row(handle, api, token) for token in tokens]
+            say("shutting down the daemon")
+            daemon.request_shutdown()
+        outer.cancel_scope.cancel()
+
+    report = api.report()
+    _print_summary(say, rows, report)
+    return DemoResult(report, rows, args.db)
+
+
+async def _run_users(api: SimulatedBotApi, scope: trio.CancelScope) -> None:
+    with scope:
+        await api.run()
+
+
+async def _drive(api: SimulatedBotApi, scenario: Scenario, tokens: list[str], duration: float,
+                 handle: DaemonHandle, say: Callable[[str], None]) -> None:
+    start = trio.current_time()
+    outage_at = start + scenario.outage[0] * duration if scenario.outage else math.inf
+    revoke_at = start + duration * 0.3 if scenario.revoke_one else math.inf
+    next_line = start
+    while (now := trio.current_time()) < start + duration:
+        if now >= outage_at:
+            length = scenario.outage[1] if scenario.outage and scenario.outage[1] else (
+                duration / 3)
+            api.outage(now + length, mode=OutageMode.MIXED)
+            say(f"  ! injecting an API outage of {length:g} s")
+            outage_at = math.inf
+        if now >= revoke_at:
+            api.revoke(tokens[0])
+            say("  ! revoking the token of bot 1001")
+            revoke_at = math.inf
+        if now >= next_line:
+            say(_progress(now - start, api, handle))
+            next_line += 2.0
+        await trio.sleep(0.25)
+
+
+def _progress(elapsed: float, api: SimulatedBotApi, handle: DaemonHandle) -> str:
+    report = api.report()
+    summary = handle.metrics.summary()
+    states = " ".join(f"{k} {v}" for k, v in summary.by_status.items())
+    answered = 100.0 * report.answered / report.user_messages if report.user_messages else 100.0
+    return (f"  {elapsed:5.1f}s  messages {report.user_messages:6d}  replies {report.replies:6d}"
+            f"  answered {answered:5.1f}%  | {states}")
+
+
+def _bot_row(handle: DaemonHandle, api: SimulatedBotApi, token: str) -> dict[str, object]:
+    bot_id = BotToken(token).bot_id
+    user_id = 1001 + bot_id - FIRST_BOT_ID
+    sim = api.report().bot(bot_id)
+    stats = handle.fleet.get(user_id).statistics()
+    return {
+        "user_id": user_id,
+        "status": stats.status.value,
+        "breaker": stats.breaker.state.value,
+        "messages": sim.user_messages,
+        "answered": sim.answered,
+        "duplicates": sim.duplicates,
+        "handled": stats.handled_updates,
+        "failed_calls": stats.health.failed_requests,
+        "retries": stats.retry.retries,
+        "dead_letters": stats.dead_letters,
+    }
+
+
+def _print_summary(say: Callable[[str], None], rows: list[dict[str, object]],
+                   report: SimReport) -> None:
+    columns = list(rows[0]) if rows else []
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    say("")
+    say("  ".join(c.rjust(widths[c]) for c in columns))
+    for row in rows:
+        say("  ".join(str(row[c]).rjust(widths[c]) for c in columns))
+    say("")
+    say(f"summary: {report.summary()}")
+    if report.unanswered == 0 and report.user_messages:
+        say(f"every message answered: {report.answered} of {report.user_messages}")
+    else:
+        say(f"NOT every message answered: {report.unanswered} of {report.user_messages} "
+            "unanswered")
+
+
+def sim_server_command(args: argparse.Namespace) -> int:
+    trio.run(_sim_server, args)
+    return 0
+
+
+async def _sim_server(args: argparse.Namespace) -> None:
+    rng = random.Random(args.seed)
+    api = SimulatedBotApi(rng=random.Random(rng.random()), wall_clock=system_wall_clock())
+    tokens = _tokens(args.bots, rng)
+    for token in tokens:
+        api.add_bot(token)
+    _apply_scenario(api, SCENARIOS[args.faults], tokens, args.chats, args.rate)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(lambda task_status: serve_sim(
+            api, host=args.host, port=args.port, task_status=task_status))
+        if args.print_config:
+            print(f'[telegram]\napi_base = "{url}"\n')
+            for i, token in enumerate(tokens):
+                print(f'[[bots]]\nuser_id = {1001 + i}\ntoken = "{token}"\n')
+            sys.stdout.flush()
+        log.info("simulated Bot API on %s with %d bots", url, len(tokens))
+        await api.run()
+
+
+

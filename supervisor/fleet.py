@@ -1,0 +1,249 @@
+"""Fleet: the registry of tenant bots, their actors and their supervision.
+
+The admin API and the daemon manage bots only through the Fleet: it validates a token before
+anything is stored, persists the registry, restores each bot's health at start, and turns the
+supervisor's decisions (a bot that exceeded its restart intensity) into suspensions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from actors import (
+    ActorState,
+    BotActor,
+    BotApiClient,
+    BotApiError,
+    BotConfig,
+    BotToken,
+    ErrorCategory,
+    FleetServices,
+    LifecycleEvent,
+    AutoreplyRule,
+)
+from actors.handlers import HandlerError, load_handler
+from storage import BotRecord, HealthRow
+from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
+
+__all__ = ["BotExists", "Fleet", "FleetError", "TokenRejected", "TelegramUnreachable", "UnknownBot"]
+
+log = logging.getLogger("botvisor.fleet")
+
+
+class FleetError(Exception):
+    """A bot-management request that cannot be carried out; the message says why."""
+
+
+class UnknownBot(FleetError, KeyError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"no bot with user_id {user_id} is registered")
+        self.user_id = user_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BotExists(FleetError):
+    pass
+
+
+class TokenRejected(FleetError):
+    """Telegram (or the token's own format) says the token cannot be used."""
+
+
+class TelegramUnreachable(FleetError):
+    """The token could not be checked because the Bot API did not answer."""
+
+
+@dataclass(frozen=True)
+class _Registered:
+    actor: BotActor
+    source: str
+
+
+def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = None
+               ) -> BotRecord:
+    settings: dict[str, Any] = {
+        "autoreply": [{"contains": r.contains, "reply": r.reply} for r in bot.autoreply],
+        "autoreply_default": bot.autoreply_default,
+        "rps": bot.rps,
+    }
+    return BotRecord(user_id=bot.user_id, token=bot.token.reveal(), handler=bot.handler,
+                     settings=settings, source=source, suspended_reason=suspended,
+                     created_at=now, updated_at=now)
+
+
+def bot_config(record: BotRecord) -> BotConfig:
+    settings = record.settings or {}
+    return BotConfig(
+        user_id=record.user_id,
+        token=BotToken(record.token),
+        handler=record.handler,
+        autoreply=tuple(AutoreplyRule(**rule) for rule in settings.get("autoreply", [])),
+        autoreply_default=settings.get("autoreply_default"),
+        rps=settings.get("rps"),
+        key=f"bots[user_id={record.user_id}]",
+    )
+
+
+class Fleet:
+    """Every tenant bot of the daemon, supervised by one BotSupervisor."""
+
+    def __init__(self, supervisor: BotSupervisor, services: FleetServices) -> None:
+        self._supervisor = supervisor
+        self._services = services
+        self._bots: dict[int, _Registered] = {}
+        self._lock = trio.Lock()
+
+    # --- start-up ------------------------------------------------------------------------
+
+    async def load(self, configured: Iterable[BotConfig]) -> list[HealthRow]:
+        """Register the config file's bots and those added through the API, restore their
+        health from the latest snapshots, and start every bot that is not suspended."""
+        store = self._services.store
+        now = self._services.wall_clock()
+        configured = list(configured)
+        stored = {record.user_id: record for record in await store.list_bots()}
+        wanted = {bot.user_id for bot in configured}
+        for record in stored.values():
+            if record.source == "config" and record.user_id not in wanted:
+                log.info("bot %s was removed from the config file; unregistering it",
+                         record.user_id)
+                await store.remove_bot(record.user_id)
+        for bot in configured:
+            previous = stored.get(bot.user_id)
+            suspended = previous.suspended_reason if previous is not None else None
+            await store.upsert_bot(bot_record(bot, "config", now, suspended))
+            stored[bot.user_id] = bot_record(bot, "config", now, suspended)
+        latest = await store.latest_snapshots()
+        for record in stored.values():
+            if record.source == "config" and record.user_id not in wanted:
+                continue
+            actor = BotActor(bot_config(record), self._services)
+            row = latest.get(record.user_id)
+            if row is not None:
+                actor.restore(row)
+            if record.suspended_reason:
+                actor.health.suspend(record.suspended_reason)
+                actor.state = ActorState.SUSPENDED
+            self._bots[record.user_id] = _Registered(actor, record.source)
+        for registered in self._bots.values():
+            if registered.actor.state is not ActorState.SUSPENDED:
+                await self._start(registered.actor)
+        return [latest[uid] for uid in self._bots if uid in latest]
+
+    # --- queries -------------------------------------------------------------------------
+
+    def get(self, user_id: int) -> BotActor:
+        registered = self._bots.get(user_id)
+        if registered is None:
+            raise UnknownBot(user_id)
+        return registered.actor
+
+    def source(self, user_id: int) -> str:
+        return self._bots[user_id].source if user_id in self._bots else "unknown"
+
+    def actors(self) -> list[BotActor]:
+        return [self._bots[uid].actor for uid in sorted(self._bots)]
+
+    def child_state(self, user_id: int) -> ChildState | None:
+        return self._supervisor.child_state(user_id)
+
+    def health_rows(self) -> list[HealthRow]:
+        """A fresh health row of every bot: what a snapshot writes."""
+        return [actor.health_report().row for actor in self.actors()]
+
+    # --- management ----------------------------------------------------------------------
+
+    async def add(self, bot: BotConfig, *, source: str = "api") -> BotActor:
+        """Validate the token with getMe, persist the bot, and start it at once."""
+        async with self._lock:
+            if bot.user_id in self._bots:
+                raise BotExists(f"user_id {bot.user_id} is already registered")
+            try:
+                load_handler(bot)
+            except HandlerError as exc:
+                raise FleetError(str(exc)) from None
+            await self.validate_token(bot.token)
+            now = self._services.wall_clock()
+            await self._services.store.upsert_bot(bot_record(bot, source, now))
+            actor = BotActor(bot, self._services)
+            self._bots[bot.user_id] = _Registered(actor, source)
+            self._emit(bot.user_id, "added")
+        await self._start(actor)
+        return actor
+
+    async def remove(self, user_id: int) -> None:
+        """Stop the bot and unregister it; its health history stays."""
+        actor = self.get(user_id)
+        if self._supervisor.child_state(user_id) is not None:
+            await self._supervisor.stop_child(user_id)
+        await self._services.store.remove_bot(user_id)
+        del self._bots[user_id]
+        self._emit(actor.user_id, "removed")
+
+    async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
+        actor = self.get(user_id)
+        actor.suspend(reason)
+        if self._supervisor.child_state(user_id) is not None:
+            await self._supervisor.stop_child(user_id)
+        await self._services.store.set_suspended(user_id, reason)
+        actor.state = ActorState.SUSPENDED
+
+    async def resume(self, user_id: int) -> None:
+        """Re-validate the token with getMe, clear the suspension and start the bot."""
+        actor = self.get(user_id)
+        await self.validate_token(actor.config.token)
+        if self._supervisor.child_state(user_id) is not None:
+            await self._supervisor.stop_child(user_id)
+        actor.resume()
+        await self._services.store.set_suspended(user_id, None)
+        await self._start(actor)
+
+    async def validate_token(self, token: BotToken) -> dict[str, Any]:
+        """getMe with the token: TokenRejected if Telegram refuses it, TelegramUnreachable if
+        Telegram cannot be asked."""
+        async with self._services.http_client() as http:
+            client = BotApiClient(http, token=token, telegram=self._services.telegram)
+            try:
+                me: dict[str, Any] = await client.get_me()
+            except BotApiError as exc:
+                if exc.category in (ErrorCategory.PERMANENT, ErrorCategory.CHAT):
+                    raise TokenRejected(
+                        f"Telegram rejected the token {token.redacted}: {exc.message}"
+                    ) from None
+                raise TelegramUnreachable(
+                    f"could not validate the token {token.redacted}: {exc.message}"
+                ) from None
+        if me.get("id") != token.bot_id:
+            raise TokenRejected(
+                f"getMe answered for bot id {me.get('id')}, not {token.bot_id}: "
+                "the token does not belong to that bot"
+            )
+        return me
+
+    # --- supervision ---------------------------------------------------------------------
+
+    def on_supervisor_event(self, event: SupervisorEvent) -> None:
+        """Route the supervisor's decisions: lifecycle events out, suspensions applied."""
+        registered = self._bots.get(event.child_id)
+        if registered is None:
+            return
+        if event.kind == "suspended":
+            registered.actor.suspend(event.detail)
+            self._services.store.set_suspended_nowait(event.child_id, event.detail)
+        elif event.kind != "stopped" or registered.actor.health.suspended_reason is None:
+            self._emit(event.child_id, event.kind, event.detail)
+
+    async def _start(self, actor: BotActor) -> None:
+        await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)
+
+    def _emit(self, user_id: int, kind: str, detail: str = "") -> None:
+        self._services.events.emit(
+            LifecycleEvent(user_id, self._services.wall_clock(), kind, detail)
+        )
