@@ -1,0 +1,239 @@
+"""Each bot's health: outcomes over a rolling time window, latency EMA, and its status.
+
+Status rules (DESIGN.md, thresholds from :class:`~actors.config.HealthConfig`), first match:
+
+- SUSPENDED: suspended (permanent error, restart intensity exceeded, or an operator).
+- UNHEALTHY: breaker OPEN or FORCED_OPEN, or error rate >= ``unhealthy_error_rate`` (with at
+  least ``minimum_volume`` calls in the window), or >= ``unhealthy_consecutive_failures``.
+- DEGRADED: breaker HALF_OPEN, or error rate >= ``degraded_error_rate`` (same volume rule), or
+  >= ``degraded_consecutive_failures``, or latency EMA above ``slow_response_ms``.
+- HEALTHY: otherwise.
+
+What counts: a success or a failure is a call in the window; a chat error (400 on one request,
+403 blocked by a user) is a call that did not fail, since the Bot API answered and the bot is
+fine; a 429 is neither (it says we sent too much, not that anything is broken).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from actors.breaker import BreakerState, BreakerStatistics, RollingCounter
+from actors.config import HealthConfig
+from actors.retry import RetryStatistics
+from actors.secrets import redact
+from storage.rows import HealthRow
+
+__all__ = ["BotStatus", "HealthStatistics", "HealthTracker", "health_row"]
+
+# Longer error texts are cut: a snapshot row per bot must stay small.
+_MAX_ERROR_CHARS = 500
+
+
+class BotStatus(enum.Enum):
+    HEALTHY = "healthy"  # below every threshold
+    DEGRADED = "degraded"  # working, but erroring, slow or probing after an outage
+    UNHEALTHY = "unhealthy"  # failing most calls, or its breaker is open
+    SUSPENDED = "suspended"  # stopped until resumed: bad token, crash loop, or an operator
+
+
+@dataclass(frozen=True)
+class HealthStatistics:
+    total: int  # every recorded outcome, throttled and chat errors included (cumulative)
+    successes: int
+    failures: int
+    throttled: int
+    chat_errors: int
+    window_calls: int
+    window_failures: int
+    error_rate: float  # window_failures / window_calls, 0.0 with no calls
+    ema_latency_ms: float | None  # None until a latency was measured
+    consecutive_failures: int
+    last_success_at: float | None  # wall clock
+    last_failure_at: float | None  # wall clock
+    last_error: str | None  # redacted
+    suspended_reason: str | None
+
+
+class HealthTracker:
+    """Per-request health bookkeeping of one bot; cheap enough to call on every request.
+
+    The window uses 60 time buckets: constant memory per bot whatever its traffic.
+    """
+
+    def __init__(
+        self,
+        config: HealthConfig,
+        *,
+        wall_clock: Callable[[], float],
+        clock: Callable[[], float] = trio.current_time,
+    ) -> None:
+        self._config = config
+        self._wall_clock = wall_clock
+        self._clock = clock
+        self._window = RollingCounter(config.window_seconds)
+        self._total = 0
+        self._successes = 0
+        self._failures = 0
+        self._throttled = 0
+        self._chat_errors = 0
+        self._ema_ms: float | None = None
+        self._consecutive_failures = 0
+        self._last_success_at: float | None = None
+        self._last_failure_at: float | None = None
+        self._last_error: str | None = None
+        self._suspended_reason: str | None = None
+
+    @property
+    def config(self) -> HealthConfig:
+        return self._config
+
+    @property
+    def suspended_reason(self) -> str | None:
+        return self._suspended_reason
+
+    def record_success(self, latency: float | None) -> None:
+        """A call succeeded; ``latency`` in seconds, None when not meaningful (long polls)."""
+        self._total += 1
+        self._successes += 1
+        self._consecutive_failures = 0
+        self._last_success_at = self._wall_clock()
+        self._window.add(self._clock(), failed=False)
+        self._observe(latency)
+
+    def record_failure(self, error: str, latency: float | None) -> None:
+        """A call failed in a way that counts against the bot."""
+        self._total += 1
+        self._failures += 1
+        self._consecutive_failures += 1
+        self._last_failure_at = self._wall_clock()
+        self._last_error = redact(error)[:_MAX_ERROR_CHARS]
+        self._window.add(self._clock(), failed=True)
+        self._observe(latency)
+
+    def record_throttled(self) -> None:
+        """A 429: counted apart, neither a success nor a failure."""
+        self._total += 1
+        self._throttled += 1
+
+    def record_chat_error(self, chat_id: int | str | None) -> None:
+        """A request was refused for one chat's reason; the bot itself is fine."""
+        self._total += 1
+        self._chat_errors += 1
+        self._window.add(self._clock(), failed=False)
+
+    def suspend(self, reason: str) -> None:
+        """SUSPENDED until :meth:`resume`, whatever the outcomes say."""
+        self._suspended_reason = redact(reason)[:_MAX_ERROR_CHARS]
+
+    def resume(self) -> None:
+        """Leave SUSPENDED; the window starts afresh so old failures do not linger."""
+        self._suspended_reason = None
+        self._consecutive_failures = 0
+        self._window.clear()
+
+    def status(self, breaker_state: BreakerState) -> BotStatus:
+        """The bot's status now, given its breaker's state."""
+        if self._suspended_reason is not None:
+            return BotStatus.SUSPENDED
+        c = self._config
+        calls, failures = self._window.totals(self._clock())
+        rate = failures / calls if calls >= c.minimum_volume else 0.0
+        if (
+            breaker_state in (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+            or (calls >= c.minimum_volume and rate >= c.unhealthy_error_rate)
+            or self._consecutive_failures >= c.unhealthy_consecutive_failures
+        ):
+            return BotStatus.UNHEALTHY
+        if (
+            breaker_state is BreakerState.HALF_OPEN
+            or (calls >= c.minimum_volume and rate >= c.degraded_error_rate)
+            or self._consecutive_failures >= c.degraded_consecutive_failures
+            or (self._ema_ms is not None and self._ema_ms > c.slow_response_ms)
+        ):
+            return BotStatus.DEGRADED
+        return BotStatus.HEALTHY
+
+    def statistics(self) -> HealthStatistics:
+        calls, failures = self._window.totals(self._clock())
+        return HealthStatistics(
+            total=self._total,
+            successes=self._successes,
+            failures=self._failures,
+            throttled=self._throttled,
+            chat_errors=self._chat_errors,
+            window_calls=calls,
+            window_failures=failures,
+            error_rate=failures / calls if calls else 0.0,
+            ema_latency_ms=self._ema_ms,
+            consecutive_failures=self._consecutive_failures,
+            last_success_at=self._last_success_at,
+            last_failure_at=self._last_failure_at,
+            last_error=self._last_error,
+            suspended_reason=self._suspended_reason,
+        )
+
+    def restore(self, row: HealthRow) -> None:
+        """Seed cumulative counters, latency EMA and last outcomes from a stored snapshot.
+
+        The window and the consecutive-failure count start empty: they describe the recent
+        past, which a restart interrupted. Suspension is not restored from the row; the
+        supervisor knows which bots are suspended.
+        """
+        self._total = row.total_requests
+        self._successes = row.successful_requests
+        self._failures = row.failed_requests
+        self._throttled = row.rate_limited_count
+        self._chat_errors = max(
+            0,
+            row.total_requests
+            - row.successful_requests
+            - row.failed_requests
+            - row.rate_limited_count,
+        )
+        self._ema_ms = row.avg_response_time_ms if row.avg_response_time_ms > 0 else None
+        self._last_success_at = row.last_success_at
+        self._last_failure_at = row.last_failure_at
+        self._last_error = None if row.last_error is None else redact(row.last_error)
+
+    def _observe(self, latency: float | None) -> None:
+        if latency is None:
+            return
+        sample = latency * 1000.0
+        if self._ema_ms is None:
+            self._ema_ms = sample
+        else:
+            self._ema_ms += self._config.ema_alpha * (sample - self._ema_ms)
+
+
+def health_row(
+    user_id: int,
+    recorded_at: float,
+    status: BotStatus,
+    health: HealthStatistics,
+    breaker: BreakerStatistics,
+    retry: RetryStatistics,
+) -> HealthRow:
+    """One ``bot_health_metrics`` row from a bot's statistics (``recorded_at``: wall clock)."""
+    return HealthRow(
+        user_id=user_id,
+        recorded_at=recorded_at,
+        status=status.value,
+        total_requests=health.total,
+        successful_requests=health.successes,
+        failed_requests=health.failures,
+        error_rate=health.error_rate,
+        avg_response_time_ms=health.ema_latency_ms if health.ema_latency_ms is not None else 0.0,
+        consecutive_failures=health.consecutive_failures,
+        circuit_state=breaker.state.value,
+        circuit_failure_count=breaker.failure_count,
+        retry_attempts=retry.retries,
+        rate_limited_count=health.throttled,
+        last_success_at=health.last_success_at,
+        last_failure_at=health.last_failure_at,
+        last_error=health.last_error,
+    )

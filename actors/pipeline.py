@@ -1,0 +1,308 @@
+"""The request pipeline: every Bot API call of one bot goes through it.
+
+Per attempt, in this order (narrow limits first, the global token last, so a global token is
+never held idle while the bot waits for its own limits)::
+
+    breaker.try_acquire          refused -> CircuitOpenError at once
+    chat limiter (if chat_id)    \\
+    bot limiter                  / only for rate_limited calls
+    flood gate                   every call, getUpdates included
+    global limiter               only for rate_limited calls
+    send()                       the raw HTTP call; raises BotApiError subclasses
+    record the outcome           breaker, health, retry counters
+
+then, on an error, retry by its category (:class:`~actors.config.RetryConfig`):
+
+- RATE_LIMIT: close the bot's flood gate for ``retry_after`` and retry after exactly that.
+- TRANSIENT_NETWORK, UNKNOWN: retry after the policy's backoff; a non-idempotent call whose
+  request may have reached the server is not retried unless ``retry_uncertain_sends``.
+- PERMANENT: no retry; the bot is suspended (``on_suspend``) and the error raised.
+- CHAT: no retry; raised.
+
+Each category has its own retry budget. Exhausted retries raise the last error.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NoReturn, TypeVar
+
+import trio
+
+from actors.botapi.errors import (
+    BotApiError,
+    CircuitOpenError,
+    ErrorCategory,
+    TelegramError,
+    TransportError,
+)
+from actors.breaker import BreakerState, BreakerStatistics, CircuitBreaker
+from actors.config import RetryConfig
+from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
+from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
+from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
+from storage.rows import HealthRow
+
+__all__ = ["PipelineStatistics", "RequestPipeline"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PipelineStatistics:
+    user_id: int
+    status: BotStatus
+    breaker: BreakerStatistics
+    retry: RetryStatistics
+    health: HealthStatistics
+    refused: int  # calls refused by the breaker before any HTTP request
+    in_flight: int  # calls inside call() now
+    flood_open_at: float | None  # Trio time the flood gate opens; None if never closed
+
+
+class RequestPipeline:
+    """Breaker, limits, retries and health bookkeeping around one bot's Bot API calls."""
+
+    def __init__(
+        self,
+        *,
+        user_id: int,
+        breaker: CircuitBreaker,
+        retry: RetryConfig,
+        counters: RetryCounters,
+        bot_limiter: TokenBucket,
+        flood_gate: FloodGate,
+        chat_limiters: ChatLimiters,
+        global_limiter: GlobalRateLimiter,
+        health: HealthTracker,
+        rng: random.Random,
+        on_suspend: Callable[[str], None],
+    ) -> None:
+        self._user_id = user_id
+        self._breaker = breaker
+        self._retry = retry
+        self._counters = counters
+        self._bot_limiter = bot_limiter
+        self._flood_gate = flood_gate
+        self._chat_limiters = chat_limiters
+        self._global_limiter = global_limiter
+        self._health = health
+        self._rng = rng
+        self._on_suspend = on_suspend
+        self._policies = {
+            ErrorCategory.RATE_LIMIT: RetryPolicy.from_config(retry.rate_limit),
+            ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
+            ErrorCategory.UNKNOWN: RetryPolicy.from_config(retry.unknown),
+        }
+        self._refused = 0
+        self._in_flight = 0
+
+    @property
+    def user_id(self) -> int:
+        return self._user_id
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._breaker
+
+    @property
+    def health(self) -> HealthTracker:
+        return self._health
+
+    @property
+    def counters(self) -> RetryCounters:
+        return self._counters
+
+    async def call(
+        self,
+        method: str,
+        send: Callable[[], Awaitable[T]],
+        *,
+        chat_id: int | str | None = None,
+        idempotent: bool = True,
+        rate_limited: bool = True,
+        measure_latency: bool = True,
+    ) -> T:
+        """Make the call ``send`` performs, with breaker, limits, retries and health records.
+
+        ``idempotent=False`` marks calls that must not be repeated if they may have been
+        delivered (sendMessage and the like). ``rate_limited=False`` skips the chat, bot and
+        global limiters (getUpdates); the flood gate applies to every call.
+        ``measure_latency=False`` keeps long polls out of the latency average.
+        """
+        self._counters.record_call()
+        self._in_flight += 1
+        try:
+            return await self._call(
+                method,
+                send,
+                chat_id=chat_id,
+                idempotent=idempotent,
+                rate_limited=rate_limited,
+                measure_latency=measure_latency,
+            )
+        finally:
+            self._in_flight -= 1
+
+    async def _call(
+        self,
+        method: str,
+        send: Callable[[], Awaitable[T]],
+        *,
+        chat_id: int | str | None,
+        idempotent: bool,
+        rate_limited: bool,
+        measure_latency: bool,
+    ) -> T:
+        retries = 0
+        retries_by_category: dict[ErrorCategory, int] = {}
+        previous_delay: dict[ErrorCategory, float] = {}
+        last_error: BotApiError | None = None
+        while True:
+            if not self._breaker.try_acquire():
+                self._refuse(method, last_error, exhausted=retries > 0)
+            generation = self._breaker.generation
+            started = trio.current_time()
+            try:
+                if rate_limited:
+                    if chat_id is not None:
+                        await self._chat_limiters.acquire(chat_id)
+                    await self._bot_limiter.acquire()
+                await self._flood_gate.wait_open()
+                if rate_limited:
+                    await self._global_limiter.acquire(self._user_id)
+                self._counters.record_attempt()
+                started = trio.current_time()
+                result = await send()
+            except BotApiError as error:
+                latency = trio.current_time() - started
+                failure = error
+                self._record_error(error, chat_id, latency if measure_latency else None, generation)
+                last_error = error
+            except BaseException:
+                # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
+                # a HALF_OPEN probe slot must not stay taken.
+                self._breaker.record_ignored(generation=generation)
+                raise
+            else:
+                self._breaker.record_success(generation=generation)
+                self._health.record_success(
+                    trio.current_time() - started if measure_latency else None
+                )
+                if retries:
+                    self._counters.record_recovered()
+                return result
+
+            category = failure.category
+            if category is ErrorCategory.PERMANENT:
+                reason = f"{method} failed permanently: {failure.message}"
+                self._health.suspend(reason)
+                self._on_suspend(reason)
+                raise failure
+            if category is ErrorCategory.CHAT:
+                raise failure
+            retry_after = failure.retry_after if isinstance(failure, TelegramError) else None
+            if category is ErrorCategory.RATE_LIMIT and retry_after is not None:
+                self._flood_gate.close_for(retry_after)
+            if (
+                isinstance(failure, TransportError)
+                and failure.request_sent
+                and not idempotent
+                and not self._retry.retry_uncertain_sends
+            ):
+                self._counters.record_uncertain()
+                raise failure
+            policy = self._policies.get(category, self._policies[ErrorCategory.UNKNOWN])
+            used = retries_by_category.get(category, 0)
+            if used >= policy.max_retries:
+                self._counters.record_exhausted()
+                raise failure
+            used += 1
+            retries_by_category[category] = used
+            if category is ErrorCategory.RATE_LIMIT and retry_after is not None:
+                delay = retry_after
+            else:
+                delay = policy.delay(used, previous_delay.get(category), self._rng)
+                previous_delay[category] = delay
+            if not self._admits_at(trio.current_time() + delay):
+                # The failure opened the breaker: waiting out the backoff only to be refused
+                # would hold the caller for nothing.
+                self._refuse(method, failure, exhausted=True)
+            retries += 1
+            self._counters.record_retry(category)
+            await trio.sleep(delay)
+
+    def _refuse(self, method: str, last_error: BotApiError | None, *, exhausted: bool) -> NoReturn:
+        """Raise CircuitOpenError; ``exhausted``: a retryable failure is given up on."""
+        self._refused += 1
+        if exhausted:
+            self._counters.record_exhausted()
+        raise CircuitOpenError(
+            method=method, retry_at=self._breaker.statistics().half_open_at
+        ) from last_error
+
+    def _admits_at(self, when: float) -> bool:
+        """Whether the breaker may admit a call at ``when``, as far as is known now."""
+        stats = self._breaker.statistics()
+        if stats.state is BreakerState.FORCED_OPEN:
+            return False
+        if stats.state is BreakerState.OPEN:
+            return stats.half_open_at is not None and stats.half_open_at <= when
+        return True
+
+    def _record_error(
+        self,
+        error: BotApiError,
+        chat_id: int | str | None,
+        latency: float | None,
+        generation: int,
+    ) -> None:
+        category = error.category
+        if category.is_breaker_failure:
+            self._breaker.record_failure(generation=generation)
+        else:
+            self._breaker.record_ignored(generation=generation)
+        if category is ErrorCategory.RATE_LIMIT:
+            self._health.record_throttled()
+        elif category is ErrorCategory.CHAT:
+            self._health.record_chat_error(chat_id)
+        else:
+            # Only an answer from the server has a response time worth averaging; a timeout's
+            # duration is the timeout setting.
+            answered = isinstance(error, TelegramError)
+            self._health.record_failure(str(error), latency if answered else None)
+
+    def status(self) -> BotStatus:
+        return self._health.status(self._breaker.state)
+
+    def health_row(self, recorded_at: float) -> HealthRow:
+        """This bot's ``bot_health_metrics`` row now (``recorded_at``: wall clock)."""
+        return health_row(
+            self._user_id,
+            recorded_at,
+            self.status(),
+            self._health.statistics(),
+            self._breaker.statistics(),
+            self._counters.statistics(),
+        )
+
+    def restore(self, row: HealthRow) -> None:
+        """Seed every cumulative counter from the bot's latest stored snapshot."""
+        self._health.restore(row)
+        self._breaker.restore(failure_count=row.circuit_failure_count)
+        self._counters.restore(retries=row.retry_attempts)
+
+    def statistics(self) -> PipelineStatistics:
+        flood = self._flood_gate.statistics()
+        return PipelineStatistics(
+            user_id=self._user_id,
+            status=self.status(),
+            breaker=self._breaker.statistics(),
+            retry=self._counters.statistics(),
+            health=self._health.statistics(),
+            refused=self._refused,
+            in_flight=self._in_flight,
+            flood_open_at=flood.open_at,
+        )

@@ -1,0 +1,323 @@
+"""Retry strategies, per-category retry policies and retry statistics.
+
+Strategies are small frozen callables with no clock inside, in the style of tenacity's
+``wait`` module: a *backoff* maps the 1-based retry number to an un-jittered delay, a *jitter*
+spreads that delay using an injected ``random.Random``, and a :class:`RetryPolicy` composes one
+of each with a retry budget and a ceiling. The request pipeline does the sleeping, on Trio's
+clock, so every delay is testable on a ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from actors.botapi.errors import ErrorCategory
+from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
+
+__all__ = [
+    "Backoff",
+    "DecorrelatedJitter",
+    "EqualJitter",
+    "ExponentialBackoff",
+    "FibonacciBackoff",
+    "FixedBackoff",
+    "FullJitter",
+    "Jitter",
+    "LinearBackoff",
+    "NoJitter",
+    "RetryCounters",
+    "RetryPolicy",
+    "RetryStatistics",
+    "combine",
+]
+
+# Categories whose retries are counted by category (the others are never retried).
+RETRYABLE_CATEGORIES: tuple[ErrorCategory, ...] = tuple(c for c in ErrorCategory if c.is_retryable)
+
+
+class Backoff(Protocol):
+    def __call__(self, attempt: int) -> float: ...
+
+
+class Jitter(Protocol):
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float: ...
+
+
+# Past this many doublings any positive float delay exceeds any float cap (2**-1074 * 2**2100
+# > 2**1024), so the cap applies without computing a number that would overflow.
+_MAX_DOUBLINGS = 2100
+_HUGE = 2**_MAX_DOUBLINGS
+
+
+def _check_delays(name: str, **values: float) -> None:
+    for key, value in values.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}.{key} must be a finite number >= 0, got {value!r}")
+
+
+def _check_attempt(attempt: int) -> None:
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1 (the first retry is attempt 1), got {attempt!r}")
+
+
+@dataclass(frozen=True)
+class ExponentialBackoff:
+    """``min(cap, base * 2 ** (attempt - 1))``, without overflow for any attempt."""
+
+    base: float
+    cap: float
+
+    def __post_init__(self) -> None:
+        _check_delays("ExponentialBackoff", base=self.base, cap=self.cap)
+
+    def __call__(self, attempt: int) -> float:
+        _check_attempt(attempt)
+        if self.base == 0 or self.cap == 0:
+            return 0.0
+        exponent = attempt - 1
+        # Compare exponents before multiplying: 2.0 ** 1024 would overflow.
+        if exponent >= _MAX_DOUBLINGS or exponent >= math.log2(self.cap / self.base):
+            return self.cap
+        return min(self.cap, self.base * 2.0**exponent)
+
+
+@dataclass(frozen=True)
+class LinearBackoff:
+    """``min(cap, base * attempt)``."""
+
+    base: float
+    cap: float
+
+    def __post_init__(self) -> None:
+        _check_delays("LinearBackoff", base=self.base, cap=self.cap)
+
+    def __call__(self, attempt: int) -> float:
+        _check_attempt(attempt)
+        if self.base == 0:
+            return 0.0
+        if attempt >= _HUGE or attempt >= self.cap / self.base:
+            return self.cap
+        return min(self.cap, self.base * attempt)
+
+
+@dataclass(frozen=True)
+class FixedBackoff:
+    """The same ``delay`` before every retry."""
+
+    delay: float
+
+    def __post_init__(self) -> None:
+        _check_delays("FixedBackoff", delay=self.delay)
+
+    def __call__(self, attempt: int) -> float:
+        _check_attempt(attempt)
+        return self.delay
+
+
+@dataclass(frozen=True)
+class FibonacciBackoff:
+    """``min(cap, base * F(attempt))`` with F = 1, 1, 2, 3, 5, 8, …"""
+
+    base: float
+    cap: float
+
+    def __post_init__(self) -> None:
+        _check_delays("FibonacciBackoff", base=self.base, cap=self.cap)
+
+    def __call__(self, attempt: int) -> float:
+        _check_attempt(attempt)
+        if self.base == 0:
+            return 0.0
+        limit = self.cap / self.base
+        previous, current = 0, 1
+        # Stops as soon as the cap is reached: at most ~1500 steps even for a huge cap/base.
+        for _ in range(attempt - 1):
+            if current >= limit or current >= _HUGE:
+                return self.cap
+            previous, current = current, previous + current
+        return min(self.cap, self.base * current)
+
+
+@dataclass(frozen=True)
+class NoJitter:
+    """The backoff's delay as it is."""
+
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float:
+        return delay
+
+
+@dataclass(frozen=True)
+class FullJitter:
+    """Uniform in ``[0, delay]``: spreads retries of many bots the most."""
+
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float:
+        return rng.uniform(0.0, delay)
+
+
+@dataclass(frozen=True)
+class EqualJitter:
+    """Half the delay, plus uniform in ``[0, delay / 2]``: never retries at once."""
+
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float:
+        half = delay / 2
+        return half + rng.uniform(0.0, half)
+
+
+@dataclass(frozen=True)
+class DecorrelatedJitter:
+    """``min(cap, uniform(base, 3 * previous))``; ignores the backoff (AWS "decorrelated")."""
+
+    base: float
+    cap: float
+
+    def __post_init__(self) -> None:
+        _check_delays("DecorrelatedJitter", base=self.base, cap=self.cap)
+
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float:
+        last = self.base if previous is None else previous
+        high = max(self.base, min(self.cap, last) * 3)
+        return min(self.cap, rng.uniform(self.base, high))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and after how long one error category is retried."""
+
+    max_retries: int
+    backoff: Backoff
+    jitter: Jitter
+    max_delay: float
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries!r}")
+        _check_delays("RetryPolicy", max_delay=self.max_delay)
+
+    @classmethod
+    def from_config(cls, config: RetryPolicyConfig) -> RetryPolicy:
+        base, cap = config.base_delay, config.max_delay
+        backoff: Backoff
+        if config.backoff is BackoffKind.EXPONENTIAL:
+            backoff = ExponentialBackoff(base, cap)
+        elif config.backoff is BackoffKind.LINEAR:
+            backoff = LinearBackoff(base, cap)
+        elif config.backoff is BackoffKind.FIXED:
+            backoff = FixedBackoff(base)
+        else:
+            backoff = FibonacciBackoff(base, cap)
+        jitter: Jitter
+        if config.jitter is JitterKind.NONE:
+            jitter = NoJitter()
+        elif config.jitter is JitterKind.FULL:
+            jitter = FullJitter()
+        elif config.jitter is JitterKind.EQUAL:
+            jitter = EqualJitter()
+        else:
+            jitter = DecorrelatedJitter(base, cap)
+        return cls(max_retries=config.max_retries, backoff=backoff, jitter=jitter, max_delay=cap)
+
+    def delay(self, attempt: int, previous: float | None, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based); in ``[0, max_delay]``."""
+        value = self.jitter(self.backoff(attempt), previous, rng)
+        if not math.isfinite(value):
+            return self.max_delay
+        return min(self.max_delay, max(0.0, value))
+
+
+@dataclass(frozen=True)
+class RetryStatistics:
+    calls: int  # pipeline calls started
+    attempts: int  # HTTP attempts, first ones included
+    retries: int  # attempts after the first
+    retries_by_category: Mapping[str, int]  # ErrorCategory value -> retries; a plain dict
+    recovered: int  # calls that succeeded after at least one retry
+    exhausted: int  # calls that gave up with a retryable error
+    uncertain: int  # non-idempotent calls not retried because they may have been delivered
+    recovery_rate: float  # recovered / (recovered + exhausted); 1.0 when both are 0
+
+
+def _recovery_rate(recovered: int, exhausted: int) -> float:
+    total = recovered + exhausted
+    return 1.0 if total == 0 else recovered / total
+
+
+class RetryCounters:
+    """One bot's retry bookkeeping, updated by its request pipeline."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._calls = 0
+        self._attempts = 0
+        self._retries = 0
+        self._by_category = {c.value: 0 for c in RETRYABLE_CATEGORIES}
+        self._recovered = 0
+        self._exhausted = 0
+        self._uncertain = 0
+
+    def restore(self, *, retries: int) -> None:
+        """Seed the cumulative retry count from a stored snapshot (which has no breakdown)."""
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries!r}")
+        self._retries = retries
+
+    def record_call(self) -> None:
+        self._calls += 1
+
+    def record_attempt(self) -> None:
+        self._attempts += 1
+
+    def record_retry(self, category: ErrorCategory) -> None:
+        self._retries += 1
+        self._by_category[category.value] = self._by_category.get(category.value, 0) + 1
+
+    def record_recovered(self) -> None:
+        self._recovered += 1
+
+    def record_exhausted(self) -> None:
+        self._exhausted += 1
+
+    def record_uncertain(self) -> None:
+        self._uncertain += 1
+
+    def statistics(self) -> RetryStatistics:
+        return RetryStatistics(
+            calls=self._calls,
+            attempts=self._attempts,
+            retries=self._retries,
+            retries_by_category=dict(self._by_category),
+            recovered=self._recovered,
+            exhausted=self._exhausted,
+            uncertain=self._uncertain,
+            recovery_rate=_recovery_rate(self._recovered, self._exhausted),
+        )
+
+
+def combine(stats: Iterable[RetryStatistics]) -> RetryStatistics:
+    """Fleet-wide totals of many bots' retry statistics."""
+    calls = attempts = retries = recovered = exhausted = uncertain = 0
+    by_category = {c.value: 0 for c in RETRYABLE_CATEGORIES}
+    for s in stats:
+        calls += s.calls
+        attempts += s.attempts
+        retries += s.retries
+        recovered += s.recovered
+        exhausted += s.exhausted
+        uncertain += s.uncertain
+        for key, value in s.retries_by_category.items():
+            by_category[key] = by_category.get(key, 0) + value
+    return RetryStatistics(
+        calls=calls,
+        attempts=attempts,
+        retries=retries,
+        retries_by_category=by_category,
+        recovered=recovered,
+        exhausted=exhausted,
+        uncertain=uncertain,
+        recovery_rate=_recovery_rate(recovered, exhausted),
+    )

@@ -1,0 +1,475 @@
+"""CircuitBreaker: exact timing on MockClock, manual controls, and a model-based state machine."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from actors.breaker import (
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
+    RollingCounter,
+)
+from actors.config import BreakerConfig
+
+CLOSED = BreakerState.CLOSED
+OPEN = BreakerState.OPEN
+HALF_OPEN = BreakerState.HALF_OPEN
+DISABLED = BreakerState.DISABLED
+FORCED_OPEN = BreakerState.FORCED_OPEN
+
+
+def make(
+    config: BreakerConfig | None = None,
+) -> tuple[CircuitBreaker, list[BreakerTransition]]:
+    log: list[BreakerTransition] = []
+    return CircuitBreaker(config or BreakerConfig(), on_transition=log.append), log
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        assert breaker.try_acquire()
+        breaker.record_failure()
+
+
+async def test_opens_after_threshold_consecutive_failures_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, log = make()
+    fail(breaker, 4)
+    assert breaker.try_acquire()
+    breaker.record_success()  # resets the run of failures
+    fail(breaker, 4)
+    assert breaker.state is CLOSED
+    fail(breaker, 1)
+    assert breaker.state is OPEN
+    assert [(t.previous, t.state) for t in log] == [(CLOSED, OPEN)]
+    assert log[0].reason == "5 consecutive failures"
+    assert not breaker.try_acquire()
+    stats = breaker.statistics()
+    assert stats.rejected_count == 1
+    assert stats.failure_count == 9
+    assert stats.success_count == 1
+    assert stats.opened_at == 0
+    assert stats.half_open_at == 60
+
+
+async def test_open_until_exactly_open_seconds(autojump_clock: trio.testing.MockClock) -> None:
+    breaker, log = make()
+    fail(breaker, 5)
+    await trio.sleep(59.999)
+    assert breaker.state is OPEN
+    assert not breaker.try_acquire()
+    await trio.sleep_until(60)
+    assert breaker.state is HALF_OPEN
+    assert log[-1] == BreakerTransition(OPEN, HALF_OPEN, 60.0, log[-1].reason)
+    assert breaker.statistics().half_open_at is None
+
+
+async def test_half_open_walk_with_ordered_transitions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, log = make()
+    fail(breaker, 5)  # OPEN at 0
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # probe: HALF_OPEN at 60
+    breaker.record_failure()  # OPEN again at 60
+    assert breaker.statistics().half_open_at == 120
+    await trio.sleep(30)
+    assert breaker.state is OPEN
+    await trio.sleep(30)
+    assert breaker.try_acquire()  # HALF_OPEN at 120
+    breaker.record_success()
+    assert breaker.state is HALF_OPEN  # one of two successes
+    await trio.sleep(1)
+    assert breaker.try_acquire()
+    breaker.record_success()  # CLOSED at 121
+    assert breaker.state is CLOSED
+    assert [(t.previous, t.state, t.at) for t in log] == [
+        (CLOSED, OPEN, 0.0),
+        (OPEN, HALF_OPEN, 60.0),
+        (HALF_OPEN, OPEN, 60.0),
+        (OPEN, HALF_OPEN, 120.0),
+        (HALF_OPEN, CLOSED, 121.0),
+    ]
+    assert breaker.statistics().transitions == 5
+    assert breaker.statistics().consecutive_failures == 0
+
+
+async def test_half_open_admits_one_probe_at_a_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make()
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()
+    assert not breaker.try_acquire()
+    assert not breaker.try_acquire()
+    assert breaker.statistics().rejected_count == 2
+    breaker.record_ignored()  # a 429 or a cancelled probe frees the slot, decides nothing
+    assert breaker.state is HALF_OPEN
+    assert breaker.try_acquire()
+    breaker.record_success()
+    assert breaker.try_acquire()
+    assert not breaker.try_acquire()
+
+
+async def test_wait_admitting_wakes_exactly_at_half_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make()
+    await trio.sleep(10)
+    fail(breaker, 5)
+    await breaker.wait_admitting()
+    assert trio.current_time() == 70
+    assert breaker.try_acquire()
+    # The probe is out: the next waiter wakes when its outcome frees the slot.
+    woke: list[float] = []
+
+    async def waiter() -> None:
+        await breaker.wait_admitting()
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.sleep(5)
+        assert woke == []
+        breaker.record_success()
+    assert woke == [75]
+
+
+async def test_wait_admitting_returns_at_once_when_closed_and_on_reset(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make()
+    await breaker.wait_admitting()
+    assert trio.current_time() == 0
+    breaker.force_open()
+
+    async def operator() -> None:
+        await trio.sleep(3)
+        breaker.reset()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        await breaker.wait_admitting()
+        assert trio.current_time() == 3
+
+
+async def test_wait_admitting_is_cancellable(autojump_clock: trio.testing.MockClock) -> None:
+    breaker, _ = make()
+    breaker.force_open()
+    with trio.move_on_after(7):
+        await breaker.wait_admitting()
+    assert trio.current_time() == 7
+    assert breaker.state is FORCED_OPEN
+
+
+async def test_manual_reset_force_open_disable(autojump_clock: trio.testing.MockClock) -> None:
+    breaker, log = make()
+    fail(breaker, 5)
+    breaker.reset()
+    assert breaker.state is CLOSED
+    assert breaker.statistics().consecutive_failures == 0
+    assert breaker.statistics().failure_count == 5  # cumulative survives a reset
+    fail(breaker, 4)
+    assert breaker.state is CLOSED  # the run restarted from zero
+
+    breaker.force_open()
+    assert not breaker.try_acquire()
+    await trio.sleep(3600)
+    assert breaker.state is FORCED_OPEN  # no timer leaves FORCED_OPEN
+
+    breaker.disable()
+    fail(breaker, 50)
+    assert breaker.state is DISABLED
+    breaker.reset()
+    breaker.reset()  # resetting a closed breaker is not an error, and no transition
+    assert [(t.previous, t.state) for t in log] == [
+        (CLOSED, OPEN),
+        (OPEN, CLOSED),
+        (CLOSED, FORCED_OPEN),
+        (FORCED_OPEN, DISABLED),
+        (DISABLED, CLOSED),
+    ]
+    assert log[1].reason == "reset by an operator"
+
+
+async def test_failure_rate_needs_minimum_volume(autojump_clock: trio.testing.MockClock) -> None:
+    config = BreakerConfig(
+        failure_threshold=100, failure_rate=0.5, rate_window_seconds=60, rate_minimum_calls=10
+    )
+    breaker, log = make(config)
+    for _ in range(4):  # 4 of 8 failed: rate reached, volume not
+        for ok in (True, False):
+            assert breaker.try_acquire()
+            breaker.record_success() if ok else breaker.record_failure()
+    assert breaker.state is CLOSED
+    assert breaker.try_acquire()
+    breaker.record_success()  # 9 calls, 4 failures
+    assert breaker.try_acquire()
+    breaker.record_failure()  # 10 calls, 5 failures: 50%
+    assert breaker.state is OPEN
+    assert log[0].reason == "failure rate 5/10 over the last 60 s reached 50%"
+
+
+async def test_failure_rate_forgets_calls_outside_the_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = BreakerConfig(
+        failure_threshold=100, failure_rate=0.5, rate_window_seconds=60, rate_minimum_calls=4
+    )
+    breaker, _ = make(config)
+    fail(breaker, 3)  # at t=0
+    await trio.sleep(60)  # those three have left the window exactly now
+    assert breaker.statistics().window_calls == 0
+    for _ in range(3):
+        assert breaker.try_acquire()
+        breaker.record_success()
+    fail(breaker, 1)  # 1 of 4
+    assert breaker.state is CLOSED
+    fail(breaker, 1)  # 2 of 5
+    fail(breaker, 1)  # 3 of 6: 50%
+    assert breaker.state is OPEN
+
+
+async def test_a_stale_outcome_is_not_taken_for_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make()
+    assert breaker.try_acquire()
+    slow_call = breaker.generation  # admitted while CLOSED, still running
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()
+    probe = breaker.generation
+    breaker.record_failure(generation=slow_call)  # the slow call fails long after
+    assert breaker.state is HALF_OPEN
+    assert breaker.statistics().probe_in_flight
+    breaker.record_success(generation=probe)
+    assert breaker.statistics().failure_count == 6
+
+
+def test_illegal_transition_is_a_runtime_error() -> None:
+    breaker = CircuitBreaker(BreakerConfig(), clock=lambda: 0.0)
+    with pytest.raises(RuntimeError, match="cannot go from closed to half_open"):
+        breaker._transition(HALF_OPEN, "a bug")
+
+
+def test_rolling_counter_expires_buckets_at_exact_times() -> None:
+    counter = RollingCounter(300, buckets=60)
+    counter.add(0.0, failed=True)
+    counter.add(4.9, failed=False)
+    counter.add(5.0, failed=False)
+    assert counter.totals(299.999) == (3, 1)
+    assert counter.totals(300.0) == (1, 0)  # the bucket [0, 5) has left the window
+    assert counter.totals(305.0) == (0, 0)
+    counter.add(10_000.0, failed=True)
+    assert counter.totals(10_000.0) == (1, 1)
+
+
+# --- model-based: the breaker against a small reference model ---------------------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Model:
+    """The breaker's rules, written as plainly as possible."""
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self.c = config
+        self.state = CLOSED
+        self.generation = 0
+        self.transitions: list[tuple[BreakerState, BreakerState, float]] = []
+        self.consecutive = 0
+        self.failures = 0
+        self.successes = 0
+        self.rejected = 0
+        self.opened_at: float | None = None
+        self.probe = False
+        self.probe_successes = 0
+        self.window: list[tuple[int, bool]] = []  # (bucket index, failed)
+
+    def width(self) -> float:
+        return self.c.rate_window_seconds / 60
+
+    def go(self, state: BreakerState, at: float) -> None:
+        self.transitions.append((self.state, state, at))
+        self.state = state
+        self.generation += 1
+        self.probe = False
+        self.probe_successes = 0
+        if state is OPEN:
+            self.opened_at = at
+        elif state is not HALF_OPEN:
+            self.opened_at = None
+        if state is CLOSED:
+            self.consecutive = 0
+            self.window = []
+
+    def tick(self, now: float) -> None:
+        if self.state is OPEN:
+            assert self.opened_at is not None
+            due = self.opened_at + self.c.open_seconds
+            if now >= due:
+                self.go(HALF_OPEN, due)
+
+    def acquire(self, now: float) -> bool:
+        self.tick(now)
+        if self.state in (CLOSED, DISABLED) or (self.state is HALF_OPEN and not self.probe):
+            if self.state is HALF_OPEN:
+                self.probe = True
+            return True
+        self.rejected += 1
+        return False
+
+    def current(self, generation: int) -> bool:
+        return generation == self.generation
+
+    def success(self, now: float, generation: int) -> None:
+        self.tick(now)
+        self.successes += 1
+        if not self.current(generation):
+            return
+        if self.state is CLOSED:
+            self.consecutive = 0
+            self.window.append((math.floor(now / self.width()), False))
+        elif self.state is HALF_OPEN:
+            self.consecutive = 0
+            self.probe = False
+            self.probe_successes += 1
+            if self.probe_successes >= self.c.half_open_successes:
+                self.go(CLOSED, now)
+
+    def failure(self, now: float, generation: int) -> None:
+        self.tick(now)
+        self.failures += 1
+        if not self.current(generation):
+            return
+        if self.state is CLOSED:
+            self.consecutive += 1
+            if self.consecutive >= self.c.failure_threshold:
+                self.go(OPEN, now)
+                return
+            if self.c.failure_rate is not None:
+                index = math.floor(now / self.width())
+                self.window.append((index, True))
+                live = [failed for b, failed in self.window if b > index - 60]
+                if (
+                    len(live) >= self.c.rate_minimum_calls
+                    and sum(live) / len(live) >= self.c.failure_rate
+                ):
+                    self.go(OPEN, now)
+        elif self.state is HALF_OPEN:
+            self.consecutive += 1
+            self.go(OPEN, now)
+
+    def ignored(self, now: float, generation: int) -> None:
+        self.tick(now)
+        if self.current(generation) and self.state is HALF_OPEN:
+            self.probe = False
+
+    def manual(self, now: float, state: BreakerState) -> None:
+        self.tick(now)
+        if state is CLOSED:
+            self.consecutive = 0
+            self.window = []
+        if self.state is not state:
+            self.go(state, now)
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.time = FakeTime()
+        self.permits: list[int] = []  # generations of admitted calls without an outcome
+
+    @initialize(
+        threshold=st.integers(1, 4),
+        open_seconds=st.sampled_from([1.0, 2.5, 10.0]),
+        successes=st.integers(1, 3),
+        rate=st.sampled_from([None, 0.5, 0.75]),
+        minimum=st.integers(1, 6),
+    )
+    def build(
+        self,
+        threshold: int,
+        open_seconds: float,
+        successes: int,
+        rate: float | None,
+        minimum: int,
+    ) -> None:
+        config = BreakerConfig(
+            failure_threshold=threshold,
+            open_seconds=open_seconds,
+            half_open_successes=successes,
+            failure_rate=rate,
+            rate_window_seconds=6.0,
+            rate_minimum_calls=minimum,
+        )
+        self.log: list[BreakerTransition] = []
+        self.breaker = CircuitBreaker(config, on_transition=self.log.append, clock=self.time)
+        self.model = Model(config)
+
+    @rule()
+    def try_acquire(self) -> None:
+        admitted = self.breaker.try_acquire()
+        assert admitted == self.model.acquire(self.time.now)
+        if admitted:
+            self.permits.append(self.breaker.generation)
+
+    @precondition(lambda self: bool(self.permits))
+    @rule(which=st.integers(0, 10**6), outcome=st.sampled_from(["success", "failure", "ignored"]))
+    def finish(self, which: int, outcome: str) -> None:
+        generation = self.permits.pop(which % len(self.permits))
+        getattr(self.breaker, f"record_{outcome}")(generation=generation)
+        getattr(self.model, outcome)(self.time.now, generation)
+
+    @rule(action=st.sampled_from(["reset", "force_open", "disable"]))
+    def operator(self, action: str) -> None:
+        getattr(self.breaker, action)()
+        state = {"reset": CLOSED, "force_open": FORCED_OPEN, "disable": DISABLED}[action]
+        self.model.manual(self.time.now, state)
+
+    @rule(seconds=st.sampled_from([0.1, 0.5, 1.0, 2.5, 7.0]))
+    def advance(self, seconds: float) -> None:
+        self.time.now += seconds
+
+    @invariant()
+    def agrees_with_model(self) -> None:
+        if not hasattr(self, "breaker"):
+            return
+        stats = self.breaker.statistics()
+        self.model.tick(self.time.now)
+        assert stats.state is self.model.state
+        assert stats.consecutive_failures == self.model.consecutive
+        assert stats.failure_count == self.model.failures
+        assert stats.success_count == self.model.successes
+        assert stats.rejected_count == self.model.rejected
+        assert stats.probe_in_flight == self.model.probe
+        assert stats.generation == self.model.generation
+        assert [(t.previous, t.state, t.at) for t in self.log] == self.model.transitions
+        assert stats.transitions == len(self.log)
+
+
+TestBreakerMachine = BreakerMachine.TestCase
+TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)

@@ -1,0 +1,195 @@
+"""HealthTracker: every status threshold, window expiry at exact times, restore, rows."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from actors.botapi.errors import ErrorCategory
+from actors.breaker import BreakerState, CircuitBreaker
+from actors.config import BreakerConfig, HealthConfig
+from actors.health import BotStatus, HealthTracker, health_row
+from actors.retry import RetryCounters
+from storage.rows import HealthRow
+
+CLOSED = BreakerState.CLOSED
+TOKEN = "123456789:AAEhBP0av28bM4Nq2mY9sGkPmQ4DkX0aBcD"
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def tracker(**overrides: float) -> HealthTracker:
+    return HealthTracker(HealthConfig(**overrides), wall_clock=WallClock())  # type: ignore[arg-type]
+
+
+def outcomes(health: HealthTracker, successes: int, failures: int) -> None:
+    for _ in range(successes):
+        health.record_success(0.1)
+    for _ in range(failures):
+        health.record_failure("boom", 0.1)
+
+
+async def test_healthy_until_a_threshold_is_crossed(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker()
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    outcomes(health, successes=9, failures=1)  # 10% over the minimum volume of 10
+    assert health.status(CLOSED) is BotStatus.DEGRADED
+
+
+async def test_error_rate_needs_the_minimum_volume(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker(degraded_consecutive_failures=10, unhealthy_consecutive_failures=10)
+    outcomes(health, successes=5, failures=4)  # 44%, but only 9 calls
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    health.record_success(0.1)  # 10 calls: 40% >= 10%
+    assert health.status(CLOSED) is BotStatus.DEGRADED
+    outcomes(health, successes=0, failures=2)  # 6 of 12 = 50%
+    assert health.status(CLOSED) is BotStatus.UNHEALTHY
+
+
+async def test_consecutive_failures_thresholds(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker(minimum_volume=1000)
+    outcomes(health, successes=0, failures=2)
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    outcomes(health, successes=0, failures=1)
+    assert health.status(CLOSED) is BotStatus.DEGRADED
+    outcomes(health, successes=0, failures=2)
+    assert health.status(CLOSED) is BotStatus.UNHEALTHY
+    health.record_success(0.1)
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    assert health.statistics().consecutive_failures == 0
+
+
+async def test_breaker_state_decides_too(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker()
+    assert health.status(BreakerState.OPEN) is BotStatus.UNHEALTHY
+    assert health.status(BreakerState.FORCED_OPEN) is BotStatus.UNHEALTHY
+    assert health.status(BreakerState.HALF_OPEN) is BotStatus.DEGRADED
+    assert health.status(BreakerState.DISABLED) is BotStatus.HEALTHY
+
+
+async def test_slow_responses_degrade(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker(slow_response_ms=2000, ema_alpha=0.5)
+    health.record_success(1.0)
+    health.record_success(3.0)  # EMA 2000 ms: not above
+    assert health.statistics().ema_latency_ms == 2000
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    health.record_success(3.0)  # 2500 ms
+    assert health.status(CLOSED) is BotStatus.DEGRADED
+    health.record_success(None)  # a long poll: not a latency sample
+    assert health.statistics().ema_latency_ms == 2500
+    health.record_success(0.5)  # 1500 ms
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+
+
+async def test_suspension_wins_until_resumed(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker()
+    health.suspend(f"getMe failed: 401 Unauthorized for bot{TOKEN}")
+    assert health.status(CLOSED) is BotStatus.SUSPENDED
+    assert health.status(BreakerState.OPEN) is BotStatus.SUSPENDED
+    assert TOKEN not in (health.suspended_reason or "")
+    assert "123456789:…" in (health.suspended_reason or "")
+    health.resume()
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    assert health.suspended_reason is None
+
+
+async def test_window_forgets_outcomes_exactly_after_window_seconds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    health = tracker(window_seconds=300, minimum_volume=1, degraded_consecutive_failures=5)
+    health.record_failure("boom", None)  # at t=0
+    health.record_success(0.1)  # at t=0: 50% of 2
+    assert health.status(CLOSED) is BotStatus.UNHEALTHY
+    await trio.sleep_until(299.999)
+    assert health.statistics().window_calls == 2
+    assert health.status(CLOSED) is BotStatus.UNHEALTHY
+    await trio.sleep_until(300)
+    stats = health.statistics()
+    assert (stats.window_calls, stats.window_failures, stats.error_rate) == (0, 0, 0.0)
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    assert stats.failures == 1  # cumulative counters stay
+
+
+async def test_throttles_and_chat_errors_are_not_bot_failures(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    health = tracker(minimum_volume=1)
+    for _ in range(20):
+        health.record_throttled()
+        health.record_chat_error(-100)
+    stats = health.statistics()
+    assert health.status(CLOSED) is BotStatus.HEALTHY
+    assert (stats.total, stats.throttled, stats.chat_errors, stats.failures) == (40, 20, 20, 0)
+    assert stats.window_calls == 20  # chat errors were answered calls; 429s are not counted
+    assert stats.error_rate == 0
+
+
+async def test_last_error_is_redacted_and_timestamps_come_from_the_wall_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    wall = WallClock()
+    health = HealthTracker(HealthConfig(), wall_clock=wall)
+    health.record_success(0.05)
+    wall.now += 30
+    health.record_failure(f"POST https://api.telegram.org/bot{TOKEN}/sendMessage: 502", 0.2)
+    stats = health.statistics()
+    assert stats.last_success_at == 1_700_000_000.0
+    assert stats.last_failure_at == 1_700_000_030.0
+    assert stats.last_error == "POST https://api.telegram.org/bot123456789:…/sendMessage: 502"
+
+
+async def test_row_and_restore_round_trip(autojump_clock: trio.testing.MockClock) -> None:
+    health = tracker()
+    outcomes(health, successes=7, failures=2)
+    health.record_throttled()
+    health.record_chat_error(5)
+    breaker = CircuitBreaker(BreakerConfig())
+    for _ in range(2):
+        assert breaker.try_acquire()
+        breaker.record_failure()
+    counters = RetryCounters()
+    counters.record_retry(ErrorCategory.TRANSIENT_NETWORK)
+    row = health_row(
+        1001,
+        1_700_000_123.0,
+        health.status(breaker.state),
+        health.statistics(),
+        breaker.statistics(),
+        counters.statistics(),
+    )
+    assert row == HealthRow(
+        user_id=1001,
+        recorded_at=1_700_000_123.0,
+        status="degraded",  # 2 of 10 window calls failed: 20%
+        total_requests=11,
+        successful_requests=7,
+        failed_requests=2,
+        error_rate=0.2,
+        avg_response_time_ms=row.avg_response_time_ms,
+        consecutive_failures=2,
+        circuit_state="closed",
+        circuit_failure_count=2,
+        retry_attempts=1,
+        rate_limited_count=1,
+        last_success_at=1_700_000_000.0,
+        last_failure_at=1_700_000_000.0,
+        last_error="boom",
+    )
+    assert abs(row.avg_response_time_ms - 100) < 1e-9
+
+    fresh = tracker()
+    fresh.restore(row)
+    stats = fresh.statistics()
+    assert (stats.total, stats.successes, stats.failures, stats.throttled, stats.chat_errors) == (
+        11, 7, 2, 1, 1,
+    )  # fmt: skip
+    assert stats.ema_latency_ms == row.avg_response_time_ms
+    assert stats.last_error == "boom"
+    assert stats.window_calls == 0  # the recent past is not restored
+    assert fresh.status(CLOSED) is BotStatus.HEALTHY

@@ -1,0 +1,346 @@
+"""RequestPipeline with a scripted ``send`` on MockClock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors.botapi.errors import CircuitOpenError, ErrorCategory, TelegramError, TransportError
+from actors.breaker import BreakerState, CircuitBreaker
+from actors.config import (
+    BreakerConfig,
+    HealthConfig,
+    JitterKind,
+    LimitsConfig,
+    RetryConfig,
+    RetryPolicyConfig,
+)
+from actors.health import BotStatus, HealthTracker
+from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
+from actors.pipeline import RequestPipeline
+from actors.retry import RetryCounters
+
+TOKEN = "123456789:AAEhBP0av28bM4Nq2mY9sGkPmQ4DkX0aBcD"
+
+# Exact delays: transient errors back off 0.5 s, 1 s, 2 s…; unknown ones 2 s, 4 s…
+EXACT_RETRY = RetryConfig(
+    transient_network=RetryPolicyConfig(
+        max_retries=2, jitter=JitterKind.NONE, base_delay=0.5, key="retry.transient_network"
+    ),
+    unknown=RetryPolicyConfig(
+        max_retries=2, jitter=JitterKind.NONE, base_delay=2.0, key="retry.unknown"
+    ),
+)
+
+
+def telegram(code: int, *, retry_after: float | None = None, method: str = "sendMessage") -> Any:
+    return TelegramError(
+        method=method, error_code=code, description=f"error {code}", retry_after=retry_after
+    )
+
+
+def timeout(*, sent: bool) -> TransportError:
+    return TransportError("read timed out", method="sendMessage", request_sent=sent)
+
+
+class Script:
+    """A fake ``send``: each call takes ``latency`` seconds, then returns or raises its step."""
+
+    def __init__(self, *steps: object, latency: float = 0.0) -> None:
+        self.steps = list(steps)
+        self.latency = latency
+        self.calls: list[float] = []
+
+    async def __call__(self) -> object:
+        self.calls.append(trio.current_time())
+        await trio.sleep(self.latency)
+        step = self.steps.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+@dataclass
+class Rig:
+    pipeline: RequestPipeline
+    breaker: CircuitBreaker
+    counters: RetryCounters
+    health: HealthTracker
+    flood_gate: FloodGate
+    global_limiter: GlobalRateLimiter
+    suspended: list[str] = field(default_factory=list)
+
+
+def rig(
+    *,
+    retry: RetryConfig = EXACT_RETRY,
+    breaker_config: BreakerConfig | None = None,
+    global_limiter: GlobalRateLimiter | None = None,
+    user_id: int = 1001,
+    bot_limiter: TokenBucket | None = None,
+    flood_gate: FloodGate | None = None,
+    chat_limiters: ChatLimiters | None = None,
+    breaker: CircuitBreaker | None = None,
+) -> Rig:
+    breaker = breaker or CircuitBreaker(breaker_config or BreakerConfig())
+    counters = RetryCounters()
+    health = HealthTracker(HealthConfig(), wall_clock=lambda: 1_700_000_000.0)
+    flood_gate = flood_gate or FloodGate()
+    global_limiter = global_limiter or GlobalRateLimiter(rate=25, burst=25)
+    suspended: list[str] = []
+    pipeline = RequestPipeline(
+        user_id=user_id,
+        breaker=breaker,
+        retry=retry,
+        counters=counters,
+        bot_limiter=bot_limiter or TokenBucket(rate=30, burst=30),
+        flood_gate=flood_gate,
+        chat_limiters=chat_limiters or ChatLimiters(LimitsConfig()),
+        global_limiter=global_limiter,
+        health=health,
+        rng=random.Random(7),
+        on_suspend=suspended.append,
+    )
+    return Rig(pipeline, breaker, counters, health, flood_gate, global_limiter, suspended)
+
+
+async def test_success_records_latency_and_counts(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig()
+    send = Script({"message_id": 1}, latency=0.25)
+    assert await r.pipeline.call("sendMessage", send, chat_id=5) == {"message_id": 1}
+    assert trio.current_time() == 0.25
+    health = r.health.statistics()
+    assert (health.successes, health.ema_latency_ms) == (1, 250)
+    retry = r.counters.statistics()
+    assert (retry.calls, retry.attempts, retry.retries) == (1, 1, 0)
+    assert r.pipeline.statistics().status is BotStatus.HEALTHY
+
+
+async def test_429_waits_exactly_retry_after_and_closes_the_bot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    send = Script(telegram(429, retry_after=7), "sent")
+    other = Script("other sent")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(r.pipeline.call, "sendMessage", send)
+        await trio.sleep(1)
+        # Another call of the same bot, even a poll, waits for the flood gate too.
+        assert await r.pipeline.call("getUpdates", other, rate_limited=False) == "other sent"
+        assert trio.current_time() == 7
+    assert send.calls == [0, 7]
+    assert other.calls == [7]
+    assert r.flood_gate.open_at == 7
+    assert r.breaker.statistics().consecutive_failures == 0  # a 429 is not a bot failure
+    assert r.health.statistics().throttled == 1
+    assert r.counters.statistics().retries_by_category["rate_limit"] == 1
+    assert r.counters.statistics().recovered == 1
+
+
+async def test_429_retries_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig()
+    send = Script(*[telegram(429, retry_after=7) for _ in range(4)])
+    with pytest.raises(TelegramError) as caught:
+        await r.pipeline.call("sendMessage", send)
+    assert caught.value.error_code == 429
+    assert send.calls == [0, 7, 14, 21]  # rate_limit.max_retries = 3
+    stats = r.counters.statistics()
+    assert (stats.retries, stats.exhausted, stats.recovery_rate) == (3, 1, 0.0)
+    assert r.breaker.state is BreakerState.CLOSED
+
+
+async def test_transient_errors_back_off_then_recover(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    send = Script(telegram(502), timeout(sent=False), "ok")
+    assert await r.pipeline.call("sendMessage", send, idempotent=False) == "ok"
+    assert send.calls == [0, 0.5, 1.5]
+    stats = r.counters.statistics()
+    assert stats.retries_by_category["transient_network"] == 2
+    assert (stats.recovered, stats.exhausted) == (1, 0)
+    assert r.health.statistics().failures == 2
+    assert r.breaker.statistics().consecutive_failures == 0  # the success reset the run
+
+
+async def test_unknown_errors_have_their_own_budget(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig()
+    send = Script(telegram(418), telegram(418), telegram(418))
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getMe", send)
+    assert send.calls == [0, 2, 6]
+    assert r.counters.statistics().retries_by_category["unknown"] == 2
+
+
+async def test_uncertain_send_of_a_message_is_not_retried(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    send = Script(timeout(sent=True), "duplicate!")
+    with pytest.raises(TransportError):
+        await r.pipeline.call("sendMessage", send, idempotent=False)
+    assert send.calls == [0]
+    assert r.counters.statistics().uncertain == 1
+    assert r.counters.statistics().exhausted == 0
+
+    # An idempotent call with the same error is retried.
+    again = Script(timeout(sent=True), "ok")
+    assert await r.pipeline.call("getChat", again) == "ok"
+
+
+async def test_uncertain_sends_retried_when_configured(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(retry=RetryConfig(retry_uncertain_sends=True))
+    send = Script(timeout(sent=True), "ok")
+    assert await r.pipeline.call("sendMessage", send, idempotent=False) == "ok"
+    assert len(send.calls) == 2
+
+
+async def test_permanent_error_suspends_without_retry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    error = TelegramError(method="getMe", error_code=401, description=f"Unauthorized {TOKEN}")
+    send = Script(error, "never")
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getMe", send)
+    assert send.calls == [0]
+    assert len(r.suspended) == 1
+    assert "401" in r.suspended[0]
+    assert TOKEN not in r.suspended[0]
+    assert r.pipeline.statistics().status is BotStatus.SUSPENDED
+    assert r.breaker.statistics().failure_count == 1
+
+
+async def test_chat_error_is_not_a_breaker_failure(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig(breaker_config=BreakerConfig(failure_threshold=1))
+    send = Script(telegram(403), telegram(400))
+    for _ in range(2):
+        with pytest.raises(TelegramError):
+            await r.pipeline.call("sendMessage", send, chat_id=5)
+    assert r.breaker.state is BreakerState.CLOSED
+    health = r.health.statistics()
+    assert (health.chat_errors, health.failures) == (2, 0)
+    assert r.counters.statistics().retries == 0
+
+
+async def test_open_breaker_refuses_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig(breaker_config=BreakerConfig(failure_threshold=2))
+    send = Script(telegram(500), telegram(500), "never")
+    with pytest.raises(CircuitOpenError) as caught:
+        await r.pipeline.call("sendMessage", send)
+    # Two failures opened the breaker; the second retry was refused at once, not attempted
+    # and not waited for.
+    assert send.calls == [0, 0.5]
+    assert trio.current_time() == 0.5
+    assert caught.value.retry_at == 60.5
+    assert isinstance(caught.value.__cause__, TelegramError)
+    assert r.counters.statistics().exhausted == 1
+
+    refused = Script("never")
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("sendMessage", refused)
+    assert refused.calls == []
+    assert trio.current_time() == 0.5
+    stats = r.pipeline.statistics()
+    assert stats.refused == 2  # the first refusal did not even ask the breaker
+    assert stats.breaker.rejected_count == 1
+    assert stats.status is BotStatus.UNHEALTHY
+
+
+async def test_cancelled_probe_frees_the_half_open_slot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(breaker_config=BreakerConfig(failure_threshold=1, open_seconds=10))
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("getMe", Script(telegram(500)))
+    await trio.sleep_until(10.5)
+    assert r.breaker.state is BreakerState.HALF_OPEN
+    hanging = Script("late", latency=1000)
+    with trio.move_on_after(1):
+        await r.pipeline.call("getMe", hanging)  # the probe
+    assert hanging.calls == [10.5]
+    assert r.breaker.state is BreakerState.HALF_OPEN
+    assert r.breaker.try_acquire()  # the slot is free again
+
+
+async def test_limits_are_taken_narrow_first_global_last(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    order: list[str] = []
+
+    def spy(name: str, inner: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(*args: Any) -> Any:
+            order.append(name)
+            return await inner(*args)
+
+        return wrapper
+
+    r = rig()
+    chat_limiters = ChatLimiters(LimitsConfig())
+    bot_limiter = TokenBucket(rate=30, burst=30)
+    chat_limiters.acquire = spy("chat", chat_limiters.acquire)  # type: ignore[method-assign]
+    bot_limiter.acquire = spy("bot", bot_limiter.acquire)  # type: ignore[method-assign]
+    r.flood_gate.wait_open = spy("flood", r.flood_gate.wait_open)  # type: ignore[method-assign]
+    r.global_limiter.acquire = spy(  # type: ignore[method-assign]
+        "global", r.global_limiter.acquire
+    )
+    r = rig(
+        chat_limiters=chat_limiters,
+        bot_limiter=bot_limiter,
+        flood_gate=r.flood_gate,
+        global_limiter=r.global_limiter,
+    )
+
+    async def send() -> str:
+        order.append("send")
+        return "ok"
+
+    await r.pipeline.call("sendMessage", send, chat_id=5)
+    assert order == ["chat", "bot", "flood", "global", "send"]
+    order.clear()
+    await r.pipeline.call("getUpdates", send, rate_limited=False)
+    assert order == ["flood", "send"]
+
+
+async def test_a_bot_waiting_for_its_own_limit_holds_no_global_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = GlobalRateLimiter(rate=1, burst=1)
+    slow_bot = rig(user_id=1, global_limiter=shared, bot_limiter=TokenBucket(rate=0.1, burst=1))
+    other_bot = rig(user_id=2, global_limiter=shared)
+    await slow_bot.pipeline.call("sendMessage", Script("a"))  # takes the global token at 0
+    done: dict[str, float] = {}
+
+    async def call(name: str, r: Rig) -> None:
+        await r.pipeline.call("sendMessage", Script(name))
+        done[name] = trio.current_time()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call, "slow", slow_bot)  # its own limit: next token at t=10
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call, "other", other_bot)
+    assert done == {"other": 1, "slow": 10}
+
+
+async def test_statistics_row_and_restore(autojump_clock: trio.testing.MockClock) -> None:
+    r = rig()
+    await r.pipeline.call("sendMessage", Script(telegram(502), "ok"))
+    row = r.pipeline.health_row(1_700_000_100.0)
+    assert (row.user_id, row.status, row.total_requests, row.retry_attempts) == (
+        1001, "healthy", 2, 1,
+    )  # fmt: skip
+    assert row.circuit_failure_count == 1
+    fresh = rig()
+    fresh.pipeline.restore(row)
+    assert fresh.pipeline.health_row(1_700_000_200.0).total_requests == 2
+    assert fresh.counters.statistics().retries == 1
+    assert fresh.breaker.statistics().failure_count == 1
+    assert ErrorCategory.RATE_LIMIT.value in r.pipeline.statistics().retry.retries_by_category

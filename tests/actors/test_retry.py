@@ -1,0 +1,197 @@
+"""Retry strategies, policies and statistics: pure functions, no clock."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.botapi.errors import ErrorCategory
+from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
+from actors.retry import (
+    DecorrelatedJitter,
+    EqualJitter,
+    ExponentialBackoff,
+    FibonacciBackoff,
+    FixedBackoff,
+    FullJitter,
+    LinearBackoff,
+    NoJitter,
+    RetryCounters,
+    RetryPolicy,
+    RetryStatistics,
+    combine,
+)
+
+
+def test_exact_sequences() -> None:
+    assert [ExponentialBackoff(0.5, 30)(n) for n in range(1, 9)] == [
+        0.5, 1, 2, 4, 8, 16, 30, 30,
+    ]  # fmt: skip
+    assert [LinearBackoff(1.5, 5)(n) for n in range(1, 6)] == [1.5, 3, 4.5, 5, 5]
+    assert [FixedBackoff(2)(n) for n in (1, 2, 50)] == [2, 2, 2]
+    assert [FibonacciBackoff(1, 100)(n) for n in range(1, 12)] == [
+        1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89,
+    ]  # fmt: skip
+    assert FibonacciBackoff(0.5, 10)(7) == 6.5
+    assert FibonacciBackoff(0.5, 10)(8) == 10
+
+
+def test_huge_attempts_do_not_overflow() -> None:
+    for attempt in (1_024, 1_025, 10_000, 10**6, 10**30):
+        assert ExponentialBackoff(0.5, 30)(attempt) == 30
+        assert LinearBackoff(0.5, 30)(attempt) == 30
+    # The smallest positive float doubled 1023 times is still tiny; 10,000 times it is not.
+    assert ExponentialBackoff(5e-324, 1e308)(1_024) == 5e-324 * 2.0**1023
+    for attempt in (10_000, 10**6, 10**30):
+        assert ExponentialBackoff(5e-324, 1e308)(attempt) == 1e308
+    assert FibonacciBackoff(5e-324, 1e308)(10_000) == 1e308
+
+
+def test_attempt_numbers_start_at_one() -> None:
+    with pytest.raises(ValueError, match="attempt must be >= 1"):
+        ExponentialBackoff(1, 2)(0)
+
+
+def test_decorrelated_jitter_grows_from_previous() -> None:
+    jitter = DecorrelatedJitter(base=1, cap=100)
+    rng = random.Random(7)
+    first = jitter(0, None, rng)
+    assert 1 <= first <= 3
+    for _ in range(200):
+        assert 1 <= jitter(0, 10, rng) <= 30
+    assert jitter(0, 1000, rng) <= 100
+
+
+def test_equal_jitter_never_below_half() -> None:
+    rng = random.Random(3)
+    samples = [EqualJitter()(8, None, rng) for _ in range(1000)]
+    assert min(samples) >= 4
+    assert max(samples) <= 8
+
+
+policy_configs = st.builds(
+    lambda backoff, jitter, base, spread, retries: RetryPolicyConfig(
+        max_retries=retries,
+        backoff=backoff,
+        jitter=jitter,
+        base_delay=base,
+        max_delay=base + spread,
+    ),
+    st.sampled_from(BackoffKind),
+    st.sampled_from(JitterKind),
+    st.floats(0, 100, allow_nan=False),
+    st.floats(1e-6, 1000, allow_nan=False),
+    st.integers(0, 100),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    config=policy_configs,
+    attempt=st.integers(1, 10_000),
+    previous=st.none() | st.floats(0, 1e6, allow_nan=False),
+    seed=st.integers(0, 2**32),
+)
+def test_every_delay_is_within_zero_and_max_delay(
+    config: RetryPolicyConfig, attempt: int, previous: float | None, seed: int
+) -> None:
+    policy = RetryPolicy.from_config(config)
+    delay = policy.delay(attempt, previous, random.Random(seed))
+    assert 0 <= delay <= config.max_delay
+
+
+@pytest.mark.parametrize("backoff", list(BackoffKind))
+@pytest.mark.parametrize("jitter", list(JitterKind))
+def test_whole_range_of_attempts_for_every_strategy(
+    backoff: BackoffKind, jitter: JitterKind
+) -> None:
+    policy = RetryPolicy.from_config(
+        RetryPolicyConfig(
+            max_retries=3, backoff=backoff, jitter=jitter, base_delay=0.5, max_delay=30.0
+        )
+    )
+    rng = random.Random(1)
+    previous: float | None = None
+    for attempt in range(1, 10_001, 7):
+        previous = policy.delay(attempt, previous, rng)
+        assert 0 <= previous <= 30
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5, 6, 8])
+def test_full_jitter_mean_is_half_the_backoff(attempt: int) -> None:
+    # 20,000 uniform samples on [0, d]: the mean's standard error is d / sqrt(12 * 20000)
+    # ~= 0.002 d, so a 2% tolerance is ~10 standard errors: it fails only on a real bias.
+    policy = RetryPolicy(
+        max_retries=10, backoff=ExponentialBackoff(0.5, 10), jitter=FullJitter(), max_delay=10
+    )
+    rng = random.Random(2024)
+    expected = min(10, 0.5 * 2 ** (attempt - 1)) / 2
+    mean = statistics.fmean(policy.delay(attempt, None, rng) for _ in range(20_000))
+    assert mean == pytest.approx(expected, rel=0.02)
+
+
+def test_from_config_picks_the_configured_strategies() -> None:
+    config = RetryPolicyConfig(
+        max_retries=4,
+        backoff=BackoffKind.LINEAR,
+        jitter=JitterKind.NONE,
+        base_delay=2,
+        max_delay=7,
+    )
+    policy = RetryPolicy.from_config(config)
+    assert policy.max_retries == 4
+    assert [policy.delay(n, None, random.Random(0)) for n in (1, 2, 3, 4)] == [2, 4, 6, 7]
+    assert policy.backoff == LinearBackoff(2, 7)
+    assert policy.jitter == NoJitter()
+
+
+def test_counters_and_recovery_rate() -> None:
+    counters = RetryCounters()
+    assert counters.statistics().recovery_rate == 1.0
+    counters.record_call()
+    counters.record_attempt()
+    counters.record_retry(ErrorCategory.RATE_LIMIT)
+    counters.record_attempt()
+    counters.record_recovered()
+    counters.record_call()
+    counters.record_attempt()
+    counters.record_retry(ErrorCategory.TRANSIENT_NETWORK)
+    counters.record_attempt()
+    counters.record_retry(ErrorCategory.TRANSIENT_NETWORK)
+    counters.record_attempt()
+    counters.record_exhausted()
+    counters.record_call()
+    counters.record_attempt()
+    counters.record_uncertain()
+    stats = counters.statistics()
+    assert stats == RetryStatistics(
+        calls=3,
+        attempts=6,
+        retries=3,
+        retries_by_category={"rate_limit": 1, "transient_network": 2, "unknown": 0},
+        recovered=1,
+        exhausted=1,
+        uncertain=1,
+        recovery_rate=0.5,
+    )
+    counters.reset()
+    assert counters.statistics().retries == 0
+    assert counters.statistics().retries_by_category["transient_network"] == 0
+
+
+def test_combine_sums_a_fleet() -> None:
+    a, b = RetryCounters(), RetryCounters()
+    for _ in range(3):
+        a.record_retry(ErrorCategory.UNKNOWN)
+        a.record_recovered()
+    b.record_retry(ErrorCategory.RATE_LIMIT)
+    b.record_exhausted()
+    total = combine([a.statistics(), b.statistics()])
+    assert total.retries == 4
+    assert total.retries_by_category == {"rate_limit": 1, "transient_network": 0, "unknown": 3}
+    assert total.recovery_rate == 0.75
+    assert combine([]).recovery_rate == 1.0
