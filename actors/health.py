@@ -43,9 +43,11 @@ class BotStatus(enum.Enum):
 
 @dataclass(frozen=True)
 class HealthStatistics:
-    total: int  # every recorded outcome, throttled and chat errors included (cumulative)
-    successes: int
-    failures: int
+    # Cumulative, named as the bot_health_metrics columns. total_requests counts every
+    # recorded outcome: successes, failures, throttled (429) and chat errors.
+    total_requests: int
+    successful_requests: int
+    failed_requests: int
     throttled: int
     chat_errors: int
     window_calls: int
@@ -161,9 +163,9 @@ class HealthTracker:
     def statistics(self) -> HealthStatistics:
         calls, failures = self._window.totals(self._clock())
         return HealthStatistics(
-            total=self._total,
-            successes=self._successes,
-            failures=self._failures,
+            total_requests=self._total,
+            successful_requests=self._successes,
+            failed_requests=self._failures,
             throttled=self._throttled,
             chat_errors=self._chat_errors,
             window_calls=calls,
@@ -223,9 +225,9 @@ def health_row(
         user_id=user_id,
         recorded_at=recorded_at,
         status=status.value,
-        total_requests=health.total,
-        successful_requests=health.successes,
-        failed_requests=health.failures,
+        total_requests=health.total_requests,
+        successful_requests=health.successful_requests,
+        failed_requests=health.failed_requests,
         error_rate=health.error_rate,
         avg_response_time_ms=health.ema_latency_ms if health.ema_latency_ms is not None else 0.0,
         consecutive_failures=health.consecutive_failures,

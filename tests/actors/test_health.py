@@ -113,7 +113,7 @@ async def test_window_forgets_outcomes_exactly_after_window_seconds(
     stats = health.statistics()
     assert (stats.window_calls, stats.window_failures, stats.error_rate) == (0, 0, 0.0)
     assert health.status(CLOSED) is BotStatus.HEALTHY
-    assert stats.failures == 1  # cumulative counters stay
+    assert stats.failed_requests == 1  # cumulative counters stay
 
 
 async def test_throttles_and_chat_errors_are_not_bot_failures(
@@ -125,7 +125,9 @@ async def test_throttles_and_chat_errors_are_not_bot_failures(
         health.record_chat_error(-100)
     stats = health.statistics()
     assert health.status(CLOSED) is BotStatus.HEALTHY
-    assert (stats.total, stats.throttled, stats.chat_errors, stats.failures) == (40, 20, 20, 0)
+    assert (stats.total_requests, stats.throttled, stats.chat_errors, stats.failed_requests) == (
+        40, 20, 20, 0,
+    )  # fmt: skip
     assert stats.window_calls == 20  # chat errors were answered calls; 429s are not counted
     assert stats.error_rate == 0
 
@@ -186,7 +188,13 @@ async def test_row_and_restore_round_trip(autojump_clock: trio.testing.MockClock
     fresh = tracker()
     fresh.restore(row)
     stats = fresh.statistics()
-    assert (stats.total, stats.successes, stats.failures, stats.throttled, stats.chat_errors) == (
+    assert (
+        stats.total_requests,
+        stats.successful_requests,
+        stats.failed_requests,
+        stats.throttled,
+        stats.chat_errors,
+    ) == (
         11, 7, 2, 1, 1,
     )  # fmt: skip
     assert stats.ema_latency_ms == row.avg_response_time_ms

@@ -116,7 +116,7 @@ async def test_success_records_latency_and_counts(autojump_clock: trio.testing.M
     assert await r.pipeline.call("sendMessage", send, chat_id=5) == {"message_id": 1}
     assert trio.current_time() == 0.25
     health = r.health.statistics()
-    assert (health.successes, health.ema_latency_ms) == (1, 250)
+    assert (health.successful_requests, health.ema_latency_ms) == (1, 250)
     retry = r.counters.statistics()
     assert (retry.calls, retry.attempts, retry.retries) == (1, 1, 0)
     assert r.pipeline.statistics().status is BotStatus.HEALTHY
@@ -165,7 +165,7 @@ async def test_transient_errors_back_off_then_recover(
     stats = r.counters.statistics()
     assert stats.retries_by_category["transient_network"] == 2
     assert (stats.recovered, stats.exhausted) == (1, 0)
-    assert r.health.statistics().failures == 2
+    assert r.health.statistics().failed_requests == 2
     assert r.breaker.statistics().consecutive_failures == 0  # the success reset the run
 
 
@@ -227,7 +227,7 @@ async def test_chat_error_is_not_a_breaker_failure(autojump_clock: trio.testing.
             await r.pipeline.call("sendMessage", send, chat_id=5)
     assert r.breaker.state is BreakerState.CLOSED
     health = r.health.statistics()
-    assert (health.chat_errors, health.failures) == (2, 0)
+    assert (health.chat_errors, health.failed_requests) == (2, 0)
     assert r.counters.statistics().retries == 0
 
 
