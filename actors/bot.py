@@ -158,7 +158,7 @@ class BotActor:
 
     def restore(self, row: HealthRow) -> None:
         """Seed the health counters from the bot's latest stored snapshot."""
-        self.health.restore(row)
+        self.pipeline.restore(row)
         self._status = self.status()
 
     def status(self) -> BotStatus:
@@ -196,12 +196,16 @@ class BotActor:
     def health_report(self) -> HealthReport:
         now = self._services.wall_clock()
         stats = self.statistics()
-        row = health_row(self.user_id, now, stats.status, stats.health, stats.breaker,
-                         stats.retry)
+        row = health_row(self.user_id, now, stats.status, stats.health, stats.breaker, stats.retry)
         return HealthReport(
-            self.user_id, now, row=row, handled_updates=self._handled,
-            replies_sent=self._replies, dead_letters=self._dead_letters,
-            ambiguous_sends=self._ambiguous, throttled=stats.health.throttled,
+            self.user_id,
+            now,
+            row=row,
+            handled_updates=self._handled,
+            replies_sent=self._replies,
+            dead_letters=self._dead_letters,
+            ambiguous_sends=self._ambiguous,
+            throttled=stats.health.throttled,
             chat_errors=stats.health.chat_errors,
         )
 
@@ -218,11 +222,13 @@ class BotActor:
         pending = await store.inbox_pending(self.user_id)
         try:
             async with self._services.http_client() as http:
-                self._client = BotApiClient(http, token=self.config.token,
-                                            telegram=self._services.telegram)
+                self._client = BotApiClient(
+                    http, token=self.config.token, telegram=self._services.telegram
+                )
                 async with trio.open_nursery() as nursery:
                     lanes = ChatLanes[_Inbound](
-                        nursery, self._handle,
+                        nursery,
+                        self._handle,
                         max_concurrent=self._services.limits.max_concurrent_chats,
                         idle_seconds=self._services.limits.lane_idle_seconds,
                     )
@@ -293,9 +299,7 @@ class BotActor:
         """
         now = self._services.wall_clock()
         next_offset = max(int(u["update_id"]) for u in updates) + 1
-        new_ids = set(
-            await self._services.store.inbox_add(self.user_id, updates, next_offset, now)
-        )
+        new_ids = set(await self._services.store.inbox_add(self.user_id, updates, next_offset, now))
         self._offset = next_offset
         for update in updates:
             if int(update["update_id"]) in new_ids:
@@ -331,9 +335,11 @@ class BotActor:
             log.warning("bot %s: update %s: %s", self.user_id, item.update_id, reason)
             await self._dead_letter(item, reason)
         self._handled += 1
-        await self._services.store.inbox_done(
-            self.user_id, [item.update_id], self._services.wall_clock()
-        )
+        store, now = self._services.store, self._services.wall_clock()
+        try:
+            store.inbox_done_nowait(self.user_id, [item.update_id], now)
+        except trio.WouldBlock:
+            await store.inbox_done(self.user_id, [item.update_id], now)
 
     async def _deliver(self, item: _Inbound, method: str, params: dict[str, Any]) -> Any:
         """Send a reply; park it through outages until its deadline (DESIGN.md "Delivery")."""
@@ -343,8 +349,10 @@ class BotActor:
         while True:
             try:
                 result = await self.pipeline.call(
-                    method, partial(client.call, method, params),
-                    chat_id=params.get("chat_id"), idempotent=False,
+                    method,
+                    partial(client.call, method, params),
+                    chat_id=params.get("chat_id"),
+                    idempotent=False,
                 )
             except TransportError as exc:
                 if exc.request_sent and not retry_uncertain:
@@ -381,8 +389,11 @@ class BotActor:
         log.warning("bot %s: update %s dead-lettered: %s", self.user_id, item.update_id, reason)
         chat = chat_key(item.update)
         await self._services.store.dead_letter(
-            self.user_id, item.update_id, chat if isinstance(chat, int) else None,
-            redact(reason), self._services.wall_clock(),
+            self.user_id,
+            item.update_id,
+            chat if isinstance(chat, int) else None,
+            redact(reason),
+            self._services.wall_clock(),
         )
 
     def _require_client(self) -> BotApiClient:
@@ -403,23 +414,33 @@ class BotActor:
         if self.health.suspended_reason is None:
             log.error("bot %s suspended: %s", self.user_id, reason)
             self.health.suspend(reason)
-            self._emit(LifecycleEvent(self.user_id, self._services.wall_clock(), "suspended",
-                                      reason))
+            self._emit(
+                LifecycleEvent(self.user_id, self._services.wall_clock(), "suspended", reason)
+            )
             self._check_status(reason)
         self.request_stop()
 
     def _on_breaker(self, transition: BreakerTransition) -> None:
-        self._emit(BreakerChanged(self.user_id, self._services.wall_clock(),
-                                  transition.previous.value, transition.state.value,
-                                  transition.reason))
+        self._emit(
+            BreakerChanged(
+                self.user_id,
+                self._services.wall_clock(),
+                transition.previous.value,
+                transition.state.value,
+                transition.reason,
+            )
+        )
         self._check_status(f"breaker {transition.state.value}")
 
     def _check_status(self, reason: str = "") -> None:
         status = self.status()
         if status is not self._status:
             previous, self._status = self._status, status
-            self._emit(StatusChanged(self.user_id, self._services.wall_clock(), previous.value,
-                                     status.value, reason))
+            self._emit(
+                StatusChanged(
+                    self.user_id, self._services.wall_clock(), previous.value, status.value, reason
+                )
+            )
             self._emit(self.health_report())
 
     def _emit(self, event: Any) -> None:
@@ -454,6 +475,9 @@ class _Context:
         client = self._actor._require_client()
         reading = method.startswith("get")
         return await self._actor.pipeline.call(
-            method, partial(client.call, method, params), chat_id=params.get("chat_id"),
-            idempotent=reading, rate_limited=not reading,
+            method,
+            partial(client.call, method, params),
+            chat_id=params.get("chat_id"),
+            idempotent=reading,
+            rate_limited=not reading,
         )

@@ -42,12 +42,14 @@ def chat_key(update: Update) -> Hashable:
         if isinstance(inner, Mapping):
             chat = inner.get("chat")
             if isinstance(chat, Mapping) and "id" in chat:
-                return chat["id"]
+                key: Hashable = chat["id"]
+                return key
     callback = update.get("callback_query")
     if isinstance(callback, Mapping):
         message = callback.get("message")
         if isinstance(message, Mapping) and isinstance(message.get("chat"), Mapping):
-            return message["chat"].get("id")
+            key = message["chat"].get("id")
+            return key
     for inner in update.values():
         if isinstance(inner, Mapping) and isinstance(inner.get("from"), Mapping):
             return ("user", inner["from"].get("id"))

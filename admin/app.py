@@ -20,8 +20,8 @@ from starlette.routing import BaseRoute, Route
 from actors import (
     BotActor,
     BotStatistics,
-    BreakerState,
     BotStatus,
+    BreakerState,
     EventSink,
     MetricsActor,
     combine_retry_statistics,
@@ -89,8 +89,9 @@ def _hours(request: Request) -> int:
     except ValueError:
         hours = -1
     if not HOURS_MIN <= hours <= HOURS_MAX:
-        raise ApiError(422, f"hours must be a whole number from {HOURS_MIN} to {HOURS_MAX}, "
-                            f"got {raw!r}")
+        raise ApiError(
+            422, f"hours must be a whole number from {HOURS_MIN} to {HOURS_MAX}, got {raw!r}"
+        )
     return hours
 
 
@@ -135,8 +136,7 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     ok, detail = await _ctx(request).ready()
-    return _json({"status": "ready" if ok else "not ready", "detail": detail},
-                 200 if ok else 503)
+    return _json({"status": "ready" if ok else "not ready", "detail": detail}, 200 if ok else 503)
 
 
 # --- 1–3: bot health -----------------------------------------------------------------------
@@ -177,8 +177,7 @@ async def breakers_summary(request: Request) -> Response:
         by_state[stats.state.value] += 1
         if stats.state is not BreakerState.CLOSED:
             not_closed.append({"user_id": actor.user_id, **plain(stats)})
-    return _json({"total": sum(by_state.values()), "by_state": by_state,
-                  "not_closed": not_closed})
+    return _json({"total": sum(by_state.values()), "by_state": by_state, "not_closed": not_closed})
 
 
 async def breaker_one(request: Request) -> Response:
@@ -198,10 +197,12 @@ async def breaker_reset(request: Request) -> Response:
 async def retry_statistics(request: Request) -> Response:
     ctx = _ctx(request)
     per_bot = {actor.user_id: actor.retry_counters.statistics() for actor in ctx.fleet.actors()}
-    return _json({
-        "overall": combine_retry_statistics(per_bot.values()),
-        "bots": [{"user_id": uid, **plain(stats)} for uid, stats in per_bot.items()],
-    })
+    return _json(
+        {
+            "overall": combine_retry_statistics(per_bot.values()),
+            "bots": [{"user_id": uid, **plain(stats)} for uid, stats in per_bot.items()],
+        }
+    )
 
 
 async def retry_reset(request: Request) -> Response:
@@ -226,8 +227,15 @@ async def health_history(request: Request) -> Response:
             ctx.fleet.get(user_id)
         except UnknownBot as exc:
             raise ApiError(404, f"{exc}, and no history is stored for it") from None
-    return _json({"user_id": user_id, "hours": hours, "since": since,
-                  "count": len(rows), "rows": [_row(r) for r in rows]})
+    return _json(
+        {
+            "user_id": user_id,
+            "hours": hours,
+            "since": since,
+            "count": len(rows),
+            "rows": [_row(r) for r in rows],
+        }
+    )
 
 
 async def unhealthy_history(request: Request) -> Response:
@@ -235,8 +243,9 @@ async def unhealthy_history(request: Request) -> Response:
     hours = _hours(request)
     since = ctx.wall_clock() - hours * 3600
     rows = await ctx.store.unhealthy_history(since)
-    return _json({"hours": hours, "since": since, "count": len(rows),
-                  "rows": [_row(r) for r in rows]})
+    return _json(
+        {"hours": hours, "since": since, "count": len(rows), "rows": [_row(r) for r in rows]}
+    )
 
 
 async def persist_now(request: Request) -> Response:
@@ -264,13 +273,12 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None
-               ) -> Starlette:
+def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
     """The admin ASGI app; every ``/admin`` route needs the admin bearer token."""
     app = Starlette(
         routes=[*routes(), *(extra_routes or [])],
         middleware=[Middleware(BearerAuth, token=context.admin_token)],
-        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=exception_handlers,
     )
     app.state.admin = context
     return app

@@ -44,30 +44,41 @@ class BearerAuth:
         return False
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps({"error": {
-            "code": "unauthorized",
-            "message": "this route needs 'Authorization: Bearer <admin token>' "
-                       "(the token is in the variable named by admin.token_env)",
-        }}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "unauthorized",
+                    "message": "this route needs 'Authorization: Bearer <admin token>' "
+                    "(the token is in the variable named by admin.token_env)",
+                }
+            }
+        ).encode()
         if scope["type"] == "websocket":
             # Refuse the handshake with a plain HTTP 401 (ASGI websocket denial response
             # where the server supports it, else close before accept).
             if "websocket.http.response" in scope.get("extensions", {}):
-                await send({"type": "websocket.http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"application/json")]})
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
                 await send({"type": "websocket.http.response.body", "body": body})
             else:
                 await send({"type": "websocket.close", "code": 1008})
             return
-        await send({
-            "type": "http.response.start",
-            "status": 401,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"www-authenticate", b'Bearer realm="botvisor"'),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", b'Bearer realm="botvisor"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -4,6 +4,7 @@ traceback."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,8 +35,14 @@ _CODES = {
 class ApiError(Exception):
     """Raised by a route to answer with a JSON error."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
@@ -43,8 +50,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status: int, message: str, *, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, *, code: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": code or _CODES.get(status, "error"), "message": redact(message)}},
         status_code=status,
@@ -67,8 +75,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("admin %s %s failed: %s", request.method, request.url.path,
-              redact(f"{type(exc).__name__}: {exc}"))
+    log.error(
+        "admin %s %s failed: %s",
+        request.method,
+        request.url.path,
+        redact(f"{type(exc).__name__}: {exc}"),
+    )
     return error_response(500, "the server failed to answer; the daemon log has the details")
 
 

@@ -14,8 +14,7 @@ __all__ = ["plain"]
 def plain(value: Any) -> Any:
     """Dataclasses to dicts, enums to their values, non-finite floats to None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                if f.repr}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):

@@ -38,8 +38,12 @@ async def serve_app(
 
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
-            lambda task_status: serve(app, config, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
-                                      task_status=task_status)
+            lambda task_status: serve(
+                app,  # type: ignore[arg-type]  # Starlette is an ASGI app; hypercorn's
+                config,  # protocol types are narrower than Starlette's signature
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
         )
         task_status.started(urls[0])
 
@@ -47,8 +51,9 @@ async def serve_app(
 class AdminServer:
     """The admin API's server; ``stop`` ends it (open WebSockets are closed first)."""
 
-    def __init__(self, app: Starlette, *, host: str, port: int,
-                 graceful_timeout: float = 1.0) -> None:
+    def __init__(
+        self, app: Starlette, *, host: str, port: int, graceful_timeout: float = 1.0
+    ) -> None:
         self._app = app
         self._host = host
         self._port = port
@@ -67,8 +72,14 @@ class AdminServer:
             self._done.set()
 
     async def _serve(self, *, task_status: trio.TaskStatus[str]) -> None:
-        await serve_app(self._app, host=self._host, port=self._port, shutdown=self._shutdown,
-                        graceful_timeout=self._graceful_timeout, task_status=task_status)
+        await serve_app(
+            self._app,
+            host=self._host,
+            port=self._port,
+            shutdown=self._shutdown,
+            graceful_timeout=self._graceful_timeout,
+            task_status=task_status,
+        )
 
     async def stop(self) -> None:
         """Stop accepting requests and wait until the server has closed."""

@@ -225,7 +225,7 @@ class BotSupervisor:
 
     # --- internals -----------------------------------------------------------------------
 
-    async def _stop_supervised(self, supervised: _Supervised, timeout: float) -> None:
+    async def _stop_supervised(self, supervised: _Supervised, grace: float) -> None:
         supervised.stop_requested = True
         if supervised.done.is_set():
             return
@@ -234,17 +234,19 @@ class BotSupervisor:
             supervised.child.request_stop()
             # In-flight work gets a deadline, not an instant cancel.
             supervised.cancel_scope.deadline = min(
-                supervised.cancel_scope.deadline, trio.current_time() + timeout
+                supervised.cancel_scope.deadline, trio.current_time() + grace
             )
         else:
             supervised.cancel_scope.cancel()
         await supervised.done.wait()
 
-    def _emit(self, supervised: _Supervised, kind: str, detail: str = "",
-              delay: float | None = None) -> None:
+    def _emit(
+        self, supervised: _Supervised, kind: str, detail: str = "", delay: float | None = None
+    ) -> None:
         if self._on_event is not None:
-            self._on_event(SupervisorEvent(supervised.child_id, kind, trio.current_time(),
-                                           detail, delay))
+            self._on_event(
+                SupervisorEvent(supervised.child_id, kind, trio.current_time(), detail, delay)
+            )
 
     async def _supervise(self, supervised: _Supervised) -> None:
         try:

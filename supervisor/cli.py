@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="botvisor",
         description="Run many tenants' Telegram bots in one supervised process.",
     )
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon")
@@ -63,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from supervisor.demo import add_demo_arguments, add_sim_server_arguments
 
-    add_demo_arguments(commands.add_parser(
-        "demo", help="run the whole system against a simulated Bot API"))
-    add_sim_server_arguments(commands.add_parser(
-        "sim-server", help="serve the simulated Bot API over HTTP"))
+    add_demo_arguments(
+        commands.add_parser("demo", help="run the whole system against a simulated Bot API")
+    )
+    add_sim_server_arguments(
+        commands.add_parser("sim-server", help="serve the simulated Bot API over HTTP")
+    )
     return parser
 
 
@@ -106,15 +109,23 @@ def check_config(path: Path) -> int:
     if config is None:
         return EXIT_CONFIG
     print(f"ok: {path}")
-    print(f"  bots: {len(config.bots)} "
-          f"({', '.join(str(b.user_id) for b in config.bots[:10])}"
-          f"{', …' if len(config.bots) > 10 else ''})")
+    print(
+        f"  bots: {len(config.bots)} "
+        f"({', '.join(str(b.user_id) for b in config.bots[:10])}"
+        f"{', …' if len(config.bots) > 10 else ''})"
+    )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
-    print(f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
-          f"kept {config.storage.retention_days:g} days)")
-    print(f"  admin: {'http://' + config.admin.listen if config.admin.enabled else 'disabled'}, "
-          f"token {'set' if config.admin.token else 'NOT set (loopback only)'}")
-    print(f"  limits: global {config.limits.global_rps:g} rps, per bot {config.limits.bot_rps:g} rps")
+    print(
+        f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
+        f"kept {config.storage.retention_days:g} days)"
+    )
+    print(
+        f"  admin: {'http://' + config.admin.listen if config.admin.enabled else 'disabled'}, "
+        f"token {'set' if config.admin.token else 'NOT set (loopback only)'}"
+    )
+    print(
+        f"  limits: global {config.limits.global_rps:g} rps, per bot {config.limits.bot_rps:g} rps"
+    )
     return EXIT_OK
 
 
@@ -144,8 +155,7 @@ def run_command(path: Path) -> int:
         log.error("%s", exc)
         return EXIT_CONFIG
     except Exception as exc:
-        log.error("botvisor failed: %s", redact(f"{type(exc).__name__}: {exc}"),
-                  exc_info=exc)
+        log.error("botvisor failed: %s", redact(f"{type(exc).__name__}: {exc}"), exc_info=exc)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -164,8 +174,10 @@ async def run_daemon(config: Config) -> None:
                     count += 1
                     name = signal.Signals(signum).name
                     if count == 1:
-                        log.info("%s received: shutting down gracefully "
-                                 "(send it again to exit at once)", name)
+                        log.info(
+                            "%s received: shutting down gracefully (send it again to exit at once)",
+                            name,
+                        )
                         daemon.request_shutdown()
                     else:
                         log.warning("%s received again: exiting now", name)

@@ -67,11 +67,19 @@ class StorageConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.path), "storage.path", "be a file path", self.path)
-        check(60 <= self.persist_interval <= 3600, "storage.persist_interval",
-              "be from 60 to 3600 seconds", self.persist_interval)
+        check(
+            60 <= self.persist_interval <= 3600,
+            "storage.persist_interval",
+            "be from 60 to 3600 seconds",
+            self.persist_interval,
+        )
         check(self.retention_days > 0, "storage.retention_days", "be > 0", self.retention_days)
-        check(self.retention_check_interval > 0, "storage.retention_check_interval",
-              "be > 0", self.retention_check_interval)
+        check(
+            self.retention_check_interval > 0,
+            "storage.retention_check_interval",
+            "be > 0",
+            self.retention_check_interval,
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class AdminConfig:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        host, port = split_listen(self.listen)
+        host, _port = split_listen(self.listen)
         if self.enabled and self.token is None and not _is_loopback(host):
             raise ValueError(
                 f"admin.listen is {self.listen!r}, but no admin token is set: set the "
@@ -103,8 +111,12 @@ class AdminConfig:
 
 def split_listen(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
-    check(bool(sep) and bool(host) and port_text.isdigit() and 0 <= int(port_text) <= 65535,
-          "admin.listen", "be 'host:port' with a port from 0 to 65535", listen)
+    check(
+        bool(sep) and bool(host) and port_text.isdigit() and 0 <= int(port_text) <= 65535,
+        "admin.listen",
+        "be 'host:port' with a port from 0 to 65535",
+        listen,
+    )
     return host.strip("[]"), int(port_text)
 
 
@@ -136,24 +148,46 @@ class SupervisorConfig:
     report_interval: float = 5.0
 
     def __post_init__(self) -> None:
-        check(isinstance(self.max_restarts, int) and self.max_restarts >= 0,
-              "supervisor.max_restarts", "be a whole number >= 0", self.max_restarts)
-        check(self.restart_period > 0, "supervisor.restart_period", "be > 0",
-              self.restart_period)
-        check(self.restart_backoff_min > 0, "supervisor.restart_backoff_min", "be > 0",
-              self.restart_backoff_min)
-        check(self.restart_backoff_max >= self.restart_backoff_min,
-              "supervisor.restart_backoff_max",
-              f"be >= restart_backoff_min ({self.restart_backoff_min})",
-              self.restart_backoff_max)
-        check(0 <= self.restart_jitter <= 1, "supervisor.restart_jitter", "be from 0 to 1",
-              self.restart_jitter)
-        check(self.backoff_reset_factor >= 1, "supervisor.backoff_reset_factor", "be >= 1",
-              self.backoff_reset_factor)
-        check(self.graceful_timeout >= 0, "supervisor.graceful_timeout", "be >= 0",
-              self.graceful_timeout)
-        check(self.report_interval > 0, "supervisor.report_interval", "be > 0",
-              self.report_interval)
+        check(
+            isinstance(self.max_restarts, int) and self.max_restarts >= 0,
+            "supervisor.max_restarts",
+            "be a whole number >= 0",
+            self.max_restarts,
+        )
+        check(self.restart_period > 0, "supervisor.restart_period", "be > 0", self.restart_period)
+        check(
+            self.restart_backoff_min > 0,
+            "supervisor.restart_backoff_min",
+            "be > 0",
+            self.restart_backoff_min,
+        )
+        check(
+            self.restart_backoff_max >= self.restart_backoff_min,
+            "supervisor.restart_backoff_max",
+            f"be >= restart_backoff_min ({self.restart_backoff_min})",
+            self.restart_backoff_max,
+        )
+        check(
+            0 <= self.restart_jitter <= 1,
+            "supervisor.restart_jitter",
+            "be from 0 to 1",
+            self.restart_jitter,
+        )
+        check(
+            self.backoff_reset_factor >= 1,
+            "supervisor.backoff_reset_factor",
+            "be >= 1",
+            self.backoff_reset_factor,
+        )
+        check(
+            self.graceful_timeout >= 0,
+            "supervisor.graceful_timeout",
+            "be >= 0",
+            self.graceful_timeout,
+        )
+        check(
+            self.report_interval > 0, "supervisor.report_interval", "be > 0", self.report_interval
+        )
 
 
 @dataclass(frozen=True)
@@ -173,8 +207,12 @@ class Config:
     def __post_init__(self) -> None:
         seen: set[int] = set()
         for bot in self.bots:
-            check(bot.user_id not in seen, f"{bot.key}.user_id", "be unique among [[bots]]",
-                  bot.user_id)
+            check(
+                bot.user_id not in seen,
+                f"{bot.key}.user_id",
+                "be unique among [[bots]]",
+                bot.user_id,
+            )
             seen.add(bot.user_id)
 
 
@@ -197,7 +235,9 @@ def load_config(path: str | Path, env: Mapping[str, str]) -> Config:
     return parse_config(data, env, source=str(path))
 
 
-def parse_config(data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "config") -> Config:
+def parse_config(
+    data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "config"
+) -> Config:
     """Validate a parsed TOML document (also used by tests)."""
     problems: list[str] = []
     sections: dict[str, Any] = {}
@@ -235,15 +275,24 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], *, source: str
     raise ConfigError(source, problems)
 
 
-def _build(cls: type[T], key: str, table: Any, problems: list[str],
-           extra: Mapping[str, Any] | None = None, skip: frozenset[str] = frozenset()) -> T | None:
+def _build(
+    cls: type[T],
+    key: str,
+    table: Any,
+    problems: list[str],
+    extra: Mapping[str, Any] | None = None,
+    skip: frozenset[str] = frozenset(),
+) -> T | None:
     """Build a config dataclass from a TOML table, recording problems instead of raising."""
     if not isinstance(table, dict):
         problems.append(f"{key} must be a table, got {type(table).__name__}")
         return None
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-             if f.init and f.name not in skip and f.name != "key"}
+    names = {
+        f.name
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.init and f.name not in skip and f.name != "key"
+    }
     kwargs: dict[str, Any] = dict(extra or {})
     ok = True
     for name, value in table.items():
@@ -293,15 +342,16 @@ def _convert(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
         expected = (str,)
     else:
         return value
-    if isinstance(value, bool) and hint is not bool or not isinstance(value, expected):
+    if (isinstance(value, bool) and hint is not bool) or not isinstance(value, expected):
         problems.append(f"{key} must be {_type_name(hint)}, got {value!r}")
         return _INVALID
     return value
 
 
 def _type_name(hint: Any) -> str:
-    return {float: "a number", int: "a whole number", bool: "true or false",
-            str: "a string"}.get(hint, str(hint))
+    return {float: "a number", int: "a whole number", bool: "true or false", str: "a string"}.get(
+        hint, str(hint)
+    )
 
 
 def _admin(table: Any, env: Mapping[str, str], problems: list[str]) -> AdminConfig | None:
@@ -309,16 +359,24 @@ def _admin(table: Any, env: Mapping[str, str], problems: list[str]) -> AdminConf
         problems.append("admin must be a table")
         return None
     if "token" in table:
-        problems.append("admin.token: the admin token is never written in the file; "
-                        "set admin.token_env to the name of an environment variable")
+        problems.append(
+            "admin.token: the admin token is never written in the file; "
+            "set admin.token_env to the name of an environment variable"
+        )
         return None
     token_env = table.get("token_env", AdminConfig.token_env)
     token = env.get(token_env) if isinstance(token_env, str) else None
     if token is not None and len(token) < 16:
         problems.append(f"the admin token in ${token_env} must be at least 16 characters long")
         return None
-    return _build(AdminConfig, "admin", table, problems, extra={"token": token or None},
-                  skip=frozenset({"token"}))
+    return _build(
+        AdminConfig,
+        "admin",
+        table,
+        problems,
+        extra={"token": token or None},
+        skip=frozenset({"token"}),
+    )
 
 
 def _retry(table: Any, problems: list[str]) -> RetryConfig | None:
@@ -332,14 +390,16 @@ def _retry(table: Any, problems: list[str]) -> RetryConfig | None:
     for name, value in table.items():
         if name in policies:
             base: RetryPolicyConfig = getattr(defaults, name)
-            merged = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
-                      if f.name != "key"}
+            merged = {
+                f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.name != "key"
+            }
             if not isinstance(value, dict):
                 problems.append(f"retry.{name} must be a table")
                 continue
             merged.update(value)
-            built = _build(RetryPolicyConfig, f"retry.{name}", merged, problems,
-                           extra={"key": f"retry.{name}"})
+            built = _build(
+                RetryPolicyConfig, f"retry.{name}", merged, problems, extra={"key": f"retry.{name}"}
+            )
             if built is not None:
                 kwargs[name] = built
         elif name in ("permanent", "chat"):
@@ -365,28 +425,40 @@ def _bots(items: Any, env: Mapping[str, str], problems: list[str]) -> tuple[BotC
     return tuple(bots)
 
 
-def _bot(item: dict[str, Any], key: str, env: Mapping[str, str],
-         problems: list[str]) -> BotConfig | None:
+def _bot(
+    item: dict[str, Any], key: str, env: Mapping[str, str], problems: list[str]
+) -> BotConfig | None:
     item = dict(item)
     before = len(problems)
     token = _bot_token(item, key, env, problems)
     rules: list[AutoreplyRule] = []
     for i, rule in enumerate(item.pop("autoreply", [])):
-        if (not isinstance(rule, dict) or set(rule) != {"contains", "reply"}
-                or not all(isinstance(v, str) and v for v in rule.values())):
-            problems.append(f"{key}.autoreply[{i}] must be a table with non-empty strings "
-                            f"'contains' and 'reply'")
+        if (
+            not isinstance(rule, dict)
+            or set(rule) != {"contains", "reply"}
+            or not all(isinstance(v, str) and v for v in rule.values())
+        ):
+            problems.append(
+                f"{key}.autoreply[{i}] must be a table with non-empty strings "
+                f"'contains' and 'reply'"
+            )
             continue
         rules.append(AutoreplyRule(contains=rule["contains"], reply=rule["reply"]))
     if len(problems) > before or token is None:
         return None
-    return _build(BotConfig, key, item, problems,
-                  extra={"token": token, "autoreply": tuple(rules), "key": key},
-                  skip=frozenset({"token", "autoreply"}))
+    return _build(
+        BotConfig,
+        key,
+        item,
+        problems,
+        extra={"token": token, "autoreply": tuple(rules), "key": key},
+        skip=frozenset({"token", "autoreply"}),
+    )
 
 
-def _bot_token(item: dict[str, Any], key: str, env: Mapping[str, str],
-               problems: list[str]) -> BotToken | None:
+def _bot_token(
+    item: dict[str, Any], key: str, env: Mapping[str, str], problems: list[str]
+) -> BotToken | None:
     raw = item.pop("token", None)
     token_env = item.pop("token_env", None)
     if raw is not None and token_env is not None:
@@ -414,4 +486,3 @@ def _bot_token(item: dict[str, Any], key: str, env: Mapping[str, str],
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
         return None
-

@@ -79,14 +79,16 @@ class Daemon:
         """Begin a graceful shutdown (what SIGTERM does)."""
         self._shutdown.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         config = self.config
         ssl_context = None if self._transport is not None else shared_ssl_context()
 
         def http_client() -> httpx.AsyncClient:
-            return make_http_client(transport=self._transport, ssl_context=ssl_context,
-                                    telegram=config.telegram)
+            return make_http_client(
+                transport=self._transport, ssl_context=ssl_context, telegram=config.telegram
+            )
 
         store = Store(config.storage.path)
         send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
@@ -107,13 +109,15 @@ class Daemon:
         )
         fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
-            config.supervisor, rng=self._rng,
+            config.supervisor,
+            rng=self._rng,
             on_event=lambda event: fleet_box[0].on_supervisor_event(event),
         )
         fleet = Fleet(supervisor, services)
         fleet_box.append(fleet)
         metrics = MetricsActor(
-            store, receive_events,
+            store,
+            receive_events,
             collect=fleet.health_rows,
             wall_clock=self._wall_clock,
             persist_interval=config.storage.persist_interval,
@@ -129,10 +133,18 @@ class Daemon:
 
         admin: AdminServer | None = None
         if config.admin.enabled:
-            app = create_app(AdminContext(
-                fleet=fleet, metrics=metrics, store=store, supervisor=supervisor, events=events,
-                wall_clock=self._wall_clock, admin_token=config.admin.token, ready=ready,
-            ))
+            app = create_app(
+                AdminContext(
+                    fleet=fleet,
+                    metrics=metrics,
+                    store=store,
+                    supervisor=supervisor,
+                    events=events,
+                    wall_clock=self._wall_clock,
+                    admin_token=config.admin.token,
+                    ready=ready,
+                )
+            )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port)
 
         async with trio.open_nursery() as root:
@@ -143,13 +155,19 @@ class Daemon:
             metrics.seed(restored)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor)
-            log.info("botvisor running: %d bots, admin API %s", len(fleet.actors()),
-                     admin_url or "disabled")
+            log.info(
+                "botvisor running: %d bots, admin API %s",
+                len(fleet.actors()),
+                admin_url or "disabled",
+            )
             task_status.started(self.handle)
 
             await self._shutdown.wait()
-            log.info("shutting down: stopping the admin API, then %d bots (grace %g s)",
-                     len(fleet.actors()), config.supervisor.graceful_timeout)
+            log.info(
+                "shutting down: stopping the admin API, then %d bots (grace %g s)",
+                len(fleet.actors()),
+                config.supervisor.graceful_timeout,
+            )
             if admin is not None:
                 await admin.stop()
             await supervisor.stop(config.supervisor.graceful_timeout)

@@ -58,40 +58,72 @@ SCENARIOS: dict[str, Scenario] = {
     "none": Scenario("no faults"),
     "light": Scenario(
         "2% 5xx, 1% timeouts, 1% dropped connections, 1% 429 (retry_after 1 s)",
-        FaultProfile(error_rate_5xx=0.02, timeout_rate=0.01, drop_rate=0.01,
-                     rate_limit_rate=0.01, retry_after=1),
+        FaultProfile(
+            error_rate_5xx=0.02,
+            timeout_rate=0.01,
+            drop_rate=0.01,
+            rate_limit_rate=0.01,
+            retry_after=1,
+        ),
     ),
-    "transient-5": Scenario("5% transient faults on every call",
-                            FaultProfile(error_rate_5xx=0.03, connect_error_rate=0.02)),
-    "transient-20": Scenario("20% transient faults on every call",
-                             FaultProfile(error_rate_5xx=0.12, connect_error_rate=0.08)),
-    "transient-50": Scenario("50% transient faults on every call",
-                             FaultProfile(error_rate_5xx=0.30, connect_error_rate=0.20)),
-    "429-storm": Scenario("30% of calls answered 429 with retry_after 2 s",
-                          FaultProfile(rate_limit_rate=0.30, retry_after=2)),
-    "outage": Scenario("the whole API is down for a third of the run",
-                       outage=(0.3, 0.0)),
+    "transient-5": Scenario(
+        "5% transient faults on every call",
+        FaultProfile(error_rate_5xx=0.03, connect_error_rate=0.02),
+    ),
+    "transient-20": Scenario(
+        "20% transient faults on every call",
+        FaultProfile(error_rate_5xx=0.12, connect_error_rate=0.08),
+    ),
+    "transient-50": Scenario(
+        "50% transient faults on every call",
+        FaultProfile(error_rate_5xx=0.30, connect_error_rate=0.20),
+    ),
+    "429-storm": Scenario(
+        "30% of calls answered 429 with retry_after 2 s",
+        FaultProfile(rate_limit_rate=0.30, retry_after=2),
+    ),
+    "outage": Scenario("the whole API is down for a third of the run", outage=(0.3, 0.0)),
     "revoked": Scenario("one tenant's token is revoked", revoke_one=True),
-    "flood": Scenario("one tenant's users write 20 times more than the others",
-                      flood_factor=20.0),
+    "flood": Scenario("one tenant's users write 20 times more than the others", flood_factor=20.0),
 }
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bots", type=int, default=100, help="number of bots (default 100)")
-    parser.add_argument("--duration", type=float, default=20.0,
-                        help="seconds the simulated users write (default 20)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help="seconds the simulated users write (default 20)",
+    )
     parser.add_argument("--chats", type=int, default=3, help="chats per bot (default 3)")
-    parser.add_argument("--rate", type=float, default=0.2,
-                        help="messages per second per chat (default 0.2)")
-    parser.add_argument("--faults", default="light", choices=sorted(SCENARIOS),
-                        help="fault scenario (default light)")
-    parser.add_argument("--db", type=Path, default=Path("botvisor-demo.db"),
-                        help="SQLite file (default ./botvisor-demo.db)")
-    parser.add_argument("--admin-port", type=int, default=8080,
-                        help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)")
-    parser.add_argument("--drain", type=float, default=60.0,
-                        help="seconds to wait for the last replies after the users stop")
+    parser.add_argument(
+        "--rate", type=float, default=0.2, help="messages per second per chat (default 0.2)"
+    )
+    parser.add_argument(
+        "--faults",
+        default="light",
+        choices=sorted(SCENARIOS),
+        help="fault scenario (default light)",
+    )
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=Path("botvisor-demo.db"),
+        help="SQLite file (default ./botvisor-demo.db)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=8080,
+        help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=60.0,
+        help="seconds to wait for the last replies after the users stop",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
 
 
@@ -100,13 +132,16 @@ def add_sim_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--bots", type=int, default=3, help="simulated bots to create")
     parser.add_argument("--chats", type=int, default=2, help="simulated chats per bot")
-    parser.add_argument("--rate", type=float, default=0.5,
-                        help="messages per second per chat")
+    parser.add_argument("--rate", type=float, default=0.5, help="messages per second per chat")
     parser.add_argument("--faults", default="none", choices=sorted(SCENARIOS))
-    parser.add_argument("--seed", type=int, default=1,
-                        help="seed: the same seed gives the same tokens")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print a botvisor.toml for these bots, then serve")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed: the same seed gives the same tokens"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print a botvisor.toml for these bots, then serve",
+    )
 
 
 @dataclass(frozen=True)
@@ -122,8 +157,7 @@ class DemoResult:
 
 def demo_command(args: argparse.Namespace) -> int:
     if args.bots < 1 or args.duration <= 0 or args.chats < 1 or args.rate <= 0:
-        print("botvisor demo: --bots, --duration, --chats and --rate must be > 0",
-              file=sys.stderr)
+        print("botvisor demo: --bots, --duration, --chats and --rate must be > 0", file=sys.stderr)
         return 2
     result = trio.run(run_demo, args)
     return 0 if result.every_message_answered or SCENARIOS[args.faults].revoke_one else 1
@@ -133,8 +167,9 @@ def _tokens(count: int, rng: random.Random) -> list[str]:
     return [SimulatedBotApi.make_token(FIRST_BOT_ID + i, rng) for i in range(count)]
 
 
-def _apply_scenario(api: SimulatedBotApi, scenario: Scenario, tokens: list[str],
-                    chats: int, rate: float) -> None:
+def _apply_scenario(
+    api: SimulatedBotApi, scenario: Scenario, tokens: list[str], chats: int, rate: float
+) -> None:
     api.set_faults(scenario.faults)
     for i, token in enumerate(tokens):
         factor = scenario.flood_factor if i == 0 else 1.0
@@ -170,20 +205,27 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
         daemon = Daemon(config, wall_clock=wall_clock, rng=random.Random(rng.random()))
         async with trio.open_nursery() as inner:
             handle: DaemonHandle = await inner.start(daemon.run)
-            say(f"botvisor demo: {args.bots} bots, {args.chats} chats each at {args.rate:g} "
-                f"msg/s, faults: {args.faults} ({scenario.description})")
+            say(
+                f"botvisor demo: {args.bots} bots, {args.chats} chats each at {args.rate:g} "
+                f"msg/s, faults: {args.faults} ({scenario.description})"
+            )
             say(f"  simulated Bot API {api_url}; database {args.db}")
             say(f"  admin API {handle.admin_url}  (Authorization: Bearer {admin_token})")
-            say(f"  try: curl -H 'Authorization: Bearer {admin_token}' "
-                f"{handle.admin_url}/admin/system/bot-health/summary")
+            say(
+                f"  try: curl -H 'Authorization: Bearer {admin_token}' "
+                f"{handle.admin_url}/admin/system/bot-health/summary"
+            )
             users = trio.CancelScope()
             inner.start_soon(_run_users, api, users)
             await _drive(api, scenario, tokens, args.duration, handle, say)
             users.cancel()
-            say(f"users stopped after {args.duration:g} s; waiting up to {args.drain:g} s "
-                "for the last replies")
+            say(
+                f"users stopped after {args.duration:g} s; waiting up to {args.drain:g} s "
+                "for the last replies"
+            )
             with trio.move_on_after(args.drain):
-                while api.report().unanswered:
+                # Polling a report: the simulator has no "all answered" event.
+                while api.report().unanswered:  # noqa: ASYNC110
                     await trio.sleep(0.5)
             rows = [_bot_row(handle, api, token) for token in tokens]
             say("shutting down the daemon")
@@ -200,16 +242,23 @@ async def _run_users(api: SimulatedBotApi, scope: trio.CancelScope) -> None:
         await api.run()
 
 
-async def _drive(api: SimulatedBotApi, scenario: Scenario, tokens: list[str], duration: float,
-                 handle: DaemonHandle, say: Callable[[str], None]) -> None:
+async def _drive(
+    api: SimulatedBotApi,
+    scenario: Scenario,
+    tokens: list[str],
+    duration: float,
+    handle: DaemonHandle,
+    say: Callable[[str], None],
+) -> None:
     start = trio.current_time()
     outage_at = start + scenario.outage[0] * duration if scenario.outage else math.inf
     revoke_at = start + duration * 0.3 if scenario.revoke_one else math.inf
     next_line = start
     while (now := trio.current_time()) < start + duration:
         if now >= outage_at:
-            length = scenario.outage[1] if scenario.outage and scenario.outage[1] else (
-                duration / 3)
+            length = (
+                scenario.outage[1] if scenario.outage and scenario.outage[1] else (duration / 3)
+            )
             api.outage(now + length, mode=OutageMode.MIXED)
             say(f"  ! injecting an API outage of {length:g} s")
             outage_at = math.inf
@@ -228,8 +277,10 @@ def _progress(elapsed: float, api: SimulatedBotApi, handle: DaemonHandle) -> str
     summary = handle.metrics.summary()
     states = " ".join(f"{k} {v}" for k, v in summary.by_status.items())
     answered = 100.0 * report.answered / report.user_messages if report.user_messages else 100.0
-    return (f"  {elapsed:5.1f}s  messages {report.user_messages:6d}  replies {report.replies:6d}"
-            f"  answered {answered:5.1f}%  | {states}")
+    return (
+        f"  {elapsed:5.1f}s  messages {report.user_messages:6d}  replies {report.replies:6d}"
+        f"  answered {answered:5.1f}%  | {states}"
+    )
 
 
 def _bot_row(handle: DaemonHandle, api: SimulatedBotApi, token: str) -> dict[str, object]:
@@ -251,8 +302,9 @@ def _bot_row(handle: DaemonHandle, api: SimulatedBotApi, token: str) -> dict[str
     }
 
 
-def _print_summary(say: Callable[[str], None], rows: list[dict[str, object]],
-                   report: SimReport) -> None:
+def _print_summary(
+    say: Callable[[str], None], rows: list[dict[str, object]], report: SimReport
+) -> None:
     columns = list(rows[0]) if rows else []
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     say("")
@@ -264,8 +316,7 @@ def _print_summary(say: Callable[[str], None], rows: list[dict[str, object]],
     if report.unanswered == 0 and report.user_messages:
         say(f"every message answered: {report.answered} of {report.user_messages}")
     else:
-        say(f"NOT every message answered: {report.unanswered} of {report.user_messages} "
-            "unanswered")
+        say(f"NOT every message answered: {report.unanswered} of {report.user_messages} unanswered")
 
 
 def sim_server_command(args: argparse.Namespace) -> int:
@@ -281,8 +332,11 @@ async def _sim_server(args: argparse.Namespace) -> None:
         api.add_bot(token)
     _apply_scenario(api, SCENARIOS[args.faults], tokens, args.chats, args.rate)
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(lambda task_status: serve_sim(
-            api, host=args.host, port=args.port, task_status=task_status))
+        url = await nursery.start(
+            lambda task_status: serve_sim(
+                api, host=args.host, port=args.port, task_status=task_status
+            )
+        )
         if args.print_config:
             print(f'[telegram]\napi_base = "{url}"\n')
             for i, token in enumerate(tokens):
@@ -290,6 +344,3 @@ async def _sim_server(args: argparse.Namespace) -> None:
             sys.stdout.flush()
         log.info("simulated Bot API on %s with %d bots", url, len(tokens))
         await api.run()
-
-
-

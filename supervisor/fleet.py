@@ -16,6 +16,7 @@ import trio
 
 from actors import (
     ActorState,
+    AutoreplyRule,
     BotActor,
     BotApiClient,
     BotApiError,
@@ -24,13 +25,12 @@ from actors import (
     ErrorCategory,
     FleetServices,
     LifecycleEvent,
-    AutoreplyRule,
 )
 from actors.handlers import HandlerError, load_handler
 from storage import BotRecord, HealthRow
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
-__all__ = ["BotExists", "Fleet", "FleetError", "TokenRejected", "TelegramUnreachable", "UnknownBot"]
+__all__ = ["BotExists", "Fleet", "FleetError", "TelegramUnreachable", "TokenRejected", "UnknownBot"]
 
 log = logging.getLogger("botvisor.fleet")
 
@@ -66,16 +66,22 @@ class _Registered:
     source: str
 
 
-def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = None
-               ) -> BotRecord:
+def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = None) -> BotRecord:
     settings: dict[str, Any] = {
         "autoreply": [{"contains": r.contains, "reply": r.reply} for r in bot.autoreply],
         "autoreply_default": bot.autoreply_default,
         "rps": bot.rps,
     }
-    return BotRecord(user_id=bot.user_id, token=bot.token.reveal(), handler=bot.handler,
-                     settings=settings, source=source, suspended_reason=suspended,
-                     created_at=now, updated_at=now)
+    return BotRecord(
+        user_id=bot.user_id,
+        token=bot.token.reveal(),
+        handler=bot.handler,
+        settings=settings,
+        source=source,
+        suspended_reason=suspended,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def bot_config(record: BotRecord) -> BotConfig:
@@ -112,8 +118,9 @@ class Fleet:
         wanted = {bot.user_id for bot in configured}
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
-                log.info("bot %s was removed from the config file; unregistering it",
-                         record.user_id)
+                log.info(
+                    "bot %s was removed from the config file; unregistering it", record.user_id
+                )
                 await store.remove_bot(record.user_id)
         for bot in configured:
             previous = stored.get(bot.user_id)

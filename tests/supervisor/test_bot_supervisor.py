@@ -61,8 +61,12 @@ class ScriptedChild:
 
 def config(**overrides: float) -> SupervisorConfig:
     values: dict[str, float] = dict(
-        max_restarts=3, restart_period=60.0, restart_backoff_min=1.0,
-        restart_backoff_max=8.0, restart_jitter=0.0, backoff_reset_factor=10.0,
+        max_restarts=3,
+        restart_period=60.0,
+        restart_backoff_min=1.0,
+        restart_backoff_max=8.0,
+        restart_jitter=0.0,
+        backoff_reset_factor=10.0,
         graceful_timeout=5.0,
     )
     values.update(overrides)
@@ -125,7 +129,7 @@ async def test_restart_matrix(
         await sup.stop()
     if final is ChildState.SUSPENDED:
         assert kinds(events)[-1] == "suspended"
-        suspended = [e for e in events if e.kind == "suspended"][0]
+        suspended = next(e for e in events if e.kind == "suspended")
         assert "restart intensity exceeded: 4 restarts within 60 s" in suspended.detail
 
 
@@ -135,9 +139,7 @@ async def test_backoff_is_exponential_to_the_exact_second(
     child = ScriptedChild([("crash", 0)])
     events: list[SupervisorEvent] = []
     async with trio.open_nursery() as nursery:
-        sup = await run_supervisor(
-            nursery, config(max_restarts=10, restart_period=1000.0), events
-        )
+        sup = await run_supervisor(nursery, config(max_restarts=10, restart_period=1000.0), events)
         await sup.start_child(1, child)
         await trio.sleep(200)
         await sup.stop()
@@ -240,7 +242,9 @@ async def test_graceful_stop_waits_for_in_flight_work_then_cancels(
 async def test_stop_during_backoff_does_not_restart(autojump_clock: trio.testing.MockClock) -> None:
     child = ScriptedChild([("crash", 0)])
     async with trio.open_nursery() as nursery:
-        sup = await run_supervisor(nursery, config(restart_backoff_min=30, restart_backoff_max=30), [])
+        sup = await run_supervisor(
+            nursery, config(restart_backoff_min=30, restart_backoff_max=30), []
+        )
         await sup.start_child(1, child)
         await trio.sleep(10)
         assert sup.child_state(1) is ChildState.RESTARTING
