@@ -18,7 +18,7 @@ from storage.store import (
     Store,
     StoreStatistics,
 )
-from storage.writer import Job, StoreWriter, WriterState, WriterStatistics
+from storage.writer import Job, Offload, StoreWriter, WriterState, WriterStatistics, run_inline
 
 __all__ = [
     "BOT_SOURCES",
@@ -32,6 +32,7 @@ __all__ = [
     "Job",
     "Migration",
     "NotADatabaseError",
+    "Offload",
     "SchemaTooNewError",
     "StorageError",
     "Store",
@@ -43,4 +44,5 @@ __all__ = [
     "migrate",
     "migrate_file",
     "open_database",
+    "run_inline",
 ]

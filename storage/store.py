@@ -27,7 +27,7 @@ import trio
 from storage.db import open_database
 from storage.errors import StoreClosedError
 from storage.rows import HEALTH_COLUMNS, HealthRow
-from storage.writer import StoreWriter, WriterState, WriterStatistics
+from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
     "BOT_SOURCES",
@@ -122,11 +122,13 @@ class Store:
         readers: int = 2,
         max_batch: int = 5_000,
         queue_size: int = 20_000,
+        offload: Offload = trio.to_thread.run_sync,
     ) -> None:
         if readers < 1:
             raise ValueError(f"readers must be >= 1, got {readers}")
         self.path = os.fspath(path)
-        self.writer = StoreWriter(path, max_batch=max_batch, queue_size=queue_size)
+        self.writer = StoreWriter(path, max_batch=max_batch, queue_size=queue_size, offload=offload)
+        self._offload = offload
         self._reader_count = readers
         self._pool_send, self._pool_receive = trio.open_memory_channel[sqlite_utils.Database](
             readers
@@ -143,7 +145,7 @@ class Store:
             await self.writer.open()
             # Readers open after the migration: they need the schema it creates.
             for _ in range(self._reader_count):
-                db = await trio.to_thread.run_sync(partial(open_database, self.path, readonly=True))
+                db = await self._offload(partial(open_database, self.path, readonly=True))
                 self._readers_open += 1
                 self._pool_send.send_nowait(db)
             self._reading = True
@@ -337,7 +339,8 @@ class Store:
         db = await self._pool_receive.receive()
         try:
             self._reads += 1
-            return await trio.to_thread.run_sync(query, db)
+            result: T = await self._offload(query, db)
+            return result
         finally:
             self._pool_send.send_nowait(db)
 
@@ -348,7 +351,7 @@ class Store:
         with trio.CancelScope(shield=True):
             while self._readers_open:
                 db = await self._pool_receive.receive()
-                await trio.to_thread.run_sync(db.close)
+                await self._offload(db.close)
                 self._readers_open -= 1
 
 

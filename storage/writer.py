@@ -18,7 +18,7 @@ import enum
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -35,6 +35,17 @@ logger = logging.getLogger("botvisor.storage")
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], T]
+# How blocking SQLite work is run: in a worker thread (the default, so the event loop never
+# stalls on disk) or inline (``run_inline``: for tests on a MockClock, where a thread would let
+# the autojumping clock race ahead while the thread works).
+Offload = Callable[..., Awaitable[Any]]
+
+
+async def run_inline(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn`` on the event loop's thread (tests on a MockClock only)."""
+    await trio.lowlevel.checkpoint()
+    return fn(*args)
+
 
 _SAVEPOINT = "botvisor_job"
 
@@ -168,12 +179,14 @@ class StoreWriter:
         *,
         max_batch: int = 5_000,
         queue_size: int = 20_000,
+        offload: Offload = trio.to_thread.run_sync,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         self.path = os.fspath(path)
+        self._offload = offload
         self._max_batch = max_batch
         self._queue_size = queue_size
         self._send, self._receive = trio.open_memory_channel[_Job[Any]](queue_size)
@@ -219,7 +232,7 @@ class StoreWriter:
             # Shielded: a cancellation arriving while the thread runs must not leak the
             # connection it opened.
             with trio.CancelScope(shield=True):
-                self._db = await trio.to_thread.run_sync(self._open_and_migrate)
+                self._db = await self._offload(self._open_and_migrate)
         except BaseException:
             self._opening = False
             await self._finish()
@@ -347,7 +360,7 @@ class StoreWriter:
             # The thread cannot be abandoned anyway; the shield makes sure that once it is done
             # its outcomes reach the submitters before any cancellation lands.
             with trio.CancelScope(shield=True):
-                report = await trio.to_thread.run_sync(_run_batch, self._db.conn, batch)
+                report = await self._offload(_run_batch, self._db.conn, batch)
         except BaseException as exc:
             for job in batch:
                 if job.error is None:
@@ -400,7 +413,7 @@ class StoreWriter:
         db, self._db = self._db, None
         if db is not None:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(_close, db)
+                await self._offload(_close, db)
         self._serving = False
         self._stopped.set()
 

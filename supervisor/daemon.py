@@ -34,7 +34,7 @@ from actors import (
     shared_ssl_context,
 )
 from admin import AdminContext, AdminServer, create_app
-from storage import Store
+from storage import Offload, Store
 from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fleet import Fleet
@@ -67,11 +67,13 @@ class Daemon:
         wall_clock: Callable[[], float],
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        store_offload: Offload | None = None,
     ) -> None:
         self.config = config
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._transport = transport
+        self._store_offload = store_offload
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
 
@@ -90,7 +92,11 @@ class Daemon:
                 transport=self._transport, ssl_context=ssl_context, telegram=config.telegram
             )
 
-        store = Store(config.storage.path)
+        store = (
+            Store(config.storage.path)
+            if self._store_offload is None
+            else Store(config.storage.path, offload=self._store_offload)
+        )
         send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
         events = EventSink(send_events)
         services = FleetServices(

@@ -1,0 +1,32 @@
+"""Handlers that tests name as ``tests.handlers_for_tests:<name>``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from actors import HandlerContext
+
+
+def _text(update: Mapping[str, Any]) -> str:
+    return str(update.get("message", {}).get("text", ""))
+
+
+async def slow_echo(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Echo after 100 seconds of 'work'."""
+    await trio.sleep(100)
+    await ctx.reply(_text(update))
+
+
+async def explode_on_boom(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Raise for a message containing 'boom'; echo the rest."""
+    text = _text(update)
+    if "boom" in text:
+        raise ValueError("the handler cannot take 'boom'")
+    await ctx.reply(text)
+
+
+def not_async(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Wrong on purpose: handlers must be async."""

@@ -1,0 +1,98 @@
+"""Test harness: a whole daemon in process, on the simulated Bot API.
+
+``running_fleet`` starts the real Daemon (real SQLite file, real supervisor and actors) with
+the simulated Bot API behind an in-process transport, so it runs on a MockClock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors import BotConfig, BotToken, SimulatedBotApi, SimulatedTransport, TelegramConfig
+from storage import run_inline
+from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from supervisor.clock import anchored_wall_clock
+from supervisor.daemon import Daemon, DaemonHandle
+
+EPOCH = 1_800_000_000.0  # the wall clock reads this when Trio's clock reads 0
+FIRST_BOT_ID = 5_000_000_001
+
+
+def bot_token(user_id: int, rng: random.Random | None = None) -> str:
+    return SimulatedBotApi.make_token(FIRST_BOT_ID + user_id, rng or random.Random(user_id))
+
+
+@dataclass
+class Fleet:
+    """A running in-process daemon and the simulated Telegram it talks to."""
+
+    api: SimulatedBotApi
+    daemon: Daemon
+    handle: DaemonHandle
+    tokens: dict[int, str] = field(default_factory=dict)
+
+    def bot_id(self, user_id: int) -> int:
+        return BotToken(self.tokens[user_id]).bot_id
+
+
+def make_config(
+    db_path: Path,
+    user_ids: list[int],
+    *,
+    tokens: dict[int, str],
+    admin: bool = False,
+    **sections: Any,
+) -> Config:
+    """A Config for tests: fast cadences, the given bots (echo), admin off unless asked."""
+    base = Config(
+        telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=30),
+        storage=StorageConfig(path=str(db_path), persist_interval=300),
+        admin=AdminConfig(listen="127.0.0.1:0", enabled=admin),
+        supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=5.0, restart_jitter=0.0),
+        bots=tuple(
+            BotConfig(user_id=uid, token=BotToken(tokens[uid]), key=f"bots[{i}]")
+            for i, uid in enumerate(user_ids)
+        ),
+    )
+    return replace(base, **sections)
+
+
+@asynccontextmanager
+async def running_fleet(
+    db_path: Path,
+    user_ids: list[int],
+    *,
+    api: SimulatedBotApi | None = None,
+    seed: int = 1,
+    configure: Callable[[Config], Config] | None = None,
+    admin: bool = False,
+    **sections: Any,
+) -> AsyncIterator[Fleet]:
+    """Run the daemon over the simulated API until the block ends, then shut it down."""
+    api = api or SimulatedBotApi(rng=random.Random(seed))
+    tokens = {uid: bot_token(uid) for uid in user_ids}
+    known = {bot.token for bot in api.bots}
+    for token in tokens.values():
+        if token not in known:
+            api.add_bot(token)
+    config = make_config(db_path, user_ids, tokens=tokens, admin=admin, **sections)
+    if configure is not None:
+        config = configure(config)
+    daemon = Daemon(
+        config,
+        wall_clock=anchored_wall_clock(EPOCH),
+        rng=random.Random(seed),
+        transport=SimulatedTransport(api),
+        store_offload=run_inline,
+    )
+    async with trio.open_nursery() as nursery:
+        handle: DaemonHandle = await nursery.start(daemon.run)
+        yield Fleet(api, daemon, handle, tokens)
+        daemon.request_shutdown()
