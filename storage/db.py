@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlite_utils
 
 from storage.errors import NotADatabaseError, SchemaTooNewError
-from storage.migrations import SCHEMA_VERSION, migrate, read_schema_version
+from storage.migrations import SCHEMA_VERSION, migrate, read_schema_version, refuse_foreign
 
 __all__ = ["BUSY_TIMEOUT_MS", "migrate_file", "open_database"]
 
@@ -38,9 +38,9 @@ def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sq
     thread (``check_same_thread=False``) and run in autocommit mode: transactions are explicit
     (``BEGIN``/``COMMIT``, or sqlite-utils' ``db.atomic()``).
 
-    Raises :class:`NotADatabaseError` if the path is not a SQLite file and
-    :class:`SchemaTooNewError` if a newer botvisor wrote it; in both cases the file is left
-    exactly as it was.
+    Raises :class:`NotADatabaseError` if the path is not a SQLite file (or is another
+    program's database) and :class:`SchemaTooNewError` if a newer botvisor wrote it; in every
+    case the file is left exactly as it was.
     """
     name = os.fspath(path)
     conn = _connect(name, readonly=readonly)
@@ -55,6 +55,8 @@ def open_database(path: str | os.PathLike[str], *, readonly: bool = False) -> sq
             ) from None
         if found > SCHEMA_VERSION:
             raise SchemaTooNewError(name, found, SCHEMA_VERSION)
+        if found == 0:
+            refuse_foreign(conn, name)
         if not readonly:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":

@@ -3,7 +3,7 @@
 ::
 
     StorageError                 anything storage refuses or cannot do
-    ├── NotADatabaseError        storage.path is not a SQLite file (or cannot be opened)
+    ├── NotADatabaseError        storage.path is not a botvisor SQLite file, or cannot be opened
     ├── SchemaTooNewError        the file was written by a newer botvisor; left untouched
     └── StoreClosedError         a write or read after the store was stopped
 

@@ -14,10 +14,17 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from storage.errors import SchemaTooNewError, StorageError
+from storage.errors import NotADatabaseError, SchemaTooNewError
 from storage.rows import HEALTH_COLUMNS
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Migration", "migrate", "read_schema_version"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "migrate",
+    "read_schema_version",
+    "refuse_foreign",
+]
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ def migrate(
     if start > latest:
         raise SchemaTooNewError(name, start, latest)
     if start == 0:
-        _refuse_foreign(conn, name)
+        refuse_foreign(conn, name)
     for migration in migrations[start:]:
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -166,7 +173,7 @@ def migrate(
     return start, read_schema_version(conn)
 
 
-def _refuse_foreign(conn: sqlite3.Connection, name: str) -> None:
+def refuse_foreign(conn: sqlite3.Connection, name: str) -> None:
     """A version-0 file with tables belongs to some other program: never add ours to it."""
     tables = [
         row[0]
@@ -176,7 +183,7 @@ def _refuse_foreign(conn: sqlite3.Connection, name: str) -> None:
         )
     ]
     if tables:
-        raise StorageError(
+        raise NotADatabaseError(
             f"{name} is a SQLite database of another program (it has tables such as "
             f"{', '.join(tables)} but no botvisor schema version); use another storage.path"
         )

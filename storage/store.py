@@ -134,6 +134,8 @@ class Store:
             readers
         )
         self._readers_open = 0
+        # stop() and the end of run() may both close the readers.
+        self._closing = trio.Lock()
         self._reading = False
         self._reads = 0
 
@@ -349,10 +351,11 @@ class Store:
         # Shielded: a read still running gives its connection back soon, and every
         # connection must be closed.
         with trio.CancelScope(shield=True):
-            while self._readers_open:
-                db = await self._pool_receive.receive()
-                await self._offload(db.close)
-                self._readers_open -= 1
+            async with self._closing:
+                while self._readers_open:
+                    db = await self._pool_receive.receive()
+                    await self._offload(db.close)
+                    self._readers_open -= 1
 
 
 def _check_batch_size(batch_size: int) -> None:
