@@ -1,0 +1,1 @@
+"""Benchmarks: each module has run(quick) -> dict and markdown(results) -> str."""
