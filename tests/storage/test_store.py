@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from storage import BotRecord, DeadLetter, Store, StoreClosedError, WriterState
+from storage import BotRecord, DeadLetter, Store, StoreClosedError, WriterState, run_inline
 from tests.storage.factories import health_row
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -367,3 +368,17 @@ async def test_the_whole_file_stays_private_and_sound(db_path: Path) -> None:
         await store.stop()
     # The last connection to close checkpoints the WAL into the main file.
     assert not exists(Path(f"{db_path}-wal"))
+
+
+async def test_the_store_runs_inline_on_a_mock_clock(
+    db_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(db_path, offload=run_inline).run)
+        await store.insert_snapshots([health_row(1, T0)])
+        await trio.sleep(3600)
+        assert trio.current_time() == 3600
+        assert await store.latest_snapshots() == {1: health_row(1, T0)}
+        assert await store.inbox_add(1, [message(1)], 2, T0) == [1]
+        await store.stop()
+    assert store.writer.statistics().jobs == 2

@@ -285,3 +285,23 @@ def test_limits_are_validated(db_path: Path) -> None:
         StoreWriter(db_path, max_batch=0)
     with pytest.raises(ValueError, match="queue_size must be >= 1, got 0"):
         StoreWriter(db_path, queue_size=0)
+
+
+async def test_a_transaction_that_cannot_start_fails_its_jobs_and_the_writer_goes_on(
+    db_path: Path, nursery: trio.Nursery
+) -> None:
+    writer: StoreWriter = await nursery.start(StoreWriter(db_path).run)
+    await writer.submit(lambda conn: conn.execute("PRAGMA busy_timeout = 20"))
+    intruder = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        intruder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            await writer.submit(partial(insert_offset, 1))
+        stats = writer.statistics()
+        assert stats.failed_batches == 1
+        assert stats.last_error == "OperationalError: database is locked"
+        intruder.execute("ROLLBACK")
+    finally:
+        intruder.close()
+    assert await writer.submit(partial(insert_offset, 2)) == 2
+    assert stored_user_ids(db_path) == [2]
