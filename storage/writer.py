@@ -29,7 +29,7 @@ from storage.db import open_database
 from storage.errors import StoreClosedError
 from storage.migrations import migrate
 
-__all__ = ["Job", "StoreWriter", "WriterState", "WriterStatistics"]
+__all__ = ["Job", "Offload", "StoreWriter", "WriterState", "WriterStatistics", "run_inline"]
 
 logger = logging.getLogger("botvisor.storage")
 
