@@ -193,16 +193,26 @@ class Store:
         """The most recent row of every bot that has one (removed bots included)."""
         return await self._read(_latest_snapshots)
 
-    async def history(self, user_id: int, since: float) -> list[HealthRow]:
-        """One bot's rows recorded at or after ``since``, oldest first."""
-        return await self._read(partial(_history, user_id, since))
+    async def history(
+        self, user_id: int, since: float, *, limit: int | None = None
+    ) -> list[HealthRow]:
+        """One bot's rows recorded at or after ``since``, oldest first (only the newest
+        ``limit`` of them if given)."""
+        _check_limit(limit)
+        return await self._read(partial(_history, user_id, since, limit))
 
     async def unhealthy_history(
-        self, since: float, statuses: Collection[str] = UNHEALTHY_STATUSES
+        self,
+        since: float,
+        statuses: Collection[str] = UNHEALTHY_STATUSES,
+        *,
+        limit: int | None = None,
     ) -> list[HealthRow]:
         """Rows at or after ``since`` whose status is in ``statuses`` (by default unhealthy or
-        suspended; degraded is left out), oldest first."""
-        return await self._read(partial(_unhealthy_history, since, tuple(statuses)))
+        suspended; degraded is left out), oldest first (only the newest ``limit`` if given:
+        a week of a large fleet's outages is hundreds of thousands of rows)."""
+        _check_limit(limit)
+        return await self._read(partial(_unhealthy_history, since, tuple(statuses), limit))
 
     async def snapshot_count(self, user_id: int | None = None) -> int:
         """Health rows stored, of one bot or of all."""
@@ -356,6 +366,11 @@ class Store:
                     db = await self._pool_receive.receive()
                     await self._offload(db.close)
                     self._readers_open -= 1
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -537,27 +552,36 @@ def _latest_snapshots(db: sqlite_utils.Database) -> dict[int, HealthRow]:
     return {row[0]: _health_row(row) for row in rows}
 
 
-def _history(user_id: int, since: float, db: sqlite_utils.Database) -> list[HealthRow]:
-    rows = db.execute(
-        f"SELECT {_HEALTH_SELECT} FROM bot_health_metrics "
-        "WHERE user_id = ? AND recorded_at >= ? ORDER BY recorded_at, id",
-        (user_id, since),
-    ).fetchall()
+def _select_health(
+    db: sqlite_utils.Database, where: str, params: tuple[Any, ...], limit: int | None
+) -> list[HealthRow]:
+    """Rows matching ``where``, oldest first; with ``limit``, only the newest ``limit``."""
+    select = f"SELECT {_HEALTH_SELECT} FROM bot_health_metrics WHERE {where} "
+    if limit is None:
+        rows = db.execute(select + "ORDER BY recorded_at, id", params).fetchall()
+    else:
+        # Newest first so SQLite can stop after `limit` rows; then back to oldest first.
+        newest = select + "ORDER BY recorded_at DESC, id DESC LIMIT ?"
+        rows = db.execute(newest, (*params, limit)).fetchall()
+        rows.reverse()
     return [_health_row(row) for row in rows]
 
 
+def _history(
+    user_id: int, since: float, limit: int | None, db: sqlite_utils.Database
+) -> list[HealthRow]:
+    return _select_health(db, "user_id = ? AND recorded_at >= ?", (user_id, since), limit)
+
+
 def _unhealthy_history(
-    since: float, statuses: tuple[str, ...], db: sqlite_utils.Database
+    since: float, statuses: tuple[str, ...], limit: int | None, db: sqlite_utils.Database
 ) -> list[HealthRow]:
     if not statuses:
         return []
     marks = ", ".join("?" for _ in statuses)
-    rows = db.execute(
-        f"SELECT {_HEALTH_SELECT} FROM bot_health_metrics "
-        f"WHERE status IN ({marks}) AND recorded_at >= ? ORDER BY recorded_at, id",
-        (*statuses, since),
-    ).fetchall()
-    return [_health_row(row) for row in rows]
+    return _select_health(
+        db, f"status IN ({marks}) AND recorded_at >= ?", (*statuses, since), limit
+    )
 
 
 def _snapshot_count(user_id: int | None, db: sqlite_utils.Database) -> int:

@@ -382,3 +382,16 @@ async def test_the_store_runs_inline_on_a_mock_clock(
         assert await store.inbox_add(1, [message(1)], 2, T0) == [1]
         await store.stop()
     assert store.writer.statistics().jobs == 2
+
+
+async def test_histories_can_be_limited_to_the_newest_rows(store: Store) -> None:
+    await store.insert_snapshots(
+        [health_row(1, T0 + step, "unhealthy" if step % 2 else "healthy") for step in range(10)]
+    )
+    newest = await store.history(1, since=T0, limit=3)
+    assert [row.recorded_at for row in newest] == [T0 + 7, T0 + 8, T0 + 9]
+    outages = await store.unhealthy_history(since=T0, limit=2)
+    assert [row.recorded_at for row in outages] == [T0 + 7, T0 + 9]
+    assert len(await store.unhealthy_history(since=T0)) == 5
+    with pytest.raises(ValueError, match="limit must be >= 1 or None, got 0"):
+        await store.history(1, since=T0, limit=0)
