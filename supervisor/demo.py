@@ -24,6 +24,7 @@ from actors import (
     BotConfig,
     BotToken,
     FaultProfile,
+    LimitsConfig,
     OutageMode,
     SimReport,
     SimulatedBotApi,
@@ -195,6 +196,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
         config = Config(
             telegram=TelegramConfig(api_base=api_url, poll_timeout=10, request_timeout=5.0),
             storage=StorageConfig(path=str(args.db), persist_interval=60),
+            limits=LimitsConfig(global_rps=args.global_rps, global_burst=int(args.global_rps)),
             admin=AdminConfig(listen=f"127.0.0.1:{args.admin_port}", token=admin_token),
             supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=1.0),
             bots=tuple(
