@@ -58,13 +58,17 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     "none": Scenario("no faults"),
     "light": Scenario(
-        "2% 5xx, 1% timeouts, 1% dropped connections, 1% 429 (retry_after 1 s)",
+        "2% 5xx, 1% connect errors, 1% responses lost after delivery, 1% 429 (retry_after 1 s)",
+        # A lost response (timeout after the request reached Telegram) is an ambiguous send:
+        # counted as sent and never retried, so no message goes out twice. Here Telegram did
+        # deliver it, as it usually has in practice.
         FaultProfile(
             error_rate_5xx=0.02,
-            timeout_rate=0.01,
+            connect_error_rate=0.01,
             drop_rate=0.01,
             rate_limit_rate=0.01,
             retry_after=1,
+            deliver_before_fault_rate=1.0,
         ),
     ),
     "transient-5": Scenario(
@@ -99,7 +103,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--chats", type=int, default=3, help="chats per bot (default 3)")
     parser.add_argument(
-        "--rate", type=float, default=0.2, help="messages per second per chat (default 0.2)"
+        "--rate", type=float, default=0.1, help="messages per second per chat (default 0.1)"
+    )
+    parser.add_argument(
+        "--global-rps",
+        type=float,
+        default=100.0,
+        help="limits.global_rps of the fleet (default 100; a real deployment's default is 25)",
     )
     parser.add_argument(
         "--faults",
@@ -300,6 +310,7 @@ def _bot_row(handle: DaemonHandle, api: SimulatedBotApi, token: str) -> dict[str
         "handled": stats.handled_updates,
         "failed_calls": stats.health.failed_requests,
         "retries": stats.retry.retries,
+        "ambiguous": stats.ambiguous_sends,
         "dead_letters": stats.dead_letters,
     }
 
