@@ -47,6 +47,7 @@ class MetricsStatistics:
     snapshot_rows_written: int
     last_snapshot_at: float | None
     retention_rows_deleted: int
+    inbox_rows_pruned: int
     subscribers: int
     subscribers_dropped: int
 
@@ -103,6 +104,7 @@ class MetricsActor:
         self._snapshot_rows = 0
         self._last_snapshot_at: float | None = None
         self._deleted = 0
+        self._pruned = 0
         self._dropped_subscribers = 0
         self._stop = trio.Event()
         self._done = trio.Event()
@@ -110,8 +112,9 @@ class MetricsActor:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def run(self, *, task_status: trio.TaskStatus[MetricsActor] = trio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[MetricsActor] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Consume events and keep the cadences until ``stop``; then write a final snapshot."""
         try:
             async with trio.open_nursery() as nursery:
@@ -139,8 +142,9 @@ class MetricsActor:
     def seed(self, rows: Sequence[HealthRow]) -> None:
         """Start from the stored snapshots (restore after a restart)."""
         for row in rows:
-            self._latest.setdefault(row.user_id, HealthReport(row.user_id, row.recorded_at,
-                                                                row=row))
+            self._latest.setdefault(
+                row.user_id, HealthReport(row.user_id, row.recorded_at, row=row)
+            )
 
     def forget(self, user_id: int) -> None:
         """A removed bot leaves the live aggregates (its history stays in storage)."""
@@ -195,6 +199,7 @@ class MetricsActor:
             snapshot_rows_written=self._snapshot_rows,
             last_snapshot_at=self._last_snapshot_at,
             retention_rows_deleted=self._deleted,
+            inbox_rows_pruned=self._pruned,
             subscribers=len(self._subscribers),
             subscribers_dropped=self._dropped_subscribers,
         )
@@ -219,9 +224,18 @@ class MetricsActor:
         deleted = await self._store.delete_older_than(cutoff)
         self._deleted += deleted
         if deleted:
-            log.info("retention: deleted %d health rows older than %g days", deleted,
-                     self._retention_seconds / SECONDS_PER_DAY)
+            log.info(
+                "retention: deleted %d health rows older than %g days",
+                deleted,
+                self._retention_seconds / SECONDS_PER_DAY,
+            )
         return deleted
+
+    async def prune_inbox_now(self) -> int:
+        """Delete handled updates Telegram will never send again; returns how many."""
+        pruned = await self._store.prune_inbox()
+        self._pruned += pruned
+        return pruned
 
     # --- loops ---------------------------------------------------------------------------
 
@@ -263,6 +277,12 @@ class MetricsActor:
                 await self.persist_now()
             except Exception:
                 log.exception("health snapshot failed; will try again next interval")
+            # Done inbox rows are only needed until the stored offset passes them; pruning on
+            # the snapshot cadence keeps the inbox near the size of the work in flight.
+            try:
+                await self.prune_inbox_now()
+            except Exception:
+                log.exception("inbox pruning failed; will try again next interval")
 
     async def _retention_loop(self) -> None:
         while True:
