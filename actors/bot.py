@@ -153,6 +153,7 @@ class BotActor:
         self._dead_letters = 0
         self._ambiguous = 0
         self._handler_errors = 0
+        self._suspension_announced = False
 
     # --- state shared with the operator ---------------------------------------------------
 
@@ -171,6 +172,7 @@ class BotActor:
     def resume(self) -> None:
         """Clear a suspension; the caller re-validates the token and starts a new run."""
         self.health.resume()
+        self._suspension_announced = False
         self.breaker.reset()
         self.state = ActorState.IDLE
         self._emit(LifecycleEvent(self.user_id, self._services.wall_clock(), "resumed"))
@@ -411,9 +413,13 @@ class BotActor:
 
     def _suspend(self, reason: str) -> None:
         reason = redact(reason)
-        if self.health.suspended_reason is None:
+        # The pipeline marks the tracker itself on a PERMANENT error before calling here, so
+        # whether this suspension was announced yet is tracked apart from the tracker.
+        if not self._suspension_announced:
+            self._suspension_announced = True
             log.error("bot %s suspended: %s", self.user_id, reason)
-            self.health.suspend(reason)
+            if self.health.suspended_reason is None:
+                self.health.suspend(reason)
             self._emit(
                 LifecycleEvent(self.user_id, self._services.wall_clock(), "suspended", reason)
             )
