@@ -377,6 +377,15 @@ class GlobalRateLimiter:
                 self._pump = None
             self._ensure_pump()
 
+    def release(self) -> None:
+        """Give back a permit that was granted but will not be used.
+
+        The next waiter gets it at once, or the bucket takes it back: an unused permit never
+        lowers the rate the tenants get.
+        """
+        self._hand_on()
+        self._ensure_pump()
+
     def statistics(self) -> GlobalLimiterStatistics:
         return GlobalLimiterStatistics(
             rate=self._pace.rate,

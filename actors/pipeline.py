@@ -170,9 +170,7 @@ class RequestPipeline:
                     if chat_id is not None:
                         await self._chat_limiters.acquire(chat_id)
                     await self._bot_limiter.acquire()
-                await self._flood_gate.wait_open()
-                if rate_limited:
-                    await self._global_limiter.acquire(self._user_id)
+                await self._wait_gate_and_global(rate_limited)
                 self._counters.record_attempt()
                 started = trio.current_time()
                 result = await send()
@@ -233,6 +231,22 @@ class RequestPipeline:
             retries += 1
             self._counters.record_retry(category)
             await trio.sleep(delay)
+
+    async def _wait_gate_and_global(self, rate_limited: bool) -> None:
+        """Wait for the flood gate, then (if rate limited) for the global token.
+
+        A 429 of another call of this bot may close the gate while this one waits for its
+        global token; the call must not go out then, so the token is released to the next
+        waiter and the wait starts again.
+        """
+        while True:
+            await self._flood_gate.wait_open()
+            if not rate_limited:
+                return
+            await self._global_limiter.acquire(self._user_id)
+            if trio.current_time() >= self._flood_gate.open_at:
+                return
+            self._global_limiter.release()
 
     def _refuse(self, method: str, last_error: BotApiError | None, *, exhausted: bool) -> NoReturn:
         """Raise CircuitOpenError; ``exhausted``: a retryable failure is given up on."""
