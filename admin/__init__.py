@@ -2,6 +2,22 @@
 
 from admin.app import AdminContext, create_app
 from admin.errors import ApiError
+from admin.events import EventStreams, EventStreamStatistics
+from admin.openapi import openapi_spec
+from admin.ratelimit import ClientBuckets, IpRateLimit, RateLimitStatistics, client_address
 from admin.server import AdminServer, serve_app
 
-__all__ = ["AdminContext", "AdminServer", "ApiError", "create_app", "serve_app"]
+__all__ = [
+    "AdminContext",
+    "AdminServer",
+    "ApiError",
+    "ClientBuckets",
+    "EventStreamStatistics",
+    "EventStreams",
+    "IpRateLimit",
+    "RateLimitStatistics",
+    "client_address",
+    "create_app",
+    "openapi_spec",
+    "serve_app",
+]

@@ -1,62 +1,47 @@
 """The admin HTTP API: ``create_app(context) -> Starlette``.
 
 Routes read ``statistics()`` records of the fleet's components and never reach into private
-state. Every ``/admin`` route needs the admin bearer token (``BearerAuth``).
+state. Every ``/admin`` route (and ``/metrics`` unless configured public) needs the admin
+bearer token; every request counts against its client address's rate limit first.
+
+Modules: ``bots`` (bot management), ``events`` (the live WebSocket), ``metrics``
+(Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from actors import (
-    BotActor,
-    BotStatistics,
-    BotStatus,
-    BreakerState,
-    EventSink,
-    MetricsActor,
-    combine_retry_statistics,
-)
+from actors import BotActor, BotStatistics, BotStatus, BreakerState, combine_retry_statistics
 from admin.auth import BearerAuth
+from admin.bots import bot_routes, management_state
+from admin.context import AdminContext, context_of, read_json, user_id_param
 from admin.errors import ApiError, exception_handlers
+from admin.events import EventStreams
+from admin.metrics import metrics_endpoint, metrics_registry
+from admin.openapi import openapi_endpoint, openapi_spec
+from admin.ratelimit import ClientBuckets, IpRateLimit
 from admin.serialize import plain
-from storage import HealthRow, Store
-from supervisor import BotSupervisor, Fleet, UnknownBot
+from storage import HealthRow
+from supervisor import UnknownBot
 
-__all__ = ["AdminContext", "create_app"]
+__all__ = ["AdminContext", "create_app", "read_json"]
 
 HOURS_MIN, HOURS_MAX = 1, 168
-
-
-@dataclass(frozen=True)
-class AdminContext:
-    """What the admin API needs, handed in by the daemon."""
-
-    fleet: Fleet
-    metrics: MetricsActor
-    store: Store
-    supervisor: BotSupervisor
-    events: EventSink
-    wall_clock: Callable[[], float]
-    admin_token: str | None
-    ready: Callable[[], Awaitable[tuple[bool, str]]]
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _ctx(request: Request) -> AdminContext:
-    context: AdminContext = request.app.state.admin
-    return context
+    return context_of(request)
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -64,14 +49,7 @@ def _json(data: Any, status: int = 200) -> JSONResponse:
 
 
 def _user_id(request: Request) -> int:
-    raw = request.path_params["user_id"]
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(422, f"user_id must be a whole number, got {raw!r}") from None
-    if value <= 0:
-        raise ApiError(422, f"user_id must be > 0, got {value}")
-    return value
+    return user_id_param(request)
 
 
 def _actor(request: Request) -> BotActor:
@@ -253,11 +231,22 @@ async def persist_now(request: Request) -> Response:
     return _json({"rows_written": written})
 
 
-def routes() -> list[BaseRoute]:
+async def events_over_http(request: Request) -> Response:
+    raise ApiError(
+        426,
+        "/admin/events is a WebSocket: connect with ws:// (or wss://) and the same token",
+        code="upgrade_required",
+        headers={"Upgrade": "websocket"},
+    )
+
+
+def routes(streams: EventStreams) -> list[BaseRoute]:
     base = "/admin/system"
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/openapi.json", openapi_endpoint),
+        Route("/metrics", metrics_endpoint),
         # Fixed paths first: /bot-health/{user_id} would otherwise swallow them.
         Route(f"{base}/bot-health/summary", health_summary),
         Route(f"{base}/bot-health/unhealthy", health_unhealthy),
@@ -270,29 +259,45 @@ def routes() -> list[BaseRoute]:
         Route(f"{base}/circuit-breakers/{{user_id}}/reset", breaker_reset, methods=["POST"]),
         Route(f"{base}/retry-statistics", retry_statistics),
         Route(f"{base}/retry-statistics/reset", retry_reset, methods=["POST"]),
+        *bot_routes(),
+        WebSocketRoute("/admin/events", streams),
+        Route("/admin/events", events_over_http),
     ]
 
 
 def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    """The admin ASGI app; every ``/admin`` route needs the admin bearer token."""
+    """The admin ASGI app.
+
+    ``app.state`` holds what ``AdminServer`` and tests reach for: ``event_streams``
+    (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``.
+    """
+    streams = EventStreams(context.metrics, send_timeout=context.event_send_timeout)
+    buckets = (
+        ClientBuckets(*context.ip_rate_limit, max_clients=context.ip_rate_limit_clients)
+        if context.ip_rate_limit is not None
+        else None
+    )
+    middleware = [
+        Middleware(
+            BearerAuth,
+            token=context.admin_token,
+            paths=() if context.metrics_public else ("/metrics",),
+        )
+    ]
+    if buckets is not None:
+        # Outermost: floods and token guessing are limited before anything else runs.
+        middleware.insert(
+            0, Middleware(IpRateLimit, buckets=buckets, trusted_proxies=context.trusted_proxies)
+        )
     app = Starlette(
-        routes=[*routes(), *(extra_routes or [])],
-        middleware=[Middleware(BearerAuth, token=context.admin_token)],
+        routes=[*routes(streams), *(extra_routes or [])],
+        middleware=middleware,
         exception_handlers=exception_handlers,
     )
     app.state.admin = context
+    app.state.event_streams = streams
+    app.state.rate_limiter = buckets
+    app.state.bot_management = management_state()
+    app.state.metrics_registry = metrics_registry(context, rate_limiter=buckets, streams=streams)
+    app.state.openapi = openapi_spec()
     return app
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 422 saying what is wrong."""
-    body = await request.body()
-    if len(body) > 64 * 1024:
-        raise ApiError(413, "the request body must be at most 64 KiB")
-    try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(422, f"the request body must be JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ApiError(422, "the request body must be a JSON object")
-    return data

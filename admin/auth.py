@@ -3,33 +3,59 @@
 from __future__ import annotations
 
 import hmac
-import json
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from admin.errors import refuse
+
 __all__ = ["BearerAuth"]
+
+UNAUTHORIZED = (
+    "this route needs 'Authorization: Bearer <admin token>' "
+    "(the token is in the variable named by admin.token_env)"
+)
 
 
 class BearerAuth:
-    """Requires ``Authorization: Bearer <token>`` on paths under ``/admin``.
+    """Requires ``Authorization: Bearer <token>`` on paths under ``prefix`` and on the exact
+    ``paths`` (``/metrics`` unless it is configured public).
 
     The comparison is constant-time. With no token configured the admin API is open; the
-    config refuses that unless the server listens on loopback only.
+    config and ``AdminServer`` refuse that unless the server listens on loopback only.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str | None, prefix: str = "/admin") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        prefix: str = "/admin",
+        paths: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self._token = token.encode() if token else None
         self._prefix = prefix
+        self._paths = frozenset(paths)
+
+    def protects(self, path: str) -> bool:
+        """Whether ``path`` needs the token (when one is configured)."""
+        return path in self._paths or path == self._prefix or path.startswith(self._prefix + "/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] in ("http", "websocket")
             and self._token is not None
-            and _under(scope["path"], self._prefix)
+            and self.protects(scope["path"])
             and not self._authorized(scope)
         ):
-            await self._refuse(scope, send)
+            await refuse(
+                scope,
+                send,
+                401,
+                UNAUTHORIZED,
+                headers={"WWW-Authenticate": 'Bearer realm="botvisor"'},
+            )
             return
         await self.app(scope, receive, send)
 
@@ -42,45 +68,3 @@ class BearerAuth:
                     credentials.strip(), self._token
                 )
         return False
-
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "unauthorized",
-                    "message": "this route needs 'Authorization: Bearer <admin token>' "
-                    "(the token is in the variable named by admin.token_env)",
-                }
-            }
-        ).encode()
-        if scope["type"] == "websocket":
-            # Refuse the handshake with a plain HTTP 401 (ASGI websocket denial response
-            # where the server supports it, else close before accept).
-            if "websocket.http.response" in scope.get("extensions", {}):
-                await send(
-                    {
-                        "type": "websocket.http.response.start",
-                        "status": 401,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await send({"type": "websocket.http.response.body", "body": body})
-            else:
-                await send({"type": "websocket.close", "code": 1008})
-            return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="botvisor"'),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def _under(path: str, prefix: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")

@@ -3,16 +3,18 @@ traceback."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope, Send
 
 from actors.secrets import redact
 
-__all__ = ["ApiError", "error_response", "exception_handlers"]
+__all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
 
 log = logging.getLogger("botvisor.admin")
 
@@ -26,6 +28,7 @@ _CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    426: "upgrade_required",
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
@@ -50,11 +53,57 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def error_body(status: int, message: str, *, code: str | None = None) -> dict[str, object]:
+    """The one error shape of the admin API."""
+    return {"error": {"code": code or _CODES.get(status, "error"), "message": redact(message)}}
+
+
+async def refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Answer an HTTP request or refuse a WebSocket handshake with a JSON error (plain ASGI,
+    for middleware that answers before the app runs)."""
+    body = json.dumps(error_body(status, message, code=code)).encode()
+    raw_headers = [(b"content-type", b"application/json")] + [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in (headers or {}).items()
+    ]
+    if scope["type"] == "websocket":
+        # The denial-response extension answers the handshake with a real HTTP status; a
+        # server without it can only close before accepting.
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [*raw_headers, (b"content-length", str(len(body)).encode())],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*raw_headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def error_response(
     status: int, message: str, *, code: str | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse(
-        {"error": {"code": code or _CODES.get(status, "error"), "message": redact(message)}},
+        error_body(status, message, code=code),
         status_code=status,
         headers=headers,
     )

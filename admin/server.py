@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 import trio
@@ -48,12 +49,30 @@ async def serve_app(
         task_status.started(urls[0])
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminServer:
-    """The admin API's server; ``stop`` ends it (open WebSockets are closed first)."""
+    """The admin API's server; ``stop`` ends it (open WebSockets are closed first).
+
+    With no admin token the API is open, so it refuses to listen anywhere but on loopback.
+    """
 
     def __init__(
         self, app: Starlette, *, host: str, port: int, graceful_timeout: float = 1.0
     ) -> None:
+        context = getattr(app.state, "admin", None)
+        if context is not None and context.admin_token is None and not is_loopback(host):
+            raise ValueError(
+                f"the admin API has no token, so it only listens on loopback, not on {host!r}: "
+                "set the variable named by admin.token_env or listen on 127.0.0.1"
+            )
         self._app = app
         self._host = host
         self._port = port
@@ -82,6 +101,11 @@ class AdminServer:
         )
 
     async def stop(self) -> None:
-        """Stop accepting requests and wait until the server has closed."""
+        """Close the live-event WebSockets, stop accepting requests and wait until the server
+        has closed."""
+        # Hypercorn would wait its whole grace period for open WebSockets.
+        streams = getattr(self._app.state, "event_streams", None)
+        if streams is not None:
+            await streams.close_all()
         self._shutdown.set()
         await self._done.wait()

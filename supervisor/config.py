@@ -39,6 +39,7 @@ __all__ = [
     "SupervisorConfig",
     "load_config",
     "parse_config",
+    "parse_rate_limit",
 ]
 
 T = TypeVar("T")
@@ -91,6 +92,17 @@ class AdminConfig:
     # The admin bearer token, read from ``token_env`` by the loader. Never printed.
     token: str | None = field(default=None, repr=False)
     enabled: bool = True
+    # Requests per client address: "N/second", "N/minute" or "N/hour" (a bucket of N
+    # requests refilled over the period), or "off".
+    ip_rate_limit: str = "600/minute"
+    # At most this many client addresses are tracked; idle ones are forgotten first.
+    ip_rate_limit_clients: int = 10_000
+    # Addresses or networks of reverse proxies whose X-Forwarded-For header is believed.
+    trusted_proxies: tuple[str, ...] = ()
+    # Serve /metrics without the admin token (a Prometheus on a private network).
+    metrics_public: bool = False
+    # Per-bot series on /metrics (9 per bot); false keeps only fleet totals (large fleets).
+    metrics_per_bot: bool = True
 
     def __post_init__(self) -> None:
         host, _port = split_listen(self.listen)
@@ -99,6 +111,34 @@ class AdminConfig:
                 f"admin.listen is {self.listen!r}, but no admin token is set: set the "
                 f"environment variable {self.token_env} or listen on 127.0.0.1"
             )
+        parse_rate_limit(self.ip_rate_limit)
+        check(
+            isinstance(self.ip_rate_limit_clients, int) and self.ip_rate_limit_clients >= 1,
+            "admin.ip_rate_limit_clients",
+            "be a whole number >= 1",
+            self.ip_rate_limit_clients,
+        )
+        proxies = self.trusted_proxies
+        check(
+            isinstance(proxies, (list, tuple)) and all(isinstance(p, str) for p in proxies),
+            "admin.trusted_proxies",
+            'be a list of addresses or networks such as "10.0.0.0/8"',
+            proxies,
+        )
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"admin.trusted_proxies must list IP addresses or networks, got {proxy!r}"
+                ) from None
+        # TOML gives a list; keep the frozen config hashable.
+        object.__setattr__(self, "trusted_proxies", tuple(proxies))
+
+    @property
+    def rate_limit(self) -> tuple[int, float] | None:
+        """``(requests, per_seconds)`` of ``ip_rate_limit``, or None when it is off."""
+        return parse_rate_limit(self.ip_rate_limit)
 
     @property
     def host(self) -> str:
@@ -107,6 +147,23 @@ class AdminConfig:
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+
+_PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+
+
+def parse_rate_limit(text: str) -> tuple[int, float] | None:
+    """``"120/minute"`` -> ``(120, 60.0)``; ``"off"`` -> None."""
+    if text == "off":
+        return None
+    count, sep, period = text.partition("/") if isinstance(text, str) else ("", "", "")
+    check(
+        bool(sep) and count.isdigit() and int(count) >= 1 and period in _PERIODS,
+        "admin.ip_rate_limit",
+        "be 'N/second', 'N/minute' or 'N/hour' with N >= 1, or 'off'",
+        text,
+    )
+    return int(count), _PERIODS[period]
 
 
 def split_listen(listen: str) -> tuple[str, int]:

@@ -55,6 +55,8 @@ class DaemonHandle:
     metrics: MetricsActor
     store: Store
     supervisor: BotSupervisor
+    # The actors -> metrics channel (tests inject events through it).
+    events: EventSink | None = None
 
 
 class Daemon:
@@ -149,6 +151,11 @@ class Daemon:
                     wall_clock=self._wall_clock,
                     admin_token=config.admin.token,
                     ready=ready,
+                    metrics_public=config.admin.metrics_public,
+                    metrics_per_bot=config.admin.metrics_per_bot,
+                    ip_rate_limit=config.admin.rate_limit,
+                    ip_rate_limit_clients=config.admin.ip_rate_limit_clients,
+                    trusted_proxies=config.admin.trusted_proxies,
                 )
             )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port)
@@ -160,7 +167,7 @@ class Daemon:
             restored = await fleet.load(config.bots)
             metrics.seed(restored)
             admin_url = await root.start(admin.run) if admin is not None else None
-            self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor)
+            self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             log.info(
                 "botvisor running: %d bots, admin API %s",
                 len(fleet.actors()),

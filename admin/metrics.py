@@ -1,0 +1,305 @@
+"""``GET /metrics``: the fleet in the Prometheus text format, via prometheus-client.
+
+Each app gets its own ``CollectorRegistry`` (never the global one, so two daemons can share a
+process) with one collector that reads ``statistics()`` records at scrape time: nothing is
+counted twice and nothing is kept between scrapes.
+
+Cardinality: 9 series per bot (label ``user_id``) unless ``admin.metrics_per_bot = false``,
+plus about 50 fleet and daemon series; docs/OPERATIONS.md has the arithmetic for large fleets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors import BotStatus, BreakerState
+from admin.context import AdminContext
+from admin.events import EventStreams
+from admin.ratelimit import ClientBuckets
+
+__all__ = [
+    "BREAKER_STATE_VALUES",
+    "STATUS_VALUES",
+    "FleetCollector",
+    "metrics_endpoint",
+    "metrics_registry",
+]
+
+# Numeric codes keep one series per bot; higher is worse, so alerts read `> 0`.
+STATUS_VALUES = {
+    BotStatus.HEALTHY: 0,
+    BotStatus.DEGRADED: 1,
+    BotStatus.UNHEALTHY: 2,
+    BotStatus.SUSPENDED: 3,
+}
+BREAKER_STATE_VALUES = {
+    BreakerState.CLOSED: 0,
+    BreakerState.DISABLED: 0,
+    BreakerState.HALF_OPEN: 1,
+    BreakerState.OPEN: 2,
+    BreakerState.FORCED_OPEN: 2,
+}
+
+_STATUS_HELP = "0 healthy, 1 degraded, 2 unhealthy, 3 suspended"
+_BREAKER_HELP = "0 closed (or disabled), 1 half_open, 2 open (or forced_open)"
+
+
+@dataclass
+class _Totals:
+    requests: int = 0
+    failures: int = 0
+    throttled: int = 0
+    chat_errors: int = 0
+    retries: int = 0
+    handled_updates: int = 0
+    replies_sent: int = 0
+    dead_letters: int = 0
+    ambiguous_sends: int = 0
+    handler_errors: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_breaker: dict[str, int] = field(default_factory=dict)
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class FleetCollector:
+    """A prometheus-client collector over the daemon's ``statistics()`` records."""
+
+    def __init__(
+        self,
+        context: AdminContext,
+        *,
+        rate_limiter: ClientBuckets | None = None,
+        streams: EventStreams | None = None,
+    ) -> None:
+        self._ctx = context
+        self._rate_limiter = rate_limiter
+        self._streams = streams
+
+    def collect(self) -> Iterable[Metric]:
+        ctx = self._ctx
+        totals = _Totals(
+            by_status={s.value: 0 for s in BotStatus},
+            by_breaker={s.value: 0 for s in BreakerState},
+        )
+        per_bot = ctx.metrics_per_bot
+        status = GaugeMetricFamily("botvisor_bot_status", _STATUS_HELP, labels=["user_id"])
+        breaker = GaugeMetricFamily("botvisor_bot_breaker_state", _BREAKER_HELP, labels=["user_id"])
+        requests = CounterMetricFamily(
+            "botvisor_bot_requests",
+            "Bot API calls of the bot with an outcome (successes, failures, throttled, "
+            "chat errors)",
+            labels=["user_id"],
+        )
+        failures = CounterMetricFamily(
+            "botvisor_bot_failures", "Bot API calls of the bot that failed", labels=["user_id"]
+        )
+        throttled = CounterMetricFamily(
+            "botvisor_bot_throttled", "Calls answered 429 (flood control)", labels=["user_id"]
+        )
+        retries = CounterMetricFamily(
+            "botvisor_bot_retries", "Attempts after the first one", labels=["user_id"]
+        )
+        latency = GaugeMetricFamily(
+            "botvisor_bot_response_time_seconds",
+            "Moving average (EMA) of the bot's Bot API response time; absent until measured",
+            labels=["user_id"],
+        )
+        error_rate = GaugeMetricFamily(
+            "botvisor_bot_error_rate",
+            "Failed share of the bot's calls in the health window",
+            labels=["user_id"],
+        )
+        restarts = CounterMetricFamily(
+            "botvisor_bot_restarts", "Restarts of the bot by its supervisor", labels=["user_id"]
+        )
+        for actor in ctx.fleet.actors():
+            stats = actor.statistics()
+            health = stats.health
+            totals.requests += health.total_requests
+            totals.failures += health.failed_requests
+            totals.throttled += health.throttled
+            totals.chat_errors += health.chat_errors
+            totals.retries += stats.retry.retries
+            totals.handled_updates += stats.handled_updates
+            totals.replies_sent += stats.replies_sent
+            totals.dead_letters += stats.dead_letters
+            totals.ambiguous_sends += stats.ambiguous_sends
+            totals.handler_errors += stats.handler_errors
+            totals.by_status[stats.status.value] += 1
+            totals.by_breaker[stats.breaker.state.value] += 1
+            if not per_bot:
+                continue
+            label = [str(actor.user_id)]
+            status.add_metric(label, STATUS_VALUES[stats.status])
+            breaker.add_metric(label, BREAKER_STATE_VALUES[stats.breaker.state])
+            requests.add_metric(label, health.total_requests)
+            failures.add_metric(label, health.failed_requests)
+            throttled.add_metric(label, health.throttled)
+            retries.add_metric(label, stats.retry.retries)
+            if health.ema_latency_ms is not None:
+                latency.add_metric(label, health.ema_latency_ms / 1000.0)
+            error_rate.add_metric(label, health.error_rate)
+            child = ctx.supervisor.child_statistics(actor.user_id)
+            restarts.add_metric(label, child.restarts if child is not None else 0)
+        if per_bot:
+            yield from (
+                status,
+                breaker,
+                requests,
+                failures,
+                throttled,
+                retries,
+                latency,
+                error_rate,
+                restarts,
+            )
+        yield from self._fleet(totals)
+        yield from self._daemon()
+
+    def _fleet(self, totals: _Totals) -> Iterator[Metric]:
+        bots = GaugeMetricFamily("botvisor_bots", "Registered bots by status", labels=["status"])
+        for name, count in totals.by_status.items():
+            bots.add_metric([name], count)
+        yield bots
+        breakers = GaugeMetricFamily(
+            "botvisor_breakers", "Circuit breakers by state", labels=["state"]
+        )
+        for name, count in totals.by_breaker.items():
+            breakers.add_metric([name], count)
+        yield breakers
+        fleet = "summed over the bots registered now"
+        yield _counter("botvisor_requests", f"Bot API calls, {fleet}", totals.requests)
+        yield _counter("botvisor_failures", f"Failed Bot API calls, {fleet}", totals.failures)
+        yield _counter("botvisor_throttled", f"429-throttled calls, {fleet}", totals.throttled)
+        yield _counter(
+            "botvisor_chat_errors", f"Calls refused for one chat, {fleet}", totals.chat_errors
+        )
+        yield _counter("botvisor_retries", f"Retried attempts, {fleet}", totals.retries)
+        yield _counter(
+            "botvisor_handled_updates", f"Updates handled, {fleet}", totals.handled_updates
+        )
+        yield _counter("botvisor_replies_sent", f"Replies delivered, {fleet}", totals.replies_sent)
+        yield _counter(
+            "botvisor_dead_letters",
+            f"Updates given up after their delivery deadline, {fleet}",
+            totals.dead_letters,
+        )
+        yield _counter(
+            "botvisor_ambiguous_sends",
+            f"Sends of unknown outcome counted as sent, {fleet}",
+            totals.ambiguous_sends,
+        )
+        yield _counter(
+            "botvisor_handler_errors", f"Handler exceptions, {fleet}", totals.handler_errors
+        )
+
+    def _daemon(self) -> Iterator[Metric]:
+        ctx = self._ctx
+        supervisor = ctx.supervisor.statistics()
+        children = GaugeMetricFamily(
+            "botvisor_supervised_bots", "Bots under supervision by state", labels=["state"]
+        )
+        children.add_metric(["running"], supervisor.running)
+        children.add_metric(["restarting"], supervisor.restarting)
+        children.add_metric(["suspended"], supervisor.suspended)
+        yield children
+        yield _counter(
+            "botvisor_supervisor_restarts",
+            "Bot restarts by the supervisor since start",
+            supervisor.total_restarts,
+        )
+        yield _counter(
+            "botvisor_supervisor_crashes", "Bot crashes seen since start", supervisor.total_crashes
+        )
+        sink = ctx.events.statistics()
+        yield _counter(
+            "botvisor_events_sent", "Events from bots queued to the metrics actor", sink.sent
+        )
+        yield _counter(
+            "botvisor_events_dropped",
+            "Events dropped because the metrics actor's queue was full",
+            sink.dropped,
+        )
+        yield _gauge("botvisor_event_queue_used", "Events waiting in the queue", sink.buffer_used)
+        yield _gauge("botvisor_event_queue_size", "The queue's capacity", sink.buffer_size)
+        metrics = ctx.metrics.statistics()
+        yield _counter(
+            "botvisor_metrics_events_received",
+            "Events taken in by the metrics actor",
+            metrics.events_received,
+        )
+        yield _counter(
+            "botvisor_snapshots_written", "Health snapshots written", metrics.snapshots_written
+        )
+        yield _counter(
+            "botvisor_snapshot_rows_written",
+            "bot_health_metrics rows written",
+            metrics.snapshot_rows_written,
+        )
+        yield _counter(
+            "botvisor_retention_rows_deleted",
+            "Rows deleted by retention",
+            metrics.retention_rows_deleted,
+        )
+        if metrics.last_snapshot_at is not None:
+            yield _gauge(
+                "botvisor_last_snapshot_timestamp_seconds",
+                "Wall-clock time of the last snapshot",
+                metrics.last_snapshot_at,
+            )
+        yield _gauge("botvisor_live_subscribers", "Live event subscribers now", metrics.subscribers)
+        yield _counter(
+            "botvisor_live_subscribers_dropped",
+            "Live event subscribers dropped for falling behind",
+            metrics.subscribers_dropped,
+        )
+        if self._streams is not None:
+            streams = self._streams.statistics()
+            yield _gauge(
+                "botvisor_admin_event_streams", "Open /admin/events WebSockets", streams.open
+            )
+        limiter = self._rate_limiter
+        if limiter is not None:
+            limits = limiter.statistics()
+            yield _counter(
+                "botvisor_admin_rate_limited",
+                "Admin requests refused by the IP rate limit",
+                limits.limited,
+            )
+            yield _gauge(
+                "botvisor_admin_rate_limit_clients",
+                "Client addresses tracked by the IP rate limit",
+                limits.clients,
+            )
+
+
+def metrics_registry(
+    context: AdminContext,
+    *,
+    rate_limiter: ClientBuckets | None = None,
+    streams: EventStreams | None = None,
+) -> CollectorRegistry:
+    """A fresh registry holding only this daemon's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(context, rate_limiter=rate_limiter, streams=streams))
+    return registry
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    # The 0.0.4 text format: what every Prometheus version scrapes.
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
