@@ -1,0 +1,196 @@
+"""Fleet scale in one process: start-up time, RSS per bot and idle CPU per bot-second.
+
+N bots long-poll the simulated Bot API through the in-process transport (no sockets), each
+run in a fresh process (``python -m bench.fleet --bots N``) so its memory is its own:
+
+- start-up: from ``Daemon.run`` being started until every bot has a long poll waiting;
+- RSS per bot: RSS then minus RSS before the daemon was built (imports and the simulated
+  bots already in), divided by N;
+- idle CPU: the process's CPU seconds (all threads) over a window of nothing but 10 s long
+  polls and the bots' periodic health reports, per bot-second. In process this includes the
+  simulator answering the polls; the loopback benchmark measures the client alone.
+
+Targets (the issue): 10,000 bots under 512 MiB (≤ 16 KiB a bot), started in under 5 s, idle
+CPU ≤ 40 µs per bot-second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.common import ChildProcess, fmt, main_python, self_rss_kib, spread, table
+from bench.inproc import make_api, start_fleet, wait_all_polling
+from bench.profiles import summarize
+
+__all__ = ["TARGETS", "markdown", "run"]
+
+TARGETS = {"rss_per_bot_kib": 16.0, "startup_s_10k": 5.0, "idle_cpu_us_per_bot_s": 40.0}
+
+
+async def _measure(
+    bots: int, idle: float, db: Path, profiler: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    api, tokens = make_api(bots, seed=1)
+    gc.collect()
+    rss_base = self_rss_kib()
+    started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    async with start_fleet(api, tokens, db) as fleet:
+        daemon_up = time.perf_counter() - started
+        await wait_all_polling(fleet.api, bots)
+        startup = time.perf_counter() - started
+        if profiler is not None:
+            profiler.disable()
+        await trio.sleep(1.0)
+        rss_ready = self_rss_kib()
+        result: dict[str, Any] = {
+            "bots": bots,
+            "daemon_started_s": daemon_up,
+            "startup_s": startup,
+            "rss_base_kib": rss_base,
+            "rss_ready_kib": rss_ready,
+            "rss_per_bot_kib": (rss_ready - rss_base) / bots,
+        }
+        if idle > 0:
+            calls = api.statistics().calls
+            cpu = time.process_time()
+            wall = time.perf_counter()
+            await trio.sleep(idle)
+            cpu = time.process_time() - cpu
+            wall = time.perf_counter() - wall
+            result["idle_cpu_us_per_bot_s"] = cpu / (bots * wall) * 1e6
+            result["idle_calls"] = api.statistics().calls - calls
+        stopping = time.perf_counter()
+    result["shutdown_s"] = time.perf_counter() - stopping
+    return result
+
+
+def _child(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet")
+    parser.add_argument("--bots", type=int, required=True)
+    parser.add_argument("--idle", type=float, default=10.0)
+    parser.add_argument("--profile", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="botvisor-bench-") as tmp:
+        db = Path(tmp) / "fleet.db"
+        if args.profile is None:
+            result = trio.run(_measure, args.bots, args.idle, db)
+        else:
+            profiler = cProfile.Profile()
+            result = trio.run(_measure, args.bots, 0.0, db, profiler)
+            profiler.dump_stats(args.profile)
+    print(json.dumps(result), flush=True)
+
+
+def _run_child(bots: int, idle: float, work: Path, profile: Path | None = None) -> dict[str, Any]:
+    argv = [main_python(), "-m", "bench.fleet", "--bots", str(bots), "--idle", str(idle)]
+    if profile is not None:
+        argv += ["--profile", str(profile)]
+    with ChildProcess(argv, log_path=work / f"fleet-{bots}.log") as child:
+        return child.expect(timeout=1800)
+
+
+def run(
+    quick: bool = False,
+    *,
+    sizes: tuple[int, ...] | None = None,
+    runs: int | None = None,
+    idle: float | None = None,
+    profile_bots: int | None = None,
+) -> dict[str, Any]:
+    """Measure each fleet size ``runs`` times (10,000 bots once in the quick profile)."""
+    sizes = sizes or (1_000, 10_000)
+    idle = idle if idle is not None else (10.0 if quick else 30.0)
+    results: dict[str, Any] = {"benchmark": "fleet", "idle_window_s": idle, "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="botvisor-bench-") as tmp:
+        work = Path(tmp)
+        for bots in sizes:
+            count = runs if runs is not None else (1 if quick and bots >= 10_000 else 3)
+            samples = [_run_child(bots, idle, work) for _ in range(count)]
+            results["sizes"][str(bots)] = {
+                key: spread([s[key] for s in samples])
+                for key in samples[0]
+                if isinstance(samples[0][key], (int, float)) and key != "bots"
+            }
+        if profile_bots is None:
+            profile_bots = 2_000
+        if profile_bots:
+            stats_path = work / "startup.prof"
+            _run_child(profile_bots, 0.0, work, profile=stats_path)
+            results["startup_profile"] = {
+                "bots": profile_bots,
+                "top": summarize(stats_path),
+            }
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = []
+    for bots, s in results["sizes"].items():
+        rows.append(
+            [
+                f"{int(bots):,}",
+                fmt(s["startup_s"], 2, " s"),
+                fmt(s["daemon_started_s"], 2, " s"),
+                fmt(s["rss_per_bot_kib"], 1, " KiB"),
+                fmt({k: v / 1024 for k, v in s["rss_ready_kib"].items() if k != "runs"}
+                    | {"runs": s["rss_ready_kib"]["runs"]}, 0, " MiB"),
+                fmt(s.get("idle_cpu_us_per_bot_s"), 1, " µs"),
+                fmt(s["shutdown_s"], 2, " s"),
+            ]
+        )
+    out = [
+        "### Fleet scale, in process (simulated Bot API through the in-process transport)",
+        "",
+        table(
+            [
+                "bots",
+                "start-up (all polling)",
+                "`Daemon.run` started",
+                "RSS per bot",
+                "RSS total",
+                f"idle CPU per bot-second ({results['idle_window_s']:g} s window, 10 s polls)",
+                "shutdown",
+            ],
+            rows,
+        ),
+    ]
+    big = results["sizes"].get("10000")
+    if big is not None:
+        checks = [
+            ("RSS per bot ≤ 16 KiB", big["rss_per_bot_kib"]["median"] <= 16.0),
+            ("10,000 bots under 512 MiB", big["rss_ready_kib"]["median"] <= 512 * 1024),
+            ("started in under 5 s", big["startup_s"]["median"] < 5.0),
+        ]
+        idle = big.get("idle_cpu_us_per_bot_s")
+        if idle is not None:
+            checks.append(("idle CPU ≤ 40 µs per bot-second", idle["median"] <= 40.0))
+        out.append(
+            "Targets at 10,000 bots: "
+            + "; ".join(f"{name}: {'met' if ok else '**missed**'}" for name, ok in checks)
+            + ".\n"
+        )
+    profile = results.get("startup_profile")
+    if profile:
+        out += [
+            f"Where start-up time goes (cProfile of a {profile['bots']:,}-bot start, "
+            "own time by area):",
+            "",
+            profile["top"],
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])

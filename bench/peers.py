@@ -1,0 +1,148 @@
+"""Over HTTP on loopback, side by side: botvisor, aiogram 3 and python-telegram-bot 22.
+
+Each client runs in its own process against the simulated Bot API in another process
+(``bench.simserver``), with the same bots, the same echo workload and 10 s long polls; see
+:mod:`bench.loopback` for what is measured. botvisor also runs alone at fleet size (1,000
+bots) for the fleet-scale figures over real sockets. The peers run in ``.venv-bench``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import fmt, main_python, spread, table
+from bench.loopback import CLIENTS, Workload, measure
+
+__all__ = ["markdown", "run"]
+
+PEER_ORDER = ("botvisor", "aiogram", "aiogram-shared", "ptb")
+
+
+def _repeat(
+    kind: str, workload: Workload, runs: int, python: str | Path, work: Path
+) -> dict[str, Any]:
+    samples = [
+        measure(CLIENTS[kind], workload, python=python, work_dir=work, seed=1 + i)
+        for i in range(runs)
+    ]
+    figures = {
+        key: spread([s[key] for s in samples])
+        for key in samples[0]
+        if isinstance(samples[0][key], (int, float)) and not isinstance(samples[0][key], bool)
+    }
+    return {
+        "client": CLIENTS[kind].name,
+        "version": samples[0].get("version"),
+        "bots": workload.bots,
+        "updates": workload.updates,
+        **figures,
+    }
+
+
+def run(
+    quick: bool = False,
+    *,
+    peer_python: Path | None,
+    peer_bots: int | None = None,
+    fleet_bots: int = 1_000,
+    runs: int | None = None,
+    peer_error: str | None = None,
+    kinds: tuple[str, ...] = PEER_ORDER,
+    idle: float | None = None,
+) -> dict[str, Any]:
+    """The 1,000-bot botvisor fleet over HTTP, then every client on the peers' workload."""
+    runs = runs or (3 if quick else 5)
+    idle = idle if idle is not None else (10.0 if quick else 30.0)
+    peer_bots = peer_bots or (100 if quick else 1_000)
+    results: dict[str, Any] = {
+        "benchmark": "peers",
+        "runs": runs,
+        "idle_window_s": idle,
+        "peer_error": peer_error,
+    }
+    with tempfile.TemporaryDirectory(prefix="botvisor-bench-") as tmp:
+        work = Path(tmp)
+        if fleet_bots:
+            fleet = Workload(bots=fleet_bots, chats=1, messages=2, idle_seconds=idle)
+            results["fleet"] = _repeat("botvisor", fleet, runs, main_python(), work)
+        workload = Workload(
+            bots=peer_bots, chats=2, messages=5, idle_seconds=0.0 if quick else idle
+        )
+        results["workload"] = {
+            "bots": workload.bots,
+            "chats": workload.chats,
+            "messages": workload.messages,
+        }
+        rows = []
+        for kind in kinds:
+            client = CLIENTS[kind]
+            if client.peer and peer_python is None:
+                continue
+            python = peer_python if client.peer and peer_python else main_python()
+            rows.append(_repeat(kind, workload, runs, python, work))
+        results["clients"] = rows
+    return results
+
+
+def _row(r: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    def ratio(key: str) -> str:
+        if baseline is None or key not in r or key not in baseline:
+            return ""
+        return f" ×{r[key]['median'] / baseline[key]['median']:.2f}"
+
+    name = r["client"] + (f" {r['version']}" if r.get("version") else "")
+    return [
+        name,
+        f"{r['bots']:,}",
+        fmt(r["startup_s"], 2, " s") + ratio("startup_s"),
+        fmt(r["rss_per_bot_kib"], 1, " KiB") + ratio("rss_per_bot_kib"),
+        fmt(r.get("idle_cpu_us_per_bot_s"), 1, " µs") + ratio("idle_cpu_us_per_bot_s"),
+        fmt(r["updates_per_cpu_s"], 0) + ratio("updates_per_cpu_s"),
+        fmt(r["cpu_ms_per_update"], 2, " ms") + ratio("cpu_ms_per_update"),
+        fmt(r["updates_per_s"], 0, "/s"),
+        fmt(r["duplicates"], 0),
+    ]
+
+
+HEADER = [
+    "client",
+    "bots",
+    "start-up (all polling)",
+    "RSS per bot",
+    "idle CPU per bot-second (10 s polls)",
+    "updates per client CPU-second (per core)",
+    "client CPU per update",
+    "updates/s (wall)",
+    "duplicates",
+]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = []
+    fleet = results.get("fleet")
+    if fleet is not None:
+        out += [
+            "### Fleet scale over real HTTP on loopback (botvisor alone)",
+            "",
+            table(HEADER, [_row(fleet, None)]),
+        ]
+    clients = results.get("clients", [])
+    w = results.get("workload", {})
+    if clients:
+        baseline = clients[0] if clients[0]["client"] == "botvisor" else None
+        out += [
+            "### Peers: the same echo workload over HTTP on loopback",
+            "",
+            f"{w['bots']:,} bots; each bot's {w['chats']} private chats receive {w['messages']} "
+            f"messages at once ({w['bots'] * w['chats'] * w['messages']:,} updates); 10 s long "
+            f"polls; {results['runs']} runs each, fresh processes. ×N: ratio to botvisor in "
+            "the same run (lower is better for time, memory and CPU; higher for updates per "
+            "CPU-second).",
+            "",
+            table(HEADER, [_row(r, baseline) for r in clients]),
+        ]
+    if results.get("peer_error"):
+        out.append(f"Peers not measured: {results['peer_error']}\n")
+    return "\n".join(out)
