@@ -140,8 +140,9 @@ class MetricsActor:
         await self._done.wait()
 
     def seed(self, rows: Sequence[HealthRow]) -> None:
-        """Start from the stored snapshots (restore after a restart)."""
-        for row in rows:
+        """Start from the stored snapshots (restore after a restart); a bot without one starts
+        from its state now, so the summary counts every bot before its first report."""
+        for row in [*rows, *self._collect()]:
             self._latest.setdefault(
                 row.user_id, HealthReport(row.user_id, row.recorded_at, row=row)
             )

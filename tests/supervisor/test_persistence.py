@@ -390,6 +390,16 @@ async def test_after_a_restart_the_summary_and_each_bot_show_the_same_numbers(
     assert api.report().duplicates == 0
 
 
+async def test_a_fresh_daemon_counts_every_bot_before_their_first_report(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with running_fleet(tmp_path / "p.db", [1, 2, 3]) as fleet:
+        assert trio.current_time() == 0  # reports come every 5 s
+        summary = fleet.handle.metrics.summary()
+        assert summary.total_bots == 3
+        assert summary.by_status["healthy"] == 3
+
+
 # --- botvisor migrate ------------------------------------------------------------------------
 
 
