@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,11 +75,12 @@ async def read_json(request: Request) -> dict[str, Any]:
     chunks: list[bytes] = []
     size = 0
     # Read as it arrives, so an oversized body is refused before it is all in memory.
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, f"the request body must be at most {MAX_BODY // 1024} KiB")
-        chunks.append(chunk)
+    async with aclosing(request.stream()) as stream:
+        async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError(413, f"the request body must be at most {MAX_BODY // 1024} KiB")
+            chunks.append(chunk)
     body = b"".join(chunks)
     try:
         data = json.loads(body or b"{}", parse_constant=_no_constants)

@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", required=True, type=Path)
 
     from supervisor.demo import add_demo_arguments, add_sim_server_arguments
+    from supervisor.remote import add_bots_arguments, add_watch_arguments
+
+    add_bots_arguments(
+        commands.add_parser("bots", help="add, list, remove, suspend or resume bots of a daemon")
+    )
+    add_watch_arguments(
+        commands.add_parser("watch", help="follow a daemon's live events (health, breakers)")
+    )
 
     add_demo_arguments(
         commands.add_parser("demo", help="run the whole system against a simulated Bot API")
@@ -84,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return migrate_command(args.config)
         if args.command == "run":
             return run_command(args.config)
+        if args.command in ("bots", "watch"):
+            from supervisor.remote import bots_command, watch_command
+
+            return bots_command(args) if args.command == "bots" else watch_command(args)
         from supervisor.demo import demo_command, sim_server_command
 
         if args.command == "demo":

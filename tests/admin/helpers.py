@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from actors import SimulatedBotApi
 from admin import AdminContext, create_app
-from supervisor import Config
+from supervisor import AdminConfig, Config
 from supervisor.clock import anchored_wall_clock
 from tests.harness import EPOCH, Fleet, running_fleet
 
@@ -84,3 +84,21 @@ async def admin_fleet(
         app = make_app(fleet, **options)
         async with client(app, **AUTH) as http:
             yield AdminFleet(fleet, app, http)
+
+
+def served(admin: dict[str, Any] | None = None, **sections: Any) -> Callable[[Config], Config]:
+    """A ``configure`` for ``running_fleet``: the admin server on 127.0.0.1:0 with the admin
+    token (real sockets: use it on the real clock), plus the given config sections."""
+
+    def configure(base: Config) -> Config:
+        settings = AdminConfig(listen="127.0.0.1:0", token=ADMIN_TOKEN, **(admin or {}))
+        return replace(base, admin=settings, **sections)
+
+    return configure
+
+
+def ws_url(http_url: str, path: str = "/admin/events") -> str:
+    return http_url.replace("http://", "ws://", 1) + path
+
+
+WS_AUTH = [(b"Authorization", f"Bearer {ADMIN_TOKEN}".encode())]

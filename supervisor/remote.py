@@ -1,0 +1,415 @@
+"""``botvisor bots ...`` and ``botvisor watch``: thin clients of a running daemon's admin API.
+
+They find the daemon from ``--url`` (or ``$BOTVISOR_ADMIN_URL``, or ``admin.listen`` of
+``--config``) and read the admin token from the variable named by ``--admin-token-env`` (or
+``admin.token_env`` of ``--config``). A bot's token is read from a variable or stdin, never from
+the command line, where ``ps`` would show it.
+
+Exit codes: 0 done, 1 the API refused the request (its message is printed), 2 bad usage,
+3 the admin API could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tomllib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import quote, urlsplit
+
+import httpx
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+__all__ = [
+    "AdminClient",
+    "RemoteError",
+    "add_bots_arguments",
+    "add_watch_arguments",
+    "bots_command",
+    "format_event",
+    "open_event_stream",
+    "watch_command",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "BOTVISOR_ADMIN_URL"
+TOKEN_ENV = "BOTVISOR_ADMIN_TOKEN"
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class RemoteError(Exception):
+    """The admin API answered with an error, or could not be reached (``status`` None)."""
+
+    def __init__(self, status: int | None, message: str, code: str = "unreachable") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        if self.status is None:
+            return self.message
+        return f"{self.status} {self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the admin API is and the token to present."""
+
+    url: str
+    token: str | None
+
+
+class AdminClient:
+    """The admin API's bot-management routes, synchronously (a CLI makes one call)."""
+
+    def __init__(self, target: Target, *, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+        self._url = target.url
+        self._http = httpx.Client(base_url=target.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise RemoteError(None, f"cannot reach the admin API at {self._url}: {exc}") from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_success:
+            return data
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            raise RemoteError(
+                response.status_code, str(error.get("message")), str(error.get("code"))
+            )
+        raise RemoteError(response.status_code, response.text[:200] or response.reason_phrase)
+
+    def list(self) -> list[dict[str, Any]]:
+        bots: list[dict[str, Any]] = self._call("GET", "/admin/bots")["bots"]
+        return bots
+
+    def get(self, user_id: int) -> dict[str, Any]:
+        bot: dict[str, Any] = self._call("GET", f"/admin/bots/{user_id}")
+        return bot
+
+    def add(self, bot: Mapping[str, Any]) -> dict[str, Any]:
+        added: dict[str, Any] = self._call("POST", "/admin/bots", bot)
+        return added
+
+    def remove(self, user_id: int) -> dict[str, Any]:
+        removed: dict[str, Any] = self._call("DELETE", f"/admin/bots/{user_id}")
+        return removed
+
+    def suspend(self, user_id: int, reason: str | None = None) -> dict[str, Any]:
+        body = {"reason": reason} if reason else {}
+        bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/suspend", body)
+        return bot
+
+    def resume(self, user_id: int) -> dict[str, Any]:
+        bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/resume")
+        return bot
+
+
+# --- arguments --------------------------------------------------------------------------
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help=f"the admin API's base URL (default: ${URL_ENV}, admin.listen of --config, "
+        f"or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="a botvisor.toml to take admin.listen and admin.token_env from"
+    )
+    parser.add_argument(
+        "--admin-token-env",
+        help=f"the variable holding the admin token (default: admin.token_env or {TOKEN_ENV})",
+    )
+
+
+def add_bots_arguments(parser: argparse.ArgumentParser) -> None:
+    """``botvisor bots add|list|show|remove|suspend|resume``."""
+    _add_target_arguments(parser)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="add a bot (its token is checked with getMe first)")
+    add.add_argument("user_id", type=int)
+    source = add.add_mutually_exclusive_group(required=True)
+    source.add_argument("--token-env", help="the variable holding the bot's token")
+    source.add_argument(
+        "--token-stdin", action="store_true", help="read the bot's token from stdin"
+    )
+    add.add_argument("--handler", default="echo", help="echo, autoreply or module:function")
+    add.add_argument("--rps", type=float, help="the bot's own requests per second")
+    listing = actions.add_parser("list", help="list the bots (tokens redacted)")
+    listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    show = actions.add_parser("show", help="one bot")
+    show.add_argument("user_id", type=int)
+    remove = actions.add_parser("remove", help="stop a bot and unregister it (history is kept)")
+    remove.add_argument("user_id", type=int)
+    suspend = actions.add_parser("suspend", help="stop a bot until it is resumed")
+    suspend.add_argument("user_id", type=int)
+    suspend.add_argument("--reason", help="recorded with the suspension")
+    resume = actions.add_parser("resume", help="re-check the token and start the bot again")
+    resume.add_argument("user_id", type=int)
+
+
+def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
+    """``botvisor watch [--user-id N]``."""
+    _add_target_arguments(parser)
+    parser.add_argument("--user-id", type=int, help="only this bot's events")
+    parser.add_argument("--json", action="store_true", help="print each event's JSON")
+    parser.add_argument("--count", type=int, help="exit after this many events")
+
+
+def resolve_target(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
+    """The URL and token from the arguments, the config file and the environment."""
+    listen: str | None = None
+    token_env = args.admin_token_env
+    if args.config is not None:
+        try:
+            data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RemoteError(None, f"{args.config}: cannot be read: {exc}", "usage") from None
+        admin = data.get("admin", {}) if isinstance(data.get("admin", {}), dict) else {}
+        listen = admin.get("listen", "127.0.0.1:8080")
+        token_env = token_env or admin.get("token_env")
+    url = args.url or env.get(URL_ENV)
+    if url is None and listen is not None:
+        host, _, port = listen.rpartition(":")
+        if host in ("0.0.0.0", "::", "[::]", ""):
+            host = "127.0.0.1"
+        url = f"http://{host}:{port}"
+    token_env = token_env or TOKEN_ENV
+    return Target(url=(url or DEFAULT_URL).rstrip("/"), token=env.get(token_env) or None)
+
+
+# --- bots -------------------------------------------------------------------------------
+
+
+def _bot_line(bot: Mapping[str, Any]) -> str:
+    reason = f" ({bot['suspended_reason']})" if bot.get("suspended_reason") else ""
+    return (
+        f"{bot['user_id']:>12}  {bot['token']:<16} {bot['status']:<10} {bot['state']:<10} "
+        f"breaker={bot['circuit_state']:<9} {bot['handler']:<12} {bot['source']}{reason}"
+    )
+
+
+def _read_token(args: argparse.Namespace, env: Mapping[str, str], stdin: TextIO) -> str:
+    if args.token_stdin:
+        token = stdin.readline().strip()
+        if not token:
+            raise RemoteError(None, "no token on stdin", "usage")
+        return token
+    from_env = env.get(args.token_env)
+    if not from_env:
+        raise RemoteError(None, f"the variable {args.token_env} is not set", "usage")
+    return from_env
+
+
+def bots_command(
+    args: argparse.Namespace,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdin: TextIO | None = None,
+    out: TextIO | None = None,
+) -> int:
+    env = os.environ if env is None else env
+    out = out or sys.stdout
+    try:
+        target = resolve_target(args, env)
+        with AdminClient(target) as client:
+            if args.action == "list":
+                bots = client.list()
+                if args.json:
+                    print(json.dumps(bots, indent=2, ensure_ascii=False), file=out)
+                else:
+                    for bot in bots:
+                        print(_bot_line(bot), file=out)
+                    print(f"{len(bots)} bot(s)", file=out)
+            elif args.action == "show":
+                print(json.dumps(client.get(args.user_id), indent=2, ensure_ascii=False), file=out)
+            elif args.action == "add":
+                body: dict[str, Any] = {
+                    "user_id": args.user_id,
+                    "token": _read_token(args, env, stdin or sys.stdin),
+                    "handler": args.handler,
+                }
+                if args.rps is not None:
+                    body["rps"] = args.rps
+                bot = client.add(body)
+                print(f"added: {_bot_line(bot)}", file=out)
+            elif args.action == "remove":
+                client.remove(args.user_id)
+                print(f"removed bot {args.user_id} (its history is kept)", file=out)
+            elif args.action == "suspend":
+                print(
+                    f"suspended: {_bot_line(client.suspend(args.user_id, args.reason))}", file=out
+                )
+            elif args.action == "resume":
+                print(f"resumed: {_bot_line(client.resume(args.user_id))}", file=out)
+    except RemoteError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        if exc.code == "usage":
+            return EXIT_USAGE
+        return EXIT_UNREACHABLE if exc.status is None else EXIT_REFUSED
+    return EXIT_OK
+
+
+# --- watch ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_event_stream(
+    url: str,
+    token: str | None,
+    user_id: int | None = None,
+    *,
+    message_queue_size: int = 64,
+) -> AsyncIterator[WebSocketConnection]:
+    """A WebSocket on ``/admin/events`` of the admin API at ``url`` (http or https).
+
+    Raises ``ConnectionRejected`` (with the API's JSON error as body) if the handshake is
+    refused. The TCP stream is always closed on exit.
+    """
+    parts = urlsplit(url)
+    secure = parts.scheme == "https"
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path.rstrip("/") or "") + "/admin/events"
+    if user_id is not None:
+        resource += f"?user_id={quote(str(user_id))}"
+    headers = [(b"Authorization", f"Bearer {token}".encode())] if token else []
+    stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
+    if secure:
+        stream = await trio.open_ssl_over_tcp_stream(host, port)
+    else:
+        stream = await trio.open_tcp_stream(host, port)
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                connection = await wrap_client_stream(
+                    nursery,
+                    stream,
+                    f"{host}:{port}",
+                    resource,
+                    extra_headers=headers,
+                    message_queue_size=message_queue_size,
+                )
+                try:
+                    yield connection
+                finally:
+                    with trio.move_on_after(2) as scope:
+                        scope.shield = True
+                        await connection.aclose()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader task's ConnectionRejected (or the caller's own error) comes out of
+            # the nursery wrapped: hand it over as itself.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+    finally:
+        # trio-websocket leaves a client's socket open when the server closed first.
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+
+
+def format_event(event: Mapping[str, Any]) -> str:
+    """One event as a terminal line."""
+    at = event.get("at")
+    when = (
+        dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if isinstance(at, (int, float))
+        else "-"
+    )
+    kind = event.get("type")
+    user = event.get("user_id")
+    if kind == "status":
+        what = f"status {event['previous']} -> {event['status']}"
+    elif kind == "breaker":
+        what = f"breaker {event['previous']} -> {event['state']}"
+    elif kind == "lifecycle":
+        what = str(event["event"])
+        if event.get("detail"):
+            what += f": {event['detail']}"
+        return f"{when}  bot {user}  {what}"
+    else:
+        what = json.dumps(event, ensure_ascii=False)
+    reason = event.get("reason")
+    return f"{when}  bot {user}  {what}" + (f" ({reason})" if reason else "")
+
+
+async def watch(
+    target: Target,
+    user_id: int | None,
+    *,
+    as_json: bool = False,
+    count: int | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Print events until the daemon closes the stream (or ``count`` were printed)."""
+    out = out or sys.stdout
+    shown = 0
+    try:
+        async with open_event_stream(target.url, target.token, user_id) as ws:
+            while count is None or shown < count:
+                event = json.loads(await ws.get_message())
+                if event.get("type") == "subscribed":
+                    scope = f"bot {user_id}" if user_id is not None else "every bot"
+                    print(f"watching {scope} at {target.url} (Ctrl-C to stop)", file=sys.stderr)
+                    continue
+                print(json.dumps(event) if as_json else format_event(event), file=out, flush=True)
+                shown += 1
+    except ConnectionRejected as exc:
+        message = exc.body.decode("utf-8", "replace") if exc.body else ""
+        with suppress(ValueError, KeyError, TypeError):
+            message = json.loads(message)["error"]["message"]
+        print(f"botvisor: {exc.status_code}: {message}", file=sys.stderr)
+        return EXIT_REFUSED
+    except ConnectionClosed as exc:
+        reason = exc.reason.reason if exc.reason is not None else None
+        code = exc.reason.code if exc.reason is not None else None
+        print(f"botvisor: the daemon closed the stream ({code}: {reason})", file=sys.stderr)
+        return EXIT_OK if code in (1000, 1001) else EXIT_REFUSED
+    except (OSError, HandshakeError) as exc:
+        print(f"botvisor: cannot reach the admin API at {target.url}: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def watch_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> int:
+    try:
+        target = resolve_target(args, os.environ if env is None else env)
+    except RemoteError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return trio.run(lambda: watch(target, args.user_id, as_json=args.json, count=args.count))
+    except KeyboardInterrupt:
+        return EXIT_OK
