@@ -18,6 +18,7 @@ import trio.testing
 
 from actors import (
     BotStatus,
+    BreakerChanged,
     BreakerState,
     FaultProfile,
     RetryConfig,
@@ -177,6 +178,13 @@ async def test_a_five_minute_outage_loses_no_reply_within_its_deadline(
         report = api.report()
         bots = [fleet.handle.fleet.get(uid).statistics() for uid in users]
         sent_after = [c.time for c in api.calls if c.method == "sendMessage" and c.status == 200]
+        calls = list(api.calls)
+        openings = [
+            (e.user_id, e.at - EPOCH)
+            for e in fleet.handle.metrics.recent_events()
+            if isinstance(e, BreakerChanged) and e.state == "open"
+        ]
+        bot_ids = {uid: fleet.bot_id(uid) for uid in users}
         # The breakers closed again; the outage's failures age out of the 300 s health window.
         assert all(b.breaker.state is BreakerState.CLOSED for b in bots)
         await trio.sleep(300)
@@ -190,6 +198,18 @@ async def test_a_five_minute_outage_loses_no_reply_within_its_deadline(
     # Answered promptly once Telegram is back: within one breaker open period (60 s) and the
     # chats' own pace, not after some long back-off.
     assert max(sent_after) <= outage_end + 60 + 10
+    # An open breaker kept its bot off Telegram: no call for the 60 s after each opening,
+    # then one probe. Without it each bot would have polled every few seconds.
+    assert len(openings) >= 5 * len(users)
+    for uid, opened in openings:
+        during = [
+            c
+            for c in calls
+            if c.bot_id == bot_ids[uid] and opened + 1e-3 < c.time < opened + 60 - 1e-3
+        ]
+        assert during == [], f"bot {uid}: calls while its breaker was open since {opened}"
+    outage_calls = [c for c in calls if 2.5 < c.time < outage_end]
+    assert len(outage_calls) <= len(users) * 20
 
 
 async def test_replies_past_their_delivery_deadline_are_dead_lettered_not_sent_late(
