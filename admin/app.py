@@ -240,6 +240,28 @@ async def events_over_http(request: Request) -> Response:
     )
 
 
+def _not_allowed(path: str, allowed: str) -> Route:
+    """Answer 405 on a fixed path for the methods it does not take. Without it a GET of
+    ``.../persist-now`` would fall through to ``.../{user_id}`` and be told that
+    'persist-now' is not a user id."""
+
+    async def endpoint(request: Request) -> Response:
+        raise ApiError(
+            405,
+            f"{request.method} is not allowed on {request.url.path}; use {allowed}",
+            headers={"Allow": allowed},
+        )
+
+    others = ["GET", "PUT", "PATCH", "DELETE", "POST"]
+    return Route(
+        path,
+        endpoint,
+        methods=[m for m in others if m != allowed],
+        name="method_not_allowed",
+        include_in_schema=False,
+    )
+
+
 def routes(streams: EventStreams) -> list[BaseRoute]:
     base = "/admin/system"
     return [
@@ -252,6 +274,7 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
         Route(f"{base}/bot-health/unhealthy", health_unhealthy),
         Route(f"{base}/bot-health/unhealthy-history", unhealthy_history),
         Route(f"{base}/bot-health/persist-now", persist_now, methods=["POST"]),
+        _not_allowed(f"{base}/bot-health/persist-now", "POST"),
         Route(f"{base}/bot-health/history/{{user_id}}", health_history),
         Route(f"{base}/bot-health/{{user_id}}", health_one),
         Route(f"{base}/circuit-breakers/summary", breakers_summary),

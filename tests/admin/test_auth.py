@@ -31,7 +31,7 @@ def http_routes(app: Starlette) -> list[tuple[str, str]]:
     """(method, concrete path) of every HTTP route of the app."""
     found = []
     for route in app.routes:
-        if isinstance(route, Route):
+        if isinstance(route, Route) and route.include_in_schema:
             for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
                 found.append((method, route.path.replace("{user_id}", "1")))
     return found
