@@ -26,6 +26,7 @@ def write_durable_config(
     db_path: Path,
     bots: Mapping[int, str],
     poll_timeout: int,
+    handler: str = "echo",
     graceful_timeout: float = 5,
 ) -> Path:
     """A botvisor.toml for persistence tests: limits high enough that replies never queue
@@ -52,7 +53,12 @@ def write_durable_config(
         "report_interval = 1",
     ]
     for user_id, token in bots.items():
-        lines += ["[[bots]]", f"user_id = {user_id}", f'token = "{token}"', 'handler = "echo"']
+        lines += [
+            "[[bots]]",
+            f"user_id = {user_id}",
+            f'token = "{token}"',
+            f'handler = "{handler}"',
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 

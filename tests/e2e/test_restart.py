@@ -25,7 +25,8 @@ from tests.e2e.durable import (
 )
 from tests.e2e.process import DaemonProcess
 
-BOTS = 3
+BOTS = 3  # answering bots
+REVOKED = 1004  # a fourth bot, whose token Telegram revoked: SUSPENDED in both runs
 CHATS = 2
 MESSAGES = 3
 # What must survive a restart (the bot_health_metrics columns the API shows).
@@ -81,6 +82,12 @@ async def settled_summary(url: str, expected_total: int) -> dict[str, Any]:
     return found
 
 
+async def wait_suspended(url: str, user_id: int) -> None:
+    with trio.fail_after(30):
+        while (await bots_state(url, [user_id]))[user_id]["status"] != "suspended":  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
 async def wait_handled(url: str, expected: dict[int, int]) -> None:
     """Until every bot has handled (replied and marked done) what it was sent."""
     with trio.fail_after(30):
@@ -97,8 +104,11 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
     # A little latency, so the response-time average restored is a real one.
     api.set_faults(FaultProfile(latency=0.002, latency_jitter=0.002))
     tokens = {1001 + i: SimulatedBotApi.make_token(6_300_000_001 + i, rng) for i in range(BOTS)}
+    answering = dict(tokens)
+    tokens[REVOKED] = SimulatedBotApi.make_token(6_300_000_999, rng)
     for token in tokens.values():
         api.add_bot(token)
+    api.revoke(tokens[REVOKED])
     user_ids = sorted(tokens)
     db = tmp_path / "restart.db"
 
@@ -116,20 +126,22 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
 
             url = await first.start(nursery)
             for n in range(MESSAGES):
-                for token in tokens.values():
+                for token in answering.values():
                     for chat in range(CHATS):
                         api.send_user_message(token, 500 + chat, f"first run m{n} c{chat}")
-            await wait_handled(url, dict.fromkeys(user_ids, CHATS * MESSAGES))
+            await wait_handled(url, dict.fromkeys(answering, CHATS * MESSAGES))
+            await wait_suspended(url, REVOKED)
             async with admin_client(url) as admin:
                 for _ in range(2):
                     written = (await admin.post("/admin/system/bot-health/persist-now")).json()
-                    assert written == {"rows_written": BOTS}
+                    assert written == {"rows_written": BOTS + 1}
             before = await bots_state(url, user_ids)
             history_before = await histories(url, user_ids)
             summary_before = await settled_summary(
                 url, sum(state["total_requests"] for state in before.values())
             )
-            assert summary_before["total_bots"] == BOTS
+            assert summary_before["total_bots"] == BOTS + 1
+            assert summary_before["by_status"]["suspended"] == 1
             first.send_signal(signal.SIGTERM)
             assert await first.wait() == 0, first.text
 
@@ -152,7 +164,10 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
             after = await bots_state(url, user_ids)
             for uid in user_ids:
                 assert persisted(after[uid]) == persisted(before[uid])
+            for uid in answering:
                 assert after[uid]["successful_requests"] > 0
+            assert after[REVOKED]["failed_requests"] > 0
+            assert "Unauthorized" in after[REVOKED]["last_error"]
             assert await summary(url) == summary_before
             history_after = await histories(url, user_ids)
             for uid in user_ids:
@@ -161,9 +176,11 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
                 assert [r["recorded_at"] for r in history_after[uid]] == [r[0] for r in stored[uid]]
 
             # The second run handles new messages, and nothing of the first run again.
-            for token in tokens.values():
+            assert after[REVOKED]["status"] == "suspended"
+            assert after[REVOKED]["suspended_reason"] == before[REVOKED]["suspended_reason"]
+            for token in answering.values():
                 api.send_user_message(token, 500, "second run")
-            await wait_handled(url, dict.fromkeys(user_ids, 1))
+            await wait_handled(url, dict.fromkeys(answering, 1))
             second.send_signal(signal.SIGTERM)
             assert await second.wait() == 0, second.text
             nursery.cancel_scope.cancel()
@@ -176,7 +193,7 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
     assert report.replies == report.user_messages, report.summary()
     assert report.duplicates == 0
     assert duplicate_snapshots(db) == []
-    assert query(db, "SELECT COUNT(*) FROM bot_health_metrics") == [(BOTS * 4,)]
+    assert query(db, "SELECT COUNT(*) FROM bot_health_metrics") == [((BOTS + 1) * 4,)]
     assert integrity(db) == ["ok"]
     for daemon in (first, second):
         assert "Traceback" not in daemon.text
