@@ -11,6 +11,7 @@ import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -19,11 +20,23 @@ import trio.testing
 from actors import (
     BotStatus,
     BreakerChanged,
+    BreakerConfig,
     BreakerState,
+    ChatLimiters,
+    CircuitBreaker,
     FaultProfile,
+    FloodGate,
+    GlobalRateLimiter,
+    HealthConfig,
+    HealthTracker,
+    LimitsConfig,
+    RequestPipeline,
     RetryConfig,
+    RetryCounters,
     SimulatedBotApi,
     StatusChanged,
+    TelegramError,
+    TokenBucket,
 )
 from actors.botapi.simulator import CallRecord
 from supervisor import Config
@@ -303,6 +316,64 @@ async def test_a_burst_of_429s_is_waited_out_exactly(
     assert stats.status is BotStatus.HEALTHY
     # The other bot's reply did not wait for bot 1's flood gate.
     assert [(c.time, c.status) for c in other if c.method == "sendMessage"] == [(105, 200)]
+
+
+async def test_a_call_waiting_for_its_global_token_respects_a_gate_closed_meanwhile(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The fleet test above found this race; here it is on one pipeline, step by step.
+    global_limiter = GlobalRateLimiter(rate=1, burst=1)
+    flood_gate = FloodGate()
+    pipeline = RequestPipeline(
+        user_id=1,
+        breaker=CircuitBreaker(BreakerConfig()),
+        retry=RetryConfig(),
+        counters=RetryCounters(),
+        bot_limiter=TokenBucket(30, 30),
+        flood_gate=flood_gate,
+        chat_limiters=ChatLimiters(LimitsConfig()),
+        global_limiter=global_limiter,
+        health=HealthTracker(HealthConfig(), wall_clock=lambda: EPOCH + trio.current_time()),
+        rng=random.Random(1),
+        on_suspend=lambda reason: None,
+    )
+    sent: dict[str, list[float]] = {"poll": [], "reply": []}
+    poll_answers: list[BaseException | None] = [
+        TelegramError(
+            method="getUpdates", error_code=429, description="Too Many Requests", retry_after=10
+        ),
+        None,
+    ]
+
+    async def poll() -> None:
+        sent["poll"].append(trio.current_time())
+        await trio.sleep(0.5)
+        answer = poll_answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    async def reply() -> None:
+        sent["reply"].append(trio.current_time())
+
+    served: list[float] = []
+
+    async def other_tenant() -> None:
+        await trio.sleep(0.9)
+        await global_limiter.acquire(2)
+        served.append(trio.current_time())
+
+    await global_limiter.acquire(3)  # the only token until t=1
+    async with trio.open_nursery() as nursery:
+        # The reply passes the (open) gate at t=0 and waits for the global token (t=1); the
+        # poll gets a 429 "retry after 10" at t=0.5, which closes the gate until t=10.5.
+        nursery.start_soon(partial(pipeline.call, "sendMessage", reply, chat_id=5))
+        nursery.start_soon(partial(pipeline.call, "getUpdates", poll, rate_limited=False))
+        nursery.start_soon(other_tenant)
+
+    assert sent["poll"] == [0, 10.5]
+    assert sent["reply"] == [10.5]  # not at t=1, while the gate was closed
+    assert served == [1]  # the reply's unused token went to the next tenant at once
+    assert global_limiter.statistics().handed_on == 1
 
 
 async def test_a_revoked_token_suspends_its_bot_on_the_first_401_and_no_other(
