@@ -6,6 +6,7 @@ Benchmarks are not library code: they time themselves with the real clock
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -147,6 +148,7 @@ class ChildProcess:
         self, argv: Sequence[str], *, log_path: Path, env: dict[str, str] | None = None
     ) -> None:
         self.log_path = log_path
+        self._argv = [str(a) for a in argv]
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             list(argv),
@@ -209,10 +211,12 @@ class ChildProcess:
                 self.proc.kill()
                 self.proc.wait()
         if self.proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.proc.stdin.close()
-            except OSError:
-                pass
+        # The child is gone, so its stdout reaches EOF and the reader ends.
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log.close()
 
     def __enter__(self) -> ChildProcess:
@@ -222,7 +226,7 @@ class ChildProcess:
         self.close()
 
     def _name(self) -> str:
-        return " ".join(Path(a).name if "/" in a else a for a in self.proc.args[:3])  # type: ignore[index]
+        return " ".join(Path(a).name if "/" in a else a for a in self._argv[:3])
 
     def _tail(self) -> str:
         self._log.flush()

@@ -144,8 +144,12 @@ def markdown(results: dict[str, Any]) -> str:
                 fmt(s["startup_s"], 2, " s"),
                 fmt(s["daemon_started_s"], 2, " s"),
                 fmt(s["rss_per_bot_kib"], 1, " KiB"),
-                fmt({k: v / 1024 for k, v in s["rss_ready_kib"].items() if k != "runs"}
-                    | {"runs": s["rss_ready_kib"]["runs"]}, 0, " MiB"),
+                fmt(
+                    {k: v / 1024 for k, v in s["rss_ready_kib"].items() if k != "runs"}
+                    | {"runs": s["rss_ready_kib"]["runs"]},
+                    0,
+                    " MiB",
+                ),
                 fmt(s.get("idle_cpu_us_per_bot_s"), 1, " µs"),
                 fmt(s["shutdown_s"], 2, " s"),
             ]

@@ -8,7 +8,7 @@ Daemon with production settings: SQLite in threads, the default report interval.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,12 @@ from actors import (
     SimulatedTransport,
     TelegramConfig,
 )
+from storage import Offload
 from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
 
-__all__ = ["InProcessFleet", "make_api", "start_fleet"]
+__all__ = ["InProcessFleet", "make_api", "start_fleet", "wait_all_polling"]
 
 FIRST_BOT_ID = 5_000_000_001
 
@@ -40,9 +41,10 @@ class InProcessFleet:
     handle: DaemonHandle
 
 
-def make_api(bots: int, seed: int) -> tuple[SimulatedBotApi, list[str]]:
+def make_api(bots: int, seed: int, *, record: bool = False) -> tuple[SimulatedBotApi, list[str]]:
+    """A simulated Bot API with ``bots`` bots; ``record`` keeps every delivered reply."""
     rng = random.Random(seed)
-    api = SimulatedBotApi(rng=random.Random(seed + 1))
+    api = SimulatedBotApi(rng=random.Random(seed + 1), record=record, call_log_size=100_000)
     tokens = [SimulatedBotApi.make_token(FIRST_BOT_ID + i, rng) for i in range(bots)]
     for token in tokens:
         api.add_bot(token)
@@ -57,13 +59,19 @@ async def start_fleet(
     *,
     poll_timeout: int = 10,
     limits: LimitsConfig | None = None,
+    store_offload: Offload | None = None,
+    wall_clock: Callable[[], float] | None = None,
+    report_interval: float = 5.0,
 ) -> AsyncIterator[InProcessFleet]:
-    """Run the daemon over ``api`` until the block ends (then shut it down)."""
+    """Run the daemon over ``api`` until the block ends (then shut it down).
+
+    ``store_offload=run_inline`` and an anchored ``wall_clock`` make it run on a MockClock.
+    """
     config = Config(
         telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=poll_timeout),
         storage=StorageConfig(path=str(db)),
         admin=AdminConfig(listen="127.0.0.1:0", enabled=False),
-        supervisor=SupervisorConfig(graceful_timeout=2.0),
+        supervisor=SupervisorConfig(graceful_timeout=2.0, report_interval=report_interval),
         limits=limits or LimitsConfig(),
         bots=tuple(
             BotConfig(user_id=1 + i, token=BotToken(token), key=f"bots[{i}]")
@@ -72,9 +80,10 @@ async def start_fleet(
     )
     daemon = Daemon(
         config,
-        wall_clock=system_wall_clock(),
+        wall_clock=wall_clock or system_wall_clock(),
         rng=random.Random(1),
         transport=SimulatedTransport(api),
+        store_offload=store_offload,
     )
     async with trio.open_nursery() as nursery:
         handle: DaemonHandle = await nursery.start(daemon.run)

@@ -39,7 +39,10 @@ CLIENTS = {
     "botvisor": Client("botvisor", "bench.client_botvisor", peer=False),
     "aiogram": Client("aiogram 3 (a session per bot)", "bench.peer_aiogram", peer=True),
     "aiogram-shared": Client(
-        "aiogram 3 (one shared session)", "bench.peer_aiogram", peer=True, extra=("--shared-session",)
+        "aiogram 3 (one shared session)",
+        "bench.peer_aiogram",
+        peer=True,
+        extra=("--shared-session",),
     ),
     "ptb": Client("python-telegram-bot 22 (an Application per bot)", "bench.peer_ptb", peer=True),
 }
@@ -118,9 +121,7 @@ def _phases(sim: ChildProcess, proc: ChildProcess, workload: Workload) -> dict[s
         cpu_before = cpu_seconds(proc.pid)
         time.sleep(workload.idle_seconds)
         idle_cpu = cpu_seconds(proc.pid) - cpu_before
-        result["idle_cpu_us_per_bot_s"] = (
-            idle_cpu / (workload.bots * workload.idle_seconds) * 1e6
-        )
+        result["idle_cpu_us_per_bot_s"] = idle_cpu / (workload.bots * workload.idle_seconds) * 1e6
         result["idle_calls"] = sim.request({"cmd": "stats"})["calls"] - calls_before
     if workload.updates:
         replies_before = sim.request({"cmd": "stats"})["replies"]

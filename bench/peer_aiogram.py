@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     import_module("aiogram")
     import_module("aiogram.client.session.aiohttp")
     print(
-        json.dumps(
-            {"event": "imported", "rss_kib": self_rss_kib(), "version": version("aiogram")}
-        ),
+        json.dumps({"event": "imported", "rss_kib": self_rss_kib(), "version": version("aiogram")}),
         flush=True,
     )
     asyncio.run(_run(args, tokens))

@@ -36,13 +36,23 @@ def ensure_peer_python(venv: Path = VENV, *, log: bool = True) -> Path:
     if not python.exists():
         steps.append([sys.executable, "-m", "venv", str(venv)])
     steps.append(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
-         str(REQUIREMENTS)]
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(REQUIREMENTS),
+        ]
     )
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
-            raise RuntimeError(f"could not build the peers' environment ({' '.join(step[:3])}):\n{tail}")
+            raise RuntimeError(
+                f"could not build the peers' environment ({' '.join(step[:3])}):\n{tail}"
+            )
     stamp.write_text(wanted + "\n")
     return python

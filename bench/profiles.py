@@ -78,7 +78,7 @@ def summarize(path: Path, *, areas: int = 12, functions: int = 10) -> str:
 
 
 def _module(filename: str) -> str:
-    """``.../lib/python3.11/json/encoder.py`` -> ``json``; ``.../contextlib.py`` -> ``contextlib``."""
+    """The top-level stdlib module of a file: ``.../json/encoder.py`` -> ``json``."""
     tail = re.split(r"/lib/python3\.\d+/", filename)[-1]
     return tail.split("/", 1)[0].removesuffix(".py")
 

@@ -67,7 +67,7 @@ class _Control:
         if cmd == "post":
             chats, messages = int(command["chats"]), int(command["messages"])
             posted = 0
-            for m in range(messages):
+            for _ in range(messages):
                 for token in self.tokens:
                     for c in range(chats):
                         # No "[m" in the text: tracked by its whole text, not as a tag.

@@ -88,6 +88,9 @@ SCENARIOS: dict[str, Scenario] = {
         FaultProfile(rate_limit_rate=0.30, retry_after=2),
     ),
     "outage": Scenario("the whole API is down for a third of the run", outage=(0.3, 0.0)),
+    "outage-10min": Scenario(
+        "the whole API is down for 10 minutes (from 20% into the run)", outage=(0.2, 600.0)
+    ),
     "revoked": Scenario("one tenant's token is revoked", revoke_one=True),
     "flood": Scenario("one tenant's users write 20 times more than the others", flood_factor=20.0),
 }
