@@ -6,6 +6,7 @@ The daemon runs in process on the simulated Bot API; its admin server listens on
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -25,7 +26,7 @@ from actors import (
     StatusChanged,
     TelegramConfig,
 )
-from supervisor.remote import open_event_stream
+from supervisor.remote import Target, format_event, open_event_stream, watch
 from tests.admin.helpers import ADMIN_TOKEN, served
 from tests.harness import EPOCH, Fleet, running_fleet
 
@@ -192,3 +193,40 @@ async def test_a_handshake_without_the_token_or_with_a_bad_filter_is_refused(
                 assert rejected.value.status_code == status
                 assert rejected.value.body is not None
                 assert "error" in json.loads(rejected.value.body)
+
+
+async def test_botvisor_watch_prints_events_and_explains_a_refusal(tmp_path: Path) -> None:
+    api = SimulatedBotApi(rng=random.Random(5))
+    with trio.fail_after(LIMIT):
+        async with running_fleet(tmp_path / "e.db", [1], api=api, configure=served()) as fleet:
+            url = fleet.handle.admin_url
+            assert url is not None
+            out = io.StringIO()
+            async with trio.open_nursery() as nursery:
+
+                async def follow() -> None:
+                    code = await watch(Target(url, ADMIN_TOKEN), 1, count=2, out=out)
+                    assert code == 0
+
+                nursery.start_soon(follow)
+                # Emit until the watcher, once subscribed, has printed both lines.
+                for _ in range(LIMIT * 20):
+                    if out.getvalue().count("\n") >= 2:
+                        break
+                    sink(fleet).emit(StatusChanged(2, EPOCH, "healthy", "degraded"))
+                    sink(fleet).emit(StatusChanged(1, EPOCH, "healthy", "degraded", "slow"))
+                    await trio.sleep(0.05)
+            lines = out.getvalue().splitlines()
+            assert len(lines) == 2
+            assert lines[0] == "2027-01-15 08:00:00  bot 1  status healthy -> degraded (slow)"
+            refused = await watch(Target(url, "wrong-token-0123456789"), None, count=1)
+            assert refused == 1
+
+
+def test_watch_lines_say_what_happened() -> None:
+    assert format_event(
+        {"type": "breaker", "user_id": 3, "at": 0, "previous": "closed", "state": "open"}
+    ) == ("1970-01-01 00:00:00  bot 3  breaker closed -> open")
+    assert format_event(
+        {"type": "lifecycle", "user_id": 3, "at": 60, "event": "restarted", "detail": "crash"}
+    ) == ("1970-01-01 00:01:00  bot 3  restarted: crash")
