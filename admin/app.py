@@ -25,7 +25,7 @@ from admin.bots import bot_routes, management_state
 from admin.context import AdminContext, context_of, read_json, user_id_param
 from admin.errors import ApiError, exception_handlers
 from admin.events import EventStreams
-from admin.metrics import metrics_endpoint, metrics_registry
+from admin.metrics import FleetCollector, metrics_endpoint, metrics_registry
 from admin.openapi import openapi_endpoint, openapi_spec
 from admin.ratelimit import ClientBuckets, IpRateLimit
 from admin.serialize import plain
@@ -321,6 +321,8 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     app.state.event_streams = streams
     app.state.rate_limiter = buckets
     app.state.bot_management = management_state()
-    app.state.metrics_registry = metrics_registry(context, rate_limiter=buckets, streams=streams)
+    collector = FleetCollector(context, rate_limiter=buckets, streams=streams)
+    app.state.metrics_collector = collector
+    app.state.metrics_registry = metrics_registry(collector)
     app.state.openapi = openapi_spec()
     return app
