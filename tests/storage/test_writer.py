@@ -111,22 +111,26 @@ async def test_a_failing_job_is_rolled_back_alone(db_path: Path, nursery: trio.N
     async with trio.open_nursery() as submitters:
         submitters.start_soon(writer.submit, gate.job)
         await gate.entered.wait()
-        for user_id in (1, 3):
+        for user_id in (1, 3, 5):
             submitters.start_soon(
                 submit_into, writer, partial(insert_offset, user_id), outcomes, user_id
             )
-        submitters.start_soon(submit_into, writer, partial(insert_then_fail, 2), outcomes, 2)
+        for user_id in (2, 4):
+            submitters.start_soon(
+                submit_into, writer, partial(insert_then_fail, user_id), outcomes, user_id
+            )
         await trio.testing.wait_all_tasks_blocked()
         gate.release()
 
-    assert outcomes[1] == 1
-    assert outcomes[3] == 3
-    assert isinstance(outcomes[2], ValueError)
-    assert str(outcomes[2]) == "job 2 refuses"
-    assert stored_user_ids(db_path) == [1, 3]
+    assert (outcomes[1], outcomes[3], outcomes[5]) == (1, 3, 5)
+    for user_id in (2, 4):
+        assert isinstance(outcomes[user_id], ValueError)
+        assert str(outcomes[user_id]) == f"job {user_id} refuses"
+    assert stored_user_ids(db_path) == [1, 3, 5]
     stats = writer.statistics()
-    # The three shared one transaction, after the gate's.
-    assert (stats.batches, stats.jobs, stats.failed_jobs, stats.failed_batches) == (2, 3, 1, 0)
+    # The five shared one transaction, after the gate's.
+    assert (stats.batches, stats.jobs, stats.failed_jobs, stats.failed_batches) == (2, 4, 2, 0)
+    assert stats.rows == 3
 
 
 def end_transaction_then_fail(conn: sqlite3.Connection) -> None:
