@@ -42,7 +42,7 @@ from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucke
 from actors.pipeline import RequestPipeline
 from actors.retry import RetryCounters, RetryStatistics
 from actors.secrets import redact
-from storage import HealthRow, Store
+from storage import BotCounters, HealthRow, Store
 
 __all__ = ["ActorState", "BotActor", "BotStatistics", "DeliveryFailed", "FleetServices"]
 
@@ -161,6 +161,26 @@ class BotActor:
         """Seed the health counters from the bot's latest stored snapshot."""
         self.pipeline.restore(row)
         self._status = self.status()
+
+    def restore_counters(self, counters: BotCounters) -> None:
+        """Seed the delivery counters (handled updates, replies...) from the stored ones."""
+        self._handled = counters.handled_updates
+        self._replies = counters.replies_sent
+        self._dead_letters = counters.dead_letters
+        self._ambiguous = counters.ambiguous_sends
+        self._handler_errors = counters.handler_errors
+
+    def counters(self, recorded_at: float) -> BotCounters:
+        """The delivery counters now, as a snapshot stores them (``recorded_at``: wall clock)."""
+        return BotCounters(
+            user_id=self.user_id,
+            recorded_at=recorded_at,
+            handled_updates=self._handled,
+            replies_sent=self._replies,
+            dead_letters=self._dead_letters,
+            ambiguous_sends=self._ambiguous,
+            handler_errors=self._handler_errors,
+        )
 
     def status(self) -> BotStatus:
         return self.health.status(self.breaker.state)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import trio
 
 from actors.events import BotEvent, HealthReport
-from storage import HealthRow, Store
+from storage import BotCounters, HealthRow, Store
 
 __all__ = ["FleetSummary", "MetricsActor", "MetricsStatistics", "Subscription"]
 
@@ -83,6 +83,7 @@ class MetricsActor:
         *,
         collect: Callable[[], Sequence[HealthRow]],
         wall_clock: Callable[[], float],
+        collect_counters: Callable[[], Sequence[BotCounters]] | None = None,
         persist_interval: float,
         retention_days: float,
         retention_check_interval: float,
@@ -91,6 +92,7 @@ class MetricsActor:
         self._store = store
         self._events = events
         self._collect = collect
+        self._collect_counters = collect_counters
         self._wall_clock = wall_clock
         self._persist_interval = persist_interval
         self._retention_seconds = retention_days * SECONDS_PER_DAY
@@ -139,13 +141,11 @@ class MetricsActor:
         self._stop.set()
         await self._done.wait()
 
-    def seed(self, rows: Sequence[HealthRow]) -> None:
-        """Start from the stored snapshots (restore after a restart); a bot without one starts
-        from its state now, so the summary counts every bot before its first report."""
-        for row in [*rows, *self._collect()]:
-            self._latest.setdefault(
-                row.user_id, HealthReport(row.user_id, row.recorded_at, row=row)
-            )
+    def seed(self, reports: Sequence[HealthReport]) -> None:
+        """Start from every bot's state at start-up (after a restart: restored from the latest
+        snapshot), so the summary shows every bot and its numbers before its first report."""
+        for report in reports:
+            self._latest.setdefault(report.user_id, report)
 
     def forget(self, user_id: int) -> None:
         """A removed bot leaves the live aggregates (its history stays in storage)."""
@@ -210,10 +210,12 @@ class MetricsActor:
     async def persist_now(self) -> int:
         """Write one snapshot row per bot now; returns the number of rows written."""
         async with self._persist_lock:
+            # Both taken in the same instant (no await between): they describe one moment.
             rows = list(self._collect())
+            counters = [] if self._collect_counters is None else list(self._collect_counters())
             if not rows:
                 return 0
-            written = await self._store.insert_snapshots(rows)
+            written = await self._store.insert_snapshots(rows, counters)
             self._snapshots += 1
             self._snapshot_rows += written
             self._last_snapshot_at = self._wall_clock()

@@ -9,7 +9,7 @@ Other packages import from here only::
 from storage.db import migrate_file, open_database
 from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
-from storage.rows import HEALTH_COLUMNS, HealthRow
+from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow
 from storage.store import (
     BOT_SOURCES,
     UNHEALTHY_STATUSES,
@@ -22,10 +22,12 @@ from storage.writer import Job, Offload, StoreWriter, WriterState, WriterStatist
 
 __all__ = [
     "BOT_SOURCES",
+    "COUNTER_COLUMNS",
     "HEALTH_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "UNHEALTHY_STATUSES",
+    "BotCounters",
     "BotRecord",
     "DeadLetter",
     "HealthRow",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from storage.errors import NotADatabaseError, SchemaTooNewError
-from storage.rows import HEALTH_COLUMNS
+from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS
 
 __all__ = [
     "MIGRATIONS",
@@ -121,8 +121,25 @@ def _v1_initial(db: sqlite_utils.Database) -> None:
     dead.create_index(["recorded_at"], "idx_dead_recorded")
 
 
+def _v2_bot_counters(db: sqlite_utils.Database) -> None:
+    # The counters the summary shows besides the health columns (handled updates, replies...):
+    # the latest value per bot is all a restart needs, so one row per bot, replaced in place.
+    types: dict[str, type] = {
+        "user_id": int,
+        "recorded_at": float,
+        "handled_updates": int,
+        "replies_sent": int,
+        "dead_letters": int,
+        "ambiguous_sends": int,
+        "handler_errors": int,
+    }
+    assert tuple(types) == COUNTER_COLUMNS, "bot_counters must match BotCounters"
+    db.table("bot_counters").create(types, pk="user_id", not_null=set(COUNTER_COLUMNS))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
+    Migration(2, "bot_counters", _v2_bot_counters),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

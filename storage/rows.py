@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEALTH_COLUMNS", "HealthRow"]
+__all__ = ["COUNTER_COLUMNS", "HEALTH_COLUMNS", "BotCounters", "HealthRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +34,21 @@ class HealthRow:
 
 
 HEALTH_COLUMNS: tuple[str, ...] = tuple(HealthRow.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class BotCounters:
+    """One bot's delivery counters at one moment: its row of ``bot_counters`` (one per bot,
+    replaced by every snapshot). Cumulative since the bot was first seen, restored across
+    restarts like the health counters."""
+
+    user_id: int
+    recorded_at: float
+    handled_updates: int
+    replies_sent: int
+    dead_letters: int
+    ambiguous_sends: int
+    handler_errors: int
+
+
+COUNTER_COLUMNS: tuple[str, ...] = tuple(BotCounters.__dataclass_fields__)

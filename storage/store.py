@@ -26,7 +26,7 @@ import trio
 
 from storage.db import open_database
 from storage.errors import StoreClosedError
-from storage.rows import HEALTH_COLUMNS, HealthRow
+from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow
 from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
@@ -51,6 +51,13 @@ _INSERT_HEALTH = (
     f"VALUES ({', '.join('?' for _ in HEALTH_COLUMNS)})"
 )
 _health_values = operator.attrgetter(*HEALTH_COLUMNS)
+_COUNTER_SELECT = ", ".join(COUNTER_COLUMNS)
+_UPSERT_COUNTERS = (
+    f"INSERT INTO bot_counters ({_COUNTER_SELECT}) "
+    f"VALUES ({', '.join('?' for _ in COUNTER_COLUMNS)}) ON CONFLICT (user_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COUNTER_COLUMNS[1:])
+)
+_counter_values = operator.attrgetter(*COUNTER_COLUMNS)
 _BOT_COLUMNS = "user_id, token, handler, settings, source, suspended_reason, created_at, updated_at"
 
 
@@ -183,15 +190,22 @@ class Store:
 
     # --- health snapshots ----------------------------------------------------------------
 
-    async def insert_snapshots(self, rows: Sequence[HealthRow]) -> int:
-        """Append health rows (one ``executemany``, one transaction); return rows written."""
-        if not rows:
+    async def insert_snapshots(
+        self, rows: Sequence[HealthRow], counters: Sequence[BotCounters] = ()
+    ) -> int:
+        """Append health rows (one ``executemany``) and replace each bot's ``counters`` in the
+        same transaction; return the health rows written."""
+        if not rows and not counters:
             return 0
-        return await self.writer.submit(partial(_insert_snapshots, list(rows)))
+        return await self.writer.submit(partial(_insert_snapshots, list(rows), list(counters)))
 
     async def latest_snapshots(self) -> dict[int, HealthRow]:
         """The most recent row of every bot that has one (removed bots included)."""
         return await self._read(_latest_snapshots)
+
+    async def latest_counters(self) -> dict[int, BotCounters]:
+        """The stored delivery counters of every bot that has them (removed bots included)."""
+        return await self._read(_latest_counters)
 
     async def history(
         self, user_id: int, since: float, *, limit: int | None = None
@@ -410,7 +424,13 @@ def _take_write_lock(conn: sqlite3.Connection) -> None:
     return None
 
 
-def _insert_snapshots(rows: list[HealthRow], conn: sqlite3.Connection) -> int:
+def _insert_snapshots(
+    rows: list[HealthRow], counters: list[BotCounters], conn: sqlite3.Connection
+) -> int:
+    if counters:
+        conn.executemany(_UPSERT_COUNTERS, map(_counter_values, counters))
+    if not rows:
+        return 0
     return conn.executemany(_INSERT_HEALTH, map(_health_values, rows)).rowcount
 
 
@@ -565,6 +585,11 @@ def _select_health(
         rows = db.execute(newest, (*params, limit)).fetchall()
         rows.reverse()
     return [_health_row(row) for row in rows]
+
+
+def _latest_counters(db: sqlite_utils.Database) -> dict[int, BotCounters]:
+    rows = db.execute(f"SELECT {_COUNTER_SELECT} FROM bot_counters").fetchall()
+    return {row[0]: BotCounters(*row) for row in rows}
 
 
 def _history(

@@ -127,6 +127,7 @@ class Daemon:
             store,
             receive_events,
             collect=fleet.health_rows,
+            collect_counters=fleet.counter_rows,
             wall_clock=self._wall_clock,
             persist_interval=config.storage.persist_interval,
             retention_days=config.storage.retention_days,
@@ -164,8 +165,8 @@ class Daemon:
             await root.start(store.run)
             await root.start(metrics.run)
             await root.start(supervisor.run)
-            restored = await fleet.load(config.bots)
-            metrics.seed(restored)
+            await fleet.load(config.bots)
+            metrics.seed(fleet.health_reports())
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             log.info(

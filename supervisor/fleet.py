@@ -24,10 +24,11 @@ from actors import (
     BotToken,
     ErrorCategory,
     FleetServices,
+    HealthReport,
     LifecycleEvent,
 )
 from actors.handlers import HandlerError, load_handler
-from storage import BotRecord, HealthRow
+from storage import BotCounters, BotRecord, HealthRow
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
 __all__ = ["BotExists", "Fleet", "FleetError", "TelegramUnreachable", "TokenRejected", "UnknownBot"]
@@ -128,6 +129,7 @@ class Fleet:
             await store.upsert_bot(bot_record(bot, "config", now, suspended))
             stored[bot.user_id] = bot_record(bot, "config", now, suspended)
         latest = await store.latest_snapshots()
+        counters = await store.latest_counters()
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
@@ -135,6 +137,8 @@ class Fleet:
             row = latest.get(record.user_id)
             if row is not None:
                 actor.restore(row)
+            if record.user_id in counters:
+                actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
                 actor.health.suspend(record.suspended_reason)
                 actor.state = ActorState.SUSPENDED
@@ -164,6 +168,15 @@ class Fleet:
     def health_rows(self) -> list[HealthRow]:
         """A fresh health row of every bot: what a snapshot writes."""
         return [actor.health_report().row for actor in self.actors()]
+
+    def counter_rows(self) -> list[BotCounters]:
+        """The delivery counters of every bot now: what a snapshot writes beside the rows."""
+        now = self._services.wall_clock()
+        return [actor.counters(now) for actor in self.actors()]
+
+    def health_reports(self) -> list[HealthReport]:
+        """Every bot's state now, restored counters included (seeds the metrics actor)."""
+        return [actor.health_report() for actor in self.actors()]
 
     # --- management ----------------------------------------------------------------------
 

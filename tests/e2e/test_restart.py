@@ -41,8 +41,22 @@ PERSISTED = (
     "last_success_at",
     "last_failure_at",
     "last_error",
+    "handled_updates",
+    "replies_sent",
+    "dead_letters",
+    "ambiguous_sends",
+    "handler_errors",
 )
-SUMMARY = ("total_bots", "by_status", "total_requests", "successful_requests", "failed_requests")
+SUMMARY = (
+    "total_bots",
+    "by_status",
+    "total_requests",
+    "successful_requests",
+    "failed_requests",
+    "handled_updates",
+    "replies_sent",
+    "dead_letters",
+)
 
 
 def persisted(body: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +194,7 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
             assert after[REVOKED]["suspended_reason"] == before[REVOKED]["suspended_reason"]
             for token in answering.values():
                 api.send_user_message(token, 500, "second run")
-            await wait_handled(url, dict.fromkeys(answering, 1))
+            await wait_handled(url, {uid: CHATS * MESSAGES + 1 for uid in answering})
             second.send_signal(signal.SIGTERM)
             assert await second.wait() == 0, second.text
             nursery.cancel_scope.cancel()

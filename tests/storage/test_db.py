@@ -64,6 +64,7 @@ def test_fresh_file_gets_the_whole_schema(db_path: Path) -> None:
             "inbox",
             "offsets",
             "dead_letters",
+            "bot_counters",
         }
         columns = [c.name for c in db.table("bot_health_metrics").columns]
         assert columns == ["id", *HEALTH_COLUMNS]
@@ -110,28 +111,31 @@ def test_migrations_apply_in_order_and_a_failing_one_rolls_back(db_path: Path) -
 
     def broken(db: sqlite_utils.Database) -> None:
         db.table("half_done").create({"id": int}, pk="id")
-        raise RuntimeError("migration 3 is broken")
+        raise RuntimeError("the last migration is broken")
 
-    steps = [*MIGRATIONS, Migration(2, "notes", add_notes), Migration(3, "broken", broken)]
+    n = len(MIGRATIONS)
+    steps = [*MIGRATIONS, Migration(n + 1, "notes", add_notes), Migration(n + 2, "broken", broken)]
     db = open_database(db_path)
     try:
-        with pytest.raises(RuntimeError, match="migration 3 is broken"):
+        with pytest.raises(RuntimeError, match="the last migration is broken"):
             migrate(db, steps)
-        # Migration 2 committed on its own; 3 left nothing behind.
-        assert user_version(db_path) == 2
+        # The notes migration committed on its own; the broken one left nothing behind.
+        assert user_version(db_path) == n + 1
         assert "notes" in db.table_names()
         assert "half_done" not in db.table_names()
-        assert migrate(db, steps[:2]) == (2, 2)
+        assert migrate(db, steps[: n + 1]) == (n + 1, n + 1)
     finally:
         db.close()
 
 
 def test_migrations_must_be_numbered_in_order(db_path: Path) -> None:
     db = open_database(db_path)
+    n = len(MIGRATIONS)
     try:
-        steps = [*MIGRATIONS, Migration(3, "skips two", lambda db: None)]
+        steps = [*MIGRATIONS, Migration(n + 2, "skips one", lambda db: None)]
         with pytest.raises(
-            ValueError, match=re.escape("1, 2, 3... in order; position 2 holds version 3")
+            ValueError,
+            match=re.escape(f"1, 2, 3... in order; position {n + 1} holds version {n + 2}"),
         ):
             migrate(db, steps)
         assert user_version(db_path) == 0

@@ -22,7 +22,16 @@ import trio.testing
 
 from actors import BotEvent, EventSink, FaultProfile, SimulatedBotApi
 from admin import AdminContext, create_app
-from storage import SCHEMA_VERSION, HealthRow, Store, run_inline
+from storage import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    BotCounters,
+    HealthRow,
+    Store,
+    migrate,
+    open_database,
+    run_inline,
+)
 from supervisor import Config, ConfigError, StorageConfig, parse_config
 from supervisor.cli import migrate_command
 from supervisor.clock import anchored_wall_clock
@@ -186,6 +195,17 @@ async def test_persist_now_writes_one_row_per_bot_and_answers_how_many(
             await trio.sleep(300 - 42 + 1)
             for uid in (1, 2, 3, 4):
                 assert await recorded_times(fleet.handle.store, uid) == [42, 300]
+
+
+async def test_each_snapshot_replaces_the_bots_delivery_counters(tmp_path: Path) -> None:
+    async with open_store(tmp_path / "p.db") as store:
+        first = BotCounters(1, EPOCH, 5, 4, 1, 0, 1)
+        assert await store.insert_snapshots([row(1, EPOCH)], [first]) == 1
+        later = BotCounters(1, EPOCH + 60, 9, 7, 1, 1, 1)
+        other = BotCounters(2, EPOCH + 60, 1, 1, 0, 0, 0)
+        assert await store.insert_snapshots([row(1, EPOCH + 60)], [later, other]) == 1
+        assert await store.latest_counters() == {1: later, 2: other}
+        assert await store.snapshot_count(1) == 2
 
 
 # --- retention -------------------------------------------------------------------------------
@@ -353,6 +373,9 @@ async def test_after_a_restart_the_summary_and_each_bot_show_the_same_numbers(
     api = SimulatedBotApi(rng=random.Random(12))
     api.set_faults(FaultProfile(latency=0.04, latency_jitter=0.02))
     health_fields = (
+        "handled_updates",
+        "replies_sent",
+        "dead_letters",
         "total_requests",
         "successful_requests",
         "failed_requests",
@@ -376,6 +399,7 @@ async def test_after_a_restart_the_summary_and_each_bot_show_the_same_numbers(
             }
             summary_before = (await admin.get("/admin/system/bot-health/summary")).json()
     assert before[1]["successful_requests"] > 0
+    assert before[1]["handled_updates"] == before[1]["replies_sent"] == 4
     assert before[1]["avg_response_time_ms"] > 0
 
     async with running_fleet(db, [1, 2], api=api) as fleet, admin_client(fleet) as admin:
@@ -385,7 +409,14 @@ async def test_after_a_restart_the_summary_and_each_bot_show_the_same_numbers(
             after = numbers((await admin.get(f"/admin/system/bot-health/{uid}")).json())
             assert after == before[uid]
         summary_after = (await admin.get("/admin/system/bot-health/summary")).json()
-        for key in ("total_bots", "by_status", "total_requests", "failed_requests"):
+        for key in (
+            "total_bots",
+            "by_status",
+            "total_requests",
+            "failed_requests",
+            "handled_updates",
+            "replies_sent",
+        ):
             assert summary_after[key] == summary_before[key]
     assert api.report().duplicates == 0
 
@@ -419,6 +450,27 @@ def test_migrate_creates_then_reports_a_current_schema(
     assert db_rows(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert migrate_command(config) == 0
     assert f"schema {SCHEMA_VERSION} is current" in capsys.readouterr().out
+
+
+async def test_migrate_upgrades_a_version_1_file_and_keeps_its_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "m.db"
+    # The file as a version-1 daemon left it: its schema, with history in it.
+    old = open_database(db)
+    try:
+        migrate(old, MIGRATIONS[:1])
+        old.table("bot_health_metrics").insert_all(
+            [dataclasses.asdict(row(1, EPOCH)), dataclasses.asdict(row(1, EPOCH + 60))]
+        )
+    finally:
+        old.close()
+
+    assert migrate_command(_config_file(tmp_path, db)) == 0
+    assert f"migrated schema 1 -> {SCHEMA_VERSION}" in capsys.readouterr().out
+    async with open_store(db) as store:
+        assert await recorded_times(store, 1) == [0, 60]
+        assert await store.latest_counters() == {}
 
 
 def test_migrate_refuses_a_newer_database_and_leaves_it_untouched(
