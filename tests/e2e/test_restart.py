@@ -180,6 +180,8 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
                 assert persisted(after[uid]) == persisted(before[uid])
             for uid in answering:
                 assert after[uid]["successful_requests"] > 0
+            assert after[REVOKED]["status"] == "suspended"
+            assert after[REVOKED]["suspended_reason"] == before[REVOKED]["suspended_reason"]
             assert after[REVOKED]["failed_requests"] > 0
             assert "Unauthorized" in after[REVOKED]["last_error"]
             assert await summary(url) == summary_before
@@ -190,8 +192,6 @@ async def test_sigterm_and_restart_keep_totals_status_and_history(tmp_path: Path
                 assert [r["recorded_at"] for r in history_after[uid]] == [r[0] for r in stored[uid]]
 
             # The second run handles new messages, and nothing of the first run again.
-            assert after[REVOKED]["status"] == "suspended"
-            assert after[REVOKED]["suspended_reason"] == before[REVOKED]["suspended_reason"]
             for token in answering.values():
                 api.send_user_message(token, 500, "second run")
             await wait_handled(url, {uid: CHATS * MESSAGES + 1 for uid in answering})
