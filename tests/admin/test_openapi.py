@@ -40,7 +40,7 @@ CHECKS = [
     response_schema_conformance,
     ignored_auth,
 ]
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 10
 
 
 def test_the_spec_describes_every_route_and_nothing_else() -> None:
