@@ -164,15 +164,23 @@ class RequestPipeline:
             if not self._breaker.try_acquire():
                 self._refuse(method, last_error, exhausted=retries > 0)
             generation = self._breaker.generation
+            try:
+                await self._wait_for_limits(chat_id, rate_limited)
+            except BaseException:
+                self._breaker.record_ignored(generation=generation)
+                raise
+            if self._breaker.generation != generation:
+                # The breaker changed state while this call waited for its limits (a group
+                # chat's may take a minute): admission is decided again, so an OPEN breaker
+                # really keeps the bot off Telegram.
+                if not self._breaker.try_acquire():
+                    if rate_limited:
+                        self._global_limiter.release()
+                    self._refuse(method, last_error, exhausted=retries > 0)
+                generation = self._breaker.generation
             started = trio.current_time()
             try:
-                if rate_limited:
-                    if chat_id is not None:
-                        await self._chat_limiters.acquire(chat_id)
-                    await self._bot_limiter.acquire()
-                await self._wait_gate_and_global(rate_limited)
                 self._counters.record_attempt()
-                started = trio.current_time()
                 result = await send()
             except BotApiError as error:
                 latency = trio.current_time() - started
@@ -232,13 +240,17 @@ class RequestPipeline:
             self._counters.record_retry(category)
             await trio.sleep(delay)
 
-    async def _wait_gate_and_global(self, rate_limited: bool) -> None:
-        """Wait for the flood gate, then (if rate limited) for the global token.
+    async def _wait_for_limits(self, chat_id: int | str | None, rate_limited: bool) -> None:
+        """Narrow limits first (chat, bot, flood gate), the global token last.
 
         A 429 of another call of this bot may close the gate while this one waits for its
         global token; the call must not go out then, so the token is released to the next
         waiter and the wait starts again.
         """
+        if rate_limited:
+            if chat_id is not None:
+                await self._chat_limiters.acquire(chat_id)
+            await self._bot_limiter.acquire()
         while True:
             await self._flood_gate.wait_open()
             if not rate_limited:

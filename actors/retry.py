@@ -59,6 +59,17 @@ def _check_delays(name: str, **values: float) -> None:
             raise ValueError(f"{name}.{key} must be a finite number >= 0, got {value!r}")
 
 
+def _log2_ratio(cap: float, base: float) -> float:
+    """``log2(cap / base)`` for positive finite floats, without overflowing."""
+    return math.log2(cap) - math.log2(base)
+
+
+def _times(base: float, n: int) -> float:
+    """``base * n`` where the product is finite but ``n`` may be too large for a float."""
+    shift = max(0, n.bit_length() - 63)
+    return math.ldexp(base * (n >> shift), shift)
+
+
 def _check_attempt(attempt: int) -> None:
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1 (the first retry is attempt 1), got {attempt!r}")
@@ -79,10 +90,11 @@ class ExponentialBackoff:
         if self.base == 0 or self.cap == 0:
             return 0.0
         exponent = attempt - 1
-        # Compare exponents before multiplying: 2.0 ** 1024 would overflow.
-        if exponent >= _MAX_DOUBLINGS or exponent >= math.log2(self.cap / self.base):
+        # Compare exponents before multiplying: 2.0 ** 1024 would overflow, and so would
+        # cap / base for a tiny (subnormal) base.
+        if exponent >= _MAX_DOUBLINGS or exponent >= _log2_ratio(self.cap, self.base):
             return self.cap
-        return min(self.cap, self.base * 2.0**exponent)
+        return min(self.cap, math.ldexp(self.base, exponent))
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,7 @@ class LinearBackoff:
             return 0.0
         if attempt >= _HUGE or attempt >= self.cap / self.base:
             return self.cap
-        return min(self.cap, self.base * attempt)
+        return min(self.cap, _times(self.base, attempt))
 
 
 @dataclass(frozen=True)
@@ -130,16 +142,17 @@ class FibonacciBackoff:
 
     def __call__(self, attempt: int) -> float:
         _check_attempt(attempt)
-        if self.base == 0:
+        if self.base == 0 or self.cap == 0:
             return 0.0
-        limit = self.cap / self.base
+        # In log2: cap / base overflows for a tiny (subnormal) base.
+        limit = _log2_ratio(self.cap, self.base)
         previous, current = 0, 1
-        # Stops as soon as the cap is reached: at most ~1500 steps even for a huge cap/base.
+        # Stops as soon as the cap is reached: at most ~3000 steps even for a huge cap/base.
         for _ in range(attempt - 1):
-            if current >= limit or current >= _HUGE:
+            if current >= _HUGE or math.log2(current) >= limit:
                 return self.cap
             previous, current = current, previous + current
-        return min(self.cap, self.base * current)
+        return min(self.cap, _times(self.base, current))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
@@ -24,6 +25,7 @@ from actors import (
     BreakerState,
     ChatLimiters,
     CircuitBreaker,
+    CircuitOpenError,
     FaultProfile,
     FloodGate,
     GlobalRateLimiter,
@@ -37,6 +39,7 @@ from actors import (
     StatusChanged,
     TelegramError,
     TokenBucket,
+    TransportError,
 )
 from actors.botapi.simulator import CallRecord
 from supervisor import Config
@@ -46,6 +49,8 @@ SLOW_ECHO = "tests.handlers_for_tests:slow_echo"  # replies 100 s after the upda
 
 # Chats of every bot in the fleet tests: two private chats and one group.
 CHATS = (11, 12, -13)
+# Messages queued at once per chat in the outage test: more than each chat's limit allows at once.
+BACKLOG = {11: 15, 12: 15, -13: 25}
 
 
 def chat_type(chat_id: int) -> str:
@@ -68,7 +73,7 @@ async def send_stream(fleet: Fleet, user_ids: Iterable[int], *, rounds: int, eve
         for uid in user_ids:
             for chat in CHATS:
                 fleet.api.send_user_message(
-                    fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}", chat_type=chat_type(chat)
+                    fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}.", chat_type=chat_type(chat)
                 )
                 sent += 1
         await trio.sleep(every)
@@ -165,29 +170,34 @@ async def test_a_five_minute_outage_loses_no_reply_within_its_deadline(
     api.set_faults(FaultProfile(latency=0.05))
     users = [1, 2, 3, 4, 5]
     async with running_fleet(tmp_path / "o.db", users, api=api) as fleet:
-        # Six messages a chat at once: a private chat takes one reply a second, so most replies
-        # are still queued or in flight when the API goes down at t=2.5.
+        # A backlog in every chat: a private chat takes one reply a second and a group 20 a
+        # minute, so replies are still queued or in flight when the API goes down at t=10,
+        # the group's waiting for their chat's limit until t=60.
         for uid in users:
             for chat in CHATS:
-                for n in range(6):
+                for n in range(BACKLOG[chat]):
                     api.send_user_message(
-                        fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}", chat_type=chat_type(chat)
+                        fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}.", chat_type=chat_type(chat)
                     )
-        await trio.sleep(2.5)
-        outage_end = trio.current_time() + 300
+        await trio.sleep_until(10)
+        outage_end = 10 + 300
         api.outage(until=outage_end)
+        await trio.sleep(1)  # calls that arrived before t=10 have their answers
         answered_before = api.report().answered
+        group_before = [
+            c for c in api.calls if c.method == "sendMessage" and c.params["chat_id"] == -13
+        ]
         # Users keep writing during the outage.
         for at in (100, 200):
             await trio.sleep_until(at)
             for uid in users:
                 for chat in CHATS:
                     api.send_user_message(
-                        fleet.tokens[uid], chat, f"u{uid} c{chat} t{at}", chat_type=chat_type(chat)
+                        fleet.tokens[uid], chat, f"u{uid} c{chat} t{at}.", chat_type=chat_type(chat)
                     )
         await trio.sleep_until(outage_end)
         assert api.report().answered == answered_before  # nothing got through the outage
-        await wait_answered(api, len(users) * len(CHATS) * 8, limit=600, step=5)
+        await wait_answered(api, len(users) * (sum(BACKLOG.values()) + 2 * len(CHATS)), limit=600)
         report = api.report()
         bots = [fleet.handle.fleet.get(uid).statistics() for uid in users]
         sent_after = [c.time for c in api.calls if c.method == "sendMessage" and c.status == 200]
@@ -204,8 +214,11 @@ async def test_a_five_minute_outage_loses_no_reply_within_its_deadline(
         statuses = {fleet.handle.fleet.get(uid).status() for uid in users}
         assert statuses == {BotStatus.HEALTHY}
 
-    assert 0 < answered_before < 5 * 3 * 6  # the outage really caught replies in flight
-    assert report.user_messages == 5 * 3 * 8
+    # The outage really caught replies in flight, and five of each group's waiting for the
+    # group's limit.
+    assert 0 < answered_before < len(users) * (sum(BACKLOG.values()) - 5)
+    assert len(group_before) == len(users) * 20
+    assert report.user_messages == len(users) * (sum(BACKLOG.values()) + 2 * len(CHATS))
     assert report.all_answered_once_in_order, report.summary()
     assert sum(b.dead_letters for b in bots) == 0
     # Answered promptly once Telegram is back: within one breaker open period (60 s) and the
@@ -221,7 +234,7 @@ async def test_a_five_minute_outage_loses_no_reply_within_its_deadline(
             if c.bot_id == bot_ids[uid] and opened + 1e-3 < c.time < opened + 60 - 1e-3
         ]
         assert during == [], f"bot {uid}: calls while its breaker was open since {opened}"
-    outage_calls = [c for c in calls if 2.5 < c.time < outage_end]
+    outage_calls = [c for c in calls if 10 < c.time < outage_end]
     assert len(outage_calls) <= len(users) * 20
 
 
@@ -238,7 +251,7 @@ async def test_replies_past_their_delivery_deadline_are_dead_lettered_not_sent_l
             for chat in CHATS:
                 for n in range(6):
                     api.send_user_message(
-                        fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}", chat_type=chat_type(chat)
+                        fleet.tokens[uid], chat, f"u{uid} c{chat} n{n}.", chat_type=chat_type(chat)
                     )
         await trio.sleep(2.5)
         outage_end = trio.current_time() + 300
@@ -318,25 +331,36 @@ async def test_a_burst_of_429s_is_waited_out_exactly(
     assert [(c.time, c.status) for c in other if c.method == "sendMessage"] == [(105, 200)]
 
 
+def one_pipeline(
+    *,
+    global_limiter: GlobalRateLimiter | None = None,
+    flood_gate: FloodGate | None = None,
+    breaker: CircuitBreaker | None = None,
+    limits: LimitsConfig | None = None,
+) -> RequestPipeline:
+    """One bot's pipeline, outside any fleet."""
+    return RequestPipeline(
+        user_id=1,
+        breaker=breaker or CircuitBreaker(BreakerConfig()),
+        retry=RetryConfig(),
+        counters=RetryCounters(),
+        bot_limiter=TokenBucket(30, 30),
+        flood_gate=flood_gate or FloodGate(),
+        chat_limiters=ChatLimiters(limits or LimitsConfig()),
+        global_limiter=global_limiter or GlobalRateLimiter(25, 25),
+        health=HealthTracker(HealthConfig(), wall_clock=lambda: EPOCH + trio.current_time()),
+        rng=random.Random(1),
+        on_suspend=lambda reason: None,
+    )
+
+
 async def test_a_call_waiting_for_its_global_token_respects_a_gate_closed_meanwhile(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # The fleet test above found this race; here it is on one pipeline, step by step.
     global_limiter = GlobalRateLimiter(rate=1, burst=1)
     flood_gate = FloodGate()
-    pipeline = RequestPipeline(
-        user_id=1,
-        breaker=CircuitBreaker(BreakerConfig()),
-        retry=RetryConfig(),
-        counters=RetryCounters(),
-        bot_limiter=TokenBucket(30, 30),
-        flood_gate=flood_gate,
-        chat_limiters=ChatLimiters(LimitsConfig()),
-        global_limiter=global_limiter,
-        health=HealthTracker(HealthConfig(), wall_clock=lambda: EPOCH + trio.current_time()),
-        rng=random.Random(1),
-        on_suspend=lambda reason: None,
-    )
+    pipeline = one_pipeline(global_limiter=global_limiter, flood_gate=flood_gate)
     sent: dict[str, list[float]] = {"poll": [], "reply": []}
     poll_answers: list[BaseException | None] = [
         TelegramError(
@@ -374,6 +398,48 @@ async def test_a_call_waiting_for_its_global_token_respects_a_gate_closed_meanwh
     assert sent["reply"] == [10.5]  # not at t=1, while the gate was closed
     assert served == [1]  # the reply's unused token went to the next tenant at once
     assert global_limiter.statistics().handed_on == 1
+
+
+async def test_a_call_waiting_for_its_chat_limit_is_refused_if_the_breaker_opened_meanwhile(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The outage test above found this: a reply admitted while the breaker was closed waited
+    # a minute for its group's limit and then went out although the breaker had opened.
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1))
+    global_limiter = GlobalRateLimiter(25, 25)
+    pipeline = one_pipeline(
+        breaker=breaker,
+        global_limiter=global_limiter,
+        limits=LimitsConfig(group_chat_per_minute=1),
+    )
+    sent: list[float] = []
+
+    async def reply() -> None:
+        sent.append(trio.current_time())
+
+    async def failing_poll() -> None:
+        raise TransportError("connection refused", method="getUpdates", request_sent=False)
+
+    refused: list[float] = []
+
+    async def second_reply() -> None:
+        try:
+            await pipeline.call("sendMessage", reply, chat_id=-5)
+        except CircuitOpenError:
+            refused.append(trio.current_time())
+
+    await pipeline.call("sendMessage", reply, chat_id=-5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(second_reply)  # admitted now, waits for the group until t=60
+        await trio.sleep(10)
+        # One refused connection opens it (threshold 1); the poll gives up at once.
+        with pytest.raises(CircuitOpenError):
+            await pipeline.call("getUpdates", failing_poll, rate_limited=False)
+        assert breaker.state is BreakerState.OPEN  # until t=70
+
+    assert sent == [0]
+    assert refused == [60]
+    assert global_limiter.statistics().granted == 1  # the refused call's token was given back
 
 
 async def test_a_revoked_token_suspends_its_bot_on_the_first_401_and_no_other(
