@@ -13,13 +13,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from actors import BotActor, BotStatistics, BotStatus, BreakerState, combine_retry_statistics
+from actors import (
+    BotActor,
+    BotStatistics,
+    BotStatus,
+    BreakerState,
+    BreakerStatistics,
+    combine_retry_statistics,
+)
 from admin.auth import BearerAuth
 from admin.bots import bot_routes, management_state
 from admin.context import AdminContext, context_of, read_json, user_id_param
@@ -146,6 +154,17 @@ async def health_one(request: Request) -> Response:
 # --- 4–6: circuit breakers -----------------------------------------------------------------
 
 
+def _breaker(ctx: AdminContext, user_id: int, stats: BreakerStatistics) -> dict[str, Any]:
+    """A breaker's statistics, its times as wall-clock epoch seconds like every other time
+    the API shows (the breaker keeps Trio time, whose origin means nothing to an operator)."""
+    data: dict[str, Any] = {"user_id": user_id, **plain(stats)}
+    offset = ctx.wall_clock() - trio.current_time()
+    for key in ("opened_at", "half_open_at"):
+        if data[key] is not None:
+            data[key] += offset
+    return data
+
+
 async def breakers_summary(request: Request) -> Response:
     ctx = _ctx(request)
     by_state = {state.value: 0 for state in BreakerState}
@@ -154,19 +173,19 @@ async def breakers_summary(request: Request) -> Response:
         stats = actor.breaker.statistics()
         by_state[stats.state.value] += 1
         if stats.state is not BreakerState.CLOSED:
-            not_closed.append({"user_id": actor.user_id, **plain(stats)})
+            not_closed.append(_breaker(ctx, actor.user_id, stats))
     return _json({"total": sum(by_state.values()), "by_state": by_state, "not_closed": not_closed})
 
 
 async def breaker_one(request: Request) -> Response:
     actor = _actor(request)
-    return _json({"user_id": actor.user_id, **plain(actor.breaker.statistics())})
+    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
 
 
 async def breaker_reset(request: Request) -> Response:
     actor = _actor(request)
     actor.breaker.reset()
-    return _json({"user_id": actor.user_id, **plain(actor.breaker.statistics())})
+    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
 
 
 # --- 7–8: retry statistics -----------------------------------------------------------------

@@ -262,6 +262,8 @@ async def test_breaker_summary_and_detail_show_the_open_breaker(
         summary = await admin.get("/circuit-breakers/summary")
         detail = await admin.get("/circuit-breakers/2")
         closed = await admin.get("/circuit-breakers/1")
+        opened_at = admin.fleet.handle.fleet.get(2).breaker.statistics().opened_at
+        assert opened_at is not None
 
     assert summary.status_code == detail.status_code == closed.status_code == 200
     body = summary.json()
@@ -282,7 +284,9 @@ async def test_breaker_summary_and_detail_show_the_open_breaker(
     assert breaker["state"] == "open"
     assert breaker["consecutive_failures"] >= 5
     assert breaker["failure_count"] >= 5
-    assert breaker["half_open_at"] - breaker["opened_at"] == pytest.approx(60)  # open_seconds
+    # Wall-clock times, like every other time the API shows.
+    assert breaker["opened_at"] == pytest.approx(EPOCH + opened_at, abs=1e-6)
+    assert breaker["half_open_at"] == pytest.approx(EPOCH + opened_at + 60, abs=1e-6)
     assert breaker["transitions"] == 1
 
     assert closed.json()["state"] == "closed"
