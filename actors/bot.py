@@ -153,6 +153,7 @@ class BotActor:
         self._dead_letters = 0
         self._ambiguous = 0
         self._handler_errors = 0
+        self._runs = 0  # incarnations started
         self._suspension_announced = False
 
     # --- state shared with the operator ---------------------------------------------------
@@ -240,6 +241,11 @@ class BotActor:
         self._stop = trio.Event()
         self.state = ActorState.STARTING
         store = self._services.store
+        if self._runs:
+            # The previous incarnation's done marks may still be queued (they are not waited
+            # for): once they land, what it finished is not mistaken for undone work.
+            await store.flush()
+        self._runs += 1
         self._offset = await store.load_offset(self.user_id)
         pending = await store.inbox_pending(self.user_id)
         try:

@@ -184,6 +184,11 @@ class Store:
             return True, "ok"
         return False, f"a write transaction did not commit within {within:g} s"
 
+    async def flush(self) -> None:
+        """Return once every write queued before the call, fire-and-forget ones included,
+        has been committed (or failed on its own): reads after it see them."""
+        await self.writer.submit(_take_write_lock)
+
     def statistics(self) -> StoreStatistics:
         """Counters for the admin API and tests."""
         return StoreStatistics(self.writer.statistics(), self._readers_open, self._reads)

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import BotEvent, EventSink, FaultProfile, SimulatedBotApi
+from actors import BotEvent, EventSink, FaultProfile, SimulatedBotApi, SimulatedTransport
 from admin import AdminContext, create_app
 from storage import (
     MIGRATIONS,
@@ -35,7 +35,8 @@ from storage import (
 from supervisor import Config, ConfigError, StorageConfig, parse_config
 from supervisor.cli import migrate_command
 from supervisor.clock import anchored_wall_clock
-from tests.harness import EPOCH, Fleet, running_fleet
+from supervisor.daemon import Daemon, DaemonHandle
+from tests.harness import EPOCH, Fleet, bot_token, make_config, running_fleet
 
 ADMIN_TOKEN = "persistence-test-admin-token"
 DAY = 86_400.0
@@ -326,6 +327,64 @@ async def test_handled_updates_leave_the_inbox_on_the_snapshot_cadence(
         await trio.sleep(60)
         assert db_rows(db, inbox) == []
         assert api.report().answered == 6
+
+
+class CrashOnPoll(httpx.AsyncBaseTransport):
+    """The simulated Bot API, except that once ``armed`` the next getUpdates answer crashes
+    the bot actor (an unexpected error, not a Bot API failure: the supervisor restarts it)."""
+
+    def __init__(self, api: SimulatedBotApi) -> None:
+        self._inner = SimulatedTransport(api)
+        self.armed = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if self.armed and request.url.path.endswith("/getUpdates"):
+            self.armed = False
+            raise RuntimeError("an unexpected error inside the bot actor")
+        return response
+
+
+async def test_a_restarted_bot_does_not_handle_again_what_it_finished_before_its_crash(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Done marks are written without waiting; with a slow disk they may still be queued when
+    the supervisor restarts a crashed bot, which must not take them for undone updates."""
+    db = tmp_path / "p.db"
+    api = SimulatedBotApi(rng=random.Random(14))
+    token = bot_token(1)
+    api.add_bot(token)
+    transport = CrashOnPoll(api)
+
+    async def slow_disk(fn: Callable[..., Any], *args: Any) -> Any:
+        if args and isinstance(args[0], sqlite3.Connection):
+            await trio.sleep(5)  # every write transaction takes 5 s; reads are quick
+        return fn(*args)
+
+    daemon = Daemon(
+        make_config(db, [1], tokens={1: token}),
+        wall_clock=anchored_wall_clock(EPOCH),
+        rng=random.Random(14),
+        transport=transport,
+        store_offload=slow_disk,
+    )
+    async with trio.open_nursery() as nursery:
+        handle: DaemonHandle = await nursery.start(daemon.run)
+        for n in range(3):
+            api.send_user_message(token, 7, f"once {n}")
+        while api.report().answered < 3:  # noqa: ASYNC110
+            await trio.sleep(0.1)
+        # Handled and answered; their done marks are queued behind the slow disk. A new
+        # message ends the long poll, whose answer crashes the actor.
+        transport.armed = True
+        api.send_user_message(token, 7, "after the crash")
+        await trio.sleep(60)
+        stats = handle.supervisor.statistics()
+        assert stats.total_crashes == 1
+        daemon.request_shutdown()
+    report = api.report()
+    assert report.answered == 4
+    assert report.duplicates == 0, report.summary()
 
 
 # --- graceful shutdown and restore -----------------------------------------------------------
