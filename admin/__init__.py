@@ -5,10 +5,11 @@ from admin.errors import ApiError
 from admin.events import EventStreams, EventStreamStatistics
 from admin.openapi import openapi_spec
 from admin.ratelimit import ClientBuckets, IpRateLimit, RateLimitStatistics, client_address
-from admin.server import AdminServer, serve_app
+from admin.server import AdminListenError, AdminServer, serve_app
 
 __all__ = [
     "AdminContext",
+    "AdminListenError",
     "AdminServer",
     "ApiError",
     "ClientBuckets",

@@ -58,6 +58,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _find_os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed bind, looking through exception groups."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_os_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+class AdminListenError(OSError):
+    """The admin API could not bind its address (in use, not allowed, not local)."""
+
+
 class AdminServer:
     """The admin API's server; ``stop`` ends it (open WebSockets are closed first).
 
@@ -84,7 +100,16 @@ class AdminServer:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                self.url = await nursery.start(self._serve)
+                try:
+                    self.url = await nursery.start(self._serve)
+                except (OSError, BaseExceptionGroup) as exc:
+                    bind_error = _find_os_error(exc)
+                    if bind_error is None:
+                        raise
+                    raise AdminListenError(
+                        f"the admin API cannot listen on {self._host}:{self._port}: "
+                        f"{bind_error.strerror or bind_error}; change admin.listen"
+                    ) from None
                 log.info("admin API listening on %s", self.url)
                 task_status.started(self.url)
         finally:

@@ -20,7 +20,7 @@ import trio
 from actors import RedactingFilter, redact
 from storage import StorageError, migrate_file
 from supervisor.config import Config, ConfigError, load_config
-from supervisor.daemon import Daemon
+from supervisor.daemon import Daemon, setup_error
 
 __all__ = ["main"]
 
@@ -163,10 +163,11 @@ def run_command(path: Path) -> int:
         return EXIT_CONFIG
     try:
         trio.run(run_daemon, config)
-    except StorageError as exc:
-        log.error("%s", exc)
-        return EXIT_CONFIG
     except Exception as exc:
+        setup = setup_error(exc)
+        if setup is not None:
+            log.error("%s", setup)
+            return EXIT_CONFIG
         log.error("botvisor failed: %s", redact(f"{type(exc).__name__}: {exc}"), exc_info=exc)
         return EXIT_FAILED
     return EXIT_OK

@@ -33,13 +33,13 @@ from actors import (
     make_http_client,
     shared_ssl_context,
 )
-from admin import AdminContext, AdminServer, create_app
-from storage import Offload, Store
+from admin import AdminContext, AdminListenError, AdminServer, create_app
+from storage import Offload, StorageError, Store
 from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fleet import Fleet
 
-__all__ = ["Daemon", "DaemonHandle"]
+__all__ = ["Daemon", "DaemonHandle", "setup_error"]
 
 log = logging.getLogger("botvisor")
 
@@ -184,7 +184,23 @@ class Daemon:
             )
             if admin is not None:
                 await admin.stop()
+                log.info("shutdown: admin API stopped")
             await supervisor.stop(config.supervisor.graceful_timeout)
+            log.info("shutdown: bots stopped")
             await metrics.stop()
+            log.info("shutdown: final health snapshot written")
             await store.stop()
-            log.info("shutdown complete")
+            log.info("shutdown complete: database closed")
+
+
+def setup_error(exc: BaseException) -> Exception | None:
+    """The operator-fixable error (database, admin address) behind a failed start, looking
+    through Trio's exception groups; None for anything else."""
+    if isinstance(exc, (StorageError, AdminListenError)):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = setup_error(inner)
+            if found is not None:
+                return found
+    return None

@@ -33,7 +33,7 @@ from actors import (
 )
 from supervisor.clock import system_wall_clock
 from supervisor.config import AdminConfig, Config, StorageConfig, SupervisorConfig
-from supervisor.daemon import Daemon, DaemonHandle
+from supervisor.daemon import Daemon, DaemonHandle, setup_error
 
 __all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_demo"]
 
@@ -173,7 +173,15 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.bots < 1 or args.duration <= 0 or args.chats < 1 or args.rate <= 0:
         print("botvisor demo: --bots, --duration, --chats and --rate must be > 0", file=sys.stderr)
         return 2
-    result = trio.run(run_demo, args)
+    try:
+        result = trio.run(run_demo, args)
+    except Exception as exc:
+        setup = setup_error(exc)
+        if setup is None:
+            raise
+        hint = " (botvisor demo: pick another --admin-port)" if "admin" in str(setup) else ""
+        print(f"botvisor demo: {setup}{hint}", file=sys.stderr)
+        return 1
     return 0 if result.every_message_answered or SCENARIOS[args.faults].revoke_one else 1
 
 

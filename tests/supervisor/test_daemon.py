@@ -1,0 +1,71 @@
+"""The daemon's tree: graceful shutdown order and what it leaves behind, on a MockClock."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from actors import SimulatedBotApi
+from storage import WriterState
+from supervisor import Config
+from tests.harness import EPOCH, running_fleet
+
+
+def slow_handlers(config: Config) -> Config:
+    bots = tuple(
+        dataclasses.replace(b, handler="tests.handlers_for_tests:slow_echo") for b in config.bots
+    )
+    return dataclasses.replace(config, bots=bots)
+
+
+async def test_shutdown_stops_admin_then_bots_then_metrics_then_storage(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="botvisor")
+    api = SimulatedBotApi(rng=random.Random(1))
+    async with running_fleet(
+        tmp_path / "d.db", [1, 2], api=api, admin=True, configure=slow_handlers
+    ) as fleet:
+        api.send_user_message(fleet.tokens[1], 5, "busy for 100 s")
+        await trio.sleep(10)
+        store = fleet.handle.store
+        shutdown_at = trio.current_time()
+    # The in-flight handler got exactly the grace period (5 s), then the rest stopped at once.
+    assert trio.current_time() == shutdown_at + 5
+
+    steps = [
+        "shutting down",
+        "shutdown: admin API stopped",
+        "shutdown: bots stopped",
+        "shutdown: final health snapshot written",
+        "shutdown complete: database closed",
+    ]
+    messages = [r.getMessage() for r in caplog.records if r.name == "botvisor"]
+    positions = [next(i for i, m in enumerate(messages) if m.startswith(s)) for s in steps]
+    assert positions == sorted(positions)
+    assert store.writer.state is WriterState.STOPPED
+
+
+async def test_the_final_snapshot_is_taken_after_the_bots_stopped(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    from storage import Store, run_inline
+
+    api = SimulatedBotApi(rng=random.Random(2))
+    db = tmp_path / "d.db"
+    async with running_fleet(db, [1], api=api, configure=slow_handlers) as fleet:
+        api.send_user_message(fleet.tokens[1], 5, "busy for 100 s")
+        await trio.sleep(10)
+    store = Store(db, offload=run_inline)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        history = await store.history(1, since=0)
+        await store.stop()
+    # One row, written when the bot had stopped: 10 s of running + 5 s of grace.
+    assert [row.recorded_at for row in history] == [EPOCH + 15]
