@@ -228,7 +228,7 @@ class MetricsActor:
         self._deleted += deleted
         if deleted:
             log.info(
-                "retention: deleted %d health rows older than %g days",
+                "retention: deleted %d rows (health snapshots, dead letters) older than %g days",
                 deleted,
                 self._retention_seconds / SECONDS_PER_DAY,
             )

@@ -213,12 +213,25 @@ async def retry_reset(request: Request) -> Response:
 # --- 9–11: history and persistence ---------------------------------------------------------
 
 
+# A history answer holds at most this many rows (the newest); "truncated" says if more exist.
+HISTORY_ROW_LIMIT = 10_000
+
+
+def _page(rows: list[HealthRow]) -> dict[str, Any]:
+    kept = rows[-HISTORY_ROW_LIMIT:]
+    return {
+        "count": len(kept),
+        "truncated": len(rows) > HISTORY_ROW_LIMIT,
+        "rows": [_row(r) for r in kept],
+    }
+
+
 async def health_history(request: Request) -> Response:
     ctx = _ctx(request)
     user_id = _user_id(request)
     hours = _hours(request)
     since = ctx.wall_clock() - hours * 3600
-    rows = await ctx.store.history(user_id, since)
+    rows = await ctx.store.history(user_id, since, limit=HISTORY_ROW_LIMIT + 1)
     if not rows:
         try:
             ctx.fleet.get(user_id)
@@ -229,8 +242,7 @@ async def health_history(request: Request) -> Response:
             "user_id": user_id,
             "hours": hours,
             "since": since,
-            "count": len(rows),
-            "rows": [_row(r) for r in rows],
+            **_page(rows),
         }
     )
 
@@ -239,10 +251,8 @@ async def unhealthy_history(request: Request) -> Response:
     ctx = _ctx(request)
     hours = _hours(request)
     since = ctx.wall_clock() - hours * 3600
-    rows = await ctx.store.unhealthy_history(since)
-    return _json(
-        {"hours": hours, "since": since, "count": len(rows), "rows": [_row(r) for r in rows]}
-    )
+    rows = await ctx.store.unhealthy_history(since, limit=HISTORY_ROW_LIMIT + 1)
+    return _json({"hours": hours, "since": since, **_page(rows)})
 
 
 async def persist_now(request: Request) -> Response:

@@ -226,6 +226,7 @@ SCHEMAS: dict[str, Schema] = {
             "hours": INT,
             "since": NUM,
             "count": INT,
+            "truncated": BOOL,
             "rows": {"type": "array", "items": _ref("HealthRow")},
         }
     ),
@@ -234,6 +235,7 @@ SCHEMAS: dict[str, Schema] = {
             "hours": INT,
             "since": NUM,
             "count": INT,
+            "truncated": BOOL,
             "rows": {"type": "array", "items": _ref("HealthRow")},
         }
     ),

@@ -385,3 +385,26 @@ async def test_persist_now_writes_one_snapshot_row_per_bot(
     }
     assert {row.recorded_at for row in latest.values()} == {EPOCH + now}
     assert latest[2].circuit_state == "open"
+
+
+async def test_a_long_history_is_cut_to_its_newest_rows_and_says_so(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import admin.app
+    from supervisor import StorageConfig
+
+    monkeypatch.setattr(admin.app, "HISTORY_ROW_LIMIT", 3)
+    async with (
+        running_fleet(
+            tmp_path / "h.db", [1], storage=StorageConfig(str(tmp_path / "h.db"), 60)
+        ) as fleet,
+        admin_over(fleet) as http,
+    ):
+        await trio.sleep(60 * 5 + 1)  # five periodic snapshots
+        page = (await http.get(f"{BASE}/bot-health/history/1?hours=1")).json()
+        assert page["truncated"] is True
+        assert page["count"] == 3
+        times = [row["recorded_at"] for row in page["rows"]]
+        assert times == [EPOCH + 180, EPOCH + 240, EPOCH + 300]
+        whole = (await http.get(f"{BASE}/bot-health/unhealthy-history?hours=1")).json()
+        assert whole["truncated"] is False
