@@ -35,13 +35,18 @@ def check(condition: bool, key: str, rule: str, value: object) -> None:
 
 
 def _positive(key: str, value: float) -> None:
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
-          key, "be > 0", value)
+    check(
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0, key, "be > 0", value
+    )
 
 
 def _non_negative(key: str, value: float) -> None:
-    check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
-          key, "be >= 0", value)
+    check(
+        isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+        key,
+        "be >= 0",
+        value,
+    )
 
 
 def _fraction(key: str, value: float) -> None:
@@ -62,11 +67,18 @@ class TelegramConfig:
     connect_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        check(self.api_base.startswith(("http://", "https://")), "telegram.api_base",
-              "start with http:// or https://", self.api_base)
-        check(isinstance(self.poll_timeout, int) and 0 <= self.poll_timeout <= 50,
-              "telegram.poll_timeout", "be a whole number of seconds from 0 to 50",
-              self.poll_timeout)
+        check(
+            self.api_base.startswith(("http://", "https://")),
+            "telegram.api_base",
+            "start with http:// or https://",
+            self.api_base,
+        )
+        check(
+            isinstance(self.poll_timeout, int) and 0 <= self.poll_timeout <= 50,
+            "telegram.poll_timeout",
+            "be a whole number of seconds from 0 to 50",
+            self.poll_timeout,
+        )
         _positive("telegram.poll_http_margin", self.poll_http_margin)
         _positive("telegram.request_timeout", self.request_timeout)
         _positive("telegram.connect_timeout", self.connect_timeout)
@@ -89,15 +101,27 @@ class LimitsConfig:
 
     def __post_init__(self) -> None:
         _positive("limits.global_rps", self.global_rps)
-        check(isinstance(self.global_burst, int) and self.global_burst >= 1,
-              "limits.global_burst", "be a whole number >= 1", self.global_burst)
+        check(
+            isinstance(self.global_burst, int) and self.global_burst >= 1,
+            "limits.global_burst",
+            "be a whole number >= 1",
+            self.global_burst,
+        )
         _positive("limits.bot_rps", self.bot_rps)
-        check(isinstance(self.bot_burst, int) and self.bot_burst >= 1,
-              "limits.bot_burst", "be a whole number >= 1", self.bot_burst)
+        check(
+            isinstance(self.bot_burst, int) and self.bot_burst >= 1,
+            "limits.bot_burst",
+            "be a whole number >= 1",
+            self.bot_burst,
+        )
         _positive("limits.private_chat_per_second", self.private_chat_per_second)
         _positive("limits.group_chat_per_minute", self.group_chat_per_minute)
-        check(isinstance(self.max_concurrent_chats, int) and self.max_concurrent_chats >= 1,
-              "limits.max_concurrent_chats", "be a whole number >= 1", self.max_concurrent_chats)
+        check(
+            isinstance(self.max_concurrent_chats, int) and self.max_concurrent_chats >= 1,
+            "limits.max_concurrent_chats",
+            "be a whole number >= 1",
+            self.max_concurrent_chats,
+        )
         _positive("limits.lane_idle_seconds", self.lane_idle_seconds)
 
 
@@ -115,16 +139,28 @@ class BreakerConfig:
     rate_minimum_calls: int = 20
 
     def __post_init__(self) -> None:
-        check(isinstance(self.failure_threshold, int) and self.failure_threshold >= 1,
-              "breaker.failure_threshold", "be a whole number >= 1", self.failure_threshold)
+        check(
+            isinstance(self.failure_threshold, int) and self.failure_threshold >= 1,
+            "breaker.failure_threshold",
+            "be a whole number >= 1",
+            self.failure_threshold,
+        )
         _positive("breaker.open_seconds", self.open_seconds)
-        check(isinstance(self.half_open_successes, int) and self.half_open_successes >= 1,
-              "breaker.half_open_successes", "be a whole number >= 1", self.half_open_successes)
+        check(
+            isinstance(self.half_open_successes, int) and self.half_open_successes >= 1,
+            "breaker.half_open_successes",
+            "be a whole number >= 1",
+            self.half_open_successes,
+        )
         if self.failure_rate is not None:
             _fraction("breaker.failure_rate", self.failure_rate)
         _positive("breaker.rate_window_seconds", self.rate_window_seconds)
-        check(isinstance(self.rate_minimum_calls, int) and self.rate_minimum_calls >= 1,
-              "breaker.rate_minimum_calls", "be a whole number >= 1", self.rate_minimum_calls)
+        check(
+            isinstance(self.rate_minimum_calls, int) and self.rate_minimum_calls >= 1,
+            "breaker.rate_minimum_calls",
+            "be a whole number >= 1",
+            self.rate_minimum_calls,
+        )
 
 
 class BackoffKind(enum.Enum):
@@ -154,12 +190,20 @@ class RetryPolicyConfig:
     key: str = "retry"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.max_retries, int) and 0 <= self.max_retries <= 100,
-              f"{self.key}.max_retries", "be a whole number from 0 to 100", self.max_retries)
+        check(
+            isinstance(self.max_retries, int) and 0 <= self.max_retries <= 100,
+            f"{self.key}.max_retries",
+            "be a whole number from 0 to 100",
+            self.max_retries,
+        )
         _non_negative(f"{self.key}.base_delay", self.base_delay)
         _positive(f"{self.key}.max_delay", self.max_delay)
-        check(self.base_delay <= self.max_delay, f"{self.key}.base_delay",
-              f"be <= max_delay ({self.max_delay})", self.base_delay)
+        check(
+            self.base_delay <= self.max_delay,
+            f"{self.key}.base_delay",
+            f"be <= max_delay ({self.max_delay})",
+            self.base_delay,
+        )
 
 
 def _default_policy(key: str, retries: int, **kw: object) -> RetryPolicyConfig:
@@ -175,13 +219,18 @@ class RetryConfig:
     """
 
     rate_limit: RetryPolicyConfig = field(
-        default_factory=lambda: _default_policy("rate_limit", 3, jitter=JitterKind.NONE,
-                                                backoff=BackoffKind.FIXED, base_delay=1.0))
+        default_factory=lambda: _default_policy(
+            "rate_limit", 3, jitter=JitterKind.NONE, backoff=BackoffKind.FIXED, base_delay=1.0
+        )
+    )
     transient_network: RetryPolicyConfig = field(
-        default_factory=lambda: _default_policy("transient_network", 2))
+        default_factory=lambda: _default_policy("transient_network", 2)
+    )
     unknown: RetryPolicyConfig = field(
-        default_factory=lambda: _default_policy("unknown", 2, base_delay=2.0,
-                                                jitter=JitterKind.EQUAL))
+        default_factory=lambda: _default_policy(
+            "unknown", 2, base_delay=2.0, jitter=JitterKind.EQUAL
+        )
+    )
     # Retry a non-idempotent call (sendMessage) whose request may have reached the server.
     # Off by default: such a retry could send a message twice.
     retry_uncertain_sends: bool = False
@@ -211,20 +260,33 @@ class HealthConfig:
         _positive("health.window_seconds", self.window_seconds)
         _fraction("health.degraded_error_rate", self.degraded_error_rate)
         _fraction("health.unhealthy_error_rate", self.unhealthy_error_rate)
-        check(self.degraded_error_rate <= self.unhealthy_error_rate,
-              "health.degraded_error_rate", f"be <= unhealthy_error_rate "
-              f"({self.unhealthy_error_rate})", self.degraded_error_rate)
-        check(isinstance(self.minimum_volume, int) and self.minimum_volume >= 1,
-              "health.minimum_volume", "be a whole number >= 1", self.minimum_volume)
-        check(isinstance(self.degraded_consecutive_failures, int)
-              and self.degraded_consecutive_failures >= 1,
-              "health.degraded_consecutive_failures", "be a whole number >= 1",
-              self.degraded_consecutive_failures)
-        check(isinstance(self.unhealthy_consecutive_failures, int)
-              and self.unhealthy_consecutive_failures >= self.degraded_consecutive_failures,
-              "health.unhealthy_consecutive_failures",
-              f"be a whole number >= degraded_consecutive_failures "
-              f"({self.degraded_consecutive_failures})", self.unhealthy_consecutive_failures)
+        check(
+            self.degraded_error_rate <= self.unhealthy_error_rate,
+            "health.degraded_error_rate",
+            f"be <= unhealthy_error_rate ({self.unhealthy_error_rate})",
+            self.degraded_error_rate,
+        )
+        check(
+            isinstance(self.minimum_volume, int) and self.minimum_volume >= 1,
+            "health.minimum_volume",
+            "be a whole number >= 1",
+            self.minimum_volume,
+        )
+        check(
+            isinstance(self.degraded_consecutive_failures, int)
+            and self.degraded_consecutive_failures >= 1,
+            "health.degraded_consecutive_failures",
+            "be a whole number >= 1",
+            self.degraded_consecutive_failures,
+        )
+        check(
+            isinstance(self.unhealthy_consecutive_failures, int)
+            and self.unhealthy_consecutive_failures >= self.degraded_consecutive_failures,
+            "health.unhealthy_consecutive_failures",
+            f"be a whole number >= degraded_consecutive_failures "
+            f"({self.degraded_consecutive_failures})",
+            self.unhealthy_consecutive_failures,
+        )
         _positive("health.slow_response_ms", self.slow_response_ms)
         _fraction("health.ema_alpha", self.ema_alpha)
 
@@ -252,12 +314,19 @@ class BotConfig:
     key: str = "bots[?]"
 
     def __post_init__(self) -> None:
-        check(isinstance(self.user_id, int) and not isinstance(self.user_id, bool)
-              and self.user_id > 0, f"{self.key}.user_id", "be a whole number > 0",
-              self.user_id)
-        check(bool(self.handler) and (self.handler in ("echo", "autoreply")
-                                      or ":" in self.handler),
-              f"{self.key}.handler", "be 'echo', 'autoreply' or 'package.module:function'",
-              self.handler)
+        check(
+            isinstance(self.user_id, int)
+            and not isinstance(self.user_id, bool)
+            and self.user_id > 0,
+            f"{self.key}.user_id",
+            "be a whole number > 0",
+            self.user_id,
+        )
+        check(
+            bool(self.handler) and (self.handler in ("echo", "autoreply") or ":" in self.handler),
+            f"{self.key}.handler",
+            "be 'echo', 'autoreply' or 'package.module:function'",
+            self.handler,
+        )
         if self.rps is not None:
             _positive(f"{self.key}.rps", self.rps)
