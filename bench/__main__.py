@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import shlex
 import sys
 import time
@@ -51,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
     out = args.out if args.out is not None else (DOC if args.only is None else None)
+    # The chaos scenarios suspend a bot on purpose: its ERROR line is expected noise here.
+    logging.getLogger("botvisor").setLevel(logging.CRITICAL)
+    load_before = os.getloadavg()[0]
 
     peer_python: Path | None = None
     peer_error: str | None = None
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench-full" if args.full else "make bench"
     if args.only is not None or args.no_peers:
         command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    document = render(results, renderers, failures, timings, total, quick, command)
+    document = render(results, renderers, failures, timings, total, quick, command, load_before)
     if out is None:
         print(document)
     else:
@@ -122,8 +127,15 @@ def render(
     total: float,
     quick: bool,
     command: str,
+    load_before: float | None = None,
 ) -> str:
     facts = machine_facts()
+    load = (
+        f" Load average (1 min) {load_before:.1f} at the start and {facts['load']:.1f} at the "
+        "end: other work on the machine shows up as wider ranges."
+        if load_before is not None
+        else ""
+    )
     lines = [
         "# botvisor benchmarks",
         "",
@@ -135,7 +147,7 @@ def render(
         f"{facts['implementation']} {facts['python']}, Linux {facts['kernel']}. Figures that "
         "depend on the machine are given with a ratio to a baseline measured in the same run "
         "(botvisor for the peers, the bare call for the pipeline, the fault-free run for the "
-        "chaos scenarios). Medians, with min–max of the runs in parentheses.",
+        f"chaos scenarios). Medians, with min–max of the runs in parentheses.{load}",
         "",
         "Every client talks to botvisor's simulated Bot API (`actors/botapi`), in process or "
         "over HTTP on 127.0.0.1 from a separate process; nothing reaches Telegram.",

@@ -128,6 +128,7 @@ def machine_facts() -> dict[str, Any]:
     except OSError:
         pass
     return {
+        "load": os.getloadavg()[0],
         "nproc": len(os.sched_getaffinity(0)),
         "ram_gib": mem_kib / 1024 / 1024,
         "cpu": model,

@@ -7,6 +7,7 @@ Daemon with production settings: SQLite in threads, the default report interval.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -93,7 +94,11 @@ async def start_fleet(
             daemon.request_shutdown()
 
 
-async def wait_all_polling(api: SimulatedBotApi, bots: int) -> None:
-    # The simulator has no "n polls waiting" event; 10 ms polls are cheap next to start-up.
-    while api.statistics().waiting_polls < bots:  # noqa: ASYNC110
-        await trio.sleep(0.01)
+async def wait_all_polling(api: SimulatedBotApi, bots: int, within: float = math.inf) -> int:
+    """Wait until ``bots`` long polls wait at the server, at most ``within`` seconds;
+    returns how many do."""
+    with trio.move_on_after(within):
+        # The simulator has no "n polls waiting" event; 10 ms polls are cheap next to start-up.
+        while api.statistics().waiting_polls < bots:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+    return api.statistics().waiting_polls

@@ -133,3 +133,24 @@ def test_the_document_has_targets_results_and_notes() -> None:
     assert "| pipeline overhead ≤ 8 µs a call | 30.00 µs | ≤ 8 µs | **missed** |" in text
     assert "**Pipeline overhead.**" in text
     assert "**Pipeline overhead.**" not in notes({"pipeline": {"ours": {"net_us": spread([5.0])}}})
+
+
+def test_a_start_up_cut_off_by_the_cap_is_shown_as_longer_than_the_cap() -> None:
+    sizes = {
+        "10000": {
+            "startup_s": spread([60.0]),
+            "daemon_started_s": spread([60.0]),
+            "rss_per_bot_kib": spread([40.0]),
+            "rss_ready_kib": spread([200_000.0]),
+            "shutdown_s": spread([5.0]),
+            "polling_bots": spread([4_000.0]),
+            "capped_s": spread([60.0]),
+        }
+    }
+    results = {"benchmark": "fleet", "idle_window_s": 10.0, "sizes": sizes}
+    text = fleet.markdown(results)
+    assert "**> 60 s**: 4,000 of 10,000 polling" in text
+    assert "under 512 MiB" not in text  # no total to compare when only part started
+    assert "> 60 s (the benchmark stopped waiting) | ≤ 5 s | **missed**" in summary(
+        {"fleet": results}
+    )
