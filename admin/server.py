@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
+
+from supervisor import find_exception
 
 __all__ = ["AdminServer", "serve_app"]
 
@@ -58,18 +61,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _find_os_error(exc: BaseException) -> OSError | None:
-    """The OSError behind a failed bind, looking through exception groups."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_os_error(inner)
-            if found is not None:
-                return found
-    return None
-
-
 class AdminListenError(OSError):
     """The admin API could not bind its address (in use, not allowed, not local)."""
 
@@ -99,21 +90,36 @@ class AdminServer:
 
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         try:
+            self._check_bindable()
             async with trio.open_nursery() as nursery:
                 try:
                     self.url = await nursery.start(self._serve)
                 except (OSError, BaseExceptionGroup) as exc:
-                    bind_error = _find_os_error(exc)
+                    bind_error = find_exception(exc, OSError)
                     if bind_error is None:
                         raise
-                    raise AdminListenError(
-                        f"the admin API cannot listen on {self._host}:{self._port}: "
-                        f"{bind_error.strerror or bind_error}; change admin.listen"
-                    ) from None
+                    raise self._listen_error(bind_error) from None
                 log.info("admin API listening on %s", self.url)
                 task_status.started(self.url)
         finally:
             self._done.set()
+
+    def _check_bindable(self) -> None:
+        """Try the address first: Hypercorn leaks its socket when a bind fails, and this
+        gives the operator a clear message instead of a traceback."""
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((self._host, self._port))
+        except OSError as exc:
+            raise self._listen_error(exc) from None
+
+    def _listen_error(self, exc: OSError) -> AdminListenError:
+        return AdminListenError(
+            f"the admin API cannot listen on {self._host}:{self._port}: "
+            f"{exc.strerror or exc}; change admin.listen"
+        )
 
     async def _serve(self, *, task_status: trio.TaskStatus[str]) -> None:
         await serve_app(

@@ -12,6 +12,7 @@ from supervisor.bot_supervisor import (
     RestartType,
     SupervisorEvent,
     SupervisorStatistics,
+    find_exception,
 )
 from supervisor.config import (
     AdminConfig,
@@ -52,6 +53,7 @@ __all__ = [
     "TokenRejected",
     "UnknownBot",
     "bot_config",
+    "find_exception",
     "load_config",
     "parse_config",
 ]

@@ -35,7 +35,7 @@ from actors import (
 )
 from admin import AdminContext, AdminListenError, AdminServer, create_app
 from storage import Offload, StorageError, Store
-from supervisor.bot_supervisor import BotSupervisor
+from supervisor.bot_supervisor import BotSupervisor, find_exception
 from supervisor.config import Config
 from supervisor.fleet import Fleet
 
@@ -196,11 +196,4 @@ class Daemon:
 def setup_error(exc: BaseException) -> Exception | None:
     """The operator-fixable error (database, admin address) behind a failed start, looking
     through Trio's exception groups; None for anything else."""
-    if isinstance(exc, (StorageError, AdminListenError)):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = setup_error(inner)
-            if found is not None:
-                return found
-    return None
+    return find_exception(exc, StorageError) or find_exception(exc, AdminListenError)

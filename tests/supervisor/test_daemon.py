@@ -69,3 +69,26 @@ async def test_the_final_snapshot_is_taken_after_the_bots_stopped(
         await store.stop()
     # One row, written when the bot had stopped: 10 s of running + 5 s of grace.
     assert [row.recorded_at for row in history] == [EPOCH + 15]
+
+
+async def test_a_taken_admin_address_is_a_setup_error_naming_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    from supervisor import AdminConfig
+    from supervisor.daemon import setup_error
+
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        def on_taken_port(config: Config) -> Config:
+            return dataclasses.replace(config, admin=AdminConfig(listen=f"127.0.0.1:{port}"))
+
+        with pytest.raises(BaseException) as failure:
+            async with running_fleet(tmp_path / "d.db", [1], configure=on_taken_port):
+                pass
+    error = setup_error(failure.value)
+    assert error is not None
+    assert f"cannot listen on 127.0.0.1:{port}" in str(error)
+    assert "change admin.listen" in str(error)
