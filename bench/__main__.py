@@ -31,6 +31,16 @@ __all__ = ["SECTIONS", "main"]
 
 SECTIONS = ("fleet", "memory", "peers", "throughput", "pipeline", "limiter", "chaos", "storage")
 DOC = ROOT / "docs" / "BENCHMARKS.md"
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "fleet": fleet.markdown,
+    "memory": memory.markdown,
+    "peers": peers.markdown,
+    "throughput": throughput.markdown,
+    "pipeline": pipeline.markdown,
+    "limiter": limiter.markdown,
+    "chaos": chaos.markdown,
+    "storage": storage_bench.markdown,
+}
 
 
 def _say(text: str) -> None:
@@ -46,7 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-peers", action="store_true", help="skip aiogram, PTB and tenacity")
     parser.add_argument("--json", type=Path, help="also write the raw figures as JSON here")
+    parser.add_argument(
+        "--render", type=Path, help="rewrite the document from a --json file; measure nothing"
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        meta = saved.pop("_meta")
+        target = args.out or DOC
+        target.write_text(
+            render(
+                saved,
+                RENDERERS,
+                meta["failures"],
+                meta["timings"],
+                meta["total"],
+                meta["quick"],
+                meta["command"],
+                meta["load_before"],
+                meta.get("facts"),
+            )
+        )
+        _say(f"wrote {target} from {args.render}")
+        return 0
     quick = not args.full
     chosen = SECTIONS if args.only is None else tuple(s.strip() for s in args.only.split(","))
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -78,16 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         "chaos": lambda: chaos.run(quick),
         "storage": lambda: storage_bench.run(quick),
     }
-    renderers: dict[str, Callable[[dict[str, Any]], str]] = {
-        "fleet": fleet.markdown,
-        "memory": memory.markdown,
-        "peers": peers.markdown,
-        "throughput": throughput.markdown,
-        "pipeline": pipeline.markdown,
-        "limiter": limiter.markdown,
-        "chaos": chaos.markdown,
-        "storage": storage_bench.markdown,
-    }
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
     failures: dict[str, str] = {}
@@ -107,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench-full" if args.full else "make bench"
     if args.only is not None or args.no_peers:
         command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    document = render(results, renderers, failures, timings, total, quick, command, load_before)
+    facts = machine_facts()
+    document = render(
+        results, RENDERERS, failures, timings, total, quick, command, load_before, facts
+    )
     if out is None:
         print(document)
     else:
@@ -115,7 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(document)
         _say(f"wrote {out} ({total:.0f} s in all)")
     if args.json is not None:
-        args.json.write_text(json.dumps(results, indent=1, default=str))
+        meta = {
+            "failures": failures,
+            "timings": timings,
+            "total": total,
+            "quick": quick,
+            "command": command,
+            "load_before": load_before,
+            "facts": facts,
+        }
+        args.json.write_text(json.dumps({**results, "_meta": meta}, indent=1, default=str))
     return 1 if failures else 0
 
 
@@ -128,8 +162,9 @@ def render(
     quick: bool,
     command: str,
     load_before: float | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> str:
-    facts = machine_facts()
+    facts = facts or machine_facts()
     load = (
         f" Load average (1 min) {load_before:.1f} at the start and {facts['load']:.1f} at the "
         "end: other work on the machine shows up as wider ranges."

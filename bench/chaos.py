@@ -314,6 +314,25 @@ def _seconds(value: Any) -> str:
     return fmt(value, 1, " s")
 
 
+def _why(rows: list[dict[str, Any]]) -> str:
+    """Why the slow scenarios are slow: the rules that make them so, not a defect."""
+    names = {r["scenario"] for r in rows}
+    notes = []
+    if "429-storm" in names:
+        notes.append(
+            "In the 429 storm every 429 closes the whole bot's flood gate for its "
+            "retry_after (Telegram's rule), so with 30% of calls answered 429 a bot's gate is "
+            "closed most of the time and it sends less than its users write: the backlog "
+            "grows for the whole storm and drains after it."
+        )
+    if "transient-50" in names:
+        notes.append(
+            "At 50% faults, five failures in a row are common, so the breakers keep opening "
+            "(60 s each) and replies wait parked until a half-open probe succeeds."
+        )
+    return (" ".join(notes) + "\n") if notes else ""
+
+
 def markdown(results: dict[str, Any]) -> str:
     t = results["timeline"]
     rows = []
@@ -365,6 +384,7 @@ def markdown(results: dict[str, Any]) -> str:
             "outage the parked replies drain at the global limit (25/s) less the users' "
             "ongoing traffic, so recovery takes about backlog ÷ (25 − load) seconds.",
             "",
+            _why(results["scenarios"]),
             table(
                 [
                     "scenario",

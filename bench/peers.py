@@ -108,6 +108,10 @@ def _row(r: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _median_of(figure: Any) -> float:
+    return float(figure["median"]) if isinstance(figure, dict) else float(figure or 0)
+
+
 HEADER = [
     "client",
     "bots",
@@ -125,10 +129,15 @@ def markdown(results: dict[str, Any]) -> str:
     out = []
     fleet = results.get("fleet")
     if fleet is not None:
+        per_bot = round(_median_of(fleet.get("updates")) / fleet["bots"])
         out += [
             "### Fleet scale over real HTTP on loopback (botvisor alone)",
             "",
             table(HEADER, [_row(fleet, None)]),
+            f"The load phase gives each bot {per_bot} update{'s' if per_bot != 1 else ''}, so "
+            "each update also pays a whole getUpdates round, its inbox commit and its "
+            "confirmation, which a busier bot shares between up to 100 updates (see the peers' "
+            "workload below).\n",
         ]
     clients = results.get("clients", [])
     w = results.get("workload", {})
