@@ -100,11 +100,11 @@ class TokenBucket:
         self._lock = trio.Lock()
         self._granted = 0
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, now: float | None = None) -> bool:
         """Take a token if one is available now and nobody is queued before us."""
         if self._lock.locked():
             return False
-        now = trio.current_time()
+        now = trio.current_time() if now is None else now
         if now < self._pace.ready_at():
             return False
         self._pace.take(now)
@@ -162,8 +162,8 @@ class SlidingWindowLimiter:
             not self._grants or self._grants[-1] + self._period <= now
         )
 
-    def try_acquire(self) -> bool:
-        now = trio.current_time()
+    def try_acquire(self, now: float | None = None) -> bool:
+        now = trio.current_time() if now is None else now
         if self._lock.locked() or now < self.ready_at():
             return False
         self._grants.append(now)
@@ -199,10 +199,22 @@ class ChatLimiters:
         self._granted = 0
         self._evicted = 0
 
+    def try_acquire(self, chat_id: int | str, now: float | None = None) -> bool:
+        """Take a slot of ``chat_id``'s limit if one is free now and nobody waits for it."""
+        now = trio.current_time() if now is None else now
+        if not self._limiter(chat_id, now).try_acquire(now):
+            return False
+        self._granted += 1
+        return True
+
     async def acquire(self, chat_id: int | str) -> None:
         """Wait until a message to ``chat_id`` is within that chat's limit."""
+        await self._limiter(chat_id, trio.current_time()).acquire()
+        self._granted += 1
+
+    def _limiter(self, chat_id: int | str, now: float) -> SlidingWindowLimiter:
         key = _chat_key(chat_id)
-        self._evict_idle(trio.current_time())
+        self._evict_idle(now)
         limiter = self._chats.get(key)
         if limiter is None:
             limit, period = self._group if _is_group(key) else self._private
@@ -210,8 +222,7 @@ class ChatLimiters:
             self._chats[key] = limiter
         else:
             self._chats.move_to_end(key)
-        await limiter.acquire()
-        self._granted += 1
+        return limiter
 
     def statistics(self) -> ChatLimiterStatistics:
         return ChatLimiterStatistics(
@@ -276,6 +287,9 @@ class FloodGate:
             raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
         self._open_at = max(self._open_at, trio.current_time() + seconds)
         self._closures += 1
+
+    def is_open(self, now: float | None = None) -> bool:
+        return (trio.current_time() if now is None else now) >= self._open_at
 
     async def wait_open(self) -> None:
         """Return once the gate is open; at once (after a checkpoint) if it is open now."""
@@ -347,13 +361,19 @@ class GlobalRateLimiter:
         self._granted = 0
         self._handed_on = 0
 
+    def try_acquire(self, tenant: int, now: float | None = None) -> bool:
+        """Take a token if one is free now and no tenant is waiting (their turn comes first)."""
+        now = trio.current_time() if now is None else now
+        if self._queues or now < self._pace.ready_at():
+            return False
+        self._pace.take(now)
+        self._granted += 1
+        return True
+
     async def acquire(self, tenant: int) -> None:
         """Wait for this tenant's turn and a token."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        now = trio.current_time()
-        if not self._queues and now >= self._pace.ready_at():
-            self._pace.take(now)
-            self._granted += 1
+        if self.try_acquire(tenant):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         waiter = self._enqueue(tenant)

@@ -247,16 +247,28 @@ class RequestPipeline:
         global token; the call must not go out then, so the token is released to the next
         waiter and the wait starts again.
         """
+        # Limits with room are taken without waiting: each await is a trip through the
+        # scheduler, most of an uncontended call's cost. The call itself (the HTTP request)
+        # yields to the scheduler; here only a pending cancellation is honoured.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        now = trio.current_time()  # valid until the first await below
         if rate_limited:
-            if chat_id is not None:
+            if chat_id is not None and not self._chat_limiters.try_acquire(chat_id, now):
                 await self._chat_limiters.acquire(chat_id)
-            await self._bot_limiter.acquire()
+                now = trio.current_time()
+            if not self._bot_limiter.try_acquire(now):
+                await self._bot_limiter.acquire()
+                now = trio.current_time()
         while True:
-            await self._flood_gate.wait_open()
+            if not self._flood_gate.is_open(now):
+                await self._flood_gate.wait_open()
+                now = trio.current_time()
             if not rate_limited:
                 return
-            await self._global_limiter.acquire(self._user_id)
-            if trio.current_time() >= self._flood_gate.open_at:
+            if not self._global_limiter.try_acquire(self._user_id, now):
+                await self._global_limiter.acquire(self._user_id)
+                now = trio.current_time()
+            if self._flood_gate.is_open(now):
                 return
             self._global_limiter.release()
 
