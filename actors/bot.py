@@ -155,6 +155,7 @@ class BotActor:
         self._handler_errors = 0
         self._runs = 0  # incarnations started
         self._suspension_announced = False
+        self._preloaded: tuple[int | None, list[dict[str, Any]]] | None = None
 
     # --- state shared with the operator ---------------------------------------------------
 
@@ -182,6 +183,11 @@ class BotActor:
             ambiguous_sends=self._ambiguous,
             handler_errors=self._handler_errors,
         )
+
+    def preload(self, offset: int | None, pending: list[dict[str, Any]]) -> None:
+        """Hand the next start its offset and undone inbox, read in bulk for the whole fleet
+        (10,000 bots reading their own would be 20,000 round trips to SQLite)."""
+        self._preloaded = (offset, pending)
 
     def status(self) -> BotStatus:
         return self.health.status(self.breaker.state)
@@ -246,8 +252,11 @@ class BotActor:
             # for): once they land, what it finished is not mistaken for undone work.
             await store.flush()
         self._runs += 1
-        self._offset = await store.load_offset(self.user_id)
-        pending = await store.inbox_pending(self.user_id)
+        if self._preloaded is not None:
+            (self._offset, pending), self._preloaded = self._preloaded, None
+        else:
+            self._offset = await store.load_offset(self.user_id)
+            pending = await store.inbox_pending(self.user_id)
         try:
             async with self._services.http_client() as http:
                 self._client = BotApiClient(
@@ -432,10 +441,29 @@ class BotActor:
     # --- health and events ---------------------------------------------------------------
 
     async def _report_loop(self) -> None:
+        reported: tuple[object, ...] | None = None
         while True:
             await trio.sleep(self._services.report_interval)
             self._check_status()
-            self._emit(self.health_report())
+            # An idle bot's only news is another empty long poll: it is not worth a report
+            # (thousands of idle bots would otherwise keep the metrics actor busy).
+            activity = self._activity()
+            if activity != reported:
+                reported = activity
+                self._emit(self.health_report())
+
+    def _activity(self) -> tuple[object, ...]:
+        """What an operator watches, cheaply: a report is sent when it changed."""
+        health = self.health
+        return (
+            self._status,
+            self.breaker.state,
+            self._handled,
+            self._replies,
+            self._dead_letters,
+            health.failures,
+            health.throttled,
+        )
 
     def _suspend(self, reason: str) -> None:
         reason = redact(reason)

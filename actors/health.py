@@ -98,6 +98,16 @@ class HealthTracker:
     def suspended_reason(self) -> str | None:
         return self._suspended_reason
 
+    @property
+    def failures(self) -> int:
+        """Failed calls so far (cumulative), without building a statistics record."""
+        return self._failures
+
+    @property
+    def throttled(self) -> int:
+        """Calls answered 429 so far (cumulative)."""
+        return self._throttled
+
     def record_success(self, latency: float | None) -> None:
         """A call succeeded; ``latency`` in seconds, None when not meaningful (long polls)."""
         self._total += 1

@@ -320,6 +320,18 @@ class Store:
         full."""
         self.writer.submit_nowait(partial(_inbox_done, user_id, list(update_ids), done_at))
 
+    async def upsert_bots(self, records: Sequence[BotRecord]) -> None:
+        """:meth:`upsert_bot` for many bots in one transaction (the daemon's start-up)."""
+        await self.writer.submit(partial(_upsert_bots, list(records)))
+
+    async def load_offsets(self) -> dict[int, int]:
+        """Every bot's stored next ``getUpdates`` offset, in one query (start-up)."""
+        return await self._read(_load_offsets)
+
+    async def inbox_pending_all(self) -> dict[int, list[dict[str, Any]]]:
+        """:meth:`inbox_pending` of every bot that has undone updates, in one query."""
+        return await self._read(_inbox_pending_all)
+
     async def inbox_pending(self, user_id: int) -> list[dict[str, Any]]:
         """The bot's undone updates by ``update_id``: dicts with keys ``update_id``,
         ``chat_id``, ``update`` (the update as Telegram sent it) and ``received_at``."""
@@ -662,6 +674,34 @@ def _inbox_pending(user_id: int, db: sqlite_utils.Database) -> list[dict[str, An
         }
         for update_id, chat_id, payload, received_at in rows
     ]
+
+
+def _inbox_pending_all(db: sqlite_utils.Database) -> dict[int, list[dict[str, Any]]]:
+    pending: dict[int, list[dict[str, Any]]] = {}
+    rows = db.execute(
+        "SELECT user_id, update_id, chat_id, payload, received_at FROM inbox "
+        "WHERE done_at IS NULL ORDER BY user_id, update_id"
+    ).fetchall()
+    for user_id, update_id, chat_id, payload, received_at in rows:
+        pending.setdefault(user_id, []).append(
+            {
+                "update_id": update_id,
+                "chat_id": chat_id,
+                "update": json.loads(payload),
+                "received_at": received_at,
+            }
+        )
+    return pending
+
+
+def _load_offsets(db: sqlite_utils.Database) -> dict[int, int]:
+    rows = db.execute("SELECT user_id, next_offset FROM offsets").fetchall()
+    return {int(user_id): int(offset) for user_id, offset in rows}
+
+
+def _upsert_bots(records: list[BotRecord], conn: sqlite3.Connection) -> None:
+    for record in records:
+        _upsert_bot(record, conn)
 
 
 def _load_offset(user_id: int, db: sqlite_utils.Database) -> int | None:
