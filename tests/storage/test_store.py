@@ -395,3 +395,22 @@ async def test_histories_can_be_limited_to_the_newest_rows(store: Store) -> None
     assert len(await store.unhealthy_history(since=T0)) == 5
     with pytest.raises(ValueError, match="limit must be >= 1 or None, got 0"):
         await store.history(1, since=T0, limit=0)
+
+
+async def test_start_up_reads_every_bots_resume_point_in_bulk(store: Store) -> None:
+    await store.upsert_bots([bot(1001), bot(1002), bot(1003)])
+    assert [b.user_id for b in await store.list_bots()] == [1001, 1002, 1003]
+    await store.inbox_add(1001, [message(5), message(6)], 7, received_at=10.0)
+    await store.inbox_add(1002, [message(40)], 41, received_at=11.0)
+    await store.inbox_done(1001, [5], done_at=12.0)
+
+    assert await store.load_offsets() == {1001: 7, 1002: 41}
+    pending = await store.inbox_pending_all()
+    assert {uid: [u["update_id"] for u in rows] for uid, rows in pending.items()} == {
+        1001: [6],
+        1002: [40],
+    }
+    # The bulk reads answer exactly what the per-bot ones do.
+    for uid in (1001, 1002, 1003):
+        assert pending.get(uid, []) == await store.inbox_pending(uid)
+        assert (await store.load_offsets()).get(uid) == await store.load_offset(uid)
