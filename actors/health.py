@@ -192,10 +192,12 @@ class HealthTracker:
     def restore(self, row: HealthRow) -> None:
         """Seed cumulative counters, latency EMA and last outcomes from a stored snapshot.
 
-        The window and the consecutive-failure count start empty: they describe the recent
-        past, which a restart interrupted. Suspension is not restored from the row; the
-        supervisor knows which bots are suspended.
+        The window starts empty: it describes the recent past, which a restart interrupted.
+        The consecutive-failure count is kept, so a bot whose last calls all failed stays
+        DEGRADED or UNHEALTHY after a restart until a call succeeds. Suspension is not restored
+        from the row; the registry knows which bots are suspended.
         """
+        self._consecutive_failures = row.consecutive_failures
         self._total = row.total_requests
         self._successes = row.successful_requests
         self._failures = row.failed_requests

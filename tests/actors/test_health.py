@@ -200,4 +200,26 @@ async def test_row_and_restore_round_trip(autojump_clock: trio.testing.MockClock
     assert stats.ema_latency_ms == row.avg_response_time_ms
     assert stats.last_error == "boom"
     assert stats.window_calls == 0  # the recent past is not restored
+    assert stats.consecutive_failures == 2  # but a run of failures is
+    assert fresh.status(CLOSED) is BotStatus.HEALTHY  # below 3 in a row
+
+
+async def test_a_failing_bot_is_still_unhealthy_after_a_restore(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    health = tracker()
+    outcomes(health, successes=0, failures=6)
+    before = health.status(CLOSED)
+    row = health_row(
+        1001,
+        1_700_000_000.0,
+        before,
+        health.statistics(),
+        CircuitBreaker(BreakerConfig()).statistics(),
+        RetryCounters().statistics(),
+    )
+    fresh = tracker()
+    fresh.restore(row)
+    assert before is fresh.status(CLOSED) is BotStatus.UNHEALTHY
+    fresh.record_success(0.1)
     assert fresh.status(CLOSED) is BotStatus.HEALTHY
