@@ -25,6 +25,7 @@ from bench import chaos, fleet, limiter, memory, peers, pipeline, throughput
 from bench import store as storage_bench
 from bench.common import ROOT, machine_facts
 from bench.notes import notes, summary
+from bench.peers import one_line
 from bench.peers_env import ensure_peer_python
 
 __all__ = ["SECTIONS", "main"]
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results[name] = runners[name]()
         except Exception as exc:
-            failures[name] = f"{type(exc).__name__}: {exc}"
+            failures[name] = one_line(exc)
             _say(f"{name} failed:\n{traceback.format_exc()}")
         timings[name] = time.perf_counter() - began
         _say(f"{name} done in {timings[name]:.0f} s")

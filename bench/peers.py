@@ -20,13 +20,27 @@ __all__ = ["markdown", "run"]
 PEER_ORDER = ("botvisor", "aiogram", "aiogram-shared", "ptb")
 
 
+def one_line(error: Exception) -> str:
+    """A child's failure in one line: what happened and the exception it died of."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = [line for line in lines[1:] if "Error" in line or "Exception" in line]
+    return lines[0].rstrip(":;") + (f" ({cause[-1]})" if cause else "") if lines else repr(error)
+
+
 def _repeat(
     kind: str, workload: Workload, runs: int, python: str | Path, work: Path
 ) -> dict[str, Any]:
-    samples = [
-        measure(CLIENTS[kind], workload, python=python, work_dir=work, seed=1 + i)
-        for i in range(runs)
-    ]
+    samples, errors = [], []
+    for i in range(runs):
+        try:
+            samples.append(
+                measure(CLIENTS[kind], workload, python=python, work_dir=work, seed=1 + i)
+            )
+        except RuntimeError as exc:
+            errors.append(one_line(exc))
+    failed = {"failed_runs": len(errors), "error": errors[0] if errors else None}
+    if not samples:
+        return {"client": CLIENTS[kind].name, "bots": workload.bots, **failed}
     figures = {
         key: spread([s[key] for s in samples])
         for key in samples[0]
@@ -38,6 +52,7 @@ def _repeat(
         "bots": workload.bots,
         "updates": workload.updates,
         **figures,
+        **failed,
     }
 
 
@@ -99,6 +114,10 @@ def _row(r: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
         return f" ×{r[key]['median'] / baseline[key]['median']:.2f}"
 
     name = r["client"] + (f" {r['version']}" if r.get("version") else "")
+    if "startup_s" not in r:
+        return [name, f"{r['bots']:,}", f"failed in every run: {r['error']}"] + [""] * 6
+    if r.get("failed_runs"):
+        name += f" ({r['failed_runs']} failed run{'s' if r['failed_runs'] > 1 else ''})"
     return [
         name,
         f"{r['bots']:,}",
@@ -164,6 +183,9 @@ def markdown(results: dict[str, Any]) -> str:
             "its bots, and their long polls hold them, so replies wait for a poll to return: "
             "its wall-clock rate measures that limit, its CPU figures are still comparable.\n"
         )
+    for r in [results.get("fleet") or {}, *clients]:
+        if r.get("error"):
+            out.append(f"{r['client']}: {r['failed_runs']} run(s) failed: {r['error']}\n")
     if results.get("peer_error"):
         out.append(f"Peers not measured: {results['peer_error']}\n")
     return "\n".join(out)

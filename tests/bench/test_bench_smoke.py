@@ -154,3 +154,25 @@ def test_a_start_up_cut_off_by_the_cap_is_shown_as_longer_than_the_cap() -> None
     assert "> 60 s (the benchmark stopped waiting) | ≤ 5 s | **missed**" in summary(
         {"fleet": results}
     )
+
+
+def test_a_client_that_fails_every_run_is_shown_with_its_error_not_dropped() -> None:
+    error = RuntimeError(
+        "python -m bench.peer_aiogram exited with 1; its stderr ends:\n"
+        '  File "aiohttp.py", line 174, in make_request\n'
+        "aiogram.exceptions.TelegramNetworkError: HTTP Client says - Request timeout error\n"
+        "Unclosed client session"
+    )
+    line = peers.one_line(error)
+    assert line == (
+        "python -m bench.peer_aiogram exited with 1; its stderr ends "
+        "(aiogram.exceptions.TelegramNetworkError: HTTP Client says - Request timeout error)"
+    )
+    results = {
+        "runs": 3,
+        "workload": {"bots": 10, "chats": 2, "messages": 5},
+        "clients": [{"client": "aiogram 3", "bots": 10, "failed_runs": 3, "error": line}],
+    }
+    text = peers.markdown(results)
+    assert f"| aiogram 3 | 10 | failed in every run: {line} |" in text
+    assert "aiogram 3: 3 run(s) failed" in text
