@@ -3,8 +3,9 @@
 Runs in the benchmark's own environment (``.venv-bench``), never botvisor's:
 ``python -m bench.peer_aiogram --api URL --tokens-file F [--shared-session]``. By default every
 Bot has its own ``AiohttpSession``, as aiogram's documentation shows; ``--shared-session`` gives
-all bots one session (one connection pool), aiogram's lightest setup. Prints
-``{"event": "imported", ...}`` before building anything, then polls until killed.
+all bots one session (one connection pool, its limit raised to the number of bots + 100),
+aiogram's lightest setup. Prints ``{"event": "imported", ...}`` before building anything, then
+polls until killed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ async def _run(args: argparse.Namespace, tokens: list[str]) -> None:
         await message.answer(message.text)
 
     dispatcher.message.register(echo)
-    shared = sessions.AiohttpSession(api=server) if args.shared_session else None
+    # aiohttp's default limit (100 connections a session) cannot hold one long poll per bot
+    # once there are more bots: every call queued behind the polls times out (at 1,000 bots
+    # aiogram cannot even finish its getMe round). A shared session gets room for them all.
+    shared = (
+        sessions.AiohttpSession(api=server, limit=len(tokens) + 100)
+        if args.shared_session
+        else None
+    )
     bots = [
         aiogram.Bot(token, session=shared or sessions.AiohttpSession(api=server))
         for token in tokens

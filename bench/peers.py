@@ -179,9 +179,10 @@ def markdown(results: dict[str, Any]) -> str:
         ]
     if any(c["client"].startswith("aiogram 3 (one shared") for c in clients):
         out.append(
-            "aiogram's shared session keeps aiohttp's default limit of 100 connections for all "
-            "its bots, and their long polls hold them, so replies wait for a poll to return: "
-            "its wall-clock rate measures that limit, its CPU figures are still comparable.\n"
+            "aiogram's shared session is given a connection limit of bots + 100: with aiohttp's "
+            "default of 100, the bots' long polls hold every connection, replies wait for a "
+            "poll to return, and at 1,000 bots the getMe calls queued behind the polls time "
+            "out before aiogram finishes starting.\n"
         )
     for r in [results.get("fleet") or {}, *clients]:
         if r.get("error"):
