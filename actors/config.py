@@ -88,10 +88,13 @@ class TelegramConfig:
 class LimitsConfig:
     """``[limits]``: Telegram's rate limits, per chat, per bot and for the whole process."""
 
+    # A token bucket grants at most rate × T + burst in any T seconds: small bursts keep the
+    # busiest second near Telegram's ~30 messages/s (a burst equal to the rate would allow
+    # twice the rate in the first second).
     global_rps: float = 25.0
-    global_burst: int = 25
+    global_burst: int = 5
     bot_rps: float = 30.0
-    bot_burst: int = 30
+    bot_burst: int = 5
     private_chat_per_second: float = 1.0
     group_chat_per_minute: float = 20.0
     # Chats of one bot handled concurrently; updates of one chat are always in order.

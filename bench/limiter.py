@@ -1,7 +1,7 @@
 """Global limiter accuracy and fairness: 1,000 tenants on the global 25 rps for an hour.
 
 On ``MockClock(autojump_threshold=0)`` (a simulated hour takes seconds), every tenant keeps
-calls waiting on one :class:`~actors.GlobalRateLimiter` (25 rps, burst 25) the whole time, so
+calls waiting on one :class:`~actors.GlobalRateLimiter` (the default limits) the whole time, so
 the limiter is always contended. Two demand shapes:
 
 - *equal*: every tenant has one call waiting at a time;
@@ -23,8 +23,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from actors import GlobalRateLimiter
+from actors import GlobalRateLimiter, LimitsConfig
 from bench.common import table
+
+DEFAULTS = LimitsConfig()
 
 __all__ = ["jain_index", "markdown", "run", "worst_window"]
 
@@ -51,7 +53,7 @@ def worst_window(times: list[float], width: float = 1.0, since: float = 0.0) -> 
 
 
 async def _contend(tenants: int, seconds: float, depth: list[int]) -> tuple[list[float], list[int]]:
-    limiter = GlobalRateLimiter(25.0, 25)
+    limiter = GlobalRateLimiter(DEFAULTS.global_rps, DEFAULTS.global_burst)
     grants: list[float] = []
     per_tenant = [0] * tenants
     end = trio.current_time() + seconds
@@ -131,8 +133,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
     return "\n".join(
         [
-            f"### Global limiter: {results['tenants']:,} tenants on 25 rps (burst 25) for a "
-            f"simulated {results['seconds']:,.0f} s",
+            f"### Global limiter: {results['tenants']:,} tenants on {DEFAULTS.global_rps:g} rps "
+            f"(burst {DEFAULTS.global_burst}) for a simulated {results['seconds']:,.0f} s",
             "",
             table(
                 [
@@ -147,9 +149,9 @@ def markdown(results: dict[str, Any]) -> str:
                 ],
                 rows,
             ),
-            "A window that includes t = 0 holds the initial burst (25 tokens) plus a second's "
-            "refill: the limiter promises at most rate × T + burst in any T seconds. Telegram's "
-            "own limit is about 30 messages a second, so a full burst at start-up can exceed it "
-            "for that first second. MockClock: exact and repeatable, so one run.\n",
+            "A window that includes t = 0 holds the initial burst plus a second's refill: the "
+            "limiter promises at most rate × T + burst in any T seconds, so the default burst is "
+            "small enough to keep every second under Telegram's ~30 messages. MockClock: exact "
+            "and repeatable, so one run.\n",
         ]
     )
