@@ -7,7 +7,7 @@ never held idle while the bot waits for its own limits)::
     chat limiter (if chat_id)    \\
     bot limiter                  / only for rate_limited calls
     flood gate                   every call, getUpdates included
-    global limiter               only for rate_limited calls
+    GlobalRateLimiter            only for rate_limited calls, last
     send()                       the raw HTTP call; raises BotApiError subclasses
     record the outcome           breaker, health, retry counters
 
@@ -128,8 +128,8 @@ class RequestPipeline:
         """Make the call ``send`` performs, with breaker, limits, retries and health records.
 
         ``idempotent=False`` marks calls that must not be repeated if they may have been
-        delivered (sendMessage and the like). ``rate_limited=False`` skips the chat, bot and
-        global limiters (getUpdates); the flood gate applies to every call.
+        delivered (sendMessage and the like). ``rate_limited=False`` (getUpdates) skips the
+        chat, bot and process-wide limiters; the flood gate applies to every call.
         ``measure_latency=False`` keeps long polls out of the latency average.
         """
         self._counters.record_call()
@@ -243,9 +243,9 @@ class RequestPipeline:
     async def _wait_for_limits(self, chat_id: int | str | None, rate_limited: bool) -> None:
         """Narrow limits first (chat, bot, flood gate), the global token last.
 
-        A 429 of another call of this bot may close the gate while this one waits for its
-        global token; the call must not go out then, so the token is released to the next
-        waiter and the wait starts again.
+        A 429 of another call of this bot may close the gate while this one waits for a
+        process-wide token; the call must not go out then, so the token is released to the
+        next waiter and the wait starts again.
         """
         # Limits with room are taken without waiting: each await is a trip through the
         # scheduler, most of an uncontended call's cost. The call itself (the HTTP request)

@@ -13,9 +13,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import trio
 
-from actors import BotConfig, BotToken, SimulatedBotApi, SimulatedTransport, TelegramConfig
+from actors import (
+    BotConfig,
+    BotEvent,
+    BotToken,
+    EventSink,
+    SimulatedBotApi,
+    SimulatedTransport,
+    TelegramConfig,
+)
+from admin import AdminContext, create_app
 from storage import run_inline
 from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
 from supervisor.clock import anchored_wall_clock
@@ -96,3 +106,30 @@ async def running_fleet(
         handle: DaemonHandle = await nursery.start(daemon.run)
         yield Fleet(api, daemon, handle, tokens)
         daemon.request_shutdown()
+
+
+ADMIN_TOKEN = "harness-admin-token-0123456789abcdef"
+
+
+def admin_client(fleet: Fleet, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
+    """An authorized client of an admin app built from the running daemon's parts, over an
+    in-process transport (no sockets: it works on a MockClock)."""
+    handle = fleet.handle
+    send, _receive = trio.open_memory_channel[BotEvent](1000)
+    app = create_app(
+        AdminContext(
+            fleet=handle.fleet,
+            metrics=handle.metrics,
+            store=handle.store,
+            supervisor=handle.supervisor,
+            events=EventSink(send),
+            wall_clock=anchored_wall_clock(EPOCH),
+            admin_token=token,
+            ready=handle.store.check_writable,
+        )
+    )
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://admin.invalid",
+        headers={"Authorization": f"Bearer {token}"},
+    )

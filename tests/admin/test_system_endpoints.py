@@ -19,10 +19,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors import BotEvent, BreakerState, EventSink, FaultProfile, SimulatedBotApi
-from admin import AdminContext, create_app
-from supervisor.clock import anchored_wall_clock
-from tests.harness import EPOCH, Fleet, running_fleet
+from actors import BreakerState, FaultProfile, SimulatedBotApi
+from tests.harness import EPOCH, Fleet, admin_client, running_fleet
 
 ADMIN_TOKEN = "system-endpoints-admin-token-0123456789"
 BASE = "/admin/system"
@@ -103,36 +101,9 @@ class Admin:
         return response
 
 
-@asynccontextmanager
-async def admin_over(fleet: Fleet) -> AsyncIterator[httpx.AsyncClient]:
+def admin_over(fleet: Fleet) -> httpx.AsyncClient:
     """An authorized in-process client of an admin app built from the daemon's parts."""
-    handle = fleet.handle
-    send, receive = trio.open_memory_channel[BotEvent](1000)
-
-    async def ready() -> tuple[bool, str]:
-        return await handle.store.check_writable()
-
-    app = create_app(
-        AdminContext(
-            fleet=handle.fleet,
-            metrics=handle.metrics,
-            store=handle.store,
-            supervisor=handle.supervisor,
-            events=EventSink(send),
-            wall_clock=anchored_wall_clock(EPOCH),
-            admin_token=ADMIN_TOKEN,
-            ready=ready,
-        )
-    )
-    async with (
-        receive,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://admin.test",
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        ) as http,
-    ):
-        yield http
+    return admin_client(fleet, ADMIN_TOKEN)
 
 
 @asynccontextmanager

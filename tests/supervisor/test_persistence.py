@@ -20,8 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import BotEvent, EventSink, FaultProfile, SimulatedBotApi, SimulatedTransport
-from admin import AdminContext, create_app
+from actors import FaultProfile, SimulatedBotApi, SimulatedTransport
 from storage import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -36,9 +35,8 @@ from supervisor import Config, ConfigError, StorageConfig, parse_config
 from supervisor.cli import migrate_command
 from supervisor.clock import anchored_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
-from tests.harness import EPOCH, Fleet, bot_token, make_config, running_fleet
+from tests.harness import EPOCH, admin_client, bot_token, make_config, running_fleet
 
-ADMIN_TOKEN = "persistence-test-admin-token"
 DAY = 86_400.0
 
 
@@ -59,33 +57,6 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
 
 def storage(path: Path, **settings: Any) -> StorageConfig:
     return StorageConfig(path=str(path), **settings)
-
-
-def admin_client(fleet: Fleet) -> httpx.AsyncClient:
-    """The daemon's admin app over an in-process transport (no sockets on a MockClock)."""
-    handle = fleet.handle
-    send, _receive = trio.open_memory_channel[BotEvent](1)
-
-    async def ready() -> tuple[bool, str]:
-        return True, "ok"
-
-    app = create_app(
-        AdminContext(
-            fleet=handle.fleet,
-            metrics=handle.metrics,
-            store=handle.store,
-            supervisor=handle.supervisor,
-            events=EventSink(send),
-            wall_clock=anchored_wall_clock(EPOCH),
-            admin_token=ADMIN_TOKEN,
-            ready=ready,
-        )
-    )
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://admin.invalid",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
 
 
 def row(user_id: int, recorded_at: float, status: str = "healthy") -> HealthRow:
