@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 
@@ -11,7 +10,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 
-from supervisor import find_exception
+from supervisor import find_exception, is_loopback
 
 __all__ = ["AdminServer", "serve_app"]
 
@@ -50,15 +49,6 @@ async def serve_app(
             )
         )
         task_status.started(urls[0])
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class AdminListenError(OSError):

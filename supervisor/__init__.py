@@ -20,6 +20,7 @@ from supervisor.config import (
     ConfigError,
     StorageConfig,
     SupervisorConfig,
+    is_loopback,
     load_config,
     parse_config,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "UnknownBot",
     "bot_config",
     "find_exception",
+    "is_loopback",
     "load_config",
     "parse_config",
 ]

@@ -106,7 +106,7 @@ class AdminConfig:
 
     def __post_init__(self) -> None:
         host, _port = split_listen(self.listen)
-        if self.enabled and self.token is None and not _is_loopback(host):
+        if self.enabled and self.token is None and not is_loopback(host):
             raise ValueError(
                 f"admin.listen is {self.listen!r}, but no admin token is set: set the "
                 f"environment variable {self.token_env} or listen on 127.0.0.1"
@@ -177,11 +177,12 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name, an address, or ``[ipv6]``) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
 
