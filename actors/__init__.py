@@ -47,6 +47,7 @@ from actors.events import (
 )
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
+from actors.ids import MAX_USER_ID, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key
 from actors.limits import (
     ChatLimiters,
@@ -62,6 +63,7 @@ from actors.retry import combine as combine_retry_statistics
 from actors.secrets import BotToken, RedactingFilter, redact
 
 __all__ = [
+    "MAX_USER_ID",
     "ActorState",
     "AutoreplyRule",
     "BackoffKind",
@@ -124,6 +126,7 @@ __all__ = [
     "TelegramError",
     "TokenBucket",
     "TransportError",
+    "UserId",
     "chat_key",
     "combine_retry_statistics",
     "create_sim_app",
@@ -133,4 +136,5 @@ __all__ = [
     "redact",
     "serve_sim",
     "shared_ssl_context",
+    "user_id_problem",
 ]
