@@ -26,7 +26,7 @@ from actors.breaker import BreakerState, BreakerStatistics, RollingCounter
 from actors.config import HealthConfig
 from actors.retry import RetryStatistics
 from actors.secrets import redact
-from storage.rows import HealthRow
+from storage import HealthRow
 
 __all__ = ["BotStatus", "HealthStatistics", "HealthTracker", "health_row"]
 

@@ -43,7 +43,7 @@ from actors.config import RetryConfig
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
 from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
-from storage.rows import HealthRow
+from storage import HealthRow
 
 __all__ = ["PipelineStatistics", "RequestPipeline"]
 

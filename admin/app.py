@@ -26,6 +26,7 @@ from actors import (
     BotStatus,
     BreakerState,
     BreakerStatistics,
+    UnknownBot,
     combine_retry_statistics,
 )
 from admin.auth import BearerAuth
@@ -38,7 +39,6 @@ from admin.openapi import openapi_endpoint, openapi_spec
 from admin.ratelimit import ClientBuckets, IpRateLimit
 from admin.serialize import plain
 from storage import HealthRow
-from supervisor import UnknownBot
 
 __all__ = ["AdminContext", "create_app", "read_json"]
 

@@ -1,8 +1,8 @@
 """``/admin/bots``: tenants added, listed, removed, suspended and resumed while the daemon runs.
 
-Everything goes through ``supervisor.Fleet``: a token is checked for its format here and with
-getMe there before anything is stored; a bot added here is persisted (source ``"api"``) and
-comes back after a restart. Tokens are only ever shown as ``123456:…``.
+Everything goes through the fleet (``admin.ports.FleetControl``): a token is checked for its
+format here and with getMe there before anything is stored; a bot added here is persisted
+(source ``"api"``) and comes back after a restart. Tokens are only ever shown as ``123456:…``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from actors import AutoreplyRule, BotActor, BotConfig, BotToken
+from actors import (
+    AutoreplyRule,
+    BotActor,
+    BotConfig,
+    BotExists,
+    BotToken,
+    FleetError,
+    TelegramUnreachable,
+    UnknownBot,
+)
 from admin.context import AdminContext, context_of, read_json, user_id_param
 from admin.errors import ApiError
-from supervisor import BotExists, FleetError, TelegramUnreachable, UnknownBot
 
 __all__ = ["bot_json", "bot_routes", "parse_new_bot"]
 

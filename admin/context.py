@@ -12,8 +12,8 @@ from starlette.requests import Request
 
 from actors import EventSink, MetricsActor
 from admin.errors import ApiError
+from admin.ports import FleetControl, SupervisionView
 from storage import Store
-from supervisor import BotSupervisor, Fleet
 
 __all__ = [
     "MAX_BODY",
@@ -32,10 +32,10 @@ MAX_BODY = 64 * 1024
 class AdminContext:
     """What the admin API needs, handed in by the daemon."""
 
-    fleet: Fleet
+    fleet: FleetControl
     metrics: MetricsActor
     store: Store
-    supervisor: BotSupervisor
+    supervisor: SupervisionView
     events: EventSink
     wall_clock: Callable[[], float]
     admin_token: str | None

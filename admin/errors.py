@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope, Send
 
-from actors.secrets import redact
+from actors import redact
 
 __all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
 

@@ -10,7 +10,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 
-from supervisor import find_exception, is_loopback
+from actors import find_exception
+from supervisor import is_loopback  # moves to admin.config
 
 __all__ = ["AdminServer", "serve_app"]
 

@@ -27,7 +27,8 @@ from typing import Any
 import trio
 import trio.testing
 
-from actors import BotActor, BotStatus, BreakerState, OutageMode, SimulatedBotApi
+from actors import BotActor, BotStatus, BreakerState
+from actors.simulator import OutageMode, SimulatedBotApi
 from bench.common import fmt, table
 from bench.inproc import make_api, start_fleet, wait_all_polling
 from storage import run_inline

@@ -16,14 +16,8 @@ from pathlib import Path
 
 import trio
 
-from actors import (
-    BotConfig,
-    BotToken,
-    LimitsConfig,
-    SimulatedBotApi,
-    SimulatedTransport,
-    TelegramConfig,
-)
+from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from actors.simulator import SimulatedBotApi, SimulatedTransport
 from storage import Offload
 from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
 from supervisor.clock import system_wall_clock

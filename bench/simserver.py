@@ -28,7 +28,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 
-from actors import SimulatedBotApi, create_sim_app
+from actors.simulator import SimulatedBotApi, create_sim_app
 from bench.common import raise_fd_limit
 
 __all__ = ["FIRST_BOT_ID", "main", "make_tokens"]

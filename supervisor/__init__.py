@@ -1,7 +1,7 @@
 """The supervision tree: configuration, the bot supervisor, the fleet and the daemon.
 
-``supervisor.daemon`` and ``supervisor.cli`` are imported on their own (they depend on
-``admin``, which depends on this package's fleet).
+``supervisor.daemon`` and ``supervisor.cli`` are the composition root: they build the
+whole tree (storage, actors, the admin API, the supervisor) and are imported on their own.
 """
 
 from supervisor.bot_supervisor import (
@@ -12,7 +12,6 @@ from supervisor.bot_supervisor import (
     RestartType,
     SupervisorEvent,
     SupervisorStatistics,
-    find_exception,
 )
 from supervisor.config import (
     AdminConfig,
@@ -25,18 +24,12 @@ from supervisor.config import (
     parse_config,
 )
 from supervisor.fleet import (
-    BotExists,
     Fleet,
-    FleetError,
-    TelegramUnreachable,
-    TokenRejected,
-    UnknownBot,
     bot_config,
 )
 
 __all__ = [
     "AdminConfig",
-    "BotExists",
     "BotSupervisor",
     "Child",
     "ChildState",
@@ -44,17 +37,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "Fleet",
-    "FleetError",
     "RestartType",
     "StorageConfig",
     "SupervisorConfig",
     "SupervisorEvent",
     "SupervisorStatistics",
-    "TelegramUnreachable",
-    "TokenRejected",
-    "UnknownBot",
     "bot_config",
-    "find_exception",
     "is_loopback",
     "load_config",
     "parse_config",

@@ -13,11 +13,11 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import trio
 
-from actors.secrets import redact
+from actors import redact
 from supervisor.config import SupervisorConfig
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "SupervisorEvent",
     "SupervisorStatistics",
     "describe_crash",
-    "find_exception",
 ]
 
 log = logging.getLogger("botvisor.supervisor")
@@ -93,21 +92,6 @@ class SupervisorStatistics:
     suspended: int
     total_restarts: int
     total_crashes: int
-
-
-E = TypeVar("E", bound=BaseException)
-
-
-def find_exception(exc: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` exception in ``exc``, looking through (nested) exception groups."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = find_exception(inner, kind)
-            if found is not None:
-                return found
-    return None
 
 
 def describe_crash(exc: BaseException) -> str:

@@ -30,12 +30,13 @@ from actors import (
     FleetServices,
     GlobalRateLimiter,
     MetricsActor,
+    find_exception,
     make_http_client,
     shared_ssl_context,
 )
 from admin import AdminContext, AdminListenError, AdminServer, create_app
 from storage import Offload, StorageError, Store
-from supervisor.bot_supervisor import BotSupervisor, find_exception
+from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fleet import Fleet
 

@@ -20,17 +20,8 @@ from typing import TextIO
 
 import trio
 
-from actors import (
-    BotConfig,
-    BotToken,
-    FaultProfile,
-    LimitsConfig,
-    OutageMode,
-    SimReport,
-    SimulatedBotApi,
-    TelegramConfig,
-    serve_sim,
-)
+from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from actors.simulator import FaultProfile, OutageMode, SimReport, SimulatedBotApi, serve_sim
 from supervisor.clock import system_wall_clock
 from supervisor.config import AdminConfig, Config, StorageConfig, SupervisorConfig
 from supervisor.daemon import Daemon, DaemonHandle, setup_error

@@ -21,44 +21,25 @@ from actors import (
     BotApiClient,
     BotApiError,
     BotConfig,
+    BotExists,
     BotToken,
     ErrorCategory,
+    FleetError,
     FleetServices,
+    HandlerError,
     HealthReport,
     LifecycleEvent,
+    TelegramUnreachable,
+    TokenRejected,
+    UnknownBot,
+    load_handler,
 )
-from actors.handlers import HandlerError, load_handler
 from storage import BotCounters, BotRecord, HealthRow
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
-__all__ = ["BotExists", "Fleet", "FleetError", "TelegramUnreachable", "TokenRejected", "UnknownBot"]
+__all__ = ["Fleet"]
 
 log = logging.getLogger("botvisor.fleet")
-
-
-class FleetError(Exception):
-    """A bot-management request that cannot be carried out; the message says why."""
-
-
-class UnknownBot(FleetError, KeyError):
-    def __init__(self, user_id: int) -> None:
-        super().__init__(f"no bot with user_id {user_id} is registered")
-        self.user_id = user_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class BotExists(FleetError):
-    pass
-
-
-class TokenRejected(FleetError):
-    """Telegram (or the token's own format) says the token cannot be used."""
-
-
-class TelegramUnreachable(FleetError):
-    """The token could not be checked because the Bot API did not answer."""
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,8 @@ from typing import Any
 import httpx
 import trio
 
-from actors import (
-    BotConfig,
-    BotEvent,
-    BotToken,
-    EventSink,
-    SimulatedBotApi,
-    SimulatedTransport,
-    TelegramConfig,
-)
+from actors import BotConfig, BotEvent, BotToken, EventSink, TelegramConfig
+from actors.simulator import SimulatedBotApi, SimulatedTransport
 from admin import AdminContext, create_app
 from storage import run_inline
 from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig

@@ -11,7 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors import BotStatus, FaultProfile, SimulatedBotApi
+from actors import BotStatus
+from actors.simulator import FaultProfile, SimulatedBotApi
 from storage import Store, run_inline
 from supervisor import Config
 from tests.harness import running_fleet

@@ -26,7 +26,6 @@ from actors import (
     ChatLimiters,
     CircuitBreaker,
     CircuitOpenError,
-    FaultProfile,
     FloodGate,
     GlobalRateLimiter,
     HealthConfig,
@@ -35,13 +34,12 @@ from actors import (
     RequestPipeline,
     RetryConfig,
     RetryCounters,
-    SimulatedBotApi,
     StatusChanged,
     TelegramError,
     TokenBucket,
     TransportError,
 )
-from actors.botapi.simulator import CallRecord
+from actors.simulator import CallRecord, FaultProfile, SimulatedBotApi
 from supervisor import Config
 from tests.harness import EPOCH, Fleet, running_fleet
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
-from actors import SimulatedBotApi
+from actors.simulator import SimulatedBotApi
 from admin import AdminContext, create_app
 from supervisor import AdminConfig, Config
 from supervisor.clock import anchored_wall_clock

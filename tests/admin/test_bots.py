@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import SimulatedBotApi
+from actors.simulator import SimulatedBotApi
 from tests.admin.helpers import AdminFleet, admin_fleet
 from tests.harness import bot_token
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from actors import BotToken, SimulatedBotApi, serve_sim
+from actors import BotToken
+from actors.simulator import SimulatedBotApi, serve_sim
 from tests.admin.helpers import ADMIN_TOKEN, AUTH
 from tests.e2e.durable import query
 from tests.e2e.process import BOTVISOR, DaemonProcess, write_config

@@ -18,14 +18,13 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 
 from actors import (
     BreakerConfig,
-    FaultProfile,
     LifecycleEvent,
     RetryConfig,
     RetryPolicyConfig,
-    SimulatedBotApi,
     StatusChanged,
     TelegramConfig,
 )
+from actors.simulator import FaultProfile, SimulatedBotApi
 from supervisor.remote import Target, format_event, open_event_stream, watch
 from tests.admin.helpers import ADMIN_TOKEN, served
 from tests.harness import EPOCH, Fleet, running_fleet

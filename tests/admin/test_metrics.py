@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import FaultProfile, SimulatedBotApi
+from actors.simulator import FaultProfile, SimulatedBotApi
 from tests.admin.helpers import AUTH, admin_fleet, client, make_app
 
 PER_BOT = {

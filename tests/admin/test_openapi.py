@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route, WebSocketRoute
 
-from actors import SimulatedBotApi
+from actors.simulator import SimulatedBotApi
 from admin import openapi_spec
 from tests.admin.helpers import AUTH, admin_fleet, served
 from tests.harness import running_fleet

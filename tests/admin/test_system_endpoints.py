@@ -19,7 +19,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors import BreakerState, FaultProfile, SimulatedBotApi
+from actors import BreakerState
+from actors.simulator import FaultProfile, SimulatedBotApi
 from tests.harness import EPOCH, Fleet, admin_client, running_fleet
 
 ADMIN_TOKEN = "system-endpoints-admin-token-0123456789"

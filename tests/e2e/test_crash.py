@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from actors import SimulatedBotApi, serve_sim
+from actors.simulator import SimulatedBotApi, serve_sim
 from tests.e2e.durable import (
     ADMIN_ENV,
     integrity,

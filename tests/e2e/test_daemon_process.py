@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from actors import SimulatedBotApi, serve_sim
+from actors.simulator import SimulatedBotApi, serve_sim
 from tests.e2e.process import BOTVISOR, DaemonProcess, write_config
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import trio
 
-from actors import BotConfig, BotToken, LimitsConfig, SimulatedBotApi, TelegramConfig, serve_sim
+from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from actors.simulator import SimulatedBotApi, serve_sim
 from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from actors import FaultProfile, SimulatedBotApi, serve_sim
+from actors.simulator import FaultProfile, SimulatedBotApi, serve_sim
 from tests.e2e.durable import (
     ADMIN_ENV,
     admin_client,

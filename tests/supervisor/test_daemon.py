@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import SimulatedBotApi
+from actors.simulator import SimulatedBotApi
 from storage import WriterState
 from supervisor import Config
 from tests.harness import EPOCH, running_fleet

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import FaultProfile, SimulatedBotApi, SimulatedTransport
+from actors.simulator import FaultProfile, SimulatedBotApi, SimulatedTransport
 from storage import (
     MIGRATIONS,
     SCHEMA_VERSION,

@@ -24,8 +24,7 @@ from actors.botapi import (
 )
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, RedactingFilter
-
-from .conftest import BOT_ID, TELEGRAM
+from tests.actors.conftest import BOT_ID, TELEGRAM
 
 SECRET = f"{BOT_ID}:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 TOKEN = BotToken(SECRET)

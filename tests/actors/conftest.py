@@ -1,4 +1,5 @@
-"""Fixtures of the Bot API tests: a seeded simulator with one bot, and a client talking to it."""
+"""Fixtures of the Bot API and simulator tests: a seeded simulator with one bot, and a client
+talking to it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from actors.botapi import BotApiClient, SimulatedBotApi, SimulatedTransport, make_http_client
+from actors.botapi import BotApiClient, make_http_client
 from actors.config import TelegramConfig
 from actors.secrets import BotToken
+from actors.simulator import SimulatedBotApi, SimulatedTransport
 
 TELEGRAM = TelegramConfig(api_base="https://api.telegram.org")
 BOT_ID = 123456

@@ -27,8 +27,8 @@ from urllib.parse import parse_qsl
 import httpx
 import trio
 
-from actors.botapi.sim_faults import FaultKind, SimulatedFault
-from actors.botapi.simulator import SimulatedBotApi
+from actors.simulator.api import SimulatedBotApi
+from actors.simulator.faults import FaultKind, SimulatedFault
 
 __all__ = ["BAD_GATEWAY_PAGE", "SimulatedTransport", "parse_params"]
 

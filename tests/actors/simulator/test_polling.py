@@ -11,16 +11,13 @@ import trio.testing
 from actors.botapi import (
     BotApiClient,
     ErrorCategory,
-    SimulatedBotApi,
-    SimulatedTransport,
     TelegramError,
     TransportError,
     make_http_client,
 )
-from actors.botapi.simulator import SIM_EPOCH
 from actors.secrets import BotToken
-
-from .conftest import BOT_ID, TELEGRAM
+from actors.simulator import SIM_EPOCH, SimulatedBotApi, SimulatedTransport
+from tests.actors.conftest import BOT_ID, TELEGRAM
 
 
 async def test_an_idle_long_poll_answers_empty_exactly_at_its_timeout(

@@ -3,11 +3,11 @@
 :meth:`SimulatedBotApi.handle` is the whole server: ``(token, method, params)`` in,
 ``(HTTP status, JSON body)`` out, with Telegram's semantics and error shapes, long polls on Trio
 time (so a ``MockClock`` drives them), injected faults, outages and optional flood limits.
-Faults with no HTTP answer are raised as :class:`~actors.botapi.sim_faults.SimulatedFault`;
+Faults with no HTTP answer are raised as :class:`~actors.simulator.faults.SimulatedFault`;
 ``SimulatedTransport`` (in process) and ``create_sim_app`` (real HTTP) turn them into what a
 client would see. Simulated users (``add_users`` + ``run``) write to the bots, and
 :meth:`SimulatedBotApi.report` tells whether every message was answered once and in order
-(the matching rule is in :mod:`actors.botapi.sim_report`).
+(the matching rule is in :mod:`actors.simulator.report`).
 
 Methods: getMe, getUpdates, sendMessage, sendChatAction, deleteWebhook, getWebhookInfo; any
 other -> 404 Not Found, as Telegram answers. Method names are case-insensitive, as Telegram's.
@@ -25,76 +25,40 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 import trio
 
-from actors.botapi.sim_faults import (
+from actors.secrets import BotToken, redact
+from actors.simulator.bots import CallRecord, SentMessage, SimBot, SimUpdate, token_key
+from actors.simulator.faults import (
     FaultKind,
     FaultProfile,
     FloodLimits,
     OutageMode,
     SimulatedFault,
 )
-from actors.botapi.sim_report import BotReport, ChatLog, DeliveryLog, SimReport, tagged_text
-from actors.botapi.sim_users import ChatTraffic, UserTraffic
-from actors.secrets import BotToken, redact
+from actors.simulator.protocol import (
+    CONFLICT,
+    MAX_TEXT,
+    BadRequest,
+    Response,
+    chat_json,
+    error,
+    int_param,
+    ok,
+    render_update,
+)
+from actors.simulator.report import BotReport, ChatLog, SimReport, tagged_text
+from actors.simulator.users import ChatTraffic, UserTraffic
 
-__all__ = ["CallRecord", "SentMessage", "SimBot", "SimStatistics", "SimulatedBotApi"]
+__all__ = ["SIM_EPOCH", "SimStatistics", "SimulatedBotApi"]
 
 # Wall-clock of the simulated world when none is injected: this epoch plus Trio time.
 SIM_EPOCH = 1_700_000_000.0
 _TOKEN = re.compile(r"([0-9]{1,20}):[A-Za-z0-9_-]{20,}")
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 _CHAT_TYPES = frozenset({"private", "group", "supergroup"})
-_MAX_TEXT = 4096
-_CONFLICT = (
-    "Conflict: terminated by other getUpdates request; "
-    "make sure that only one bot instance is running"
-)
-
-Response = tuple[int, dict[str, Any]]
-
-
-class _Update(NamedTuple):
-    update_id: int
-    message_id: int
-    date: int
-    chat_id: int
-    chat_type: str
-    user_id: int
-    text: str
-
-
-class _BadRequest(Exception):
-    """A parameter Telegram would refuse: answered 400 with this description."""
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    """A message a bot delivered (recorded only with ``record=True``)."""
-
-    time: float
-    chat_id: int
-    message_id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One call as the server saw it (recorded only with ``record=True``).
-
-    ``status`` is the HTTP status answered, 0 when no answer was given: then ``fault`` says
-    why, or both are unset when the caller went away (cancelled) first.
-    """
-
-    time: float  # Trio time the call arrived
-    bot_id: int | None  # None for an unknown token
-    method: str
-    params: Mapping[str, Any]
-    status: int
-    fault: FaultKind | None
-    delivered: bool  # the call took effect (meaningful for sendMessage under a fault)
 
 
 @dataclass(frozen=True)
@@ -124,105 +88,6 @@ class SimStatistics:
     replies: int  # messages delivered by sendMessage
     simulated_chats: int
     calls_by_method: Mapping[str, int]
-
-
-class SimBot:
-    """One bot as the server knows it: identity, pending updates, waiting poll, deliveries."""
-
-    __slots__ = (
-        "blocked",
-        "bot_id",
-        "buckets",
-        "faults",
-        "first_name",
-        "log",
-        "next_message_id",
-        "next_update_id",
-        "pending",
-        "polling",
-        "revoked",
-        "sent",
-        "token",
-        "updates_confirmed",
-        "username",
-        "waiter",
-    )
-
-    def __init__(self, token: str, bot_id: int, username: str, first_update_id: int) -> None:
-        self.token = token
-        self.bot_id = bot_id
-        self.username = username
-        self.first_name = f"Bot {bot_id}"
-        self.revoked = False
-        self.faults: FaultProfile | None = None  # None: the global profile
-        self.next_update_id = first_update_id
-        self.next_message_id = 1
-        self.pending: deque[_Update] = deque()
-        self.waiter: trio.Event | None = None  # set when an update arrives for a waiting poll
-        self.polling = False
-        self.updates_confirmed = 0
-        self.log = DeliveryLog()
-        self.blocked: set[int] | None = None
-        # Flood-limit buckets [tokens, last refill] per chat, and the bot's under key None.
-        self.buckets: dict[int | None, list[float]] | None = None
-        self.sent: deque[SentMessage] | None = None
-
-    def __repr__(self) -> str:
-        return f"<SimBot id={self.bot_id} username={self.username!r}>"
-
-    @property
-    def pending_updates(self) -> int:
-        return len(self.pending)
-
-    @property
-    def replies(self) -> list[SentMessage]:
-        """Delivered messages, oldest first (empty unless the API records)."""
-        return list(self.sent) if self.sent is not None else []
-
-    def user(self) -> dict[str, Any]:
-        return {
-            "id": self.bot_id,
-            "is_bot": True,
-            "first_name": self.first_name,
-            "username": self.username,
-            "can_join_groups": True,
-            "can_read_all_group_messages": False,
-            "supports_inline_queries": False,
-        }
-
-
-def _reveal(token: str | BotToken) -> str:
-    return token.reveal() if isinstance(token, BotToken) else token
-
-
-def _ok(result: Any) -> Response:
-    return 200, {"ok": True, "result": result}
-
-
-def _error(code: int, description: str, retry_after: int | None = None) -> Response:
-    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
-    if retry_after is not None:
-        body["parameters"] = {"retry_after": retry_after}
-    return code, body
-
-
-def _int_param(params: Mapping[str, Any], name: str) -> int | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
-        return int(value)
-    raise _BadRequest(f'Bad Request: field "{name}" must be a valid Number')
-
-
-def _chat(chat_id: int, log: ChatLog) -> dict[str, Any]:
-    if log.chat_type == "private":
-        return {"id": chat_id, "type": "private", "first_name": f"User{log.user_id}"}
-    return {"id": chat_id, "type": log.chat_type, "title": f"Group {abs(chat_id)}"}
 
 
 class SimulatedBotApi:
@@ -299,7 +164,7 @@ class SimulatedBotApi:
         username: str | None = None,
     ) -> SimBot:
         """Register a bot. Its id defaults to the token's numeric prefix, as Telegram's is."""
-        key = _reveal(token)
+        key = token_key(token)
         match = _TOKEN.fullmatch(key)
         if match is None:
             raise ValueError(
@@ -321,7 +186,7 @@ class SimulatedBotApi:
 
     def bot(self, token: str | BotToken) -> SimBot:
         """The bot with ``token``; LookupError if it was never added."""
-        key = _reveal(token)
+        key = token_key(token)
         bot = self._bots.get(key)
         if bot is None:
             raise LookupError(f"no simulated bot has the token {redact(key)}")
@@ -377,7 +242,7 @@ class SimulatedBotApi:
     ) -> int:
         """A user writes ``text`` to the bot in ``chat_id``: enqueues an update, returns its id.
 
-        The message is tracked by its whole text (see :mod:`actors.botapi.sim_report`).
+        The message is tracked by its whole text (see :mod:`actors.simulator.report`).
         """
         if chat_type not in _CHAT_TYPES:
             raise ValueError(f"chat_type must be one of {sorted(_CHAT_TYPES)}, got {chat_type!r}")
@@ -441,7 +306,9 @@ class SimulatedBotApi:
         bot.next_message_id += 1
         bot.log.user_message(log, message_id, text if manual else None)
         bot.pending.append(
-            _Update(update_id, message_id, self._date(), chat_id, log.chat_type, log.user_id, text)
+            SimUpdate(
+                update_id, message_id, self._date(), chat_id, log.chat_type, log.user_id, text
+            )
         )
         self._counts["pending_updates"] += 1
         self._counts["user_messages"] += 1
@@ -519,7 +386,7 @@ class SimulatedBotApi:
         Raises :class:`SimulatedFault` for a fault without an answer (connect error, gateway
         page, timeout, drop); a TIMEOUT is raised at once and the transport holds the caller.
         """
-        key = _reveal(token)
+        key = token_key(token)
         counts = self._counts
         counts["calls"] += 1
         self._by_method[method] = self._by_method.get(method, 0) + 1
@@ -576,25 +443,25 @@ class SimulatedBotApi:
             await trio.sleep(latency / 2)
         if bot is None or bot.revoked:
             self._counts["unauthorized"] += 1
-            response = _error(401, "Unauthorized")
+            response = error(401, "Unauthorized")
         elif drawn == "5xx":
             self._counts["injected_5xx"] += 1
-            response = _error(500, "Internal Server Error")
+            response = error(500, "Internal Server Error")
         elif drawn == "409":
             self._counts["injected_409"] += 1
-            response = _error(409, _CONFLICT)
+            response = error(409, CONFLICT)
         elif drawn == "429":
             self._counts["injected_429"] += 1
             retry = profile.retry_after
-            response = _error(429, f"Too Many Requests: retry after {retry}", retry)
+            response = error(429, f"Too Many Requests: retry after {retry}", retry)
         else:
             try:
                 if drawn is None:
                     response = await self._dispatch(bot, name, params)
                 else:
                     await self._fail_after_receiving(bot, name, params, profile, drawn)
-            except _BadRequest as exc:
-                response = _error(400, str(exc))
+            except BadRequest as exc:
+                response = error(400, str(exc))
         if latency > 0:
             await trio.sleep(latency - latency / 2)
         return response
@@ -622,7 +489,7 @@ class SimulatedBotApi:
         delivered = False
         if name == "getupdates":
             # The offset is applied; the updates this poll would return stay pending.
-            offset = _int_param(params, "offset")
+            offset = int_param(params, "offset")
             if offset is not None:
                 self._confirm(bot, offset)
         elif self._rng.random() < profile.deliver_before_fault_rate:
@@ -636,23 +503,23 @@ class SimulatedBotApi:
         if name == "sendmessage":
             return self._send_message(bot, params)
         if name == "getme":
-            return _ok(bot.user())
+            return ok(bot.user())
         if name == "sendchataction":
             self._target_chat(bot, params)
-            return _ok(True)
+            return ok(True)
         if name == "deletewebhook":
             if params.get("drop_pending_updates") in (True, "true", "True", "1"):
                 self._confirm(bot, bot.next_update_id)
-            return _ok(True)
+            return ok(True)
         if name == "getwebhookinfo":
-            return _ok(
+            return ok(
                 {
                     "url": "",
                     "has_custom_certificate": False,
                     "pending_update_count": len(bot.pending),
                 }
             )
-        return _error(404, "Not Found")
+        return error(404, "Not Found")
 
     def _confirm(self, bot: SimBot, offset: int) -> None:
         pending = bot.pending
@@ -672,22 +539,22 @@ class SimulatedBotApi:
         self._counts["pending_updates"] -= drop
 
     async def _get_updates(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        offset = _int_param(params, "offset")
-        limit = min(100, max(1, _int_param(params, "limit") or 100))
-        timeout = max(0, _int_param(params, "timeout") or 0)
+        offset = int_param(params, "offset")
+        limit = min(100, max(1, int_param(params, "limit") or 100))
+        timeout = max(0, int_param(params, "timeout") or 0)
         allowed = params.get("allowed_updates")
         if isinstance(allowed, str):
             try:
                 allowed = json.loads(allowed)
             except ValueError:
-                raise _BadRequest("Bad Request: can't parse allowed_updates JSON array") from None
+                raise BadRequest("Bad Request: can't parse allowed_updates JSON array") from None
         if allowed is not None and not isinstance(allowed, list):
-            raise _BadRequest("Bad Request: allowed_updates must be an Array")
+            raise BadRequest("Bad Request: allowed_updates must be an Array")
         # Every simulated update is a "message"; an empty list means all kinds.
         visible = not allowed or "message" in allowed
         if bot.polling:
             self._counts["conflicts"] += 1
-            return _error(409, _CONFLICT)
+            return error(409, CONFLICT)
         if offset is not None:
             self._confirm(bot, offset)
         if timeout > 0 and not (visible and bot.pending):
@@ -706,68 +573,45 @@ class SimulatedBotApi:
                 self._counts["waiting_polls"] -= 1
             if bot.revoked:
                 self._counts["unauthorized"] += 1
-                return _error(401, "Unauthorized")
+                return error(401, "Unauthorized")
         if not visible:
-            return _ok([])
-        return _ok([self._render(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
-
-    @staticmethod
-    def _render(update: _Update) -> dict[str, Any]:
-        chat: dict[str, Any] = {"id": update.chat_id, "type": update.chat_type}
-        if update.chat_type == "private":
-            chat["first_name"] = f"User{update.user_id}"
-        else:
-            chat["title"] = f"Group {abs(update.chat_id)}"
-        return {
-            "update_id": update.update_id,
-            "message": {
-                "message_id": update.message_id,
-                "from": {
-                    "id": update.user_id,
-                    "is_bot": False,
-                    "first_name": f"User{update.user_id}",
-                    "language_code": "en",
-                },
-                "chat": chat,
-                "date": update.date,
-                "text": update.text,
-            },
-        }
+            return ok([])
+        return ok([render_update(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
 
     def _target_chat(self, bot: SimBot, params: Mapping[str, Any]) -> tuple[int, ChatLog]:
         raw = params.get("chat_id")
         if raw is None or raw == "":
-            raise _BadRequest("Bad Request: chat_id is empty")
+            raise BadRequest("Bad Request: chat_id is empty")
         try:
-            chat_id = _int_param(params, "chat_id")
-        except _BadRequest:
+            chat_id = int_param(params, "chat_id")
+        except BadRequest:
             chat_id = None  # "@channelname": no simulated chat has a username
         log = bot.log.chats.get(chat_id) if chat_id is not None else None
         if chat_id is None or log is None:
-            raise _BadRequest("Bad Request: chat not found")
+            raise BadRequest("Bad Request: chat not found")
         return chat_id, log
 
     def _send_message(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
         chat_id, log = self._target_chat(bot, params)
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise _BadRequest("Bad Request: message text is empty")
-        if len(text) > _MAX_TEXT:
-            raise _BadRequest("Bad Request: message is too long")
+            raise BadRequest("Bad Request: message text is empty")
+        if len(text) > MAX_TEXT:
+            raise BadRequest("Bad Request: message is too long")
         if bot.blocked is not None and chat_id in bot.blocked:
-            return _error(403, "Forbidden: bot was blocked by the user")
+            return error(403, "Forbidden: bot was blocked by the user")
         if self._flood is not None:
             wait = self._flood_wait(bot, chat_id, log.chat_type)
             if wait > 0:
                 self._counts["flood_limited"] += 1
-                return _error(429, f"Too Many Requests: retry after {wait}", wait)
+                return error(429, f"Too Many Requests: retry after {wait}", wait)
         message_id = bot.next_message_id
         bot.next_message_id += 1
         bot.log.reply(chat_id, text)
         self._counts["replies"] += 1
         if bot.sent is not None:
             bot.sent.append(SentMessage(trio.current_time(), chat_id, message_id, text))
-        return _ok(
+        return ok(
             {
                 "message_id": message_id,
                 "from": {
@@ -776,7 +620,7 @@ class SimulatedBotApi:
                     "first_name": bot.first_name,
                     "username": bot.username,
                 },
-                "chat": _chat(chat_id, log),
+                "chat": chat_json(chat_id, log),
                 "date": self._date(),
                 "text": text,
             }

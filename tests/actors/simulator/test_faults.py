@@ -9,21 +9,16 @@ import pytest
 import trio
 import trio.testing
 
-from actors.botapi import (
-    BotApiClient,
-    BotApiError,
-    ErrorCategory,
+from actors.botapi import BotApiClient, BotApiError, ErrorCategory, TelegramError, TransportError
+from actors.simulator import (
     FaultKind,
     FaultProfile,
     FloodLimits,
     OutageMode,
     SimulatedBotApi,
     SimulatedFault,
-    TelegramError,
-    TransportError,
 )
-
-from .conftest import TELEGRAM
+from tests.actors.conftest import TELEGRAM
 
 CHAT = 777
 

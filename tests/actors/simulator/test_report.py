@@ -9,9 +9,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors.botapi import BotApiClient, SimulatedBotApi, tagged_text
-
-from .conftest import BOT_ID
+from actors.botapi import BotApiClient
+from actors.simulator import SimulatedBotApi, tagged_text
+from tests.actors.conftest import BOT_ID
 
 
 async def reply(api: SimulatedBotApi, token: str, chat_id: int, text: str) -> None:

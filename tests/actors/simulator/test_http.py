@@ -13,15 +13,13 @@ import trio.testing
 from actors.botapi import (
     BotApiClient,
     ErrorCategory,
-    FaultProfile,
-    SimulatedBotApi,
     TelegramError,
     make_http_client,
-    serve_sim,
     shared_ssl_context,
 )
 from actors.config import TelegramConfig
 from actors.secrets import BotToken
+from actors.simulator import FaultProfile, SimulatedBotApi, serve_sim
 
 # A safety bound for real sockets, not an assertion about speed.
 BOUND = 30

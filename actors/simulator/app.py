@@ -32,9 +32,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from actors.botapi.sim_faults import FaultKind, SimulatedFault
-from actors.botapi.sim_transport import BAD_GATEWAY_PAGE, parse_params
-from actors.botapi.simulator import SimulatedBotApi
+from actors.simulator.api import SimulatedBotApi
+from actors.simulator.faults import FaultKind, SimulatedFault
+from actors.simulator.transport import BAD_GATEWAY_PAGE, parse_params
 
 __all__ = ["HOLD_SECONDS", "create_sim_app", "serve_sim"]
 

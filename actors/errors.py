@@ -1,0 +1,66 @@
+"""Errors of bot management, and how to find one inside exception groups.
+
+The tree (what a request to add, remove, suspend or resume a bot can fail with)::
+
+    FleetError               the request cannot be carried out; the message says why
+    ├── UnknownBot           no bot with that user_id is registered (also a KeyError)
+    ├── BotExists            the user_id is already registered
+    ├── TokenRejected        Telegram, or the token's own format, refuses the token
+    └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
+
+They are declared here, below both the fleet (``supervisor``) that raises them and the admin
+API that answers them, so neither layer imports the other.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = [
+    "BotExists",
+    "FleetError",
+    "TelegramUnreachable",
+    "TokenRejected",
+    "UnknownBot",
+    "find_exception",
+]
+
+
+class FleetError(Exception):
+    """A bot-management request that cannot be carried out; the message says why."""
+
+
+class UnknownBot(FleetError, KeyError):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"no bot with user_id {user_id} is registered")
+        self.user_id = user_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class BotExists(FleetError):
+    """The user_id is already registered."""
+
+
+class TokenRejected(FleetError):
+    """Telegram (or the token's own format) says the token cannot be used."""
+
+
+class TelegramUnreachable(FleetError):
+    """The token could not be checked because the Bot API did not answer."""
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def find_exception(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` exception in ``exc``, looking through (nested) exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_exception(inner, kind)
+            if found is not None:
+                return found
+    return None
