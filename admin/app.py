@@ -351,7 +351,9 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
 
 
 def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    """The admin ASGI app.
+    """The admin ASGI app. Every route, ``extra_routes`` too, declares its contract with
+    ``@operation`` on its endpoint: the OpenAPI document is generated here and refuses a route
+    that declares none (``RuntimeError``).
 
     ``app.state`` holds what ``AdminServer`` and tests reach for: ``event_streams``
     (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``.

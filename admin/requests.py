@@ -105,24 +105,20 @@ class AutoreplyRuleBody(RequestModel):
 
 
 class NewBot(RequestModel):
-    """The body of ``POST /admin/bots``."""
+    """The body of ``POST /admin/bots``: the token is checked with getMe before anything is
+    stored, and never shown again."""
 
     user_id: UserId = Field(description=USER_ID_RULE)
-    token: str = Field(
-        description="a string: the bot's token from @BotFather; checked with getMe before "
-        "anything is stored, never shown again"
-    )
+    token: str = Field(description="a string: the bot's token from @BotFather")
     handler: str = Field("echo", description="'echo', 'autoreply' or 'package.module:function'")
     autoreply: tuple[AutoreplyRuleBody, ...] = Field(
         (), description="a list of objects with non-empty strings 'contains' and 'reply'"
     )
     autoreply_default: str | None = Field(
-        None, description="a string or null: the reply when no autoreply rule matches"
+        None, description="a string (the reply when no rule matches) or null (no reply)"
     )
     rps: Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)] | None = Field(
-        None,
-        description="a number > 0 or null: this bot's own requests per second "
-        "(limits.bot_rps if null)",
+        None, description="a number > 0 (this bot's requests per second) or null (limits.bot_rps)"
     )
 
     def bot_config(self) -> BotConfig:
@@ -168,7 +164,7 @@ def _shown(value: object) -> str:
 def _problem(model: type[BaseModel], error: ErrorDetails) -> str:
     loc = error["loc"]
     name = str(loc[0]) if loc else "the request"
-    if error["type"] == "missing":
+    if error["type"] == "missing" and len(loc) == 1:
         return f"the field {name!r} is required"
     if error["type"] == "value_error":
         # Raised by our own validators, whose messages already state the rule.
@@ -191,19 +187,21 @@ def parse(model: type[Model], data: Mapping[str, Any]) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    # Unknown top-level fields are told together, then each wrong field once (a union's
+    # members would otherwise each report the same value); a nested problem is told by its
+    # top-level field's rule.
+    unknown = sorted(
+        str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1
+    )
     problems = []
     if unknown:
         known = ", ".join(sorted(model.model_fields))
         problems.append(f"unknown field(s) {', '.join(unknown)}; known: {known}")
-    missing = [e for e in errors if e["type"] == "missing"]
-    others = [e for e in errors if e["type"] not in ("missing", "extra_forbidden")]
-    # One message per field: a union's members would otherwise each report the same value.
-    seen: set[object] = set()
-    for error in [*missing, *others]:
-        key = error["loc"][:1]
-        if key not in seen:
-            seen.add(key)
+    told = set(unknown)
+    for error in sorted(errors, key=lambda e: e["type"] != "missing"):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        if name not in told:
+            told.add(name)
             problems.append(_problem(model, error))
     raise ApiError(422, "; ".join(problems))
 
