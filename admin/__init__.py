@@ -4,7 +4,10 @@ from admin.app import AdminContext, create_app
 from admin.errors import ApiError
 from admin.events import EventStreams, EventStreamStatistics
 from admin.openapi import openapi_spec
+from admin.operations import Operation, Reply, operation
 from admin.ratelimit import ClientBuckets, IpRateLimit, RateLimitStatistics, client_address
+from admin.records import Record, record_response
+from admin.requests import RequestModel, parse
 from admin.server import AdminListenError, AdminServer, serve_app
 
 __all__ = [
@@ -16,9 +19,16 @@ __all__ = [
     "EventStreamStatistics",
     "EventStreams",
     "IpRateLimit",
+    "Operation",
     "RateLimitStatistics",
+    "Record",
+    "Reply",
+    "RequestModel",
     "client_address",
     "create_app",
     "openapi_spec",
+    "operation",
+    "parse",
+    "record_response",
     "serve_app",
 ]

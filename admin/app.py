@@ -4,6 +4,10 @@ Routes read ``statistics()`` records of the fleet's components and never reach i
 state. Every ``/admin`` route (and ``/metrics`` unless configured public) needs the admin
 bearer token; every request counts against its client address's rate limit first.
 
+Each endpoint declares what it takes and answers with ``@operation`` (``operations``); bodies
+and parameters are parsed into the models of ``requests``, answers are the records of
+``records``, and ``openapi`` generates the document from those.
+
 Modules: ``bots`` (bot management), ``events`` (the live WebSocket), ``metrics``
 (Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
 """
@@ -11,13 +15,12 @@ Modules: ``bots`` (bot management), ``events`` (the live WebSocket), ``metrics``
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors import (
@@ -31,18 +34,34 @@ from actors import (
 )
 from admin.auth import BearerAuth
 from admin.bots import bot_routes, management_state
-from admin.context import AdminContext, context_of, read_json, user_id_param
+from admin.context import AdminContext, context_of
 from admin.errors import ApiError, exception_handlers
 from admin.events import EventStreams
 from admin.metrics import FleetCollector, metrics_endpoint, metrics_registry
 from admin.openapi import openapi_endpoint, openapi_spec
+from admin.operations import Reply, operation
 from admin.ratelimit import ClientBuckets, IpRateLimit
-from admin.serialize import plain
+from admin.records import (
+    Alive,
+    BotHealth,
+    BotRetry,
+    Breaker,
+    BreakerSummary,
+    HealthSummary,
+    History,
+    PersistNow,
+    Ready,
+    RetryReset,
+    RetrySummary,
+    UnhealthyBots,
+    UnhealthyHistory,
+    fields_of,
+    record_response,
+)
+from admin.requests import EventsQuery, HoursQuery, UserIdPath, parse_path, parse_query
 from storage import HealthRow
 
-__all__ = ["AdminContext", "create_app", "read_json"]
-
-HOURS_MIN, HOURS_MAX = 1, 168
+__all__ = ["AdminContext", "create_app"]
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -52,12 +71,8 @@ def _ctx(request: Request) -> AdminContext:
     return context_of(request)
 
 
-def _json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(plain(data), status_code=status)
-
-
 def _user_id(request: Request) -> int:
-    return user_id_param(request)
+    return parse_path(request, UserIdPath).user_id
 
 
 def _actor(request: Request) -> BotActor:
@@ -69,71 +84,67 @@ def _actor(request: Request) -> BotActor:
 
 
 def _hours(request: Request) -> int:
-    raw = request.query_params.get("hours", "24")
-    try:
-        hours = int(raw)
-    except ValueError:
-        hours = -1
-    if not HOURS_MIN <= hours <= HOURS_MAX:
-        raise ApiError(
-            422, f"hours must be a whole number from {HOURS_MIN} to {HOURS_MAX}, got {raw!r}"
-        )
-    return hours
+    return parse_query(request, HoursQuery).hours
 
 
-def _bot_health(stats: BotStatistics, child_state: str | None) -> dict[str, Any]:
+def _bot_health(stats: BotStatistics, child_state: str | None) -> BotHealth:
     health = stats.health
-    return {
-        "user_id": stats.user_id,
-        "status": stats.status.value,
-        "actor_state": stats.state.value,
-        "supervisor_state": child_state,
-        "suspended_reason": health.suspended_reason,
-        "total_requests": health.total_requests,
-        "successful_requests": health.successful_requests,
-        "failed_requests": health.failed_requests,
-        "error_rate": health.error_rate,
-        "avg_response_time_ms": health.ema_latency_ms,
-        "consecutive_failures": health.consecutive_failures,
-        "rate_limited_count": health.throttled,
-        "chat_errors": health.chat_errors,
-        "last_success_at": health.last_success_at,
-        "last_failure_at": health.last_failure_at,
-        "last_error": health.last_error,
-        "circuit_state": stats.breaker.state.value,
-        "handled_updates": stats.handled_updates,
-        "replies_sent": stats.replies_sent,
-        "dead_letters": stats.dead_letters,
-        "ambiguous_sends": stats.ambiguous_sends,
-        "handler_errors": stats.handler_errors,
-    }
-
-
-def _row(row: HealthRow) -> dict[str, Any]:
-    return plain(row)  # type: ignore[no-any-return]
+    return BotHealth(
+        user_id=stats.user_id,
+        status=stats.status,
+        actor_state=stats.state,
+        supervisor_state=child_state,
+        suspended_reason=health.suspended_reason,
+        total_requests=health.total_requests,
+        successful_requests=health.successful_requests,
+        failed_requests=health.failed_requests,
+        error_rate=health.error_rate,
+        avg_response_time_ms=health.ema_latency_ms,
+        consecutive_failures=health.consecutive_failures,
+        rate_limited_count=health.throttled,
+        chat_errors=health.chat_errors,
+        last_success_at=health.last_success_at,
+        last_failure_at=health.last_failure_at,
+        last_error=health.last_error,
+        circuit_state=stats.breaker.state,
+        handled_updates=stats.handled_updates,
+        replies_sent=stats.replies_sent,
+        dead_letters=stats.dead_letters,
+        ambiguous_sends=stats.ambiguous_sends,
+        handler_errors=stats.handler_errors,
+    )
 
 
 # --- probes ----------------------------------------------------------------------------------
 
 
+@operation("The process is alive", {200: Alive}, public=True)
 async def healthz(request: Request) -> Response:
-    return _json({"status": "alive"})
+    return record_response(Alive(status="alive"))
 
 
+@operation(
+    "The store is writable and the daemon is not shutting down",
+    {200: Ready, 503: Reply("not ready; detail says why", record=Ready)},
+    public=True,
+)
 async def readyz(request: Request) -> Response:
     ok, detail = await _ctx(request).ready()
-    return _json({"status": "ready" if ok else "not ready", "detail": detail}, 200 if ok else 503)
+    ready = Ready(status="ready" if ok else "not ready", detail=detail)
+    return record_response(ready, status=200 if ok else 503)
 
 
 # --- 1–3: bot health -----------------------------------------------------------------------
 
 
+@operation("Fleet health totals", {200: HealthSummary})
 async def health_summary(request: Request) -> Response:
     ctx = _ctx(request)
     summary = ctx.metrics.summary()
-    return _json({"generated_at": ctx.wall_clock(), **plain(summary)})
+    return record_response(HealthSummary(generated_at=ctx.wall_clock(), **fields_of(summary)))
 
 
+@operation("Bots that are not healthy", {200: UnhealthyBots})
 async def health_unhealthy(request: Request) -> Response:
     ctx = _ctx(request)
     bots = []
@@ -142,29 +153,31 @@ async def health_unhealthy(request: Request) -> Response:
         if stats.status is not BotStatus.HEALTHY:
             state = ctx.fleet.child_state(actor.user_id)
             bots.append(_bot_health(stats, state.value if state else None))
-    return _json({"generated_at": ctx.wall_clock(), "count": len(bots), "bots": bots})
+    return record_response(UnhealthyBots(generated_at=ctx.wall_clock(), count=len(bots), bots=bots))
 
 
+@operation("One bot's health", {200: BotHealth}, path=UserIdPath, errors=(404,))
 async def health_one(request: Request) -> Response:
     actor = _actor(request)
     state = _ctx(request).fleet.child_state(actor.user_id)
-    return _json(_bot_health(actor.statistics(), state.value if state else None))
+    return record_response(_bot_health(actor.statistics(), state.value if state else None))
 
 
 # --- 4–6: circuit breakers -----------------------------------------------------------------
 
 
-def _breaker(ctx: AdminContext, user_id: int, stats: BreakerStatistics) -> dict[str, Any]:
+def _breaker(ctx: AdminContext, user_id: int, stats: BreakerStatistics) -> Breaker:
     """A breaker's statistics, its times as wall-clock epoch seconds like every other time
     the API shows (the breaker keeps Trio time, whose origin means nothing to an operator)."""
-    data: dict[str, Any] = {"user_id": user_id, **plain(stats)}
+    data = fields_of(stats)
     offset = ctx.wall_clock() - trio.current_time()
     for key in ("opened_at", "half_open_at"):
         if data[key] is not None:
             data[key] += offset
-    return data
+    return Breaker(user_id=user_id, **data)
 
 
+@operation("Breakers by state", {200: BreakerSummary})
 async def breakers_summary(request: Request) -> Response:
     ctx = _ctx(request)
     by_state = {state.value: 0 for state in BreakerState}
@@ -174,40 +187,44 @@ async def breakers_summary(request: Request) -> Response:
         by_state[stats.state.value] += 1
         if stats.state is not BreakerState.CLOSED:
             not_closed.append(_breaker(ctx, actor.user_id, stats))
-    return _json({"total": sum(by_state.values()), "by_state": by_state, "not_closed": not_closed})
+    summary = BreakerSummary(total=sum(by_state.values()), by_state=by_state, not_closed=not_closed)
+    return record_response(summary)
 
 
+@operation("One bot's breaker", {200: Breaker}, path=UserIdPath, errors=(404,))
 async def breaker_one(request: Request) -> Response:
     actor = _actor(request)
-    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    return record_response(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
 
 
+@operation("Close the bot's breaker", {200: Breaker}, path=UserIdPath, errors=(404,))
 async def breaker_reset(request: Request) -> Response:
     actor = _actor(request)
     actor.breaker.reset()
-    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    return record_response(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
 
 
 # --- 7–8: retry statistics -----------------------------------------------------------------
 
 
+@operation("Retry counters, overall and per bot", {200: RetrySummary})
 async def retry_statistics(request: Request) -> Response:
     ctx = _ctx(request)
     per_bot = {actor.user_id: actor.retry_counters.statistics() for actor in ctx.fleet.actors()}
-    return _json(
-        {
-            "overall": combine_retry_statistics(per_bot.values()),
-            "bots": [{"user_id": uid, **plain(stats)} for uid, stats in per_bot.items()],
-        }
+    summary = RetrySummary(
+        overall=combine_retry_statistics(per_bot.values()),
+        bots=[BotRetry(user_id=uid, **fields_of(stats)) for uid, stats in per_bot.items()],
     )
+    return record_response(summary)
 
 
+@operation("Zero every bot's retry counters", {200: RetryReset})
 async def retry_reset(request: Request) -> Response:
     ctx = _ctx(request)
     actors = ctx.fleet.actors()
     for actor in actors:
         actor.retry_counters.reset()
-    return _json({"reset": len(actors)})
+    return record_response(RetryReset(reset=len(actors)))
 
 
 # --- 9–11: history and persistence ---------------------------------------------------------
@@ -217,15 +234,18 @@ async def retry_reset(request: Request) -> Response:
 HISTORY_ROW_LIMIT = 10_000
 
 
-def _page(rows: list[HealthRow]) -> dict[str, Any]:
-    kept = rows[-HISTORY_ROW_LIMIT:]
-    return {
-        "count": len(kept),
-        "truncated": len(rows) > HISTORY_ROW_LIMIT,
-        "rows": [_row(r) for r in kept],
-    }
+def _page(rows: list[HealthRow]) -> tuple[list[HealthRow], bool]:
+    """The newest rows an answer holds, and whether older ones were left out."""
+    return rows[-HISTORY_ROW_LIMIT:], len(rows) > HISTORY_ROW_LIMIT
 
 
+@operation(
+    "One bot's stored snapshots",
+    {200: History},
+    path=UserIdPath,
+    query=HoursQuery,
+    errors=(404,),
+)
 async def health_history(request: Request) -> Response:
     ctx = _ctx(request)
     user_id = _user_id(request)
@@ -237,29 +257,42 @@ async def health_history(request: Request) -> Response:
             ctx.fleet.get(user_id)
         except UnknownBot as exc:
             raise ApiError(404, f"{exc}, and no history is stored for it") from None
-    return _json(
-        {
-            "user_id": user_id,
-            "hours": hours,
-            "since": since,
-            **_page(rows),
-        }
+    kept, truncated = _page(rows)
+    history = History(
+        user_id=user_id, hours=hours, since=since, count=len(kept), truncated=truncated, rows=kept
     )
+    return record_response(history)
 
 
+@operation("Stored snapshots that were not healthy", {200: UnhealthyHistory}, query=HoursQuery)
 async def unhealthy_history(request: Request) -> Response:
     ctx = _ctx(request)
     hours = _hours(request)
     since = ctx.wall_clock() - hours * 3600
     rows = await ctx.store.unhealthy_history(since, limit=HISTORY_ROW_LIMIT + 1)
-    return _json({"hours": hours, "since": since, **_page(rows)})
+    kept, truncated = _page(rows)
+    history = UnhealthyHistory(
+        hours=hours, since=since, count=len(kept), truncated=truncated, rows=kept
+    )
+    return record_response(history)
 
 
+@operation("Write a health snapshot of every bot now", {200: PersistNow})
 async def persist_now(request: Request) -> Response:
     written = await _ctx(request).metrics.persist_now()
-    return _json({"rows_written": written})
+    return record_response(PersistNow(rows_written=written))
 
 
+@operation(
+    "Live events over a WebSocket (ws://…/admin/events[?user_id=N]): one JSON object per "
+    "message, first {'type': 'subscribed'}, then 'status', 'breaker' and 'lifecycle' "
+    "transitions. A client that falls behind is closed with 1008; shutdown closes with 1001. "
+    "A plain HTTP GET is answered 426.",
+    {101: Reply("switching to the WebSocket protocol")},
+    query=EventsQuery,
+    errors=(426,),
+    tag="events",
+)
 async def events_over_http(request: Request) -> Response:
     raise ApiError(
         426,
@@ -318,7 +351,9 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
 
 
 def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = None) -> Starlette:
-    """The admin ASGI app.
+    """The admin ASGI app. Every route, ``extra_routes`` too, declares its contract with
+    ``@operation`` on its endpoint: the OpenAPI document is generated here and refuses a route
+    that declares none (``RuntimeError``).
 
     ``app.state`` holds what ``AdminServer`` and tests reach for: ``event_streams``
     (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``.
@@ -353,5 +388,6 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     collector = FleetCollector(context, rate_limiter=buckets, streams=streams)
     app.state.metrics_collector = collector
     app.state.metrics_registry = metrics_registry(collector)
-    app.state.openapi = openapi_spec()
+    # Generated from the routing table: a route without a declaration fails here, at start.
+    app.state.openapi = openapi_spec(app.routes)
     return app

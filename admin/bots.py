@@ -7,112 +7,44 @@ format here and with getMe there before anything is stored; a bot added here is 
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from actors import (
-    AutoreplyRule,
-    BotActor,
-    BotConfig,
-    BotExists,
-    BotToken,
-    FleetError,
-    TelegramUnreachable,
-    UnknownBot,
-)
-from admin.context import AdminContext, context_of, read_json, user_id_param
+from actors import BotActor, BotExists, FleetError, TelegramUnreachable, UnknownBot
+from admin.context import AdminContext, context_of
 from admin.errors import ApiError
+from admin.operations import Reply, operation
+from admin.records import Bot, BotList, Removed, record_response
+from admin.requests import NewBot, SuspendRequest, UserIdPath, parse_body, parse_path
 
-__all__ = ["bot_json", "bot_routes", "parse_new_bot"]
-
-MAX_USER_ID = 2**63 - 1
-_FIELDS = frozenset({"user_id", "token", "handler", "autoreply", "autoreply_default", "rps"})
-MAX_REASON = 500
+__all__ = ["bot_record", "bot_routes"]
 
 
-def bot_json(ctx: AdminContext, actor: BotActor) -> dict[str, Any]:
+def bot_record(ctx: AdminContext, actor: BotActor) -> Bot:
     """A bot as the API shows it: never its token, only ``123456:…``."""
     stats = actor.statistics()
     child = ctx.fleet.child_state(actor.user_id)
     config = actor.config
-    return {
-        "user_id": actor.user_id,
-        "bot_id": config.token.bot_id,
-        "token": config.token.redacted,
-        "handler": config.handler,
-        "rps": config.rps,
-        "autoreply_rules": len(config.autoreply),
-        "source": ctx.fleet.source(actor.user_id),
-        "state": stats.state.value,
-        "status": stats.status.value,
-        "supervisor_state": child.value if child is not None else None,
-        "suspended_reason": stats.health.suspended_reason,
-        "circuit_state": stats.breaker.state.value,
-    }
+    return Bot(
+        user_id=actor.user_id,
+        bot_id=config.token.bot_id,
+        token=config.token.redacted,
+        handler=config.handler,
+        rps=config.rps,
+        autoreply_rules=len(config.autoreply),
+        source=ctx.fleet.source(actor.user_id),
+        state=stats.state,
+        status=stats.status,
+        supervisor_state=child.value if child is not None else None,
+        suspended_reason=stats.health.suspended_reason,
+        circuit_state=stats.breaker.state,
+    )
 
 
-def parse_new_bot(data: dict[str, Any]) -> BotConfig:
-    """The body of ``POST /admin/bots`` as a BotConfig, or a 422 naming what is wrong."""
-    unknown = sorted(set(data) - _FIELDS)
-    if unknown:
-        raise ApiError(
-            422, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(_FIELDS))}"
-        )
-    for name in ("user_id", "token"):
-        if name not in data:
-            raise ApiError(422, f"the field {name!r} is required")
-    user_id = data["user_id"]
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 1 <= user_id <= MAX_USER_ID:
-        raise ApiError(422, f"user_id must be a whole number from 1 to {MAX_USER_ID}")
-    raw_token = data["token"]
-    if not isinstance(raw_token, str):
-        raise ApiError(422, "token must be a string")
-    try:
-        token = BotToken(raw_token.strip())
-    except ValueError as exc:
-        raise ApiError(422, f"token: {exc}") from None
-    handler = data.get("handler", "echo")
-    if not isinstance(handler, str):
-        raise ApiError(422, "handler must be a string")
-    rules = data.get("autoreply", [])
-    if not isinstance(rules, list) or not all(
-        isinstance(rule, dict)
-        and set(rule) == {"contains", "reply"}
-        and all(isinstance(v, str) and v for v in rule.values())
-        for rule in rules
-    ):
-        raise ApiError(
-            422,
-            "autoreply must be a list of objects with non-empty strings 'contains' and 'reply'",
-        )
-    default = data.get("autoreply_default")
-    if default is not None and not isinstance(default, str):
-        raise ApiError(422, "autoreply_default must be a string or null")
-    rps = data.get("rps")
-    if rps is not None and (
-        not isinstance(rps, (int, float))
-        or isinstance(rps, bool)
-        or not math.isfinite(rps)
-        or rps <= 0
-    ):
-        raise ApiError(422, f"rps must be a number > 0 or null, got {rps!r}")
-    try:
-        return BotConfig(
-            user_id=user_id,
-            token=token,
-            handler=handler,
-            autoreply=tuple(AutoreplyRule(r["contains"], r["reply"]) for r in rules),
-            autoreply_default=default,
-            rps=float(rps) if rps is not None else None,
-            key="body",
-        )
-    except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+def _user_id(request: Request) -> int:
+    return parse_path(request, UserIdPath).user_id
 
 
 def _actor(ctx: AdminContext, user_id: int) -> BotActor:
@@ -146,35 +78,52 @@ def _lock(request: Request) -> trio.Lock:
     return management.lock
 
 
+@operation(
+    "Add a bot: its token is checked with getMe before it is stored; it starts at once and "
+    "survives restarts",
+    {201: Reply("added and started", record=Bot)},
+    body=NewBot,
+    errors=(409, 503),
+    tag="bots",
+)
 async def add_bot(request: Request) -> Response:
     ctx = context_of(request)
-    bot = parse_new_bot(await read_json(request))
+    bot = (await parse_body(request, NewBot)).bot_config()
     async with _lock(request):
         try:
             actor = await ctx.fleet.add(bot, source="api")
         except FleetError as exc:
             raise _fleet_error(exc) from None
-    return JSONResponse(
-        bot_json(ctx, actor),
-        status_code=201,
+    return record_response(
+        bot_record(ctx, actor),
+        status=201,
         headers={"Location": f"/admin/bots/{bot.user_id}"},
     )
 
 
+@operation("Every bot, tokens redacted", {200: BotList}, tag="bots")
 async def list_bots(request: Request) -> Response:
     ctx = context_of(request)
-    bots = [bot_json(ctx, actor) for actor in ctx.fleet.actors()]
-    return JSONResponse({"count": len(bots), "bots": bots})
+    bots = [bot_record(ctx, actor) for actor in ctx.fleet.actors()]
+    return record_response(BotList(count=len(bots), bots=bots))
 
 
+@operation("One bot", {200: Bot}, path=UserIdPath, errors=(404,), tag="bots")
 async def get_bot(request: Request) -> Response:
     ctx = context_of(request)
-    return JSONResponse(bot_json(ctx, _actor(ctx, user_id_param(request))))
+    return record_response(bot_record(ctx, _actor(ctx, _user_id(request))))
 
 
+@operation(
+    "Stop the bot and unregister it; its health history is kept",
+    {200: Removed},
+    path=UserIdPath,
+    errors=(404,),
+    tag="bots",
+)
 async def remove_bot(request: Request) -> Response:
     ctx = context_of(request)
-    user_id = user_id_param(request)
+    user_id = _user_id(request)
     async with _lock(request):
         _actor(ctx, user_id)
         try:
@@ -182,19 +131,22 @@ async def remove_bot(request: Request) -> Response:
         except FleetError as exc:
             raise _fleet_error(exc) from None
         ctx.metrics.forget(user_id)
-    return JSONResponse({"user_id": user_id, "removed": True, "history_kept": True})
+    return record_response(Removed(user_id=user_id, removed=True, history_kept=True))
 
 
+@operation(
+    "Stop the bot until it is resumed",
+    {200: Bot},
+    path=UserIdPath,
+    body=SuspendRequest,
+    body_required=False,
+    errors=(404, 409),
+    tag="bots",
+)
 async def suspend_bot(request: Request) -> Response:
     ctx = context_of(request)
-    user_id = user_id_param(request)
-    data = await read_json(request)
-    unknown = sorted(set(data) - {"reason"})
-    if unknown:
-        raise ApiError(422, f"unknown field(s) {', '.join(unknown)}; known: reason")
-    reason = data.get("reason", "suspended by an admin")
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
-        raise ApiError(422, f"reason must be a non-empty string of at most {MAX_REASON} characters")
+    user_id = _user_id(request)
+    reason = (await parse_body(request, SuspendRequest)).reason
     async with _lock(request):
         actor = _actor(ctx, user_id)
         if actor.health.suspended_reason is not None:
@@ -207,12 +159,19 @@ async def suspend_bot(request: Request) -> Response:
             await ctx.fleet.suspend(user_id, reason.strip())
         except FleetError as exc:
             raise _fleet_error(exc) from None
-        return JSONResponse(bot_json(ctx, actor))
+        return record_response(bot_record(ctx, actor))
 
 
+@operation(
+    "Check the token with getMe again and start the bot",
+    {200: Bot},
+    path=UserIdPath,
+    errors=(404, 409, 503),
+    tag="bots",
+)
 async def resume_bot(request: Request) -> Response:
     ctx = context_of(request)
-    user_id = user_id_param(request)
+    user_id = _user_id(request)
     async with _lock(request):
         actor = _actor(ctx, user_id)
         if actor.health.suspended_reason is None:
@@ -221,7 +180,7 @@ async def resume_bot(request: Request) -> Response:
             await ctx.fleet.resume(user_id)
         except FleetError as exc:
             raise _fleet_error(exc) from None
-        return JSONResponse(bot_json(ctx, actor))
+        return record_response(bot_record(ctx, actor))
 
 
 def bot_routes() -> list[BaseRoute]:

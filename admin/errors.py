@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope, Send
 
 from actors import redact
+from admin.records import ErrorBody, ErrorDetail
 
 __all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
 
@@ -54,8 +55,9 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, *, code: str | None = None) -> dict[str, object]:
-    """The one error shape of the admin API."""
-    return {"error": {"code": code or _CODES.get(status, "error"), "message": redact(message)}}
+    """The one error shape of the admin API (``records.ErrorBody``), as JSON-ready data."""
+    detail = ErrorDetail(code=code or _CODES.get(status, "error"), message=redact(message))
+    return ErrorBody(error=detail).model_dump(mode="json")
 
 
 async def refuse(

@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from actors import MetricsActor, Subscription
-from admin.errors import refuse
+from admin.errors import ApiError, refuse
+from admin.requests import EventsQuery, parse
 
 __all__ = ["EventStreamStatistics", "EventStreams"]
 
@@ -31,7 +32,6 @@ log = logging.getLogger("botvisor.admin")
 
 GOING_AWAY, POLICY_VIOLATION = 1001, 1008
 SHUTDOWN_REASON = "botvisor is shutting down"
-MAX_USER_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -165,10 +165,9 @@ class EventStreams:
 
 def _user_filter(scope: Scope) -> tuple[int | None, str | None]:
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    values = query.get("user_id")
-    if not values:
-        return None, None
-    raw = values[-1]
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_USER_ID:
-        return None, f"user_id must be a whole number from 1 to {MAX_USER_ID}, got {raw!r}"
-    return int(raw), None
+    # The last of repeated parameters, as Starlette's query_params (the HTTP routes) take it.
+    known = {name: query[name][-1] for name in EventsQuery.model_fields if name in query}
+    try:
+        return parse(EventsQuery, known).user_id, None
+    except ApiError as exc:
+        return None, exc.message

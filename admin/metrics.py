@@ -23,6 +23,7 @@ from starlette.responses import Response
 from actors import BotActor, BotStatistics, BotStatus, BreakerState
 from admin.context import AdminContext
 from admin.events import EventStreams
+from admin.operations import Reply, operation
 from admin.ratelimit import ClientBuckets
 
 __all__ = [
@@ -326,6 +327,11 @@ class _Collected:
         return self._families
 
 
+@operation(
+    "Prometheus text format (needs the token unless admin.metrics_public = true)",
+    {200: Reply("the metrics", media_type="text/plain", schema={"type": "string"})},
+    tag="meta",
+)
 async def metrics_endpoint(request: Request) -> Response:
     collector: FleetCollector = request.app.state.metrics_collector
     families = await collector.collect_async()
