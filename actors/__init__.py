@@ -24,6 +24,7 @@ from actors.botapi import (
     shared_ssl_context,
 )
 from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, CircuitBreaker
+from actors.bucket import TokenBucketCore
 from actors.config import (
     AutoreplyRule,
     BackoffKind,
@@ -125,6 +126,7 @@ __all__ = [
     "TelegramConfig",
     "TelegramError",
     "TokenBucket",
+    "TokenBucketCore",
     "TransportError",
     "UserId",
     "chat_key",
