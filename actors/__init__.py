@@ -59,7 +59,16 @@ from actors.limits import (
 )
 from actors.metrics import FleetSummary, MetricsActor, MetricsStatistics, Subscription
 from actors.pipeline import PipelineStatistics, RequestPipeline
-from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
+from actors.retry import (
+    Backoff,
+    BackoffSchedule,
+    ExponentialBackoff,
+    Jitter,
+    ProportionalJitter,
+    RetryCounters,
+    RetryPolicy,
+    RetryStatistics,
+)
 from actors.retry import combine as combine_retry_statistics
 from actors.secrets import BotToken, RedactingFilter, redact
 
@@ -67,7 +76,9 @@ __all__ = [
     "MAX_USER_ID",
     "ActorState",
     "AutoreplyRule",
+    "Backoff",
     "BackoffKind",
+    "BackoffSchedule",
     "BotActor",
     "BotApiClient",
     "BotApiError",
@@ -90,6 +101,7 @@ __all__ = [
     "ErrorCategory",
     "EventSink",
     "EventSinkStatistics",
+    "ExponentialBackoff",
     "FaultProfile",
     "FleetServices",
     "FleetSummary",
@@ -103,6 +115,7 @@ __all__ = [
     "HealthReport",
     "HealthStatistics",
     "HealthTracker",
+    "Jitter",
     "JitterKind",
     "LaneStatistics",
     "LifecycleEvent",
@@ -111,6 +124,7 @@ __all__ = [
     "MetricsStatistics",
     "OutageMode",
     "PipelineStatistics",
+    "ProportionalJitter",
     "RedactingFilter",
     "RequestPipeline",
     "RetryConfig",

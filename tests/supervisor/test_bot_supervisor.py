@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors import BackoffSchedule, ExponentialBackoff, ProportionalJitter
 from supervisor.bot_supervisor import (
     BotSupervisor,
     ChildState,
@@ -178,6 +179,30 @@ async def test_jitter_stays_within_its_band(autojump_clock: trio.testing.MockClo
     assert len(delays) > 20
     assert all(d is not None and 0.5 <= d <= 8 for d in delays)
     assert len(set(delays)) > 10  # really jittered
+
+
+async def test_restart_delays_are_the_retry_modules_schedule_draw_for_draw(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One backoff family: the supervisor's jittered delays are exactly what a BackoffSchedule
+    # with the same settings and the same seeded generator gives, and their sum is when the
+    # child really started again.
+    child = ScriptedChild([("crash", 0)])
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sup = await run_supervisor(
+            nursery, config(max_restarts=50, restart_period=1.0, restart_jitter=0.5), events
+        )
+        await sup.start_child(1, child)
+        await trio.sleep(100)
+        await sup.stop()
+    delays = [e.delay for e in events if e.kind == "restarting"]
+    schedule = BackoffSchedule(ExponentialBackoff(1.0, 8.0), ProportionalJitter(0.5), 8.0)
+    rng = random.Random(1)
+    expected = [schedule.delay(n, None, rng) for n in range(1, len(delays) + 1)]
+    assert delays == expected
+    restarted = [sum(expected[:n]) for n in range(1, len(child.starts))]
+    assert child.starts[1:] == pytest.approx(restarted, abs=1e-9)
 
 
 async def test_crashing_bot_never_disturbs_its_siblings(
