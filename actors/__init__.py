@@ -49,7 +49,7 @@ from actors.events import (
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, UserId, user_id_problem
-from actors.lanes import ChatLanes, LaneStatistics, chat_key
+from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
 from actors.limits import (
     ChatLimiters,
     FloodGate,
@@ -152,5 +152,6 @@ __all__ = [
     "redact",
     "serve_sim",
     "shared_ssl_context",
+    "update_chat_id",
     "user_id_problem",
 ]
