@@ -66,11 +66,19 @@ class TokenBucketCore:
 
     def try_take(self, now: float) -> float:
         """Take a token if one is available at ``now`` and return 0.0; else take nothing and
-        return the seconds until one is."""
-        ready = self.ready_at()
-        if now < ready:
-            return ready - now
-        self.take(now)
+        return the seconds until one is (always > 0)."""
+        # ready_at and take in one, inlined: this is every rate-limited call's fast path.
+        count = self.count
+        owed = count - (self.burst - 1)
+        if owed > 0:
+            ready = self.anchor + owed * self.interval
+            if now < ready:
+                return ready - now
+        if now > (self.anchor + count * self.interval if count else self.anchor):
+            self.anchor = now
+            self.count = 1
+        else:
+            self.count = count + 1
         return 0.0
 
     def give_back(self) -> None:

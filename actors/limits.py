@@ -55,10 +55,8 @@ class TokenBucket:
         """Take a token if one is available now and nobody is queued before us."""
         if self._lock.locked():
             return False
-        now = trio.current_time() if now is None else now
-        if now < self._pace.ready_at():
+        if self._pace.try_take(trio.current_time() if now is None else now):
             return False
-        self._pace.take(now)
         self._granted += 1
         return True
 
@@ -164,7 +162,7 @@ class ChatLimiters:
         self._granted += 1
 
     def _limiter(self, chat_id: int | str, now: float) -> SlidingWindowLimiter:
-        key = _chat_key(chat_id)
+        key = _normal_chat_id(chat_id)
         self._evict_idle(now)
         limiter = self._chats.get(key)
         if limiter is None:
@@ -198,7 +196,9 @@ def _window_of(rate: float, period: float) -> tuple[int, float]:
     return 1, period / rate
 
 
-def _chat_key(chat_id: int | str) -> int | str:
+def _normal_chat_id(chat_id: int | str) -> int | str:
+    # A call's chat_id parameter, not an update's chat (that rule is lanes.chat_key): "-100"
+    # and -100 are one chat, "@channel" stays a name.
     if isinstance(chat_id, str):
         text = chat_id.strip()
         if text.lstrip("-").isdigit():
@@ -314,10 +314,8 @@ class GlobalRateLimiter:
 
     def try_acquire(self, tenant: int, now: float | None = None) -> bool:
         """Take a token if one is free now and no tenant is waiting (their turn comes first)."""
-        now = trio.current_time() if now is None else now
-        if self._queues or now < self._pace.ready_at():
+        if self._queues or self._pace.try_take(trio.current_time() if now is None else now):
             return False
-        self._pace.take(now)
         self._granted += 1
         return True
 
