@@ -15,6 +15,7 @@ from actors.botapi import (
     shared_ssl_context,
 )
 from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, CircuitBreaker
+from actors.bucket import TokenBucketCore
 from actors.config import (
     AutoreplyRule,
     BackoffKind,
@@ -47,7 +48,7 @@ from actors.events import (
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, UserId, user_id_problem
-from actors.lanes import ChatLanes, LaneStatistics, chat_key
+from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
 from actors.limits import (
     ChatLimiters,
     FloodGate,
@@ -57,7 +58,16 @@ from actors.limits import (
 )
 from actors.metrics import FleetSummary, MetricsActor, MetricsStatistics, Subscription
 from actors.pipeline import PipelineStatistics, RequestPipeline
-from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
+from actors.retry import (
+    Backoff,
+    BackoffSchedule,
+    ExponentialBackoff,
+    Jitter,
+    ProportionalJitter,
+    RetryCounters,
+    RetryPolicy,
+    RetryStatistics,
+)
 from actors.retry import combine as combine_retry_statistics
 from actors.secrets import BotToken, RedactingFilter, redact
 
@@ -65,7 +75,9 @@ __all__ = [
     "MAX_USER_ID",
     "ActorState",
     "AutoreplyRule",
+    "Backoff",
     "BackoffKind",
+    "BackoffSchedule",
     "BotActor",
     "BotApiClient",
     "BotApiError",
@@ -88,6 +100,7 @@ __all__ = [
     "ErrorCategory",
     "EventSink",
     "EventSinkStatistics",
+    "ExponentialBackoff",
     "FleetError",
     "FleetServices",
     "FleetSummary",
@@ -100,6 +113,7 @@ __all__ = [
     "HealthReport",
     "HealthStatistics",
     "HealthTracker",
+    "Jitter",
     "JitterKind",
     "LaneStatistics",
     "LifecycleEvent",
@@ -107,6 +121,7 @@ __all__ = [
     "MetricsActor",
     "MetricsStatistics",
     "PipelineStatistics",
+    "ProportionalJitter",
     "RedactingFilter",
     "RequestPipeline",
     "RetryConfig",
@@ -120,6 +135,7 @@ __all__ = [
     "TelegramError",
     "TelegramUnreachable",
     "TokenBucket",
+    "TokenBucketCore",
     "TokenRejected",
     "TransportError",
     "UnknownBot",
@@ -132,5 +148,6 @@ __all__ = [
     "make_http_client",
     "redact",
     "shared_ssl_context",
+    "update_chat_id",
     "user_id_problem",
 ]

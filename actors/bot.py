@@ -37,12 +37,12 @@ from actors.config import (
 from actors.events import BreakerChanged, EventSink, HealthReport, LifecycleEvent, StatusChanged
 from actors.handlers import Handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
-from actors.lanes import ChatLanes, LaneStatistics, chat_key
+from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
 from actors.pipeline import RequestPipeline
 from actors.retry import RetryCounters, RetryStatistics
 from actors.secrets import redact
-from storage import BotCounters, HealthRow, Store
+from storage import BotCounters, HealthRow, InboxEntry, Store
 
 __all__ = ["ActorState", "BotActor", "BotStatistics", "DeliveryFailed", "FleetServices"]
 
@@ -336,7 +336,8 @@ class BotActor:
         """
         now = self._services.wall_clock()
         next_offset = max(int(u["update_id"]) for u in updates) + 1
-        new_ids = set(await self._services.store.inbox_add(self.user_id, updates, next_offset, now))
+        entries = [InboxEntry(update, update_chat_id(update)) for update in updates]
+        new_ids = set(await self._services.store.inbox_add(self.user_id, entries, next_offset, now))
         self._offset = next_offset
         for update in updates:
             if int(update["update_id"]) in new_ids:
@@ -424,11 +425,10 @@ class BotActor:
     async def _dead_letter(self, item: _Inbound, reason: str) -> None:
         self._dead_letters += 1
         log.warning("bot %s: update %s dead-lettered: %s", self.user_id, item.update_id, reason)
-        chat = chat_key(item.update)
         await self._services.store.dead_letter(
             self.user_id,
             item.update_id,
-            chat if isinstance(chat, int) else None,
+            update_chat_id(item.update),
             redact(reason),
             self._services.wall_clock(),
         )
@@ -513,8 +513,7 @@ class _Context:
     def __init__(self, actor: BotActor, item: _Inbound) -> None:
         self._actor = actor
         self._item = item
-        key = chat_key(item.update)
-        self._chat_id = key if isinstance(key, int) else None
+        self._chat_id = update_chat_id(item.update)
 
     @property
     def user_id(self) -> int:

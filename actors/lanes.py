@@ -14,47 +14,49 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-__all__ = ["ChatLanes", "LaneStatistics", "chat_key"]
+__all__ = ["ChatLanes", "LaneStatistics", "chat_key", "update_chat_id"]
 
 Update = Mapping[str, Any]
 T = TypeVar("T")
 
-# Update fields whose value carries a chat (Bot API "Update" object).
-_CHAT_CARRIERS = (
-    "message",
-    "edited_message",
-    "channel_post",
-    "edited_channel_post",
-    "business_message",
-    "edited_business_message",
-    "message_reaction",
-    "chat_member",
-    "my_chat_member",
-    "chat_join_request",
-    "chat_boost",
-)
+
+def _chat_id_of(payload: Mapping[str, Any]) -> int | None:
+    """``payload.chat.id``, else ``payload.message.chat.id`` (a callback query's message)."""
+    for holder in (payload, payload.get("message")):
+        if isinstance(holder, Mapping):
+            chat = holder.get("chat")
+            if isinstance(chat, Mapping):
+                chat_id = chat.get("id")
+                if isinstance(chat_id, int) and not isinstance(chat_id, bool):
+                    return chat_id
+    return None
 
 
 def chat_key(update: Update) -> Hashable:
-    """The lane an update belongs to: its chat, else its sender, else its update type."""
-    for name in _CHAT_CARRIERS:
-        inner = update.get(name)
-        if isinstance(inner, Mapping):
-            chat = inner.get("chat")
-            if isinstance(chat, Mapping) and "id" in chat:
-                key: Hashable = chat["id"]
-                return key
-    callback = update.get("callback_query")
-    if isinstance(callback, Mapping):
-        message = callback.get("message")
-        if isinstance(message, Mapping) and isinstance(message.get("chat"), Mapping):
-            key = message["chat"].get("id")
-            return key
-    for inner in update.values():
-        if isinstance(inner, Mapping) and isinstance(inner.get("from"), Mapping):
-            return ("user", inner["from"].get("id"))
+    """The lane an update belongs to: its chat, else its sender, else its update type.
+
+    The one rule for "which chat is this update about": lanes order by it, and the inbox and
+    dead-letter rows record it (:func:`update_chat_id`). Every payload that names a chat counts
+    (messages of forum topics and business accounts, reaction counts, boosts, member changes,
+    a callback query's message), not a list of known kinds: an update type Telegram adds
+    later still lands in its chat's lane.
+    """
+    for name, payload in update.items():
+        if name != "update_id" and isinstance(payload, Mapping):
+            chat_id = _chat_id_of(payload)
+            if chat_id is not None:
+                return chat_id
+    for payload in update.values():
+        if isinstance(payload, Mapping) and isinstance(payload.get("from"), Mapping):
+            return ("user", payload["from"].get("id"))
     kinds = [k for k in update if k != "update_id"]
     return ("kind", kinds[0] if kinds else "none")
+
+
+def update_chat_id(update: Update) -> int | None:
+    """The chat an update is about, by :func:`chat_key`'s rule; ``None`` if it names none."""
+    key = chat_key(update)
+    return key if isinstance(key, int) else None
 
 
 @dataclass(frozen=True)

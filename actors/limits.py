@@ -4,9 +4,9 @@ All of them take time from Trio, are cancellable at every wait, and never leak a
 waiter cancelled before it was served takes nothing, and one cancelled just after being served
 hands its permit on.
 
-Pacing uses the generic cell rate algorithm (a token bucket kept as one number, the time the
-bucket will be full again), so a wait ends at an exact time: a bucket of 1 per second that was
-emptied at t=0 admits the next call at exactly t=1.
+Pacing uses the one token bucket core, :class:`actors.bucket.TokenBucketCore` (the generic cell
+rate algorithm), so a wait ends at an exact time: a bucket of 1 per second that was emptied at
+t=0 admits the next call at exactly t=1.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import trio
 
+from actors.bucket import TokenBucketCore
 from actors.config import LimitsConfig
 
 __all__ = [
@@ -32,56 +33,6 @@ __all__ = [
 ]
 
 
-def _check_rate(rate: float, burst: int) -> None:
-    if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
-        raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
-    if not (isinstance(burst, int) and burst >= 1):
-        raise ValueError(f"burst must be a whole number >= 1, got {burst!r}")
-
-
-class _Pace:
-    """A token bucket of ``burst`` tokens refilled at ``rate`` per second, as one timestamp.
-
-    The bucket is full again at ``anchor + count * interval``: ``count`` tokens were taken
-    since it was last full, at ``anchor``. Multiplying instead of adding ``interval`` once per
-    token keeps float error from piling up, so grants fall on exact times (the 25th of a
-    burst of 25 at t=0 is at t=0, not at 3e-16).
-    """
-
-    __slots__ = ("anchor", "burst", "count", "interval", "rate")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        _check_rate(rate, burst)
-        self.rate = rate
-        self.burst = burst
-        self.interval = 1.0 / rate
-        self.anchor = -math.inf
-        self.count = 0
-
-    def full_at(self) -> float:
-        return self.anchor + self.count * self.interval if self.count else self.anchor
-
-    def ready_at(self) -> float:
-        """The earliest time a token is available."""
-        owed = self.count - (self.burst - 1)
-        return self.anchor + owed * self.interval if owed > 0 else -math.inf
-
-    def take(self, now: float) -> None:
-        # Strictly after: under steady load the anchor stays put and no error accumulates.
-        if now > self.full_at():
-            self.anchor = now
-            self.count = 1
-        else:
-            self.count += 1
-
-    def give_back(self) -> None:
-        if self.count > 0:
-            self.count -= 1
-
-    def available(self, now: float) -> float:
-        return self.burst - max(0.0, self.full_at() - now) * self.rate
-
-
 @dataclass(frozen=True)
 class TokenBucketStatistics:
     rate: float
@@ -95,7 +46,7 @@ class TokenBucket:
     """``rate`` calls per second with bursts of up to ``burst``; waiters are served FIFO."""
 
     def __init__(self, rate: float, burst: int) -> None:
-        self._pace = _Pace(rate, burst)
+        self._pace = TokenBucketCore(rate, burst)
         # trio.Lock is fair, so waiters are served in arrival order.
         self._lock = trio.Lock()
         self._granted = 0
@@ -104,10 +55,8 @@ class TokenBucket:
         """Take a token if one is available now and nobody is queued before us."""
         if self._lock.locked():
             return False
-        now = trio.current_time() if now is None else now
-        if now < self._pace.ready_at():
+        if self._pace.try_take(trio.current_time() if now is None else now):
             return False
-        self._pace.take(now)
         self._granted += 1
         return True
 
@@ -213,7 +162,7 @@ class ChatLimiters:
         self._granted += 1
 
     def _limiter(self, chat_id: int | str, now: float) -> SlidingWindowLimiter:
-        key = _chat_key(chat_id)
+        key = _normal_chat_id(chat_id)
         self._evict_idle(now)
         limiter = self._chats.get(key)
         if limiter is None:
@@ -247,7 +196,9 @@ def _window_of(rate: float, period: float) -> tuple[int, float]:
     return 1, period / rate
 
 
-def _chat_key(chat_id: int | str) -> int | str:
+def _normal_chat_id(chat_id: int | str) -> int | str:
+    # A call's chat_id parameter, not an update's chat (that rule is lanes.chat_key): "-100"
+    # and -100 are one chat, "@channel" stays a name.
     if isinstance(chat_id, str):
         text = chat_id.strip()
         if text.lstrip("-").isdigit():
@@ -350,7 +301,7 @@ class GlobalRateLimiter:
     """
 
     def __init__(self, rate: float, burst: int) -> None:
-        self._pace = _Pace(rate, burst)
+        self._pace = TokenBucketCore(rate, burst)
         self._queues: dict[int, deque[_Waiter]] = {}
         # Tenants in turn order. It may hold a tenant whose queue emptied by cancellation (it is
         # skipped when its turn comes); _ringed keeps a tenant from holding two turns.
@@ -363,10 +314,8 @@ class GlobalRateLimiter:
 
     def try_acquire(self, tenant: int, now: float | None = None) -> bool:
         """Take a token if one is free now and no tenant is waiting (their turn comes first)."""
-        now = trio.current_time() if now is None else now
-        if self._queues or now < self._pace.ready_at():
+        if self._queues or self._pace.try_take(trio.current_time() if now is None else now):
             return False
-        self._pace.take(now)
         self._granted += 1
         return True
 

@@ -2,9 +2,10 @@
 
 Strategies are small frozen callables with no clock inside, in the style of tenacity's
 ``wait`` module: a *backoff* maps the 1-based retry number to an un-jittered delay, a *jitter*
-spreads that delay using an injected ``random.Random``, and a :class:`RetryPolicy` composes one
-of each with a retry budget and a ceiling. The request pipeline does the sleeping, on Trio's
-clock, so every delay is testable on a ``MockClock``.
+spreads that delay using an injected ``random.Random``, and a :class:`BackoffSchedule` composes
+one of each with a ceiling. A :class:`RetryPolicy` is a schedule with a retry budget; the
+supervisor's restart delays are a schedule too, so botvisor has one backoff family. The callers
+do the sleeping, on Trio's clock, so every delay is testable on a ``MockClock``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.botapi.errors import ErrorCategory
@@ -20,6 +21,7 @@ from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
 
 __all__ = [
     "Backoff",
+    "BackoffSchedule",
     "DecorrelatedJitter",
     "EqualJitter",
     "ExponentialBackoff",
@@ -29,6 +31,7 @@ __all__ = [
     "Jitter",
     "LinearBackoff",
     "NoJitter",
+    "ProportionalJitter",
     "RetryCounters",
     "RetryPolicy",
     "RetryStatistics",
@@ -197,6 +200,52 @@ class DecorrelatedJitter:
 
 
 @dataclass(frozen=True)
+class ProportionalJitter:
+    """The delay scaled by a random factor in ``[1 - spread, 1 + spread]``.
+
+    Keeps the backoff's shape (a restart after 8 s stays near 8 s) while bots that crashed
+    together come back at different times: the supervisor's ``restart_jitter``.
+    """
+
+    spread: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.spread) and 0 <= self.spread <= 1):
+            raise ValueError(
+                f"ProportionalJitter.spread must be a number from 0 to 1, got {self.spread!r}"
+            )
+
+    def __call__(self, delay: float, previous: float | None, rng: random.Random) -> float:
+        if not self.spread:
+            # No draw: a seeded generator gives the same numbers as with no jitter at all.
+            return delay
+        return delay * (1 + rng.uniform(-self.spread, self.spread))
+
+
+@dataclass(frozen=True)
+class BackoffSchedule:
+    """The delay before each retry or restart: a backoff, spread by a jitter, capped."""
+
+    backoff: Backoff
+    jitter: Jitter
+    max_delay: float
+
+    def __post_init__(self) -> None:
+        _check_delays("BackoffSchedule", max_delay=self.max_delay)
+
+    def delay(self, attempt: int, previous: float | None, rng: random.Random) -> float:
+        """Seconds to wait before attempt number ``attempt`` (1-based); in ``[0, max_delay]``.
+
+        ``previous`` is the delay returned for the attempt before (``None`` for the first);
+        only a decorrelated jitter uses it.
+        """
+        value = self.jitter(self.backoff(attempt), previous, rng)
+        if not math.isfinite(value):
+            return self.max_delay
+        return min(self.max_delay, max(0.0, value))
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """How often and after how long one error category is retried."""
 
@@ -204,11 +253,16 @@ class RetryPolicy:
     backoff: Backoff
     jitter: Jitter
     max_delay: float
+    schedule: BackoffSchedule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries!r}")
         _check_delays("RetryPolicy", max_delay=self.max_delay)
+        # Derived once, so a retry costs no allocation; frozen, hence object.__setattr__.
+        object.__setattr__(
+            self, "schedule", BackoffSchedule(self.backoff, self.jitter, self.max_delay)
+        )
 
     @classmethod
     def from_config(cls, config: RetryPolicyConfig) -> RetryPolicy:
@@ -235,10 +289,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, previous: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based); in ``[0, max_delay]``."""
-        value = self.jitter(self.backoff(attempt), previous, rng)
-        if not math.isfinite(value):
-            return self.max_delay
-        return min(self.max_delay, max(0.0, value))
+        return self.schedule.delay(attempt, previous, rng)
 
 
 @dataclass(frozen=True)

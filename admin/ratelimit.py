@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import trio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from actors import TokenBucketCore
 from admin.errors import refuse
 
 __all__ = ["ClientBuckets", "IpRateLimit", "RateLimitStatistics", "client_address"]
@@ -40,22 +41,22 @@ class RateLimitStatistics:
 
 class ClientBuckets:
     """``requests`` per ``per_seconds`` for each client address, in bursts of up to
-    ``requests``."""
+    ``requests``: one :class:`actors.TokenBucketCore` per address, so an address gets its
+    tokens back at exactly the times a bot's own limiter would."""
 
     def __init__(self, requests: int, per_seconds: float, *, max_clients: int = 10_000) -> None:
-        if requests < 1:
-            raise ValueError(f"requests must be >= 1, got {requests}")
-        if per_seconds <= 0:
-            raise ValueError(f"per_seconds must be > 0, got {per_seconds}")
+        if not (isinstance(requests, int) and requests >= 1):
+            raise ValueError(f"requests must be a whole number >= 1, got {requests!r}")
+        if not (math.isfinite(per_seconds) and per_seconds > 0):
+            raise ValueError(f"per_seconds must be a finite number > 0, got {per_seconds!r}")
         if max_clients < 1:
             raise ValueError(f"max_clients must be >= 1, got {max_clients}")
-        self.burst = float(requests)
+        self.burst = requests
+        self.per_seconds = per_seconds
         self.rate = requests / per_seconds
         self.max_clients = max_clients
-        # Seconds after which an untouched bucket is full again.
-        self._refill_seconds = per_seconds
-        # address -> [tokens, last_seen]; least recently seen first.
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()
+        # Least recently seen first, so buckets full again are found at the front.
+        self._buckets: OrderedDict[str, TokenBucketCore] = OrderedDict()
         self._allowed = 0
         self._limited = 0
         self._evicted_idle = 0
@@ -68,27 +69,27 @@ class ClientBuckets:
         self._evict_idle(now)
         bucket = self._buckets.get(client)
         if bucket is None:
-            bucket = [self.burst, now]
+            bucket = TokenBucketCore(self.rate, self.burst)
             self._buckets[client] = bucket
             if len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
                 self._evicted_full += 1
         else:
             self._buckets.move_to_end(client)
-            bucket[0] = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-            bucket[1] = now
-        if bucket[0] >= 1.0:
-            bucket[0] -= 1.0
+        wait = bucket.try_take(now)
+        if wait == 0.0:
             self._allowed += 1
-            return 0.0
-        self._limited += 1
-        return (1.0 - bucket[0]) / self.rate
+        else:
+            self._limited += 1
+        return wait
 
     def _evict_idle(self, now: float) -> None:
+        # A bucket full again is indistinguishable from a new one. The scan stops at the first
+        # bucket still refilling: amortised O(1), and eviction is only ever late, never early.
         buckets = self._buckets
         while buckets:
             oldest = next(iter(buckets.values()))
-            if now - oldest[1] < self._refill_seconds:
+            if oldest.full_at() > now:
                 return
             buckets.popitem(last=False)
             self._evicted_idle += 1
@@ -163,7 +164,7 @@ class IpRateLimit:
                     send,
                     429,
                     f"too many requests from your address: the limit is "
-                    f"{self.buckets.burst:g} per {self.buckets.burst / self.buckets.rate:g} s; "
+                    f"{self.buckets.burst} per {self.buckets.per_seconds:g} s; "
                     f"try again in {retry_after} s",
                     headers={"Retry-After": str(retry_after)},
                 )

@@ -9,7 +9,7 @@ Other packages import from here only::
 from storage.db import migrate_file, open_database
 from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
-from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow
+from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
 from storage.store import (
     BOT_SOURCES,
     UNHEALTHY_STATUSES,
@@ -31,6 +31,7 @@ __all__ = [
     "BotRecord",
     "DeadLetter",
     "HealthRow",
+    "InboxEntry",
     "Job",
     "Migration",
     "NotADatabaseError",

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["COUNTER_COLUMNS", "HEALTH_COLUMNS", "BotCounters", "HealthRow"]
+__all__ = ["COUNTER_COLUMNS", "HEALTH_COLUMNS", "BotCounters", "HealthRow", "InboxEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An update to store in the inbox, with the chat it is about.
+
+    The caller names the chat (the actors, by the same rule their chat lanes use): storage
+    does not read Telegram updates, so the inbox row and the lane never disagree.
+    """
+
+    update: Mapping[str, Any]  # as Telegram sent it; must have an integer update_id
+    chat_id: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ import trio
 
 from storage.db import open_database
 from storage.errors import StoreClosedError
-from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow
+from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
 from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
@@ -296,7 +296,7 @@ class Store:
     async def inbox_add(
         self,
         user_id: int,
-        updates: Sequence[Mapping[str, Any]],
+        entries: Sequence[InboxEntry],
         next_offset: int,
         received_at: float,
     ) -> list[int]:
@@ -305,9 +305,9 @@ class Store:
         Return the ``update_id`` of every update that was NEW, in the given order; an update
         already in the inbox (done or not) is a duplicate and is left out.
         """
-        ids = [_update_id(update) for update in updates]
+        ids = [_update_id(entry.update) for entry in entries]
         return await self.writer.submit(
-            partial(_inbox_add, user_id, ids, list(updates), next_offset, received_at)
+            partial(_inbox_add, user_id, ids, list(entries), next_offset, received_at)
         )
 
     async def inbox_done(self, user_id: int, update_ids: Iterable[int], done_at: float) -> int:
@@ -416,19 +416,6 @@ def _update_id(update: Mapping[str, Any]) -> int:
     return update_id
 
 
-def _chat_id(update: Mapping[str, Any]) -> int | None:
-    """The chat an update belongs to (message.chat, callback_query.message.chat...)."""
-    for key, value in update.items():
-        if key == "update_id" or not isinstance(value, Mapping):
-            continue
-        for holder in (value, value.get("message")):
-            if isinstance(holder, Mapping):
-                chat = holder.get("chat")
-                if isinstance(chat, Mapping) and isinstance(chat.get("id"), int):
-                    return int(chat["id"])
-    return None
-
-
 def _health_row(row: Sequence[Any]) -> HealthRow:
     return HealthRow(*row)
 
@@ -503,21 +490,21 @@ def _set_suspended(
 def _inbox_add(
     user_id: int,
     ids: list[int],
-    updates: list[Mapping[str, Any]],
+    entries: list[InboxEntry],
     next_offset: int,
     received_at: float,
     conn: sqlite3.Connection,
 ) -> list[int]:
     new: list[int] = []
-    for update_id, update in zip(ids, updates, strict=True):
+    for update_id, entry in zip(ids, entries, strict=True):
         cursor = conn.execute(
             "INSERT OR IGNORE INTO inbox (user_id, update_id, chat_id, payload, received_at) "
             "VALUES (?, ?, ?, ?, ?)",
             (
                 user_id,
                 update_id,
-                _chat_id(update),
-                json.dumps(update, ensure_ascii=False, separators=(",", ":")),
+                entry.chat_id,
+                json.dumps(entry.update, ensure_ascii=False, separators=(",", ":")),
                 received_at,
             ),
         )

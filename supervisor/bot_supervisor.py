@@ -17,7 +17,7 @@ from typing import Protocol
 
 import trio
 
-from actors import redact
+from actors import BackoffSchedule, ExponentialBackoff, ProportionalJitter, redact
 from supervisor.config import SupervisorConfig
 
 __all__ = [
@@ -111,6 +111,8 @@ class _Supervised:
         self.state = ChildState.STARTING
         self.cancel_scope = trio.CancelScope()
         self.restart_times: deque[float] = deque()
+        # Restarts since the backoff last reset: the next one waits the schedule's delay for
+        # attempt backoff_step + 1.
         self.backoff_step = 0
         self.restarts = 0
         self.crashes = 0
@@ -150,6 +152,12 @@ class BotSupervisor:
     ) -> None:
         self._config = config
         self._rng = rng
+        # The retry module's family, so a restart waits as a retry would with these settings.
+        self._restart_delays = BackoffSchedule(
+            ExponentialBackoff(config.restart_backoff_min, config.restart_backoff_max),
+            ProportionalJitter(config.restart_jitter),
+            max_delay=config.restart_backoff_max,
+        )
         self._on_event = on_event
         self._children: dict[int, _Supervised] = {}
         self._nursery: trio.Nursery | None = None
@@ -325,15 +333,10 @@ class BotSupervisor:
         return True
 
     def _backoff(self, supervised: _Supervised, ran_for: float) -> float:
-        """Exponential from restart_backoff_min to restart_backoff_max, with jitter."""
+        """Exponential from restart_backoff_min to restart_backoff_max, with jitter; back to
+        the start after a run of restart_backoff_min × backoff_reset_factor."""
         config = self._config
         if ran_for >= config.restart_backoff_min * config.backoff_reset_factor:
             supervised.backoff_step = 0
-        step = supervised.backoff_step
         supervised.backoff_step += 1
-        # Capping the exponent keeps 2**step finite for any number of restarts.
-        raw = config.restart_backoff_min * 2.0 ** min(step, 64)
-        delay = min(config.restart_backoff_max, raw)
-        if config.restart_jitter:
-            delay *= 1 + self._rng.uniform(-config.restart_jitter, config.restart_jitter)
-        return max(0.0, min(delay, config.restart_backoff_max))
+        return self._restart_delays.delay(supervised.backoff_step, None, self._rng)

@@ -28,5 +28,10 @@ async def explode_on_boom(update: Mapping[str, Any], ctx: HandlerContext) -> Non
     await ctx.reply(text)
 
 
+async def refuse_everything(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Raise for every update, whatever its kind: each one is dead-lettered."""
+    raise ValueError("the handler refuses every update")
+
+
 def not_async(update: Mapping[str, Any], ctx: HandlerContext) -> None:
     """Wrong on purpose: handlers must be async."""

@@ -76,9 +76,13 @@ async def running_fleet(
     seed: int = 1,
     configure: Callable[[Config], Config] | None = None,
     admin: bool = False,
+    wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     **sections: Any,
 ) -> AsyncIterator[Fleet]:
-    """Run the daemon over the simulated API until the block ends, then shut it down."""
+    """Run the daemon over the simulated API until the block ends, then shut it down.
+
+    ``wrap_transport`` may put a test's own layer between the bots and the simulated API.
+    """
     api = api or SimulatedBotApi(rng=random.Random(seed))
     tokens = {uid: bot_token(uid) for uid in user_ids}
     known = {bot.token for bot in api.bots}
@@ -88,11 +92,14 @@ async def running_fleet(
     config = make_config(db_path, user_ids, tokens=tokens, admin=admin, **sections)
     if configure is not None:
         config = configure(config)
+    transport: httpx.AsyncBaseTransport = SimulatedTransport(api)
+    if wrap_transport is not None:
+        transport = wrap_transport(transport)
     daemon = Daemon(
         config,
         wall_clock=anchored_wall_clock(EPOCH),
         rng=random.Random(seed),
-        transport=SimulatedTransport(api),
+        transport=transport,
         store_offload=run_inline,
     )
     async with trio.open_nursery() as nursery:

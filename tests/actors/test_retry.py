@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from actors.botapi.errors import ErrorCategory
 from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
 from actors.retry import (
+    BackoffSchedule,
     DecorrelatedJitter,
     EqualJitter,
     ExponentialBackoff,
@@ -20,6 +21,7 @@ from actors.retry import (
     FullJitter,
     LinearBackoff,
     NoJitter,
+    ProportionalJitter,
     RetryCounters,
     RetryPolicy,
     RetryStatistics,
@@ -195,3 +197,42 @@ def test_combine_sums_a_fleet() -> None:
     assert total.retries_by_category == {"rate_limit": 1, "transient_network": 0, "unknown": 3}
     assert total.recovery_rate == 0.75
     assert combine([]).recovery_rate == 1.0
+
+
+# --- the schedule shared by retries and supervisor restarts ---------------------------------
+
+
+def test_proportional_jitter_scales_by_a_factor_within_its_spread() -> None:
+    jitter = ProportionalJitter(0.2)
+    rng, mirror = random.Random(7), random.Random(7)
+    for _ in range(200):
+        delay = jitter(10.0, None, rng)
+        assert delay == 10.0 * (1 + mirror.uniform(-0.2, 0.2))
+        assert 8.0 <= delay <= 12.0
+
+
+def test_proportional_jitter_of_zero_draws_nothing() -> None:
+    rng = random.Random(3)
+    state = rng.getstate()
+    assert ProportionalJitter(0.0)(4.0, None, rng) == 4.0
+    assert rng.getstate() == state
+    with pytest.raises(ValueError, match=r"spread must be a number from 0 to 1, got 1\.5"):
+        ProportionalJitter(1.5)
+
+
+def test_a_schedule_caps_its_jittered_delays() -> None:
+    schedule = BackoffSchedule(ExponentialBackoff(1.0, 8.0), ProportionalJitter(0.5), 8.0)
+    rng = random.Random(11)
+    delays = [schedule.delay(n, None, rng) for n in range(1, 200)]
+    assert all(0.5 <= d <= 8.0 for d in delays)
+    assert max(delays) == 8.0  # 8 × up to 1.5 is capped at the ceiling
+    unjittered = BackoffSchedule(ExponentialBackoff(1.0, 8.0), NoJitter(), 8.0)
+    assert [unjittered.delay(n, None, rng) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+
+
+def test_a_policy_delays_as_its_schedule_does() -> None:
+    policy = RetryPolicy(2, ExponentialBackoff(0.5, 4.0), FullJitter(), max_delay=3.0)
+    assert policy.schedule == BackoffSchedule(ExponentialBackoff(0.5, 4.0), FullJitter(), 3.0)
+    a, b = random.Random(5), random.Random(5)
+    for attempt in range(1, 10):
+        assert policy.delay(attempt, None, a) == policy.schedule.delay(attempt, None, b)

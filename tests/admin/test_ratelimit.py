@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors import TokenBucketCore
 from admin import ClientBuckets, IpRateLimit, client_address
 from supervisor import AdminConfig
 from tests.admin.helpers import AUTH, admin_fleet, client
@@ -149,6 +150,24 @@ async def test_forgetting_an_idle_bucket_forgives_nothing_it_had_not_refilled(
     assert buckets.acquire("a") == 0.0
     assert buckets.acquire("a") > 0
     assert buckets.statistics().clients == 1
+
+
+async def test_an_address_gets_its_tokens_back_exactly_when_the_shared_bucket_does(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The admin limit is the pipeline's token bucket, not a second formula: the same requests
+    # at the same times are admitted, and refused with the same wait, to the last bit.
+    buckets = ClientBuckets(3, 60.0)
+    reference = TokenBucketCore(3 / 60.0, 3)
+    waits = []
+    for at in (0, 0, 0, 0, 7.5, 19.9, 20, 20, 33, 40, 41, 100, 100.5, 100.5, 100.5, 100.5):
+        await trio.sleep_until(at)
+        wait = buckets.acquire("192.0.2.1")
+        assert wait == reference.try_take(trio.current_time())
+        waits.append(wait)
+    assert waits[3:5] == [20.0, 12.5]
+    stats = buckets.statistics()
+    assert (stats.allowed, stats.limited) == (8, 8)
 
 
 def test_the_rate_limit_setting_is_validated() -> None:

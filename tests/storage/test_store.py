@@ -12,7 +12,15 @@ import pytest
 import trio
 import trio.testing
 
-from storage import BotRecord, DeadLetter, Store, StoreClosedError, WriterState, run_inline
+from storage import (
+    BotRecord,
+    DeadLetter,
+    InboxEntry,
+    Store,
+    StoreClosedError,
+    WriterState,
+    run_inline,
+)
 from tests.storage.factories import health_row
 
 TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -32,6 +40,11 @@ def bot(user_id: int = 1001, **changes: Any) -> BotRecord:
     }
     values.update(changes)
     return BotRecord(**values)
+
+
+def entry(update_id: int, chat_id: int = 555, text: str = "hi") -> InboxEntry:
+    """A text message of ``chat_id`` as the inbox gets it (with its chat named)."""
+    return InboxEntry(message(update_id, chat_id, text), chat_id)
 
 
 def message(update_id: int, chat_id: int = 555, text: str = "hi") -> dict[str, Any]:
@@ -193,7 +206,7 @@ async def test_list_bots_in_user_id_order(store: Store) -> None:
 async def test_removing_a_bot_keeps_its_health_history(store: Store) -> None:
     await store.upsert_bot(bot())
     await store.insert_snapshots([health_row(1001, T0)])
-    await store.inbox_add(1001, [message(1)], next_offset=2, received_at=T0)
+    await store.inbox_add(1001, [entry(1)], next_offset=2, received_at=T0)
     await store.dead_letter(1001, 1, 555, "deadline passed", at=T0)
 
     assert await store.remove_bot(1001)
@@ -223,13 +236,13 @@ def test_a_bot_record_never_shows_its_token() -> None:
 
 
 async def test_inbox_returns_only_new_updates(store: Store) -> None:
-    assert await store.inbox_add(1001, [message(10), message(11)], 12, T0) == [10, 11]
+    assert await store.inbox_add(1001, [entry(10), entry(11)], 12, T0) == [10, 11]
     # Telegram sends 11 again (the offset was never confirmed), plus a new one; 12 appears
     # twice in one batch.
-    again = [message(11, text="dup"), message(12), message(12)]
+    again = [entry(11, text="dup"), entry(12), entry(12)]
     assert await store.inbox_add(1001, again, 13, T0 + 1) == [12]
     # Another bot's update ids are its own.
-    assert await store.inbox_add(2002, [message(10)], 11, T0) == [10]
+    assert await store.inbox_add(2002, [entry(10)], 11, T0) == [10]
     pending = await store.inbox_pending(1001)
     assert [p["update_id"] for p in pending] == [10, 11, 12]
     assert pending[1] == {
@@ -242,14 +255,14 @@ async def test_inbox_returns_only_new_updates(store: Store) -> None:
 
 async def test_the_offset_is_stored_with_the_updates(store: Store) -> None:
     assert await store.load_offset(1001) is None
-    await store.inbox_add(1001, [message(10)], 11, T0)
+    await store.inbox_add(1001, [entry(10)], 11, T0)
     assert await store.load_offset(1001) == 11
     await store.inbox_add(1001, [], 11, T0 + 30)  # an empty poll still records the offset
     assert await store.load_offset(1001) == 11
     # One failing update aborts the whole batch: neither the updates nor the offset move on.
     unserialisable = {"update_id": 12, "message": {"chat": {"id": 1}, "bad": {1, 2}}}
     with pytest.raises(TypeError, match="not JSON serializable"):
-        await store.inbox_add(1001, [message(13), unserialisable], 14, T0 + 60)
+        await store.inbox_add(1001, [entry(13), InboxEntry(unserialisable, 1)], 14, T0 + 60)
     assert await store.load_offset(1001) == 11
     assert [p["update_id"] for p in await store.inbox_pending(1001)] == [10]
 
@@ -258,35 +271,38 @@ async def test_an_update_without_an_id_is_refused_before_anything_is_written(
     store: Store,
 ) -> None:
     with pytest.raises(ValueError, match="every update must have an integer update_id, got"):
-        await store.inbox_add(1001, [message(1), {"message": {}}], 2, T0)
+        await store.inbox_add(1001, [entry(1), InboxEntry({"message": {}}, None)], 2, T0)
     assert await store.load_offset(1001) is None
     assert store.statistics().writer.jobs == 0
 
 
 async def test_done_updates_leave_the_pending_list(store: Store) -> None:
-    await store.inbox_add(1001, [message(i) for i in (5, 6, 7)], 8, T0)
+    await store.inbox_add(1001, [entry(i) for i in (5, 6, 7)], 8, T0)
     assert await store.inbox_done(1001, [6, 7], T0 + 1) == 2
     assert await store.inbox_done(1001, [6], T0 + 2) == 0  # already done
     assert [p["update_id"] for p in await store.inbox_pending(1001)] == [5]
     # Done updates still deduplicate.
-    assert await store.inbox_add(1001, [message(6)], 8, T0 + 3) == []
+    assert await store.inbox_add(1001, [entry(6)], 8, T0 + 3) == []
 
 
-async def test_chat_ids_come_from_any_kind_of_update(store: Store) -> None:
-    updates = [
-        {"update_id": 1, "edited_message": {"chat": {"id": -100}}},
-        {"update_id": 2, "callback_query": {"id": "x", "message": {"chat": {"id": 77}}}},
-        {"update_id": 3, "inline_query": {"id": "q", "from": {"id": 9}}},
+async def test_the_inbox_records_the_chat_its_caller_names(store: Store) -> None:
+    # Storage reads no Telegram update: which chat an update is about is the actors' rule
+    # (the lanes'), and the row keeps what they computed, even where the payload differs.
+    entries = [
+        InboxEntry({"update_id": 1, "edited_message": {"chat": {"id": -100}}}, -100),
+        InboxEntry({"update_id": 2, "message_reaction_count": {"chat": {"id": 5}}}, 77),
+        InboxEntry({"update_id": 3, "inline_query": {"id": "q", "from": {"id": 9}}}, None),
     ]
-    await store.inbox_add(1001, updates, 4, T0)
+    await store.inbox_add(1001, entries, 4, T0)
     pending = await store.inbox_pending(1001)
     assert [p["chat_id"] for p in pending] == [-100, 77, None]
+    assert [p["update"] for p in pending] == [e.update for e in entries]
 
 
 async def test_undone_updates_survive_a_restart(db_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         store: Store = await nursery.start(Store(db_path).run)
-        await store.inbox_add(1001, [message(i) for i in (1, 2, 3)], 4, T0)
+        await store.inbox_add(1001, [entry(i) for i in (1, 2, 3)], 4, T0)
         store.inbox_done_nowait(1001, [1], T0 + 1)
         await store.stop()
     async with trio.open_nursery() as nursery:
@@ -298,9 +314,9 @@ async def test_undone_updates_survive_a_restart(db_path: Path) -> None:
 
 
 async def test_prune_deletes_only_done_updates_below_the_offset(store: Store) -> None:
-    await store.inbox_add(1001, [message(i) for i in range(1, 6)], 6, T0)
+    await store.inbox_add(1001, [entry(i) for i in range(1, 6)], 6, T0)
     await store.inbox_done(1001, [1, 2, 3], T0 + 1)
-    await store.inbox_add(2002, [message(1)], 2, T0)
+    await store.inbox_add(2002, [entry(1)], 2, T0)
     await store.inbox_done(2002, [1], T0 + 1)
     # A done update at or above its bot's offset can still be re-sent: it is kept.
     await store.writer.submit(
@@ -310,7 +326,7 @@ async def test_prune_deletes_only_done_updates_below_the_offset(store: Store) ->
     assert await store.prune_inbox(batch_size=2) == 3
     assert [p["update_id"] for p in await store.inbox_pending(1001)] == [4, 5]
     # The pruned updates are gone; the one kept for bot 2002 still deduplicates.
-    assert await store.inbox_add(2002, [message(1)], 2, T0 + 2) == []
+    assert await store.inbox_add(2002, [entry(1)], 2, T0 + 2) == []
     assert await store.prune_inbox() == 1
 
 
@@ -358,7 +374,7 @@ async def test_the_whole_file_stays_private_and_sound(db_path: Path) -> None:
         store: Store = await nursery.start(Store(db_path).run)
         await store.upsert_bot(bot())
         await store.insert_snapshots([health_row(1001, T0 + i) for i in range(100)])
-        await store.inbox_add(1001, [message(i) for i in range(50)], 50, T0)
+        await store.inbox_add(1001, [entry(i) for i in range(50)], 50, T0)
         for side in (db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
             assert mode_of(side) == 0o600
         assert await store.integrity_check() == ["ok"]
@@ -379,7 +395,7 @@ async def test_the_store_runs_inline_on_a_mock_clock(
         await trio.sleep(3600)
         assert trio.current_time() == 3600
         assert await store.latest_snapshots() == {1: health_row(1, T0)}
-        assert await store.inbox_add(1, [message(1)], 2, T0) == [1]
+        assert await store.inbox_add(1, [entry(1)], 2, T0) == [1]
         await store.stop()
     assert store.writer.statistics().jobs == 2
 
@@ -400,8 +416,8 @@ async def test_histories_can_be_limited_to_the_newest_rows(store: Store) -> None
 async def test_start_up_reads_every_bots_resume_point_in_bulk(store: Store) -> None:
     await store.upsert_bots([bot(1001), bot(1002), bot(1003)])
     assert [b.user_id for b in await store.list_bots()] == [1001, 1002, 1003]
-    await store.inbox_add(1001, [message(5), message(6)], 7, received_at=10.0)
-    await store.inbox_add(1002, [message(40)], 41, received_at=11.0)
+    await store.inbox_add(1001, [entry(5), entry(6)], 7, received_at=10.0)
+    await store.inbox_add(1002, [entry(40)], 41, received_at=11.0)
     await store.inbox_done(1001, [5], done_at=12.0)
 
     assert await store.load_offsets() == {1001: 7, 1002: 41}

@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from actors import BackoffSchedule, ExponentialBackoff, ProportionalJitter
 from supervisor.bot_supervisor import (
     BotSupervisor,
     ChildState,
@@ -164,7 +165,9 @@ async def test_backoff_resets_after_a_long_enough_run(
     assert child.starts == [0, 1, 3, 14, 16]
 
 
-async def test_jitter_stays_within_its_band(autojump_clock: trio.testing.MockClock) -> None:
+async def test_jitter_stays_within_its_band_and_is_the_retry_modules_schedule(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     child = ScriptedChild([("crash", 0)])
     events: list[SupervisorEvent] = []
     async with trio.open_nursery() as nursery:
@@ -178,6 +181,14 @@ async def test_jitter_stays_within_its_band(autojump_clock: trio.testing.MockClo
     assert len(delays) > 20
     assert all(d is not None and 0.5 <= d <= 8 for d in delays)
     assert len(set(delays)) > 10  # really jittered
+    # One backoff family: the delays are exactly what a BackoffSchedule with the same settings
+    # and the same seeded generator gives, and they are when the child really started again.
+    schedule = BackoffSchedule(ExponentialBackoff(1.0, 8.0), ProportionalJitter(0.5), 8.0)
+    rng = random.Random(1)
+    expected = [schedule.delay(n, None, rng) for n in range(1, len(delays) + 1)]
+    assert delays == expected
+    restarted = [sum(expected[:n]) for n in range(1, len(child.starts))]
+    assert child.starts[1:] == pytest.approx(restarted, abs=1e-9)
 
 
 async def test_crashing_bot_never_disturbs_its_siblings(

@@ -1,0 +1,164 @@
+"""The one chat rule: which chat an update is about, for its lane and for its stored rows."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from actors import chat_key, update_chat_id
+from actors.simulator import SimulatedBotApi
+from tests.actors.test_bot import with_handler
+from tests.harness import running_fleet
+
+FORUM = -1001234567890
+BUSINESS = 4242
+REACTIONS = -1009876543210
+CALLBACK = 77
+
+# One update of each kind whose chat is not simply ``message.chat``, by the text that asks for it.
+SHAPES: dict[str, tuple[str, dict[str, Any], int | None]] = {
+    "forum": (
+        "message",
+        {
+            "message_id": 9,
+            "message_thread_id": 3,
+            "is_topic_message": True,
+            "chat": {"id": FORUM, "type": "supergroup", "is_forum": True},
+            "from": {"id": 501},
+            "text": "in a topic",
+        },
+        FORUM,
+    ),
+    "business": (
+        "business_message",
+        {
+            "message_id": 4,
+            "business_connection_id": "bc-1",
+            "chat": {"id": BUSINESS, "type": "private"},
+            "from": {"id": BUSINESS},
+            "text": "to my shop",
+        },
+        BUSINESS,
+    ),
+    "reaction_count": (
+        "message_reaction_count",
+        {
+            "chat": {"id": REACTIONS, "type": "supergroup"},
+            "message_id": 12,
+            "date": 0,
+            "reactions": [{"type": {"type": "emoji", "emoji": "👍"}, "total_count": 3}],
+        },
+        REACTIONS,
+    ),
+    "callback": (
+        "callback_query",
+        {
+            "id": "cb-1",
+            "from": {"id": 502},
+            "message": {"message_id": 5, "chat": {"id": CALLBACK, "type": "private"}},
+            "data": "yes",
+        },
+        CALLBACK,
+    ),
+    "inline": ("inline_query", {"id": "q-1", "from": {"id": 503}, "query": "cats"}, None),
+}
+
+
+def shaped(kind: str, update_id: int) -> dict[str, Any]:
+    name, payload, _ = SHAPES[kind]
+    return {"update_id": update_id, name: payload}
+
+
+@pytest.mark.parametrize("kind", sorted(SHAPES))
+def test_an_update_is_about_the_chat_it_names(kind: str) -> None:
+    update = shaped(kind, 1)
+    expected = SHAPES[kind][2]
+    assert update_chat_id(update) == expected
+    assert chat_key(update) == (expected if expected is not None else ("user", 503))
+
+
+def test_an_update_naming_no_chat_has_a_lane_of_its_sender_or_its_kind() -> None:
+    assert chat_key({"update_id": 1, "poll_answer": {"user": {"id": 8}}}) == (
+        "kind",
+        "poll_answer",
+    )
+    assert chat_key({"update_id": 1}) == ("kind", "none")
+    # A chat id that is not a whole number is not a chat.
+    odd = {"update_id": 1, "message": {"chat": {"id": True}, "from": {"id": 6}}}
+    assert update_chat_id(odd) is None
+    assert chat_key(odd) == ("user", 6)
+
+
+class _Reshaping(httpx.AsyncBaseTransport):
+    """Turns a simulated user's text message ``shape:<kind>`` into an update of that kind."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.delivered: dict[int, dict[str, Any]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if not request.url.path.endswith("/getUpdates"):
+            return response
+        body = json.loads(await response.aread())
+        if body.get("ok"):
+            body["result"] = [self._reshape(update) for update in body["result"]]
+        return httpx.Response(response.status_code, json=body, request=request)
+
+    def _reshape(self, update: Mapping[str, Any]) -> dict[str, Any]:
+        text = str(update.get("message", {}).get("text", ""))
+        result = dict(update)
+        if text.startswith("shape:"):
+            result = shaped(text.removeprefix("shape:"), int(update["update_id"]))
+        self.delivered[int(update["update_id"])] = result
+        return result
+
+
+async def test_the_dead_letter_and_the_inbox_name_the_chat_of_the_lane(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(9))
+    db = tmp_path / "c.db"
+    transports: list[_Reshaping] = []
+
+    def reshaping(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        transports.append(_Reshaping(inner))
+        return transports[0]
+
+    async with running_fleet(
+        db,
+        [1],
+        api=api,
+        configure=with_handler("tests.handlers_for_tests:refuse_everything"),
+        wrap_transport=reshaping,
+    ) as fleet:
+        sent = {
+            api.send_user_message(fleet.tokens[1], 11, f"shape:{kind}"): kind
+            for kind in sorted(SHAPES)
+        }
+        await trio.sleep(30)
+        letters = {
+            letter.update_id: letter.chat_id
+            for letter in await fleet.handle.store.list_dead_letters(1)
+        }
+    delivered = transports[0].delivered
+    assert len(delivered) == len(SHAPES)
+    with sqlite3.connect(db) as conn:
+        inbox = dict(conn.execute("SELECT update_id, chat_id FROM inbox WHERE user_id = 1"))
+    conn.close()
+    lanes = {update_id: chat_key(update) for update_id, update in delivered.items()}
+    assert set(letters) == set(inbox) == set(delivered) == set(sent)
+    for update_id, kind in sent.items():
+        expected = SHAPES[kind][2]
+        assert letters[update_id] == inbox[update_id] == expected, kind
+        if expected is not None:
+            assert lanes[update_id] == expected
