@@ -11,11 +11,12 @@ import math
 from typing import Any
 
 import trio
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from actors import AutoreplyRule, BotActor, BotConfig, BotToken
+from actors import AutoreplyRule, BotActor, BotConfig, BotToken, describe_problems
 from admin.context import AdminContext, context_of, read_json, user_id_param
 from admin.errors import ApiError
 from supervisor import BotExists, FleetError, TelegramUnreachable, UnknownBot
@@ -98,13 +99,13 @@ def parse_new_bot(data: dict[str, Any]) -> BotConfig:
             user_id=user_id,
             token=token,
             handler=handler,
-            autoreply=tuple(AutoreplyRule(r["contains"], r["reply"]) for r in rules),
+            autoreply=tuple(AutoreplyRule(contains=r["contains"], reply=r["reply"]) for r in rules),
             autoreply_default=default,
             rps=float(rps) if rps is not None else None,
-            key="body",
         )
-    except ValueError as exc:
-        raise ApiError(422, str(exc)) from None
+    except ValidationError as exc:
+        problems = describe_problems(exc, BotConfig)
+        raise ApiError(422, "; ".join(str(p) for p in problems)) from None
 
 
 def _actor(ctx: AdminContext, user_id: int) -> BotActor:

@@ -10,7 +10,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 
-from supervisor import find_exception, is_loopback
+from admin.config import is_loopback
+from supervisor import find_exception
 
 __all__ = ["AdminServer", "serve_app"]
 

@@ -24,8 +24,9 @@ from actors import (
     SimulatedTransport,
     TelegramConfig,
 )
-from storage import Offload
-from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from admin import AdminConfig
+from storage import Offload, StorageConfig
+from supervisor import Config, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
 
@@ -75,8 +76,7 @@ async def start_fleet(
         supervisor=SupervisorConfig(graceful_timeout=2.0, report_interval=report_interval),
         limits=limits or LimitsConfig(),
         bots=tuple(
-            BotConfig(user_id=1 + i, token=BotToken(token), key=f"bots[{i}]")
-            for i, token in enumerate(tokens)
+            BotConfig(user_id=1 + i, token=BotToken(token)) for i, token in enumerate(tokens)
         ),
     )
     daemon = Daemon(

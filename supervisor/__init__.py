@@ -14,16 +14,6 @@ from supervisor.bot_supervisor import (
     SupervisorStatistics,
     find_exception,
 )
-from supervisor.config import (
-    AdminConfig,
-    Config,
-    ConfigError,
-    StorageConfig,
-    SupervisorConfig,
-    is_loopback,
-    load_config,
-    parse_config,
-)
 from supervisor.fleet import (
     BotExists,
     Fleet,
@@ -34,8 +24,13 @@ from supervisor.fleet import (
     bot_config,
 )
 
+# isort: split
+# Last: the config imports admin (for AdminConfig), and admin imports the names above from
+# this package (a cycle until admin depends on Protocols instead).
+from supervisor.config import Config, SupervisorConfig
+from supervisor.loading import ConfigError, load_config, parse_config
+
 __all__ = [
-    "AdminConfig",
     "BotExists",
     "BotSupervisor",
     "Child",
@@ -46,7 +41,6 @@ __all__ = [
     "Fleet",
     "FleetError",
     "RestartType",
-    "StorageConfig",
     "SupervisorConfig",
     "SupervisorEvent",
     "SupervisorStatistics",
@@ -55,7 +49,6 @@ __all__ = [
     "UnknownBot",
     "bot_config",
     "find_exception",
-    "is_loopback",
     "load_config",
     "parse_config",
 ]

@@ -13,12 +13,16 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
 from actors.secrets import redact
-from supervisor.config import SupervisorConfig
+
+if TYPE_CHECKING:
+    # Only a type here: importing the config at run time would load admin (for AdminConfig)
+    # before this package has the names admin imports from it.
+    from supervisor.config import SupervisorConfig
 
 __all__ = [
     "BotSupervisor",

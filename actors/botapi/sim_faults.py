@@ -13,9 +13,14 @@ import enum
 import math
 from dataclasses import dataclass
 
-from actors.config import check
-
 __all__ = ["FaultKind", "FaultProfile", "FloodLimits", "OutageMode", "SimulatedFault"]
+
+
+# The fault profile's own rule wording (the config models state theirs through pydantic).
+def check(condition: bool, key: str, rule: str, value: object) -> None:
+    """Raise ``ValueError("<key> must <rule>, got <value>")`` unless ``condition``."""
+    if not condition:
+        raise ValueError(f"{key} must {rule}, got {value!r}")
 
 
 class FaultKind(enum.Enum):
