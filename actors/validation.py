@@ -26,6 +26,8 @@ from pydantic import BaseModel, Field, Strict, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from actors.secrets import redact
+
 __all__ = [
     "CONFIG_RULE",
     "Flag",
@@ -105,6 +107,8 @@ def describe_problems(
     seen: set[str] = set()
     for details in error.errors(include_url=False):
         problem = _problem(details, model, prefix, known_keys or {})
+        # A value a validator quotes may hold a token pasted in the wrong place.
+        problem = Problem(problem.loc, redact(problem.message))
         if problem.message not in seen:
             seen.add(problem.message)
             problems.append(problem)
@@ -174,8 +178,9 @@ def _problem(
 
 
 def _show(details: ErrorDetails) -> str:
-    value = details.get("input")
-    text = repr(value)
+    """The wrong value, short, and with any bot token in it redacted (an api_base URL with a
+    token pasted into it must not be printed back)."""
+    text = redact(repr(details.get("input")))
     return text if len(text) <= 60 else text[:60] + "…"
 
 

@@ -152,11 +152,11 @@ def _bot_tokens(
         if isinstance(item, dict):
             item = dict(item)
             loc: Loc = ("bots", index, "token")
-            problem = _bot_token(item, index, env)
-            if isinstance(problem, BotToken):
-                item["token"] = problem
+            token = _bot_token(item, index, env)
+            if isinstance(token, BotToken):
+                item["token"] = token
             else:
-                problems.append(Problem(loc, problem))
+                problems.append(Problem(loc, token))
                 stated.append(loc)
         prepared.append(item)
     document["bots"] = prepared
