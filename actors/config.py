@@ -53,7 +53,9 @@ class TelegramConfig(BaseModel):
     # getUpdates long-poll timeout in seconds; Telegram caps it at 50.
     poll_timeout: Annotated[
         WholeNumber,
-        Field(ge=0, le=50, json_schema_extra={"rule": "be a whole number of seconds from 0 to 50"}),
+        Field(
+            ge=0, le=50, json_schema_extra={"x-rule": "be a whole number of seconds from 0 to 50"}
+        ),
     ] = 30
     # The HTTP read timeout of getUpdates is poll_timeout + this margin.
     poll_http_margin: Positive = 10.0
@@ -233,7 +235,7 @@ class AutoreplyRule(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        json_schema_extra={"rule": "be a table with non-empty strings 'contains' and 'reply'"},
+        json_schema_extra={"x-rule": "be a table with non-empty strings 'contains' and 'reply'"},
     )
 
     contains: NonEmpty
@@ -254,7 +256,7 @@ class BotConfig(BaseModel):
     handler: str = "echo"
     autoreply: Annotated[
         tuple[AutoreplyRule, ...],
-        Field(json_schema_extra={"rule": "be a list of tables with 'contains' and 'reply'"}),
+        Field(json_schema_extra={"x-rule": "be a list of tables with 'contains' and 'reply'"}),
     ] = ()
     # Reply when no autoreply rule matches; None sends nothing.
     autoreply_default: str | None = None

@@ -2,7 +2,7 @@
 
 Every configuration section is a frozen pydantic model. A field states its rule through its type
 and bounds (:data:`Positive`, :data:`WholeNumber`, ``Field(ge=1)``); a rule that these cannot say
-well is written out once as ``json_schema_extra={"rule": "..."}``; a rule between fields is a
+well is written out once as ``json_schema_extra={"x-rule": "..."}``; a rule between fields is a
 validator raising :func:`rule_error`. :func:`describe_problems` then turns a
 ``ValidationError`` into one :class:`Problem` per broken rule, naming the key path the way
 ``botvisor.toml`` spells it::
@@ -229,9 +229,9 @@ def _bounds(target: _Target) -> str:
 
 
 def _stated(target: _Target) -> str | None:
-    """The rule written out on the field (``json_schema_extra={"rule": ...}``), if any."""
+    """The rule written out on the field (``json_schema_extra={"x-rule": ...}``), if any."""
     for extra in _extras(target):
-        rule = extra.get("rule")
+        rule = extra.get("x-rule")
         if isinstance(rule, str):
             return rule
     return None
@@ -241,8 +241,8 @@ def _table_rule(annotation: Any) -> str | None:
     inner = _unwrap(annotation)
     if isinstance(inner, type) and issubclass(inner, BaseModel):
         rule = inner.model_config.get("json_schema_extra")
-        if isinstance(rule, dict) and isinstance(rule.get("rule"), str):
-            return str(rule["rule"])
+        if isinstance(rule, dict) and isinstance(rule.get("x-rule"), str):
+            return str(rule["x-rule"])
     return None
 
 

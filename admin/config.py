@@ -81,9 +81,7 @@ class AdminConfig(BaseModel):
     # Addresses or networks of reverse proxies whose X-Forwarded-For header is believed.
     trusted_proxies: Annotated[
         tuple[Annotated[str, AfterValidator(_network)], ...],
-        Field(
-            json_schema_extra={"rule": 'be a list of addresses or networks such as "10.0.0.0/8"'}
-        ),
+        Field(json_schema_extra={"x-rule": _PROXIES_RULE}),
     ] = ()
     # Serve /metrics without the admin token (a Prometheus on a private network).
     metrics_public: Flag = False

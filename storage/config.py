@@ -17,12 +17,12 @@ class StorageConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    path: Annotated[str, Field(min_length=1, json_schema_extra={"rule": "be a file path"})] = (
+    path: Annotated[str, Field(min_length=1, json_schema_extra={"x-rule": "be a file path"})] = (
         "botvisor.db"
     )
     # One health snapshot of every bot this often.
     persist_interval: Annotated[
-        _Seconds, Field(ge=60, le=3600, json_schema_extra={"rule": "be from 60 to 3600 seconds"})
+        _Seconds, Field(ge=60, le=3600, json_schema_extra={"x-rule": "be from 60 to 3600 seconds"})
     ] = 300.0
     retention_days: Annotated[_Seconds, Field(gt=0)] = 30.0
     # How often old rows are looked for.

@@ -75,7 +75,7 @@ class Config(BaseModel):
     supervisor: SupervisorConfig = SupervisorConfig()
     bots: Annotated[
         tuple[BotConfig, ...],
-        Field(json_schema_extra={"rule": "be an array of tables ([[bots]] for each bot)"}),
+        Field(json_schema_extra={"x-rule": "be an array of tables ([[bots]] for each bot)"}),
     ] = ()
 
     @field_validator("bots")
