@@ -86,7 +86,7 @@ def load_handler(bot: BotConfig) -> Handler:
     if bot.handler == "autoreply":
         return autoreply_handler(bot)
     module_name, _, attr = bot.handler.partition(":")
-    where = f"{bot.key}.handler = {bot.handler!r}"
+    where = f"bots[user_id={bot.user_id}].handler = {bot.handler!r}"
     if not module_name or not attr:
         raise HandlerError(f"{where}: write 'package.module:function'")
     try:

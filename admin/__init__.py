@@ -1,6 +1,7 @@
 """The admin HTTP API: Starlette served by Hypercorn on Trio."""
 
 from admin.app import AdminContext, create_app
+from admin.config import AdminConfig, is_loopback, parse_rate_limit, split_listen
 from admin.errors import ApiError
 from admin.events import EventStreams, EventStreamStatistics
 from admin.openapi import openapi_spec
@@ -11,6 +12,7 @@ from admin.requests import RequestModel, parse
 from admin.server import AdminListenError, AdminServer, serve_app
 
 __all__ = [
+    "AdminConfig",
     "AdminContext",
     "AdminListenError",
     "AdminServer",
@@ -26,9 +28,12 @@ __all__ = [
     "RequestModel",
     "client_address",
     "create_app",
+    "is_loopback",
     "openapi_spec",
     "operation",
     "parse",
+    "parse_rate_limit",
     "record_response",
     "serve_app",
+    "split_listen",
 ]

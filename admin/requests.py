@@ -19,7 +19,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
-from actors import MAX_USER_ID, AutoreplyRule, BotConfig, BotToken, UserId, user_id_problem
+from actors import (
+    MAX_USER_ID,
+    AutoreplyRule,
+    BotConfig,
+    BotToken,
+    UserId,
+    describe_problems,
+    user_id_problem,
+)
 from admin.errors import ApiError
 
 __all__ = [
@@ -132,13 +140,15 @@ class NewBot(RequestModel):
                 user_id=self.user_id,
                 token=token,
                 handler=self.handler,
-                autoreply=tuple(AutoreplyRule(r.contains, r.reply) for r in self.autoreply),
+                autoreply=tuple(
+                    AutoreplyRule(contains=r.contains, reply=r.reply) for r in self.autoreply
+                ),
                 autoreply_default=self.autoreply_default,
                 rps=self.rps,
-                key="body",
             )
-        except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
+        except ValidationError as exc:
+            problems = describe_problems(exc, BotConfig)
+            raise ApiError(422, "; ".join(map(str, problems))) from None
 
 
 class SuspendRequest(RequestModel):

@@ -11,7 +11,7 @@ from hypercorn.trio import serve
 from starlette.applications import Starlette
 
 from actors import find_exception
-from supervisor import is_loopback  # moves to admin.config
+from admin.config import is_loopback
 
 __all__ = ["AdminServer", "serve_app"]
 

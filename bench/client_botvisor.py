@@ -20,8 +20,10 @@ from pathlib import Path
 import trio
 
 from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from admin import AdminConfig
 from bench.common import raise_fd_limit, self_rss_kib
-from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from storage import StorageConfig
+from supervisor import Config, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon
 
@@ -46,8 +48,7 @@ def bench_config(api_base: str, tokens: list[str], db: Path, poll_timeout: int) 
         supervisor=SupervisorConfig(graceful_timeout=2.0),
         limits=RAISED_LIMITS,
         bots=tuple(
-            BotConfig(user_id=1 + i, token=BotToken(token), key=f"bots[{i}]")
-            for i, token in enumerate(tokens)
+            BotConfig(user_id=1 + i, token=BotToken(token)) for i, token in enumerate(tokens)
         ),
     )
 

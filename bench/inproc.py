@@ -18,8 +18,9 @@ import trio
 
 from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
 from actors.simulator import SimulatedBotApi, SimulatedTransport
-from storage import Offload
-from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from admin import AdminConfig
+from storage import Offload, StorageConfig
+from supervisor import Config, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
 
@@ -69,8 +70,7 @@ async def start_fleet(
         supervisor=SupervisorConfig(graceful_timeout=2.0, report_interval=report_interval),
         limits=limits or LimitsConfig(),
         bots=tuple(
-            BotConfig(user_id=1 + i, token=BotToken(token), key=f"bots[{i}]")
-            for i, token in enumerate(tokens)
+            BotConfig(user_id=1 + i, token=BotToken(token)) for i, token in enumerate(tokens)
         ),
     )
     daemon = Daemon(

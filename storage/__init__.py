@@ -6,6 +6,7 @@ Other packages import from here only::
     await store.insert_snapshots(rows)
 """
 
+from storage.config import StorageConfig
 from storage.db import migrate_file, open_database
 from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
@@ -37,6 +38,7 @@ __all__ = [
     "NotADatabaseError",
     "Offload",
     "SchemaTooNewError",
+    "StorageConfig",
     "StorageError",
     "Store",
     "StoreClosedError",

@@ -13,23 +13,14 @@ from supervisor.bot_supervisor import (
     SupervisorEvent,
     SupervisorStatistics,
 )
-from supervisor.config import (
-    AdminConfig,
-    Config,
-    ConfigError,
-    StorageConfig,
-    SupervisorConfig,
-    is_loopback,
-    load_config,
-    parse_config,
-)
+from supervisor.config import Config, SupervisorConfig
 from supervisor.fleet import (
     Fleet,
     bot_config,
 )
+from supervisor.loading import ConfigError, load_config, parse_config
 
 __all__ = [
-    "AdminConfig",
     "BotSupervisor",
     "Child",
     "ChildState",
@@ -38,12 +29,10 @@ __all__ = [
     "ConfigError",
     "Fleet",
     "RestartType",
-    "StorageConfig",
     "SupervisorConfig",
     "SupervisorEvent",
     "SupervisorStatistics",
     "bot_config",
-    "is_loopback",
     "load_config",
     "parse_config",
 ]

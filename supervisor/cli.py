@@ -19,8 +19,9 @@ import trio
 
 from actors import RedactingFilter, redact
 from storage import StorageError, migrate_file
-from supervisor.config import Config, ConfigError, load_config
+from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
+from supervisor.loading import ConfigError, load_config
 
 __all__ = ["main"]
 

@@ -22,8 +22,10 @@ import trio
 
 from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
 from actors.simulator import FaultProfile, OutageMode, SimReport, SimulatedBotApi, serve_sim
+from admin import AdminConfig
+from storage import StorageConfig
 from supervisor.clock import system_wall_clock
-from supervisor.config import AdminConfig, Config, StorageConfig, SupervisorConfig
+from supervisor.config import Config, SupervisorConfig
 from supervisor.daemon import Daemon, DaemonHandle, setup_error
 
 __all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_demo"]
@@ -212,8 +214,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
             admin=AdminConfig(listen=f"127.0.0.1:{args.admin_port}", token=admin_token),
             supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=1.0),
             bots=tuple(
-                BotConfig(user_id=1001 + i, token=BotToken(token), key=f"bots[{i}]")
-                for i, token in enumerate(tokens)
+                BotConfig(user_id=1001 + i, token=BotToken(token)) for i, token in enumerate(tokens)
             ),
         )
         daemon = Daemon(config, wall_clock=wall_clock, rng=random.Random(rng.random()))

@@ -75,7 +75,6 @@ def bot_config(record: BotRecord) -> BotConfig:
         autoreply=tuple(AutoreplyRule(**rule) for rule in settings.get("autoreply", [])),
         autoreply_default=settings.get("autoreply_default"),
         rps=settings.get("rps"),
-        key=f"bots[user_id={record.user_id}]",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,9 @@ import trio
 
 from actors import BotConfig, BotEvent, BotToken, EventSink, TelegramConfig
 from actors.simulator import SimulatedBotApi, SimulatedTransport
-from admin import AdminContext, create_app
-from storage import run_inline
-from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from admin import AdminConfig, AdminContext, create_app
+from storage import StorageConfig, run_inline
+from supervisor import Config, SupervisorConfig
 from supervisor.clock import anchored_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
 
@@ -60,11 +60,10 @@ def make_config(
         admin=AdminConfig(listen="127.0.0.1:0", enabled=admin),
         supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=5.0, restart_jitter=0.0),
         bots=tuple(
-            BotConfig(user_id=uid, token=BotToken(tokens[uid]), key=f"bots[{i}]")
-            for i, uid in enumerate(user_ids)
+            BotConfig(user_id=uid, token=BotToken(tokens[uid])) for i, uid in enumerate(user_ids)
         ),
     )
-    return replace(base, **sections)
+    return base.model_copy(update=sections)
 
 
 @asynccontextmanager

@@ -60,9 +60,7 @@ def test_packages_import_only_lower_layers_through_their_init() -> None:
         for path in sorted((ROOT / package).rglob("*.py"))
         for problem in violations(path)
     ]
-    # Pending the config rewrite that moves AdminConfig and is_loopback into admin.
-    pending = {"admin/server.py", "supervisor/config.py"}
-    assert [p for p in found if p.split(":")[0] not in pending] == []
+    assert found == []
 
 
 @pytest.mark.parametrize(

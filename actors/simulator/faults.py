@@ -16,6 +16,7 @@ from dataclasses import dataclass
 __all__ = ["FaultKind", "FaultProfile", "FloodLimits", "OutageMode", "SimulatedFault"]
 
 
+# The fault profile's own rule wording (the config models state theirs through pydantic).
 def check(condition: bool, key: str, rule: str, value: object) -> None:
     """Raise ``ValueError("<key> must <rule>, got <value>")`` unless ``condition``."""
     if not condition:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +19,8 @@ from tests.harness import running_fleet
 
 def with_handler(handler: str) -> Callable[[Config], Config]:
     def configure(config: Config) -> Config:
-        bots = tuple(dataclasses.replace(b, handler=handler) for b in config.bots)
-        return dataclasses.replace(config, bots=bots)
+        bots = tuple(b.model_copy(update={"handler": handler}) for b in config.bots)
+        return config.model_copy(update={"bots": bots})
 
     return configure
 
@@ -147,6 +146,6 @@ async def test_a_revoked_token_suspends_only_that_bot(
 async def test_a_bad_handler_path_is_refused_with_a_clear_message(handler: str) -> None:
     from actors import BotConfig, BotToken, HandlerError, load_handler
 
-    bot = BotConfig(user_id=1, token=BotToken("123:" + "a" * 30), handler=handler, key="bots[0]")
-    with pytest.raises(HandlerError, match=r"bots\[0\]\.handler"):
+    bot = BotConfig(user_id=1, token=BotToken("123:" + "a" * 30), handler=handler)
+    with pytest.raises(HandlerError, match=r"bots\[user_id=1\]\.handler"):
         load_handler(bot)

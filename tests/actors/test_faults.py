@@ -7,7 +7,6 @@ it by what the simulated Telegram users saw (``api.report()``) and what an opera
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -57,8 +56,8 @@ def chat_type(chat_id: int) -> str:
 
 def with_handler(handler: str) -> Callable[[Config], Config]:
     def configure(config: Config) -> Config:
-        bots = tuple(dataclasses.replace(b, handler=handler) for b in config.bots)
-        return dataclasses.replace(config, bots=bots)
+        bots = tuple(b.model_copy(update={"handler": handler}) for b in config.bots)
+        return config.model_copy(update={"bots": bots})
 
     return configure
 

@@ -31,12 +31,8 @@ TOKEN = "123456789:AAEhBP0av28bM4Nq2mY9sGkPmQ4DkX0aBcD"
 
 # Exact delays: transient errors back off 0.5 s, 1 s, 2 s…; unknown ones 2 s, 4 s…
 EXACT_RETRY = RetryConfig(
-    transient_network=RetryPolicyConfig(
-        max_retries=2, jitter=JitterKind.NONE, base_delay=0.5, key="retry.transient_network"
-    ),
-    unknown=RetryPolicyConfig(
-        max_retries=2, jitter=JitterKind.NONE, base_delay=2.0, key="retry.unknown"
-    ),
+    transient_network=RetryPolicyConfig(max_retries=2, jitter=JitterKind.NONE, base_delay=0.5),
+    unknown=RetryPolicyConfig(max_retries=2, jitter=JitterKind.NONE, base_delay=2.0),
 )
 
 

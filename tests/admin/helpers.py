@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ import httpx
 from starlette.applications import Starlette
 
 from actors.simulator import SimulatedBotApi
-from admin import AdminContext, create_app
-from supervisor import AdminConfig, Config
+from admin import AdminConfig, AdminContext, create_app
+from supervisor import Config
 from supervisor.clock import anchored_wall_clock
 from tests.harness import EPOCH, Fleet, running_fleet
 
@@ -78,7 +78,7 @@ async def admin_fleet(
     api = api or SimulatedBotApi(rng=random.Random(seed))
 
     def configure(base: Config) -> Config:
-        return replace(base, **(config or {}))
+        return base.model_copy(update=config or {})
 
     async with running_fleet(db_path, user_ids, api=api, seed=seed, configure=configure) as fleet:
         app = make_app(fleet, **options)
@@ -92,7 +92,7 @@ def served(admin: dict[str, Any] | None = None, **sections: Any) -> Callable[[Co
 
     def configure(base: Config) -> Config:
         settings = AdminConfig(listen="127.0.0.1:0", token=ADMIN_TOKEN, **(admin or {}))
-        return replace(base, admin=settings, **sections)
+        return base.model_copy(update={"admin": settings, **sections})
 
     return configure
 

@@ -13,8 +13,7 @@ import trio.testing
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
-from admin import AdminServer
-from supervisor import AdminConfig
+from admin import AdminConfig, AdminServer
 from tests.admin.helpers import ADMIN_TOKEN, AUTH, admin_fleet, client, make_app
 
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json"}

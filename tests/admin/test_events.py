@@ -59,9 +59,7 @@ async def test_a_bot_driven_open_and_back_shows_its_transitions_in_order(
         # Short long polls, so the faults below reach the next getUpdates soon.
         telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=1),
         breaker=BreakerConfig(failure_threshold=2, open_seconds=0.3, half_open_successes=1),
-        retry=RetryConfig(
-            transient_network=RetryPolicyConfig(max_retries=0, key="retry.transient_network")
-        ),
+        retry=RetryConfig(transient_network=RetryPolicyConfig(max_retries=0)),
     )
     with trio.fail_after(LIMIT):
         async with running_fleet(tmp_path / "e.db", [1, 2], api=api, configure=configure) as fleet:

@@ -363,12 +363,14 @@ async def test_a_long_history_is_cut_to_its_newest_rows_and_says_so(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import admin.app
-    from supervisor import StorageConfig
+    from storage import StorageConfig
 
     monkeypatch.setattr(admin.app, "HISTORY_ROW_LIMIT", 3)
     async with (
         running_fleet(
-            tmp_path / "h.db", [1], storage=StorageConfig(str(tmp_path / "h.db"), 60)
+            tmp_path / "h.db",
+            [1],
+            storage=StorageConfig(path=str(tmp_path / "h.db"), persist_interval=60),
         ) as fleet,
         admin_over(fleet) as http,
     ):

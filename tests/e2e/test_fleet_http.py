@@ -9,7 +9,9 @@ import trio
 
 from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
 from actors.simulator import SimulatedBotApi, serve_sim
-from supervisor import AdminConfig, Config, StorageConfig, SupervisorConfig
+from admin import AdminConfig
+from storage import StorageConfig
+from supervisor import Config, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon
 
@@ -34,8 +36,7 @@ async def test_fifty_bots_answer_every_message_once_in_order(tmp_path: Path) -> 
             limits=LimitsConfig(global_rps=1000, global_burst=100),
             supervisor=SupervisorConfig(graceful_timeout=2.0),
             bots=tuple(
-                BotConfig(user_id=1001 + i, token=BotToken(t), key=f"bots[{i}]")
-                for i, t in enumerate(tokens)
+                BotConfig(user_id=1001 + i, token=BotToken(t)) for i, t in enumerate(tokens)
             ),
         )
         daemon = Daemon(config, wall_clock=system_wall_clock(), rng=random.Random(52))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -19,9 +18,9 @@ from tests.harness import EPOCH, running_fleet
 
 def slow_handlers(config: Config) -> Config:
     bots = tuple(
-        dataclasses.replace(b, handler="tests.handlers_for_tests:slow_echo") for b in config.bots
+        b.model_copy(update={"handler": "tests.handlers_for_tests:slow_echo"}) for b in config.bots
     )
-    return dataclasses.replace(config, bots=bots)
+    return config.model_copy(update={"bots": bots})
 
 
 async def test_shutdown_stops_admin_then_bots_then_metrics_then_storage(
@@ -74,7 +73,7 @@ async def test_the_final_snapshot_is_taken_after_the_bots_stopped(
 async def test_a_taken_admin_address_is_a_setup_error_naming_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    from supervisor import AdminConfig
+    from admin import AdminConfig
     from supervisor.daemon import setup_error
 
     with trio.socket.socket() as taken:
@@ -83,7 +82,7 @@ async def test_a_taken_admin_address_is_a_setup_error_naming_it(
         port = taken.getsockname()[1]
 
         def on_taken_port(config: Config) -> Config:
-            return dataclasses.replace(config, admin=AdminConfig(listen=f"127.0.0.1:{port}"))
+            return config.model_copy(update={"admin": AdminConfig(listen=f"127.0.0.1:{port}")})
 
         with pytest.raises(BaseException) as failure:
             async with running_fleet(tmp_path / "d.db", [1], configure=on_taken_port):

@@ -26,12 +26,13 @@ from storage import (
     SCHEMA_VERSION,
     BotCounters,
     HealthRow,
+    StorageConfig,
     Store,
     migrate,
     open_database,
     run_inline,
 )
-from supervisor import Config, ConfigError, StorageConfig, parse_config
+from supervisor import Config, ConfigError, parse_config
 from supervisor.cli import migrate_command
 from supervisor.clock import anchored_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
@@ -88,9 +89,10 @@ async def recorded_times(store: Store, user_id: int) -> list[float]:
 def with_handlers(handlers: dict[int, str]) -> Callable[[Config], Config]:
     def configure(config: Config) -> Config:
         bots = tuple(
-            dataclasses.replace(b, handler=handlers.get(b.user_id, b.handler)) for b in config.bots
+            b.model_copy(update={"handler": handlers.get(b.user_id, b.handler)})
+            for b in config.bots
         )
-        return dataclasses.replace(config, bots=bots)
+        return config.model_copy(update={"bots": bots})
 
     return configure
 

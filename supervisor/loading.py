@@ -1,0 +1,188 @@
+"""Loading ``botvisor.toml``: the file, the secrets it names, and every problem in one pass.
+
+The sections' shapes and rules are the models of :mod:`supervisor.config`; this module adds what
+only the file has: secrets come from environment variables it names (the caller passes the
+environment in, so only the CLI reads ``os.environ``), ``[[bots]]`` take ``token`` or
+``token_env``, and tables that would be mistakes (``admin.token``, ``[retry.chat]``) are
+refused with a sentence saying what to do instead. Every problem names its key::
+
+    botvisor.toml: 2 problem(s):
+      - limits.global_rps must be > 0, got 0
+      - bots[1].user_id must be a whole number from 1 to 9223372036854775807, got 'x'
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from actors import BotConfig, BotToken, Problem, describe_problems
+from admin import AdminConfig
+from supervisor.config import Config
+
+__all__ = ["ConfigError", "load_config", "parse_config"]
+
+Loc = tuple[str | int, ...]
+
+# The keys a table of the file may hold, where they differ from its model's fields: the admin
+# token never comes from the file, a bot's token may come from the environment.
+_FILE_KEYS: Mapping[type[BaseModel], Collection[str]] = {
+    AdminConfig: frozenset(AdminConfig.model_fields) - {"token"},
+    BotConfig: frozenset(BotConfig.model_fields) | {"token_env"},
+}
+# Problems are listed in the order of the file's sections (unknown sections first).
+_SECTION_ORDER = {name: index for index, name in enumerate(Config.model_fields)}
+
+
+class ConfigError(Exception):
+    """The configuration has problems; ``problems`` lists each, naming its key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+def load_config(path: str | Path, env: Mapping[str, str]) -> Config:
+    """Read and validate a ``botvisor.toml``; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["the file does not exist"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot be read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problem = (
+            f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): "
+            "TOML files are UTF-8; save it as UTF-8"
+        )
+        raise ConfigError(str(path), [problem]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"is not valid TOML: {exc}"]) from None
+    return parse_config(data, env, source=str(path))
+
+
+def parse_config(
+    data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "config"
+) -> Config:
+    """Validate a parsed TOML document in one pass; raise ConfigError listing every problem."""
+    problems: list[Problem] = []
+    # Keys whose problem was already stated here: pydantic's "is required" would repeat it.
+    stated: list[Loc] = []
+    document = dict(data)
+    _admin_token(document, env, problems)
+    _refused_retry_tables(document, problems)
+    _bot_tokens(document, env, problems, stated)
+    try:
+        config = Config.model_validate(document)
+    except ValidationError as exc:
+        problems.extend(
+            problem
+            for problem in describe_problems(exc, Config, known_keys=_FILE_KEYS)
+            if not any(problem.loc[: len(loc)] == loc for loc in stated)
+        )
+    else:
+        if not problems:
+            return config
+    problems.sort(key=_section_index)
+    raise ConfigError(source, [problem.message for problem in problems])
+
+
+def _section_index(problem: Problem) -> int:
+    section = problem.loc[0] if problem.loc else ""
+    return _SECTION_ORDER.get(section, -1) if isinstance(section, str) else -1
+
+
+def _admin_token(document: dict[str, Any], env: Mapping[str, str], problems: list[Problem]) -> None:
+    """Put the admin token from ``$<admin.token_env>`` into ``[admin]``; refuse one in the file."""
+    table = document.get("admin", {})
+    if not isinstance(table, dict):
+        return
+    table = dict(table)
+    if table.pop("token", None) is not None:
+        problems.append(
+            Problem(
+                ("admin", "token"),
+                "admin.token: the admin token is never written in the file; "
+                "set admin.token_env to the name of an environment variable",
+            )
+        )
+    token_env = table.get("token_env", AdminConfig.model_fields["token_env"].default)
+    # An empty variable is no token (the loopback rule then applies).
+    table["token"] = (env.get(token_env) if isinstance(token_env, str) else None) or None
+    document["admin"] = table
+
+
+def _refused_retry_tables(document: dict[str, Any], problems: list[Problem]) -> None:
+    table = document.get("retry")
+    if not isinstance(table, dict):
+        return
+    table = dict(table)
+    for name in ("permanent", "chat"):
+        if name in table:
+            del table[name]
+            problems.append(
+                Problem(
+                    ("retry", name),
+                    f"retry.{name}: {name} errors are never retried; remove this table",
+                )
+            )
+    document["retry"] = table
+
+
+def _bot_tokens(
+    document: dict[str, Any], env: Mapping[str, str], problems: list[Problem], stated: list[Loc]
+) -> None:
+    """Replace each bot's ``token`` / ``token_env`` by a BotToken, or state why there is none."""
+    bots = document.get("bots")
+    if not isinstance(bots, list):
+        return
+    prepared: list[Any] = []
+    for index, item in enumerate(bots):
+        if isinstance(item, dict):
+            item = dict(item)
+            loc: Loc = ("bots", index, "token")
+            token = _bot_token(item, index, env)
+            if isinstance(token, BotToken):
+                item["token"] = token
+            else:
+                problems.append(Problem(loc, token))
+                stated.append(loc)
+        prepared.append(item)
+    document["bots"] = prepared
+
+
+def _bot_token(item: dict[str, Any], index: int, env: Mapping[str, str]) -> BotToken | str:
+    """The bot's token, or the sentence saying what is wrong (never showing the token)."""
+    key = f"bots[{index}]"
+    raw = item.pop("token", None)
+    token_env = item.pop("token_env", None)
+    if raw is not None and token_env is not None:
+        return f"{key}: give either token or token_env, not both"
+    if token_env is not None:
+        if not isinstance(token_env, str) or not token_env:
+            return f"{key}.token_env must be the name of an environment variable"
+        raw = env.get(token_env)
+        if raw is None:
+            return f"{key}.token_env: the environment variable {token_env} is not set"
+        where = f"${token_env}"
+    elif raw is None:
+        return f"{key}: a bot needs token_env (recommended) or token"
+    else:
+        where = f"{key}.token"
+    if not isinstance(raw, str):
+        return f"{where} must be a string"
+    try:
+        return BotToken(raw.strip())
+    except ValueError as exc:
+        return f"{where}: {exc}"
