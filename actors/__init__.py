@@ -47,7 +47,7 @@ from actors.events import (
 )
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
-from actors.ids import MAX_USER_ID, UserId, user_id_problem
+from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
 from actors.limits import (
     ChatLimiters,
@@ -85,6 +85,7 @@ from actors.validation import (
 
 __all__ = [
     "MAX_USER_ID",
+    "USER_ID_RULE",
     "ActorState",
     "AutoreplyRule",
     "Backoff",
@@ -113,13 +114,11 @@ __all__ = [
     "EventSink",
     "EventSinkStatistics",
     "ExponentialBackoff",
-    "FaultProfile",
     "Flag",
     "FleetError",
     "FleetServices",
     "FleetSummary",
     "FloodGate",
-    "FloodLimits",
     "Fraction",
     "GlobalLimiterStatistics",
     "GlobalRateLimiter",
@@ -138,7 +137,6 @@ __all__ = [
     "MetricsStatistics",
     "NonNegative",
     "Number",
-    "OutageMode",
     "PipelineStatistics",
     "Positive",
     "Problem",
@@ -164,7 +162,6 @@ __all__ = [
     "WholeNumber",
     "chat_key",
     "combine_retry_statistics",
-    "create_sim_app",
     "describe_problems",
     "find_exception",
     "format_loc",
@@ -173,7 +170,6 @@ __all__ = [
     "make_http_client",
     "redact",
     "rule_error",
-    "serve_sim",
     "shared_ssl_context",
     "update_chat_id",
     "user_id_problem",

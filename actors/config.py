@@ -245,23 +245,26 @@ class AutoreplyRule(BaseModel):
 class BotConfig(BaseModel):
     """One tenant bot: ``[[bots]]``."""
 
-    # A BotToken is checked by its own constructor (the loader reads it from the file or the
-    # environment); hide_input_in_errors keeps the token's text out of any error's str.
-    model_config = ConfigDict(
-        frozen=True, extra="forbid", arbitrary_types_allowed=True, hide_input_in_errors=True
-    )
+    # The same shape is the body of POST /admin/bots. hide_input_in_errors keeps the token's
+    # text out of any error's str.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     user_id: UserId
-    token: BotToken
-    handler: str = "echo"
+    # repr=False: a value given for the token is never echoed in an error.
+    token: BotToken = Field(repr=False)
+    handler: str = Field(
+        default="echo", description="'echo', 'autoreply' or 'package.module:function'"
+    )
     autoreply: Annotated[
         tuple[AutoreplyRule, ...],
         Field(json_schema_extra={"x-rule": "be a list of tables with 'contains' and 'reply'"}),
     ] = ()
-    # Reply when no autoreply rule matches; None sends nothing.
-    autoreply_default: str | None = None
-    # Per-tenant override of limits.bot_rps.
-    rps: Positive | None = None
+    autoreply_default: str | None = Field(
+        default=None, description="the reply when no autoreply rule matches; null sends nothing"
+    )
+    rps: Positive | None = Field(
+        default=None, description="this bot's requests per second; null means limits.bot_rps"
+    )
 
     @field_validator("handler")
     @classmethod

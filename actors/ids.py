@@ -10,19 +10,24 @@ from typing import Annotated
 
 from pydantic import Field
 
-__all__ = ["MAX_USER_ID", "UserId", "user_id_problem"]
+__all__ = ["MAX_USER_ID", "USER_ID_RULE", "UserId", "user_id_problem"]
 
 # user_id is stored as SQLite's INTEGER, a signed 64-bit number.
 MAX_USER_ID = 2**63 - 1
+USER_ID_RULE = f"be a whole number from 1 to {MAX_USER_ID}"
 
 # strict: a bool or a string of digits is not a user_id.
-UserId = Annotated[int, Field(strict=True, ge=1, le=MAX_USER_ID)]
+UserId = Annotated[
+    int,
+    Field(strict=True, ge=1, le=MAX_USER_ID, json_schema_extra={"x-rule": USER_ID_RULE}),
+]
 
 
 def user_id_problem(raw: str) -> str | None:
-    """Why ``raw`` (a path or query parameter) is not a user_id, or None when it is one."""
+    """What is wrong with ``raw`` as a user_id given as text (a path or query parameter):
+    ``"must be a whole number from 1 to …, got 'x'"``, or None when it is one."""
     # Checked on the text first: int() of a 5,000-digit string would raise, not answer.
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not 1 <= int(raw) <= MAX_USER_ID:
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
-        return f"user_id must be a whole number from 1 to {MAX_USER_ID}, got {shown!r}"
+        return f"must {USER_ID_RULE}, got {shown!r}"
     return None

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = ["TOKEN_PATTERN", "BotToken", "RedactingFilter", "redact"]
 
@@ -54,6 +59,35 @@ class BotToken:
 
     def __repr__(self) -> str:
         return f"BotToken({self.redacted!r})"
+
+    # As a pydantic field type: a BotToken, or the token's text (surrounding white space
+    # stripped); it is shown (serialised) only as ``123456:…`` and never echoed in an error.
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            cls._from_field,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda t: t.redacted),
+        )
+
+    @classmethod
+    def _from_field(cls, value: object) -> BotToken:
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):
+            raise PydanticCustomError("string_type", "Input should be a valid string")
+        return cls(value.strip())
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "type": "string",
+            "writeOnly": True,
+            "description": "the bot's token from @BotFather; never shown again",
+        }
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, BotToken) and other._value == self._value

@@ -96,17 +96,19 @@ def describe_problems(
     *,
     prefix: Loc = (),
     known_keys: Mapping[type[BaseModel], Collection[str]] | None = None,
+    unknown: tuple[str, str] = ("unknown section", "unknown key"),
 ) -> list[Problem]:
     """One :class:`Problem` per error in ``error``, raised validating ``model``.
 
     ``prefix`` is where ``model`` sits (``("body",)``); ``known_keys`` replaces the keys an
     unknown-key message lists for a model whose file keys are not its fields (a bot's
-    ``token_env``).
+    ``token_env``). ``unknown`` names an unknown top-level key and a nested one (a config
+    file's sections and keys; a request's fields).
     """
     problems: list[Problem] = []
     seen: set[str] = set()
     for details in error.errors(include_url=False):
-        problem = _problem(details, model, prefix, known_keys or {})
+        problem = _problem(details, model, prefix, known_keys or {}, unknown)
         # A value a validator quotes may hold a token pasted in the wrong place.
         problem = Problem(problem.loc, redact(problem.message))
         if problem.message not in seen:
@@ -145,6 +147,7 @@ def _problem(
     root: type[BaseModel],
     prefix: Loc,
     known_keys: Mapping[type[BaseModel], Collection[str]],
+    unknown: tuple[str, str],
 ) -> Problem:
     kind = details["type"]
     target = _walk(root, tuple(details["loc"]))
@@ -165,7 +168,7 @@ def _problem(
     if kind == "extra_forbidden":
         owner = target.owner or root
         known = ", ".join(sorted(known_keys.get(owner, owner.model_fields)))
-        what = "unknown section" if len(loc) == 1 and owner is root else "unknown key"
+        what = unknown[0] if len(loc) == 1 and owner is root else unknown[1]
         return Problem(loc, f"{path}: {what} (known: {known})")
     if kind == "missing":
         return Problem(loc, f"{path} is required")

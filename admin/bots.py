@@ -12,12 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from actors import BotActor, BotExists, FleetError, TelegramUnreachable, UnknownBot
+from actors import BotActor, BotConfig, BotExists, FleetError, TelegramUnreachable, UnknownBot
 from admin.context import AdminContext, context_of
 from admin.errors import ApiError
 from admin.operations import Reply, operation
 from admin.records import Bot, BotList, Removed, record_response
-from admin.requests import NewBot, SuspendRequest, UserIdPath, parse_body, parse_path
+from admin.requests import SuspendRequest, UserIdPath, parse_body, parse_path
 
 __all__ = ["bot_record", "bot_routes"]
 
@@ -82,13 +82,13 @@ def _lock(request: Request) -> trio.Lock:
     "Add a bot: its token is checked with getMe before it is stored; it starts at once and "
     "survives restarts",
     {201: Reply("added and started", record=Bot)},
-    body=NewBot,
+    body=BotConfig,
     errors=(409, 503),
     tag="bots",
 )
 async def add_bot(request: Request) -> Response:
     ctx = context_of(request)
-    bot = (await parse_body(request, NewBot)).bot_config()
+    bot = await parse_body(request, BotConfig)
     async with _lock(request):
         try:
             actor = await ctx.fleet.add(bot, source="api")

@@ -183,7 +183,7 @@ async def test_bad_requests_get_a_json_error_naming_the_problem(
             (b"not json", "must be JSON"),
             (b"[1, 2]", "JSON object"),
             (b'{"user_id": 7, "token": "x", "rps": NaN}', "NaN is not a JSON number"),
-            (b'{"token": "x"}', "'user_id' is required"),
+            (b'{"token": "x"}', "user_id is required"),
             (b'{"user_id": 0, "token": "x"}', "user_id must be a whole number"),
             (b'{"user_id": true, "token": "x"}', "user_id must be a whole number"),
             (b'{"user_id": 99999999999999999999, "token": "x"}', "user_id must be"),

@@ -89,6 +89,7 @@ def test_the_spec_describes_every_route_and_nothing_else() -> None:
                     "type": "integer",
                     "minimum": 1,
                     "maximum": 2**63 - 1,
+                    "x-rule": "be a whole number from 1 to 9223372036854775807",
                 }, (method, path)
                 assert "422" in responses
 
