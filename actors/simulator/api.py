@@ -38,6 +38,7 @@ from actors.simulator.faults import (
     OutageMode,
     SimulatedFault,
 )
+from actors.simulator.flood import flood_wait
 from actors.simulator.protocol import (
     CONFLICT,
     MAX_TEXT,
@@ -601,7 +602,7 @@ class SimulatedBotApi:
         if bot.blocked is not None and chat_id in bot.blocked:
             return error(403, "Forbidden: bot was blocked by the user")
         if self._flood is not None:
-            wait = self._flood_wait(bot, chat_id, log.chat_type)
+            wait = flood_wait(bot, self._flood, chat_id, log.chat_type, trio.current_time())
             if wait > 0:
                 self._counts["flood_limited"] += 1
                 return error(429, f"Too Many Requests: retry after {wait}", wait)
@@ -625,35 +626,3 @@ class SimulatedBotApi:
                 "text": text,
             }
         )
-
-    def _flood_wait(self, bot: SimBot, chat_id: int, chat_type: str) -> int:
-        """0 and a token taken from both buckets, or the whole seconds until one is back."""
-        limits = self._flood
-        assert limits is not None
-        if chat_type == "private":
-            chat_rate, chat_burst = limits.private_per_second, limits.private_burst
-        else:
-            chat_rate, chat_burst = limits.group_per_minute / 60, limits.group_burst
-        if bot.buckets is None:
-            bot.buckets = {}
-        now = trio.current_time()
-        wait = 0.0
-        buckets = []
-        for bucket_key, rate, burst in (
-            (chat_id, chat_rate, chat_burst),
-            (None, limits.bot_per_second, limits.bot_burst),
-        ):
-            bucket = bot.buckets.get(bucket_key)
-            if bucket is None:
-                bucket = bot.buckets[bucket_key] = [float(burst), now]
-            bucket[0] = min(float(burst), bucket[0] + (now - bucket[1]) * rate)
-            bucket[1] = now
-            # A client pacing exactly at the limit must pass despite float rounding.
-            if bucket[0] < 1 - 1e-6:
-                wait = max(wait, (1 - bucket[0]) / rate)
-            buckets.append(bucket)
-        if wait > 0:
-            return max(1, math.ceil(wait - 1e-6))
-        for bucket in buckets:
-            bucket[0] -= 1
-        return 0

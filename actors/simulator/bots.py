@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import trio
 
+from actors.bucket import TokenBucketCore
 from actors.secrets import BotToken
 from actors.simulator.faults import FaultKind, FaultProfile
 from actors.simulator.report import DeliveryLog
@@ -97,8 +98,8 @@ class SimBot:
         self.updates_confirmed = 0
         self.log = DeliveryLog()
         self.blocked: set[int] | None = None
-        # Flood-limit buckets [tokens, last refill] per chat, and the bot's under key None.
-        self.buckets: dict[int | None, list[float]] | None = None
+        # Flood-limit buckets per chat, and the bot's own under the key None.
+        self.buckets: dict[int | None, TokenBucketCore] | None = None
         self.sent: deque[SentMessage] | None = None
 
     def __repr__(self) -> str:
