@@ -3,7 +3,7 @@
 Other packages import from here only.
 """
 
-from actors.bot import ActorState, BotActor, BotStatistics, DeliveryFailed, FleetServices
+from actors.bot import BotActor, BotStatistics
 from actors.botapi import (
     BotApiClient,
     BotApiError,
@@ -36,19 +36,21 @@ from actors.config import (
     RetryPolicyConfig,
     TelegramConfig,
 )
+from actors.delivery import DeliveryFailed
 from actors.events import (
     BotEvent,
     BreakerChanged,
     EventSink,
     EventSinkStatistics,
-    HealthReport,
     LifecycleEvent,
     StatusChanged,
 )
+from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key
+from actors.lifecycle import ActorState, LifecycleError
 from actors.limits import (
     ChatLimiters,
     FloodGate,
@@ -56,11 +58,12 @@ from actors.limits import (
     GlobalRateLimiter,
     TokenBucket,
 )
-from actors.metrics import FleetSummary, MetricsActor, MetricsStatistics, Subscription
+from actors.metrics import MetricsActor, MetricsStatistics, Subscription
 from actors.pipeline import PipelineStatistics, RequestPipeline
 from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
 from actors.retry import combine as combine_retry_statistics
 from actors.secrets import BotToken, RedactingFilter, redact
+from actors.services import FleetServices
 
 __all__ = [
     "MAX_USER_ID",
@@ -90,6 +93,7 @@ __all__ = [
     "EventSink",
     "EventSinkStatistics",
     "FaultProfile",
+    "FleetHealth",
     "FleetServices",
     "FleetSummary",
     "FloodGate",
@@ -99,11 +103,12 @@ __all__ = [
     "HandlerContext",
     "HandlerError",
     "HealthConfig",
-    "HealthReport",
+    "HealthPull",
     "HealthStatistics",
     "HealthTracker",
     "JitterKind",
     "LaneStatistics",
+    "LifecycleError",
     "LifecycleEvent",
     "LimitsConfig",
     "MetricsActor",

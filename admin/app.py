@@ -23,7 +23,6 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from actors import (
     BotActor,
     BotStatistics,
-    BotStatus,
     BreakerState,
     BreakerStatistics,
     combine_retry_statistics,
@@ -137,18 +136,17 @@ async def health_summary(request: Request) -> Response:
 async def health_unhealthy(request: Request) -> Response:
     ctx = _ctx(request)
     bots = []
-    for actor in ctx.fleet.actors():
-        stats = actor.statistics()
-        if stats.status is not BotStatus.HEALTHY:
-            state = ctx.fleet.child_state(actor.user_id)
-            bots.append(_bot_health(stats, state.value if state else None))
+    for stats in ctx.metrics.health.unhealthy():
+        state = ctx.fleet.child_state(stats.user_id)
+        bots.append(_bot_health(stats, state.value if state else None))
     return _json({"generated_at": ctx.wall_clock(), "count": len(bots), "bots": bots})
 
 
 async def health_one(request: Request) -> Response:
     actor = _actor(request)
-    state = _ctx(request).fleet.child_state(actor.user_id)
-    return _json(_bot_health(actor.statistics(), state.value if state else None))
+    ctx = _ctx(request)
+    state = ctx.fleet.child_state(actor.user_id)
+    return _json(_bot_health(ctx.metrics.health.one(actor), state.value if state else None))
 
 
 # --- 4–6: circuit breakers -----------------------------------------------------------------
@@ -170,7 +168,7 @@ async def breakers_summary(request: Request) -> Response:
     by_state = {state.value: 0 for state in BreakerState}
     not_closed = []
     for actor in ctx.fleet.actors():
-        stats = actor.breaker.statistics()
+        stats = actor.pipeline.breaker.statistics()
         by_state[stats.state.value] += 1
         if stats.state is not BreakerState.CLOSED:
             not_closed.append(_breaker(ctx, actor.user_id, stats))
@@ -179,13 +177,14 @@ async def breakers_summary(request: Request) -> Response:
 
 async def breaker_one(request: Request) -> Response:
     actor = _actor(request)
-    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    return _json(_breaker(_ctx(request), actor.user_id, actor.pipeline.breaker.statistics()))
 
 
 async def breaker_reset(request: Request) -> Response:
     actor = _actor(request)
-    actor.breaker.reset()
-    return _json(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    breaker = actor.pipeline.breaker
+    breaker.reset()
+    return _json(_breaker(_ctx(request), actor.user_id, breaker.statistics()))
 
 
 # --- 7–8: retry statistics -----------------------------------------------------------------
@@ -193,7 +192,7 @@ async def breaker_reset(request: Request) -> Response:
 
 async def retry_statistics(request: Request) -> Response:
     ctx = _ctx(request)
-    per_bot = {actor.user_id: actor.retry_counters.statistics() for actor in ctx.fleet.actors()}
+    per_bot = {a.user_id: a.pipeline.counters.statistics() for a in ctx.fleet.actors()}
     return _json(
         {
             "overall": combine_retry_statistics(per_bot.values()),
@@ -206,7 +205,7 @@ async def retry_reset(request: Request) -> Response:
     ctx = _ctx(request)
     actors = ctx.fleet.actors()
     for actor in actors:
-        actor.retry_counters.reset()
+        actor.pipeline.counters.reset()
     return _json({"reset": len(actors)})
 
 

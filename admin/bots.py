@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from actors import AutoreplyRule, BotActor, BotConfig, BotToken
+from actors import AutoreplyRule, BotActor, BotConfig, BotToken, LifecycleError
 from admin.context import AdminContext, context_of, read_json, user_id_param
 from admin.errors import ApiError
 from supervisor import BotExists, FleetError, TelegramUnreachable, UnknownBot
@@ -173,7 +173,6 @@ async def remove_bot(request: Request) -> Response:
             await ctx.fleet.remove(user_id)
         except FleetError as exc:
             raise _fleet_error(exc) from None
-        ctx.metrics.forget(user_id)
     return JSONResponse({"user_id": user_id, "removed": True, "history_kept": True})
 
 
@@ -189,14 +188,10 @@ async def suspend_bot(request: Request) -> Response:
         raise ApiError(422, f"reason must be a non-empty string of at most {MAX_REASON} characters")
     async with _lock(request):
         actor = _actor(ctx, user_id)
-        if actor.health.suspended_reason is not None:
-            raise ApiError(
-                409,
-                f"bot {user_id} is already suspended ({actor.health.suspended_reason}); "
-                "resume it first",
-            )
         try:
             await ctx.fleet.suspend(user_id, reason.strip())
+        except LifecycleError as exc:
+            raise ApiError(409, str(exc)) from None
         except FleetError as exc:
             raise _fleet_error(exc) from None
         return JSONResponse(bot_json(ctx, actor))
@@ -207,10 +202,10 @@ async def resume_bot(request: Request) -> Response:
     user_id = user_id_param(request)
     async with _lock(request):
         actor = _actor(ctx, user_id)
-        if actor.health.suspended_reason is None:
-            raise ApiError(409, f"bot {user_id} is not suspended; only a suspended bot resumes")
         try:
             await ctx.fleet.resume(user_id)
+        except LifecycleError as exc:
+            raise ApiError(409, str(exc)) from None
         except FleetError as exc:
             raise _fleet_error(exc) from None
         return JSONResponse(bot_json(ctx, actor))

@@ -3,6 +3,10 @@
 The admin API and the daemon manage bots only through the Fleet: it validates a token before
 anything is stored, persists the registry, restores each bot's health at start, and turns the
 supervisor's decisions (a bot that exceeded its restart intensity) into suspensions.
+
+The actors own their lifecycle: they suspend and resume themselves and announce it; the fleet
+persists what they announce (:meth:`Fleet._on_lifecycle`, the one place that stores a
+suspension). A request the bot's state does not allow raises :class:`actors.LifecycleError`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Any
 import trio
 
 from actors import (
-    ActorState,
     AutoreplyRule,
     BotActor,
     BotApiClient,
@@ -24,11 +27,10 @@ from actors import (
     BotToken,
     ErrorCategory,
     FleetServices,
-    HealthReport,
     LifecycleEvent,
 )
 from actors.handlers import HandlerError, load_handler
-from storage import BotCounters, BotRecord, HealthRow
+from storage import BotRecord, HealthRow, StoreClosedError
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
 __all__ = ["BotExists", "Fleet", "FleetError", "TelegramUnreachable", "TokenRejected", "UnknownBot"]
@@ -106,6 +108,9 @@ class Fleet:
         self._services = services
         self._bots: dict[int, _Registered] = {}
         self._lock = trio.Lock()
+        # Suspensions announced while the store's write queue was full, stored at the next
+        # chance (user_id -> reason, None for a resumption; the latest announcement wins).
+        self._unsaved: dict[int, str | None] = {}
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -137,21 +142,20 @@ class Fleet:
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
-            actor = BotActor(bot_config(record), self._services)
+            actor = self._new_actor(bot_config(record))
             row = latest.get(record.user_id)
             if row is not None:
                 actor.restore(row)
             if record.user_id in counters:
                 actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
-                actor.health.suspend(record.suspended_reason)
-                actor.state = ActorState.SUSPENDED
+                actor.restore_suspension(record.suspended_reason)
             actor.preload(offsets.get(record.user_id), pending.get(record.user_id, []))
             self._bots[record.user_id] = _Registered(actor, record.source)
         # All at once: each start is short, but 10,000 of them one after the other add up.
         async with trio.open_nursery() as nursery:
             for registered in self._bots.values():
-                if registered.actor.state is not ActorState.SUSPENDED:
+                if registered.actor.suspended_reason is None:
                     nursery.start_soon(self._start, registered.actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
@@ -172,19 +176,6 @@ class Fleet:
     def child_state(self, user_id: int) -> ChildState | None:
         return self._supervisor.child_state(user_id)
 
-    def health_rows(self) -> list[HealthRow]:
-        """A fresh health row of every bot: what a snapshot writes."""
-        return [actor.health_report().row for actor in self.actors()]
-
-    def counter_rows(self) -> list[BotCounters]:
-        """The delivery counters of every bot now: what a snapshot writes beside the rows."""
-        now = self._services.wall_clock()
-        return [actor.counters(now) for actor in self.actors()]
-
-    def health_reports(self) -> list[HealthReport]:
-        """Every bot's state now, restored counters included (seeds the metrics actor)."""
-        return [actor.health_report() for actor in self.actors()]
-
     # --- management ----------------------------------------------------------------------
 
     async def add(self, bot: BotConfig, *, source: str = "api") -> BotActor:
@@ -199,7 +190,7 @@ class Fleet:
             await self.validate_token(bot.token)
             now = self._services.wall_clock()
             await self._services.store.upsert_bot(bot_record(bot, source, now))
-            actor = BotActor(bot, self._services)
+            actor = self._new_actor(bot)
             self._bots[bot.user_id] = _Registered(actor, source)
             self._emit(bot.user_id, "added")
         await self._start(actor)
@@ -215,22 +206,32 @@ class Fleet:
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
+        """Suspend the bot and stop it; LifecycleError if it is suspended already."""
         actor = self.get(user_id)
         actor.suspend(reason)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
-        await self._services.store.set_suspended(user_id, reason)
-        actor.state = ActorState.SUSPENDED
+        await self.save_suspensions()
 
     async def resume(self, user_id: int) -> None:
-        """Re-validate the token with getMe, clear the suspension and start the bot."""
+        """Re-validate the token with getMe, clear the suspension and start the bot;
+        LifecycleError (before asking Telegram) if the bot is not suspended."""
         actor = self.get(user_id)
+        actor.check_resumable()
         await self.validate_token(actor.config.token)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         actor.resume()
-        await self._services.store.set_suspended(user_id, None)
+        await self.save_suspensions()
         await self._start(actor)
+
+    async def save_suspensions(self) -> None:
+        """Wait until every announced suspension and resumption is stored."""
+        store = self._services.store
+        while self._unsaved:
+            user_id, reason = self._unsaved.popitem()
+            await store.set_suspended(user_id, reason)
+        await store.flush()
 
     async def validate_token(self, token: BotToken) -> dict[str, Any]:
         """getMe with the token: TokenRejected if Telegram refuses it, TelegramUnreachable if
@@ -261,11 +262,37 @@ class Fleet:
         registered = self._bots.get(event.child_id)
         if registered is None:
             return
+        actor = registered.actor
         if event.kind == "suspended":
-            registered.actor.suspend(event.detail)
-            self._services.store.set_suspended_nowait(event.child_id, event.detail)
-        elif event.kind != "stopped" or registered.actor.health.suspended_reason is None:
+            if actor.suspended_reason is None:
+                actor.suspend(event.detail)
+        elif event.kind != "stopped" or actor.suspended_reason is None:
             self._emit(event.child_id, event.kind, event.detail)
+
+    def _new_actor(self, bot: BotConfig) -> BotActor:
+        return BotActor(bot, self._services, on_lifecycle=self._on_lifecycle)
+
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        """Persist what an actor announces: the one writer of ``bots.suspended_reason``."""
+        if event.event == "suspended":
+            reason: str | None = event.detail
+        elif event.event == "resumed":
+            reason = None
+        else:
+            return
+        if event.user_id in self._unsaved:
+            self._unsaved[event.user_id] = reason  # keeps the order of the two
+            return
+        try:
+            self._services.store.set_suspended_nowait(event.user_id, reason)
+        except trio.WouldBlock:
+            self._unsaved[event.user_id] = reason
+            log.warning(
+                "bot %s: the store is busy; its suspension is stored at the next chance",
+                event.user_id,
+            )
+        except StoreClosedError:
+            log.error("bot %s: the store is closed; its suspension was not stored", event.user_id)
 
     async def _start(self, actor: BotActor) -> None:
         await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)
