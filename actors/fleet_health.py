@@ -1,11 +1,22 @@
 """FleetHealth: the one source of every health read of the fleet.
 
 The summary, the unhealthy list, the per-bot endpoint, ``/metrics`` and the snapshot writer
-all read one *pull* of the actors' ``statistics()``. A pull is reused while Trio's clock
-stands still and no actor announced a change (an event: status, breaker, lifecycle), so reads
-in the same instant agree with each other; any later read pulls again. Nothing is pushed and
-nothing can be dropped: right after a breaker opens, the summary's counts by status, the
-unhealthy list and the per-bot record say the same thing.
+all read one *pull* of the actors. A pull is reused while Trio's clock stands still and no
+actor announced a change (an event: status, breaker, lifecycle), so reads in the same instant
+agree with each other; any later read pulls again. Nothing is pushed and nothing can be
+dropped: right after a breaker opens, the summary's counts by status, the unhealthy list and
+the per-bot record say the same thing.
+
+Two depths of pull, so that large fleets stay cheap to summarise:
+
+- a *status* pull reads every bot's :class:`~actors.bot.HealthSample` (its status and the
+  counters the summary adds up) and the full statistics of only the bots that are not
+  HEALTHY (what the unhealthy list shows): the summary and the unhealthy list;
+- a *full* pull reads every bot's full :class:`~actors.bot.BotStatistics`: ``/metrics`` and
+  the snapshots. A full pull serves the summary too.
+
+Each pull is taken in one go, without yielding (the asynchronous full pull yields every
+:data:`PULL_CHUNK` bots), so the counts by status and the bots listed come from one reading.
 """
 
 from __future__ import annotations
@@ -42,51 +53,90 @@ class FleetSummary:
     dead_letters: int
 
 
-@dataclass(frozen=True)
-class HealthPull:
-    """Every registered bot's statistics, read in one go (by ``user_id``)."""
+class _Tally:
+    """Adds bots up into a :class:`FleetSummary`."""
 
-    at: float  # Trio time of the read
-    bots: tuple[BotStatistics, ...]
+    __slots__ = (
+        "by_status",
+        "dead",
+        "failed",
+        "handled",
+        "replies",
+        "successful",
+        "total",
+        "weighted",
+    )
 
-    def summary(self) -> FleetSummary:
-        """The fleet's totals and its bots counted by status."""
-        by_status = dict.fromkeys(STATUSES, 0)
-        total = successful = failed = handled = replies = dead = 0
-        weighted = 0.0
-        for stats in self.bots:
-            by_status[stats.status.value] += 1
-            health = stats.health
-            total += health.total_requests
-            successful += health.successful_requests
-            failed += health.failed_requests
-            if health.ema_latency_ms is not None:
-                weighted += health.ema_latency_ms * health.total_requests
-            handled += stats.handled_updates
-            replies += stats.replies_sent
-            dead += stats.dead_letters
-        return FleetSummary(
-            total_bots=len(self.bots),
-            by_status=by_status,
-            total_requests=total,
-            successful_requests=successful,
-            failed_requests=failed,
-            error_rate=failed / total if total else 0.0,
-            avg_response_time_ms=weighted / total if total else 0.0,
-            handled_updates=handled,
-            replies_sent=replies,
-            dead_letters=dead,
+    def __init__(self) -> None:
+        self.by_status = dict.fromkeys(STATUSES, 0)
+        self.total = self.successful = self.failed = 0
+        self.handled = self.replies = self.dead = 0
+        self.weighted = 0.0
+
+    def add(
+        self,
+        status: BotStatus,
+        total: int,
+        successful: int,
+        failed: int,
+        ema_ms: float | None,
+        handled: int,
+        replies: int,
+        dead: int,
+    ) -> None:
+        self.by_status[status.value] += 1
+        self.total += total
+        self.successful += successful
+        self.failed += failed
+        if ema_ms is not None:
+            self.weighted += ema_ms * total
+        self.handled += handled
+        self.replies += replies
+        self.dead += dead
+
+    def add_statistics(self, s: BotStatistics) -> None:
+        h = s.health
+        self.add(
+            s.status,
+            h.total_requests,
+            h.successful_requests,
+            h.failed_requests,
+            h.ema_latency_ms,
+            s.handled_updates,
+            s.replies_sent,
+            s.dead_letters,
         )
 
-    def unhealthy(self) -> list[BotStatistics]:
-        """The bots whose status is not HEALTHY."""
-        return [s for s in self.bots if s.status is not BotStatus.HEALTHY]
+    def summary(self, bots: int) -> FleetSummary:
+        total = self.total
+        return FleetSummary(
+            total_bots=bots,
+            by_status=self.by_status,
+            total_requests=total,
+            successful_requests=self.successful,
+            failed_requests=self.failed,
+            error_rate=self.failed / total if total else 0.0,
+            avg_response_time_ms=self.weighted / total if total else 0.0,
+            handled_updates=self.handled,
+            replies_sent=self.replies,
+            dead_letters=self.dead,
+        )
+
+
+@dataclass(frozen=True)
+class HealthPull:
+    """One reading of the fleet (bots by ``user_id``)."""
+
+    at: float  # Trio time of the read
+    summary: FleetSummary
+    not_healthy: tuple[BotStatistics, ...]  # full statistics of every bot not HEALTHY
+    bots: tuple[BotStatistics, ...] | None  # every bot's full statistics (a full pull)
 
     def rows(self, recorded_at: float) -> list[HealthRow]:
         """One ``bot_health_metrics`` row per bot (``recorded_at``: wall clock)."""
         return [
             health_row(s.user_id, recorded_at, s.status, s.health, s.breaker, s.retry)
-            for s in self.bots
+            for s in self.bots or ()
         ]
 
     def counters(self, recorded_at: float) -> list[BotCounters]:
@@ -101,16 +151,24 @@ class HealthPull:
                 ambiguous_sends=s.ambiguous_sends,
                 handler_errors=s.handler_errors,
             )
-            for s in self.bots
+            for s in self.bots or ()
         ]
 
 
+def _full(at: float, bots: Sequence[BotStatistics]) -> HealthPull:
+    tally = _Tally()
+    for stats in bots:
+        tally.add_statistics(stats)
+    not_healthy = tuple(s for s in bots if s.status is not BotStatus.HEALTHY)
+    return HealthPull(at, tally.summary(len(bots)), not_healthy, tuple(bots))
+
+
 class FleetHealth:
-    """Pulls the actors' statistics for every health read, at most once per instant.
+    """Pulls the actors for every health read, at most once per instant.
 
     ``actors`` lists the registered actors (by ``user_id``); ``changes`` is a count that moves
-    whenever an actor announced a change (the event sink's :attr:`~EventSink.emitted`), so a
-    change within one instant is not hidden by a pull taken just before it.
+    whenever an actor announced a change (the event sink's ``emitted``), so a change within
+    one instant is not hidden by a pull taken just before it.
     """
 
     def __init__(
@@ -125,66 +183,119 @@ class FleetHealth:
         self._clock = clock
         self._pull: HealthPull | None = None
         self._key: tuple[float, int] | None = None
-        self._summary: FleetSummary | None = None
         self._index: dict[int, BotStatistics] | None = None
-        # Single bots read since the last full pull, in the same instant.
+        # Single bots read alone in the instant of ``_singles_key``.
         self._singles: dict[int, BotStatistics] = {}
         self._singles_key: tuple[float, int] | None = None
         self._pulls = 0
 
     @property
     def pulls(self) -> int:
-        """Full pulls so far (tests and benchmarks check the reuse)."""
+        """Pulls taken so far (each read either reuses the instant's pull or adds one)."""
         return self._pulls
 
     def _now(self) -> tuple[float, int]:
         return (self._clock(), self._changes())
 
-    def pull(self) -> HealthPull:
-        """Every bot's statistics now (the instant's pull if there is one)."""
-        if self._pull is not None and self._key == self._now():
-            return self._pull
-        return self._keep([actor.statistics() for actor in self._actors()])
+    def _current(self, *, full: bool) -> HealthPull | None:
+        pull = self._pull
+        if pull is None or self._key != self._now() or (full and pull.bots is None):
+            return None
+        return pull
 
-    async def pull_async(self) -> HealthPull:
-        """:meth:`pull`, yielding to the scheduler every :data:`PULL_CHUNK` bots."""
-        if self._pull is not None and self._key == self._now():
-            return self._pull
+    # --- pulls ---------------------------------------------------------------------------
+
+    def status_pull(self) -> HealthPull:
+        """The instant's pull, or a new status pull (samples, details of the not-HEALTHY)."""
+        pull = self._current(full=False)
+        if pull is not None:
+            return pull
+        tally = _Tally()
+        not_healthy: list[BotStatistics] = []
+        count = healthy_count = 0
+        healthy = BotStatus.HEALTHY
+        # The HEALTHY majority is added up here, inline: this loop runs over every bot of
+        # the fleet on each summary, and a call per bot costs as much as the reading.
+        total = successful = failed = handled = replies = dead = 0
+        weighted = 0.0
+        for actor in self._actors():
+            count += 1
+            status, t, ok, bad, ema, h, r, d = actor.health_sample()
+            if status is healthy:
+                healthy_count += 1
+                total += t
+                successful += ok
+                failed += bad
+                if ema is not None:
+                    weighted += ema * t
+                handled += h
+                replies += r
+                dead += d
+            else:
+                stats = actor.statistics()
+                not_healthy.append(stats)
+                tally.add_statistics(stats)
+        tally.by_status[healthy.value] += healthy_count
+        tally.total += total
+        tally.successful += successful
+        tally.failed += failed
+        tally.weighted += weighted
+        tally.handled += handled
+        tally.replies += replies
+        tally.dead += dead
+        return self._keep(HealthPull(0.0, tally.summary(count), tuple(not_healthy), None))
+
+    def full_pull(self) -> HealthPull:
+        """The instant's full pull, or a new one: every bot's full statistics."""
+        pull = self._current(full=True)
+        if pull is not None:
+            return pull
+        return self._keep(_full(0.0, [actor.statistics() for actor in self._actors()]))
+
+    async def full_pull_async(self) -> HealthPull:
+        """:meth:`full_pull`, yielding to the scheduler every :data:`PULL_CHUNK` bots."""
+        pull = self._current(full=True)
+        if pull is not None:
+            return pull
         bots: list[BotStatistics] = []
         for index, actor in enumerate(list(self._actors())):
             bots.append(actor.statistics())
             if index % PULL_CHUNK == PULL_CHUNK - 1:
                 await trio.lowlevel.checkpoint()
-        return self._keep(bots)
+        return self._keep(_full(0.0, bots))
 
-    def _keep(self, bots: Sequence[BotStatistics]) -> HealthPull:
+    def _keep(self, pull: HealthPull) -> HealthPull:
         # Keyed after the read: a breaker that reading moved (OPEN -> HALF_OPEN is noticed
         # lazily) announced it already, and the pull includes it.
         self._key = self._now()
-        self._pull = HealthPull(self._key[0], tuple(bots))
-        self._summary = None
+        self._pull = pull = HealthPull(self._key[0], pull.summary, pull.not_healthy, pull.bots)
         self._index = None
         self._pulls += 1
-        return self._pull
+        return pull
+
+    # --- reads ---------------------------------------------------------------------------
 
     def summary(self) -> FleetSummary:
-        """The fleet's totals and its bots by status, from the instant's pull."""
-        pull = self.pull()
-        if self._summary is None:
-            self._summary = pull.summary()
-        return self._summary
+        """The fleet's totals and its bots by status."""
+        return self.status_pull().summary
 
     def unhealthy(self) -> list[BotStatistics]:
-        """The bots whose status is not HEALTHY, from the instant's pull."""
-        return self.pull().unhealthy()
+        """The bots whose status is not HEALTHY, by ``user_id``."""
+        return list(self.status_pull().not_healthy)
 
     def one(self, actor: BotActor) -> BotStatistics:
-        """One bot's statistics: from the instant's pull if there is one, else read alone
-        (reading 10,000 bots to answer for one would be wasted), and kept for the instant."""
+        """One bot's statistics, as the instant's pull has it.
+
+        A bot the pull found HEALTHY (a status pull keeps no details of those) is read alone:
+        reading 10,000 bots to answer for one would be waste. Should it read as not HEALTHY
+        now, it changed in this instant without an event: the pull is dropped, so the
+        summary read next agrees with it.
+        """
         key = self._now()
-        if self._pull is not None and self._key == key:
+        pull = self._current(full=False)
+        if pull is not None:
             if self._index is None:
-                self._index = {s.user_id: s for s in self._pull.bots}
+                self._index = {s.user_id: s for s in pull.bots or pull.not_healthy}
             found = self._index.get(actor.user_id)
             if found is not None:
                 return found
@@ -194,4 +305,6 @@ class FleetHealth:
         stats = self._singles.get(actor.user_id)
         if stats is None:
             stats = self._singles[actor.user_id] = actor.statistics()
+        if pull is not None and (pull.bots is not None or stats.status is not BotStatus.HEALTHY):
+            self._pull = None
         return stats

@@ -165,8 +165,9 @@ class MetricsActor:
     async def persist_now(self) -> int:
         """Write one snapshot row per bot now; returns the number of rows written."""
         async with self._persist_lock:
-            # Rows and counters from one pull: they describe one moment.
-            pull = self._health.pull()
+            # Rows and counters from one pull (in chunks: a large fleet does not stall the
+            # bots); each bot's row and counters come from one reading of it.
+            pull = await self._health.full_pull_async()
             now = self._wall_clock()
             rows, counters = pull.rows(now), pull.counters(now)
             if not rows:

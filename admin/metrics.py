@@ -95,17 +95,16 @@ class FleetCollector:
 
     def collect(self) -> Iterable[Metric]:
         """The prometheus-client collector protocol (reads everything in one go)."""
-        return self._families(self._with_restarts(self._ctx.metrics.health.pull().bots))
+        pull = self._ctx.metrics.health.full_pull()
+        return self._families(self._with_restarts(pull.bots or ()))
 
     async def collect_async(self) -> list[Metric]:
         """The same, the fleet's health pulled in chunks (yielding to the event loop between
         them) so a scrape of a large fleet does not stall the bots."""
-        pull = await self._ctx.metrics.health.pull_async()
-        return list(self._families(self._with_restarts(pull.bots)))
+        pull = await self._ctx.metrics.health.full_pull_async()
+        return list(self._families(self._with_restarts(pull.bots or ())))
 
-    def _with_restarts(
-        self, bots: Iterable[BotStatistics]
-    ) -> list[tuple[BotStatistics, int]]:
+    def _with_restarts(self, bots: Iterable[BotStatistics]) -> list[tuple[BotStatistics, int]]:
         supervisor = self._ctx.supervisor
         rows = []
         for stats in bots:
