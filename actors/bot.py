@@ -82,6 +82,9 @@ class HealthSample(NamedTuple):
     dead_letters: int
 
 
+_new_tuple = tuple.__new__
+
+
 class BotActor:
     """One tenant bot. ``run`` is an incarnation; ``request_stop`` ends it gracefully.
 
@@ -272,15 +275,20 @@ class BotActor:
         """The bot's status and summary counters now, without a full statistics record."""
         health = self.pipeline.health
         delivery = self._delivery
-        return HealthSample(
-            health.status(self.pipeline.breaker.state),
-            health.total_requests,
-            health.successes,
-            health.failures,
-            health.ema_latency_ms,
-            delivery.handled,
-            delivery.replies,
-            delivery.dead_letters,
+        # tuple.__new__ skips the named tuple's Python-level __new__: this runs for every bot
+        # of the fleet on each summary, and that call cost half of it.
+        return _new_tuple(
+            HealthSample,
+            (
+                health.status(self.pipeline.breaker.state),
+                health.total_requests,
+                health.successes,
+                health.failures,
+                health.ema_latency_ms,
+                delivery.handled,
+                delivery.replies,
+                delivery.dead_letters,
+            ),
         )
 
     # --- an incarnation ------------------------------------------------------------------
