@@ -3,7 +3,7 @@
 Other packages import from here only.
 """
 
-from actors.bot import BotActor, BotStatistics
+from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
     BotApiClient,
     BotApiError,
@@ -104,6 +104,7 @@ __all__ = [
     "HandlerError",
     "HealthConfig",
     "HealthPull",
+    "HealthSample",
     "HealthStatistics",
     "HealthTracker",
     "JitterKind",

@@ -5,7 +5,7 @@ anything is stored, persists the registry, restores each bot's health at start, 
 supervisor's decisions (a bot that exceeded its restart intensity) into suspensions.
 
 The actors own their lifecycle: they suspend and resume themselves and announce it; the fleet
-persists what they announce (:meth:`Fleet._on_lifecycle`, the one place that stores a
+persists what they announce (:meth:`Fleet._queue_suspensions`, the one place that stores a
 suspension). A request the bot's state does not allow raises :class:`actors.LifecycleError`.
 """
 
@@ -108,8 +108,8 @@ class Fleet:
         self._services = services
         self._bots: dict[int, _Registered] = {}
         self._lock = trio.Lock()
-        # Suspensions announced while the store's write queue was full, stored at the next
-        # chance (user_id -> reason, None for a resumption; the latest announcement wins).
+        # Announced suspensions not yet queued to the store (user_id -> reason, None for a
+        # resumption; the latest announcement of a bot wins).
         self._unsaved: dict[int, str | None] = {}
 
     # --- start-up ------------------------------------------------------------------------
@@ -227,11 +227,11 @@ class Fleet:
 
     async def save_suspensions(self) -> None:
         """Wait until every announced suspension and resumption is stored."""
-        store = self._services.store
-        while self._unsaved:
-            user_id, reason = self._unsaved.popitem()
-            await store.set_suspended(user_id, reason)
-        await store.flush()
+        while True:
+            self._queue_suspensions()
+            await self._services.store.flush()
+            if not self._unsaved:
+                return
 
     async def validate_token(self, token: BotToken) -> dict[str, Any]:
         """getMe with the token: TokenRejected if Telegram refuses it, TelegramUnreachable if
@@ -273,26 +273,34 @@ class Fleet:
         return BotActor(bot, self._services, on_lifecycle=self._on_lifecycle)
 
     def _on_lifecycle(self, event: LifecycleEvent) -> None:
-        """Persist what an actor announces: the one writer of ``bots.suspended_reason``."""
+        """Persist what an actor announces: a suspension (its reason) or a resumption."""
         if event.event == "suspended":
-            reason: str | None = event.detail
+            self._unsaved[event.user_id] = event.detail
         elif event.event == "resumed":
-            reason = None
+            self._unsaved[event.user_id] = None
         else:
             return
-        if event.user_id in self._unsaved:
-            self._unsaved[event.user_id] = reason  # keeps the order of the two
-            return
-        try:
-            self._services.store.set_suspended_nowait(event.user_id, reason)
-        except trio.WouldBlock:
-            self._unsaved[event.user_id] = reason
-            log.warning(
-                "bot %s: the store is busy; its suspension is stored at the next chance",
-                event.user_id,
-            )
-        except StoreClosedError:
-            log.error("bot %s: the store is closed; its suspension was not stored", event.user_id)
+        self._queue_suspensions()
+
+    def _queue_suspensions(self) -> None:
+        """Queue the announced suspensions to the store: the one writer of a bot's stored
+        ``suspended_reason``. A full write queue keeps them for the next chance (the next
+        announcement, an operator's request, the shutdown)."""
+        store = self._services.store
+        while self._unsaved:
+            user_id = next(iter(self._unsaved))
+            try:
+                store.set_suspended_nowait(user_id, self._unsaved[user_id])
+            except trio.WouldBlock:
+                log.warning(
+                    "the store is busy: %d suspensions wait to be stored", len(self._unsaved)
+                )
+                return
+            except StoreClosedError:
+                log.error("the store is closed: %d suspensions were not stored", len(self._unsaved))
+                self._unsaved.clear()
+                return
+            del self._unsaved[user_id]
 
     async def _start(self, actor: BotActor) -> None:
         await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)
