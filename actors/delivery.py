@@ -77,15 +77,40 @@ class Delivery:
         # The actor looks at its status after every send (and announces a change).
         self._after_call = after_call
         self._context = context
-        self.handled = 0
-        self.replies = 0
-        self.dead_letters = 0
-        self.ambiguous = 0
-        self.handler_errors = 0
+        self._handled = 0
+        self._replies = 0
+        self._dead_letters = 0
+        self._ambiguous = 0
+        self._handler_errors = 0
 
     @property
     def user_id(self) -> int:
         return self._user_id
+
+    @property
+    def handled(self) -> int:
+        """Updates done: handled, dead-lettered or refused for good."""
+        return self._handled
+
+    @property
+    def replies(self) -> int:
+        """Replies sent (ambiguous sends included)."""
+        return self._replies
+
+    @property
+    def dead_letters(self) -> int:
+        """Updates given up on, with their reason stored."""
+        return self._dead_letters
+
+    @property
+    def ambiguous(self) -> int:
+        """Sends of unknown outcome, counted as sent."""
+        return self._ambiguous
+
+    @property
+    def handler_errors(self) -> int:
+        """Handler exceptions and Bot API errors a handler let through."""
+        return self._handler_errors
 
     @property
     def pipeline(self) -> RequestPipeline:
@@ -97,22 +122,22 @@ class Delivery:
 
     def restore(self, counters: BotCounters) -> None:
         """Seed the counters from the stored ones."""
-        self.handled = counters.handled_updates
-        self.replies = counters.replies_sent
-        self.dead_letters = counters.dead_letters
-        self.ambiguous = counters.ambiguous_sends
-        self.handler_errors = counters.handler_errors
+        self._handled = counters.handled_updates
+        self._replies = counters.replies_sent
+        self._dead_letters = counters.dead_letters
+        self._ambiguous = counters.ambiguous_sends
+        self._handler_errors = counters.handler_errors
 
     def counters(self, recorded_at: float) -> BotCounters:
         """The counters now, as a snapshot stores them (``recorded_at``: wall clock)."""
         return BotCounters(
             user_id=self._user_id,
             recorded_at=recorded_at,
-            handled_updates=self.handled,
-            replies_sent=self.replies,
-            dead_letters=self.dead_letters,
-            ambiguous_sends=self.ambiguous,
-            handler_errors=self.handler_errors,
+            handled_updates=self._handled,
+            replies_sent=self._replies,
+            dead_letters=self._dead_letters,
+            ambiguous_sends=self._ambiguous,
+            handler_errors=self._handler_errors,
         )
 
     async def handle(self, item: Inbound) -> None:
@@ -126,15 +151,15 @@ class Delivery:
         except BotApiError as exc:
             if exc.category is ErrorCategory.PERMANENT:
                 return  # the bot is suspended; the update stays undone
-            self.handler_errors += 1
+            self._handler_errors += 1
             log.info("bot %s: update %s: %s", self._user_id, item.update_id, exc)
         except Exception as exc:
             # A handler's bug must not crash-loop the bot on the same update: record it.
-            self.handler_errors += 1
+            self._handler_errors += 1
             reason = f"handler raised {type(exc).__name__}: {redact(str(exc))}"
             log.warning("bot %s: update %s: %s", self._user_id, item.update_id, reason)
             await self.dead_letter(item, reason)
-        self.handled += 1
+        self._handled += 1
         store, now = self._services.store, self._services.wall_clock()
         try:
             store.inbox_done_nowait(self._user_id, [item.update_id], now)
@@ -159,12 +184,12 @@ class Delivery:
                 if forbids_repeat(exc, idempotent=False, retry_uncertain_sends=retry_uncertain):
                     # It may have reached Telegram: count it as sent rather than risk a
                     # duplicate message.
-                    self.ambiguous += 1
-                    self.replies += 1
+                    self._ambiguous += 1
+                    self._replies += 1
                     return None
                 error = exc
             else:
-                self.replies += 1
+                self._replies += 1
                 return result
             finally:
                 self._after_call()
@@ -186,7 +211,7 @@ class Delivery:
 
     async def dead_letter(self, item: Inbound, reason: str) -> None:
         """Give up on ``item``: count it, log it and store it with its (redacted) reason."""
-        self.dead_letters += 1
+        self._dead_letters += 1
         log.warning("bot %s: update %s dead-lettered: %s", self._user_id, item.update_id, reason)
         chat = chat_key(item.update)
         await self._services.store.dead_letter(
