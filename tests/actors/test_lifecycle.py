@@ -113,3 +113,19 @@ async def test_the_admin_api_answers_409_with_the_actors_own_sentence(
         assert again.json()["error"]["message"] == (
             "bot 1 is already suspended (unpaid); resume it first"
         )
+
+
+async def test_a_suspension_announced_while_the_store_is_full_is_stored_later(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with running_fleet(tmp_path / "l.db", [1]) as fleet:
+        await trio.sleep(1)
+        store = fleet.handle.store
+        # Fill the write queue without yielding, so the writer cannot take anything out.
+        with pytest.raises(trio.WouldBlock):
+            while True:
+                store.writer.submit_nowait(lambda conn: None)
+        fleet.handle.fleet.get(1).suspend("unpaid")  # as the supervisor would, synchronously
+        await fleet.handle.fleet.save_suspensions()
+        record = await store.get_bot(1)
+        assert record is not None and record.suspended_reason == "unpaid"
