@@ -3,7 +3,7 @@
 Other packages import from here only.
 """
 
-from actors.bot import ActorState, BotActor, BotStatistics, DeliveryFailed, FleetServices
+from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
     BotApiClient,
     BotApiError,
@@ -28,6 +28,7 @@ from actors.config import (
     RetryPolicyConfig,
     TelegramConfig,
 )
+from actors.delivery import DeliveryFailed
 from actors.errors import (
     BotExists,
     FleetError,
@@ -41,14 +42,15 @@ from actors.events import (
     BreakerChanged,
     EventSink,
     EventSinkStatistics,
-    HealthReport,
     LifecycleEvent,
     StatusChanged,
 )
+from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
+from actors.lifecycle import ActorState, LifecycleError
 from actors.limits import (
     ChatLimiters,
     FloodGate,
@@ -56,7 +58,7 @@ from actors.limits import (
     GlobalRateLimiter,
     TokenBucket,
 )
-from actors.metrics import FleetSummary, MetricsActor, MetricsStatistics, Subscription
+from actors.metrics import MetricsActor, MetricsStatistics, Subscription
 from actors.pipeline import PipelineStatistics, RequestPipeline
 from actors.retry import (
     Backoff,
@@ -70,6 +72,7 @@ from actors.retry import (
 )
 from actors.retry import combine as combine_retry_statistics
 from actors.secrets import BotToken, RedactingFilter, redact
+from actors.services import FleetServices
 from actors.validation import (
     Flag,
     Fraction,
@@ -116,6 +119,7 @@ __all__ = [
     "ExponentialBackoff",
     "Flag",
     "FleetError",
+    "FleetHealth",
     "FleetServices",
     "FleetSummary",
     "FloodGate",
@@ -125,12 +129,14 @@ __all__ = [
     "HandlerContext",
     "HandlerError",
     "HealthConfig",
-    "HealthReport",
+    "HealthPull",
+    "HealthSample",
     "HealthStatistics",
     "HealthTracker",
     "Jitter",
     "JitterKind",
     "LaneStatistics",
+    "LifecycleError",
     "LifecycleEvent",
     "LimitsConfig",
     "MetricsActor",

@@ -1,14 +1,15 @@
 """Events from bot actors to the metrics actor, and the channel that never blocks a sender.
 
-Actors report state transitions as they happen and their cumulative statistics periodically
-(``HealthReport``). Because reports carry cumulative counters rather than deltas, a dropped
-report costs freshness, never correctness: the next one carries the same totals and more.
+Actors report changes as they happen: status, breaker and lifecycle transitions. The numbers
+(requests, latencies, counters) are not sent: every health read pulls them from the actors'
+``statistics()`` (:class:`~actors.fleet_health.FleetHealth`), so a dropped event costs a
+live subscriber a notification, never a wrong count.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import trio
@@ -18,7 +19,6 @@ __all__ = [
     "BreakerChanged",
     "EventSink",
     "EventSinkStatistics",
-    "HealthReport",
     "LifecycleEvent",
     "StatusChanged",
 ]
@@ -77,21 +77,6 @@ class LifecycleEvent(BotEvent):
 
 
 @dataclass(frozen=True)
-class HealthReport(BotEvent):
-    """A bot's cumulative statistics at one moment (``row`` is its storage row)."""
-
-    row: Any = field(compare=False)  # storage.rows.HealthRow
-    handled_updates: int = 0
-    replies_sent: int = 0
-    dead_letters: int = 0
-    ambiguous_sends: int = 0
-    throttled: int = 0
-    chat_errors: int = 0
-
-    kind = "health"
-
-
-@dataclass(frozen=True)
 class EventSinkStatistics:
     sent: int
     dropped: int
@@ -120,6 +105,11 @@ class EventSink:
             return False
         self._sent += 1
         return True
+
+    @property
+    def emitted(self) -> int:
+        """Events offered so far, sent or dropped: it moves whenever some bot changed."""
+        return self._sent + self._dropped
 
     def statistics(self) -> EventSinkStatistics:
         stats = self._channel.statistics()

@@ -89,6 +89,10 @@ class HealthTracker:
         self._last_failure_at: float | None = None
         self._last_error: str | None = None
         self._suspended_reason: str | None = None
+        # Moves on every change that may change the status; with the breaker state it keys
+        # a remembered status (see ``status``).
+        self._version = 0
+        self._remembered: tuple[int, BreakerState, BotStatus] | None = None
 
     @property
     def config(self) -> HealthConfig:
@@ -97,6 +101,21 @@ class HealthTracker:
     @property
     def suspended_reason(self) -> str | None:
         return self._suspended_reason
+
+    @property
+    def total_requests(self) -> int:
+        """Calls with an outcome so far (cumulative), without building a statistics record."""
+        return self._total
+
+    @property
+    def successes(self) -> int:
+        """Successful calls so far (cumulative)."""
+        return self._successes
+
+    @property
+    def ema_latency_ms(self) -> float | None:
+        """The response-time average; None until a latency was measured."""
+        return self._ema_ms
 
     @property
     def failures(self) -> int:
@@ -110,6 +129,7 @@ class HealthTracker:
 
     def record_success(self, latency: float | None) -> None:
         """A call succeeded; ``latency`` in seconds, None when not meaningful (long polls)."""
+        self._version += 1
         self._total += 1
         self._successes += 1
         self._consecutive_failures = 0
@@ -119,6 +139,7 @@ class HealthTracker:
 
     def record_failure(self, error: str, latency: float | None) -> None:
         """A call failed in a way that counts against the bot."""
+        self._version += 1
         self._total += 1
         self._failures += 1
         self._consecutive_failures += 1
@@ -134,16 +155,19 @@ class HealthTracker:
 
     def record_chat_error(self, chat_id: int | str | None) -> None:
         """A request was refused for one chat's reason; the bot itself is fine."""
+        self._version += 1
         self._total += 1
         self._chat_errors += 1
         self._window.add(self._clock(), failed=False)
 
     def suspend(self, reason: str) -> None:
         """SUSPENDED until :meth:`resume`, whatever the outcomes say."""
+        self._version += 1
         self._suspended_reason = redact(reason)[:_MAX_ERROR_CHARS]
 
     def resume(self) -> None:
         """Leave SUSPENDED; the window starts afresh so old failures do not linger."""
+        self._version += 1
         self._suspended_reason = None
         self._consecutive_failures = 0
         self._window.clear()
@@ -152,6 +176,23 @@ class HealthTracker:
         """The bot's status now, given its breaker's state."""
         if self._suspended_reason is not None:
             return BotStatus.SUSPENDED
+        remembered = self._remembered
+        if (
+            remembered is not None
+            and remembered[0] == self._version
+            and remembered[1] is breaker_state
+        ):
+            return remembered[2]
+        status, failures = self._status(breaker_state)
+        # With no failure in the window, time alone cannot change the status (an ageing
+        # window only loses calls, and no failure means no error rate): it holds until the
+        # next outcome or breaker transition. The fleet's summary reads every bot's status,
+        # and most of them are quiet and healthy.
+        self._remembered = (self._version, breaker_state, status) if failures == 0 else None
+        return status
+
+    def _status(self, breaker_state: BreakerState) -> tuple[BotStatus, int]:
+        """The status from the rules, and the window's failures it was computed with."""
         c = self._config
         calls, failures = self._window.totals(self._clock())
         rate = failures / calls if calls >= c.minimum_volume else 0.0
@@ -160,15 +201,15 @@ class HealthTracker:
             or (calls >= c.minimum_volume and rate >= c.unhealthy_error_rate)
             or self._consecutive_failures >= c.unhealthy_consecutive_failures
         ):
-            return BotStatus.UNHEALTHY
+            return BotStatus.UNHEALTHY, failures
         if (
             breaker_state is BreakerState.HALF_OPEN
             or (calls >= c.minimum_volume and rate >= c.degraded_error_rate)
             or self._consecutive_failures >= c.degraded_consecutive_failures
             or (self._ema_ms is not None and self._ema_ms > c.slow_response_ms)
         ):
-            return BotStatus.DEGRADED
-        return BotStatus.HEALTHY
+            return BotStatus.DEGRADED, failures
+        return BotStatus.HEALTHY, failures
 
     def statistics(self) -> HealthStatistics:
         calls, failures = self._window.totals(self._clock())
@@ -197,6 +238,7 @@ class HealthTracker:
         DEGRADED or UNHEALTHY after a restart until a call succeeds. Suspension is not restored
         from the row; the registry knows which bots are suspended.
         """
+        self._version += 1
         self._consecutive_failures = row.consecutive_failures
         self._total = row.total_requests
         self._successes = row.successful_requests

@@ -1,43 +1,30 @@
-"""MetricsActor: the fleet's health aggregates, snapshots, retention and live event fan-out.
+"""MetricsActor: the fleet's health snapshots, retention and live event fan-out.
 
-Bot actors tell it what happens over one bounded channel (``EventSink``); it keeps the latest
-report of every bot, writes a snapshot of every bot each ``persist_interval`` through the
-store's single writer, deletes rows older than ``retention_days``, and forwards transition
+Bot actors tell it what changes over one bounded channel (``EventSink``); it forwards those
 events to live subscribers (the admin WebSocket), dropping any subscriber that falls behind.
+Its numbers come from the fleet's one health truth (:class:`~actors.fleet_health.FleetHealth`):
+the summary, and the snapshot of every bot it writes each ``persist_interval`` through the
+store's single writer. It also deletes rows older than ``retention_days``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
-from actors.events import BotEvent, HealthReport
-from storage import BotCounters, HealthRow, Store
+from actors.events import BotEvent
+from actors.fleet_health import FleetHealth, FleetSummary
+from storage import Store
 
-__all__ = ["FleetSummary", "MetricsActor", "MetricsStatistics", "Subscription"]
+__all__ = ["MetricsActor", "MetricsStatistics", "Subscription"]
 
 log = logging.getLogger("botvisor.metrics")
 
 SECONDS_PER_DAY = 86400.0
-STATUSES = ("healthy", "degraded", "unhealthy", "suspended")
-
-
-@dataclass(frozen=True)
-class FleetSummary:
-    total_bots: int
-    by_status: dict[str, int]
-    total_requests: int
-    successful_requests: int
-    failed_requests: int
-    error_rate: float
-    avg_response_time_ms: float
-    handled_updates: int
-    replies_sent: int
-    dead_letters: int
 
 
 @dataclass(frozen=True)
@@ -81,9 +68,8 @@ class MetricsActor:
         store: Store,
         events: trio.MemoryReceiveChannel[BotEvent],
         *,
-        collect: Callable[[], Sequence[HealthRow]],
+        health: FleetHealth,
         wall_clock: Callable[[], float],
-        collect_counters: Callable[[], Sequence[BotCounters]] | None = None,
         persist_interval: float,
         retention_days: float,
         retention_check_interval: float,
@@ -91,14 +77,12 @@ class MetricsActor:
     ) -> None:
         self._store = store
         self._events = events
-        self._collect = collect
-        self._collect_counters = collect_counters
+        self._health = health
         self._wall_clock = wall_clock
         self._persist_interval = persist_interval
         self._retention_seconds = retention_days * SECONDS_PER_DAY
         self._retention_check = retention_check_interval
         self._subscriber_buffer = subscriber_buffer
-        self._latest: dict[int, HealthReport] = {}
         self._subscribers: list[Subscription] = []
         self._recent: deque[BotEvent] = deque(maxlen=1000)
         self._received = 0
@@ -141,44 +125,15 @@ class MetricsActor:
         self._stop.set()
         await self._done.wait()
 
-    def seed(self, reports: Sequence[HealthReport]) -> None:
-        """Start from every bot's state at start-up (after a restart: restored from the latest
-        snapshot), so the summary shows every bot and its numbers before its first report."""
-        for report in reports:
-            self._latest.setdefault(report.user_id, report)
-
-    def forget(self, user_id: int) -> None:
-        """A removed bot leaves the live aggregates (its history stays in storage)."""
-        self._latest.pop(user_id, None)
-
     # --- queries -------------------------------------------------------------------------
 
-    def latest(self, user_id: int) -> HealthReport | None:
-        return self._latest.get(user_id)
-
-    def reports(self) -> list[HealthReport]:
-        return sorted(self._latest.values(), key=lambda r: r.user_id)
+    @property
+    def health(self) -> FleetHealth:
+        """The fleet's one health truth, which the summary and the snapshots read."""
+        return self._health
 
     def summary(self) -> FleetSummary:
-        rows = [r.row for r in self._latest.values()]
-        by_status = dict.fromkeys(STATUSES, 0)
-        for row in rows:
-            by_status[row.status] = by_status.get(row.status, 0) + 1
-        total = sum(r.total_requests for r in rows)
-        failed = sum(r.failed_requests for r in rows)
-        weighted = sum(r.avg_response_time_ms * r.total_requests for r in rows)
-        return FleetSummary(
-            total_bots=len(rows),
-            by_status=by_status,
-            total_requests=total,
-            successful_requests=sum(r.successful_requests for r in rows),
-            failed_requests=failed,
-            error_rate=failed / total if total else 0.0,
-            avg_response_time_ms=weighted / total if total else 0.0,
-            handled_updates=sum(r.handled_updates for r in self._latest.values()),
-            replies_sent=sum(r.replies_sent for r in self._latest.values()),
-            dead_letters=sum(r.dead_letters for r in self._latest.values()),
-        )
+        return self._health.summary()
 
     def recent_events(self) -> list[BotEvent]:
         return list(self._recent)
@@ -210,9 +165,11 @@ class MetricsActor:
     async def persist_now(self) -> int:
         """Write one snapshot row per bot now; returns the number of rows written."""
         async with self._persist_lock:
-            # Both taken in the same instant (no await between): they describe one moment.
-            rows = list(self._collect())
-            counters = [] if self._collect_counters is None else list(self._collect_counters())
+            # Rows and counters from one pull (in chunks: a large fleet does not stall the
+            # bots); each bot's row and counters come from one reading of it.
+            pull = await self._health.full_pull_async()
+            now = self._wall_clock()
+            rows, counters = pull.rows(now), pull.counters(now)
             if not rows:
                 return 0
             written = await self._store.insert_snapshots(rows, counters)
@@ -256,9 +213,6 @@ class MetricsActor:
 
     def _take(self, event: BotEvent) -> None:
         self._received += 1
-        if isinstance(event, HealthReport):
-            self._latest[event.user_id] = event
-            return
         self._recent.append(event)
         kept = []
         for subscription in self._subscribers:

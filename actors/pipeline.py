@@ -15,8 +15,10 @@ then, on an error, retry by its category (:class:`~actors.config.RetryConfig`):
 
 - RATE_LIMIT: close the bot's flood gate for ``retry_after`` and retry after exactly that.
 - TRANSIENT_NETWORK, UNKNOWN: retry after the policy's backoff; a non-idempotent call whose
-  request may have reached the server is not retried unless ``retry_uncertain_sends``.
-- PERMANENT: no retry; the bot is suspended (``on_suspend``) and the error raised.
+  request may have reached the server is not retried unless ``retry_uncertain_sends``
+  (:func:`actors.retry.forbids_repeat`, the rule delivery uses too).
+- PERMANENT: no retry; ``on_suspend(reason)`` tells the bot's owner (the actor suspends
+  itself) and the error is raised.
 - CHAT: no retry; raised.
 
 Each category has its own retry budget. Exhausted retries raise the last error.
@@ -36,13 +38,12 @@ from actors.botapi.errors import (
     CircuitOpenError,
     ErrorCategory,
     TelegramError,
-    TransportError,
 )
 from actors.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from actors.config import RetryConfig
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
-from actors.retry import RetryCounters, RetryPolicy, RetryStatistics
+from actors.retry import RetryCounters, RetryPolicy, RetryStatistics, forbids_repeat
 from storage import HealthRow
 
 __all__ = ["PipelineStatistics", "RequestPipeline"]
@@ -63,7 +64,11 @@ class PipelineStatistics:
 
 
 class RequestPipeline:
-    """Breaker, limits, retries and health bookkeeping around one bot's Bot API calls."""
+    """Breaker, limits, retries and health bookkeeping around one bot's Bot API calls.
+
+    It is the one holder of that resilience state: the actor and the admin API reach the
+    breaker, the health tracker, the retry counters and the flood gate through it.
+    """
 
     def __init__(
         self,
@@ -96,6 +101,7 @@ class RequestPipeline:
             ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
             ErrorCategory.UNKNOWN: RetryPolicy.from_config(retry.unknown),
         }
+        self._retry_uncertain = retry.retry_uncertain_sends
         self._refused = 0
         self._in_flight = 0
 
@@ -114,6 +120,10 @@ class RequestPipeline:
     @property
     def counters(self) -> RetryCounters:
         return self._counters
+
+    @property
+    def flood_gate(self) -> FloodGate:
+        return self._flood_gate
 
     async def call(
         self,
@@ -203,20 +213,17 @@ class RequestPipeline:
 
             category = failure.category
             if category is ErrorCategory.PERMANENT:
-                reason = f"{method} failed permanently: {failure.message}"
-                self._health.suspend(reason)
-                self._on_suspend(reason)
+                # The owner of the bot's lifecycle (the actor) suspends it; the pipeline only
+                # says why.
+                self._on_suspend(f"{method} failed permanently: {failure.message}")
                 raise failure
             if category is ErrorCategory.CHAT:
                 raise failure
             retry_after = failure.retry_after if isinstance(failure, TelegramError) else None
             if category is ErrorCategory.RATE_LIMIT and retry_after is not None:
                 self._flood_gate.close_for(retry_after)
-            if (
-                isinstance(failure, TransportError)
-                and failure.request_sent
-                and not idempotent
-                and not self._retry.retry_uncertain_sends
+            if forbids_repeat(
+                failure, idempotent=idempotent, retry_uncertain_sends=self._retry_uncertain
             ):
                 self._counters.record_uncertain()
                 raise failure

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from actors.botapi.errors import ErrorCategory
+from actors.botapi.errors import BotApiError, ErrorCategory, TransportError
 from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "RetryStatistics",
     "combine",
+    "forbids_repeat",
 ]
 
 # Categories whose retries are counted by category (the others are never retried).
@@ -290,6 +291,19 @@ class RetryPolicy:
     def delay(self, attempt: int, previous: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based); in ``[0, max_delay]``."""
         return self.schedule.delay(attempt, previous, rng)
+
+
+def forbids_repeat(error: BotApiError, *, idempotent: bool, retry_uncertain_sends: bool) -> bool:
+    """Whether ``error`` leaves a call that must not be sent again: a transport error after the
+    request went out (it may have reached Telegram) of a non-idempotent method, unless the
+    operator chose ``retry_uncertain_sends``. Sending it again could send a message twice;
+    connect errors (nothing sent) are always safe to repeat."""
+    return (
+        isinstance(error, TransportError)
+        and error.request_sent
+        and not idempotent
+        and not retry_uncertain_sends
+    )
 
 
 @dataclass(frozen=True)

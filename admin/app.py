@@ -26,7 +26,6 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from actors import (
     BotActor,
     BotStatistics,
-    BotStatus,
     BreakerState,
     BreakerStatistics,
     UnknownBot,
@@ -148,19 +147,20 @@ async def health_summary(request: Request) -> Response:
 async def health_unhealthy(request: Request) -> Response:
     ctx = _ctx(request)
     bots = []
-    for actor in ctx.fleet.actors():
-        stats = actor.statistics()
-        if stats.status is not BotStatus.HEALTHY:
-            state = ctx.fleet.child_state(actor.user_id)
-            bots.append(_bot_health(stats, state.value if state else None))
+    for stats in ctx.metrics.health.unhealthy():
+        state = ctx.fleet.child_state(stats.user_id)
+        bots.append(_bot_health(stats, state.value if state else None))
     return record_response(UnhealthyBots(generated_at=ctx.wall_clock(), count=len(bots), bots=bots))
 
 
 @operation("One bot's health", {200: BotHealth}, path=UserIdPath, errors=(404,))
 async def health_one(request: Request) -> Response:
     actor = _actor(request)
-    state = _ctx(request).fleet.child_state(actor.user_id)
-    return record_response(_bot_health(actor.statistics(), state.value if state else None))
+    ctx = _ctx(request)
+    state = ctx.fleet.child_state(actor.user_id)
+    return record_response(
+        _bot_health(ctx.metrics.health.one(actor), state.value if state else None)
+    )
 
 
 # --- 4–6: circuit breakers -----------------------------------------------------------------
@@ -183,7 +183,7 @@ async def breakers_summary(request: Request) -> Response:
     by_state = {state.value: 0 for state in BreakerState}
     not_closed = []
     for actor in ctx.fleet.actors():
-        stats = actor.breaker.statistics()
+        stats = actor.pipeline.breaker.statistics()
         by_state[stats.state.value] += 1
         if stats.state is not BreakerState.CLOSED:
             not_closed.append(_breaker(ctx, actor.user_id, stats))
@@ -194,14 +194,17 @@ async def breakers_summary(request: Request) -> Response:
 @operation("One bot's breaker", {200: Breaker}, path=UserIdPath, errors=(404,))
 async def breaker_one(request: Request) -> Response:
     actor = _actor(request)
-    return record_response(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    return record_response(
+        _breaker(_ctx(request), actor.user_id, actor.pipeline.breaker.statistics())
+    )
 
 
 @operation("Close the bot's breaker", {200: Breaker}, path=UserIdPath, errors=(404,))
 async def breaker_reset(request: Request) -> Response:
     actor = _actor(request)
-    actor.breaker.reset()
-    return record_response(_breaker(_ctx(request), actor.user_id, actor.breaker.statistics()))
+    breaker = actor.pipeline.breaker
+    breaker.reset()
+    return record_response(_breaker(_ctx(request), actor.user_id, breaker.statistics()))
 
 
 # --- 7–8: retry statistics -----------------------------------------------------------------
@@ -210,7 +213,7 @@ async def breaker_reset(request: Request) -> Response:
 @operation("Retry counters, overall and per bot", {200: RetrySummary})
 async def retry_statistics(request: Request) -> Response:
     ctx = _ctx(request)
-    per_bot = {actor.user_id: actor.retry_counters.statistics() for actor in ctx.fleet.actors()}
+    per_bot = {a.user_id: a.pipeline.counters.statistics() for a in ctx.fleet.actors()}
     summary = RetrySummary(
         overall=combine_retry_statistics(per_bot.values()),
         bots=[BotRetry(user_id=uid, **fields_of(stats)) for uid, stats in per_bot.items()],
@@ -223,7 +226,7 @@ async def retry_reset(request: Request) -> Response:
     ctx = _ctx(request)
     actors = ctx.fleet.actors()
     for actor in actors:
-        actor.retry_counters.reset()
+        actor.pipeline.counters.reset()
     return record_response(RetryReset(reset=len(actors)))
 
 

@@ -12,7 +12,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from actors import BotActor, BotConfig, BotExists, FleetError, TelegramUnreachable, UnknownBot
+from actors import (
+    BotActor,
+    BotConfig,
+    BotExists,
+    FleetError,
+    LifecycleError,
+    TelegramUnreachable,
+    UnknownBot,
+)
 from admin.context import AdminContext, context_of
 from admin.errors import ApiError
 from admin.operations import Reply, operation
@@ -130,7 +138,6 @@ async def remove_bot(request: Request) -> Response:
             await ctx.fleet.remove(user_id)
         except FleetError as exc:
             raise _fleet_error(exc) from None
-        ctx.metrics.forget(user_id)
     return record_response(Removed(user_id=user_id, removed=True, history_kept=True))
 
 
@@ -149,14 +156,10 @@ async def suspend_bot(request: Request) -> Response:
     reason = (await parse_body(request, SuspendRequest)).reason
     async with _lock(request):
         actor = _actor(ctx, user_id)
-        if actor.health.suspended_reason is not None:
-            raise ApiError(
-                409,
-                f"bot {user_id} is already suspended ({actor.health.suspended_reason}); "
-                "resume it first",
-            )
         try:
             await ctx.fleet.suspend(user_id, reason.strip())
+        except LifecycleError as exc:
+            raise ApiError(409, str(exc)) from None
         except FleetError as exc:
             raise _fleet_error(exc) from None
         return record_response(bot_record(ctx, actor))
@@ -174,10 +177,10 @@ async def resume_bot(request: Request) -> Response:
     user_id = _user_id(request)
     async with _lock(request):
         actor = _actor(ctx, user_id)
-        if actor.health.suspended_reason is None:
-            raise ApiError(409, f"bot {user_id} is not suspended; only a suspended bot resumes")
         try:
             await ctx.fleet.resume(user_id)
+        except LifecycleError as exc:
+            raise ApiError(409, str(exc)) from None
         except FleetError as exc:
             raise _fleet_error(exc) from None
         return record_response(bot_record(ctx, actor))

@@ -20,7 +20,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors import BotActor, BotStatistics, BotStatus, BreakerState
+from actors import BotStatistics, BotStatus, BreakerState
 from admin.context import AdminContext
 from admin.events import EventStreams
 from admin.operations import Reply, operation
@@ -49,8 +49,6 @@ BREAKER_STATE_VALUES = {
     BreakerState.FORCED_OPEN: 2,
 }
 
-# Bots read between two yields to the event loop during a scrape.
-CHUNK = 500
 # Above this many samples the text is formatted in a worker thread.
 OFFLOAD_SAMPLES = 20_000
 
@@ -98,21 +96,22 @@ class FleetCollector:
 
     def collect(self) -> Iterable[Metric]:
         """The prometheus-client collector protocol (reads everything in one go)."""
-        return self._families([self._read(actor) for actor in self._ctx.fleet.actors()])
+        pull = self._ctx.metrics.health.full_pull()
+        return self._families(self._with_restarts(pull.bots or ()))
 
     async def collect_async(self) -> list[Metric]:
-        """The same, yielding to the event loop every ``CHUNK`` bots so a scrape of a large
-        fleet does not stall the bots."""
-        rows = []
-        for index, actor in enumerate(self._ctx.fleet.actors()):
-            rows.append(self._read(actor))
-            if index % CHUNK == CHUNK - 1:
-                await trio.lowlevel.checkpoint()
-        return list(self._families(rows))
+        """The same, the fleet's health pulled in chunks (yielding to the event loop between
+        them) so a scrape of a large fleet does not stall the bots."""
+        pull = await self._ctx.metrics.health.full_pull_async()
+        return list(self._families(self._with_restarts(pull.bots or ())))
 
-    def _read(self, actor: BotActor) -> tuple[BotStatistics, int]:
-        child = self._ctx.supervisor.child_statistics(actor.user_id)
-        return actor.statistics(), child.restarts if child is not None else 0
+    def _with_restarts(self, bots: Iterable[BotStatistics]) -> list[tuple[BotStatistics, int]]:
+        supervisor = self._ctx.supervisor
+        rows = []
+        for stats in bots:
+            child = supervisor.child_statistics(stats.user_id)
+            rows.append((stats, child.restarts if child is not None else 0))
+        return rows
 
     def _families(self, rows: list[tuple[BotStatistics, int]]) -> Iterator[Metric]:
         ctx = self._ctx

@@ -7,8 +7,12 @@ run in a fresh process (``python -m bench.fleet --bots N``) so its memory is its
 - RSS per bot: RSS then minus RSS before the daemon was built (imports and the simulated
   bots already in), divided by N;
 - idle CPU: the process's CPU seconds (all threads) over a window of nothing but 10 s long
-  polls and the bots' periodic health reports, per bot-second. In process this includes the
-  simulator answering the polls; the loopback benchmark measures the client alone.
+  polls and the bots' periodic status checks, per bot-second. In process this includes the
+  simulator answering the polls; the loopback benchmark measures the client alone;
+- health reads: the best of 5 fresh health summaries (a status pull of every bot: what
+  ``/bot-health/summary`` costs) and of 3 full pulls (every bot's statistics: what a
+  snapshot and ``/metrics`` read). On the real clock every read is a new instant, so each
+  one pulls afresh.
 
 Targets (the issue): 10,000 bots under 512 MiB (≤ 16 KiB a bot), started in under 5 s, idle
 CPU ≤ 40 µs per bot-second.
@@ -28,6 +32,7 @@ from typing import Any
 
 import trio
 
+from actors import FleetHealth
 from bench.common import ChildProcess, fmt, main_python, self_rss_kib, spread, table
 from bench.inproc import make_api, start_fleet, wait_all_polling
 from bench.profiles import summarize
@@ -58,6 +63,7 @@ async def _measure(
             profiler.disable()
         await trio.sleep(1.0)
         rss_ready = self_rss_kib()
+        summary_s, full_pull_s = _health_reads(fleet.handle.metrics.health)
         result: dict[str, Any] = {
             "bots": bots,
             "polling_bots": polling,
@@ -67,6 +73,8 @@ async def _measure(
             "rss_ready_kib": rss_ready,
             # Per polling bot: when start-up was cut off, the rest had not started yet.
             "rss_per_bot_kib": (rss_ready - rss_base) / max(1, polling),
+            "summary_ms": summary_s * 1000,
+            "full_pull_ms": full_pull_s * 1000,
         }
         if polling < bots:
             result["capped_s"] = cap
@@ -82,6 +90,20 @@ async def _measure(
         stopping = time.perf_counter()
     result["shutdown_s"] = time.perf_counter() - stopping
     return result
+
+
+def _health_reads(health: FleetHealth) -> tuple[float, float]:
+    """Seconds of the best fresh summary and the best full pull of the fleet's health."""
+    summaries, fulls = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        health.summary()
+        summaries.append(time.perf_counter() - started)
+    for _ in range(3):
+        started = time.perf_counter()
+        health.full_pull()
+        fulls.append(time.perf_counter() - started)
+    return min(summaries), min(fulls)
 
 
 def _child(argv: list[str]) -> None:
@@ -177,6 +199,8 @@ def markdown(results: dict[str, Any]) -> str:
                     " MiB",
                 ),
                 fmt(s.get("idle_cpu_us_per_bot_s"), 1, " µs"),
+                fmt(s.get("summary_ms"), 1, " ms"),
+                fmt(s.get("full_pull_ms"), 1, " ms"),
                 fmt(s["shutdown_s"], 2, " s"),
             ]
         )
@@ -191,6 +215,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "RSS per bot",
                 "RSS total",
                 f"idle CPU per bot-second ({results['idle_window_s']:g} s window, 10 s polls)",
+                "health summary (fresh)",
+                "full health pull",
                 "shutdown",
             ],
             rows,

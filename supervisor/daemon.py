@@ -27,6 +27,7 @@ import trio
 from actors import (
     BotEvent,
     EventSink,
+    FleetHealth,
     FleetServices,
     GlobalRateLimiter,
     MetricsActor,
@@ -127,8 +128,7 @@ class Daemon:
         metrics = MetricsActor(
             store,
             receive_events,
-            collect=fleet.health_rows,
-            collect_counters=fleet.counter_rows,
+            health=FleetHealth(fleet.actors, changes=lambda: events.emitted),
             wall_clock=self._wall_clock,
             persist_interval=config.storage.persist_interval,
             retention_days=config.storage.retention_days,
@@ -167,7 +167,6 @@ class Daemon:
             await root.start(metrics.run)
             await root.start(supervisor.run)
             await fleet.load(config.bots)
-            metrics.seed(fleet.health_reports())
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             log.info(
@@ -190,6 +189,7 @@ class Daemon:
             log.info("shutdown: bots stopped")
             await metrics.stop()
             log.info("shutdown: final health snapshot written")
+            await fleet.save_suspensions()
             await store.stop()
             log.info("shutdown complete: database closed")
 

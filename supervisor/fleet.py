@@ -3,6 +3,10 @@
 The admin API and the daemon manage bots only through the Fleet: it validates a token before
 anything is stored, persists the registry, restores each bot's health at start, and turns the
 supervisor's decisions (a bot that exceeded its restart intensity) into suspensions.
+
+The actors own their lifecycle: they suspend and resume themselves and announce it; the fleet
+persists what they announce (:meth:`Fleet._queue_suspensions`, the one place that stores a
+suspension). A request the bot's state does not allow raises :class:`actors.LifecycleError`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Any
 import trio
 
 from actors import (
-    ActorState,
     AutoreplyRule,
     BotActor,
     BotApiClient,
@@ -27,14 +30,13 @@ from actors import (
     FleetError,
     FleetServices,
     HandlerError,
-    HealthReport,
     LifecycleEvent,
     TelegramUnreachable,
     TokenRejected,
     UnknownBot,
     load_handler,
 )
-from storage import BotCounters, BotRecord, HealthRow
+from storage import BotRecord, HealthRow, StoreClosedError
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
 __all__ = ["Fleet"]
@@ -86,6 +88,9 @@ class Fleet:
         self._services = services
         self._bots: dict[int, _Registered] = {}
         self._lock = trio.Lock()
+        # Announced suspensions not yet queued to the store (user_id -> reason, None for a
+        # resumption; the latest announcement of a bot wins).
+        self._unsaved: dict[int, str | None] = {}
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -117,21 +122,20 @@ class Fleet:
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
-            actor = BotActor(bot_config(record), self._services)
+            actor = self._new_actor(bot_config(record))
             row = latest.get(record.user_id)
             if row is not None:
                 actor.restore(row)
             if record.user_id in counters:
                 actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
-                actor.health.suspend(record.suspended_reason)
-                actor.state = ActorState.SUSPENDED
+                actor.restore_suspension(record.suspended_reason)
             actor.preload(offsets.get(record.user_id), pending.get(record.user_id, []))
             self._bots[record.user_id] = _Registered(actor, record.source)
         # All at once: each start is short, but 10,000 of them one after the other add up.
         async with trio.open_nursery() as nursery:
             for registered in self._bots.values():
-                if registered.actor.state is not ActorState.SUSPENDED:
+                if registered.actor.suspended_reason is None:
                     nursery.start_soon(self._start, registered.actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
@@ -152,19 +156,6 @@ class Fleet:
     def child_state(self, user_id: int) -> ChildState | None:
         return self._supervisor.child_state(user_id)
 
-    def health_rows(self) -> list[HealthRow]:
-        """A fresh health row of every bot: what a snapshot writes."""
-        return [actor.health_report().row for actor in self.actors()]
-
-    def counter_rows(self) -> list[BotCounters]:
-        """The delivery counters of every bot now: what a snapshot writes beside the rows."""
-        now = self._services.wall_clock()
-        return [actor.counters(now) for actor in self.actors()]
-
-    def health_reports(self) -> list[HealthReport]:
-        """Every bot's state now, restored counters included (seeds the metrics actor)."""
-        return [actor.health_report() for actor in self.actors()]
-
     # --- management ----------------------------------------------------------------------
 
     async def add(self, bot: BotConfig, *, source: str = "api") -> BotActor:
@@ -179,7 +170,7 @@ class Fleet:
             await self.validate_token(bot.token)
             now = self._services.wall_clock()
             await self._services.store.upsert_bot(bot_record(bot, source, now))
-            actor = BotActor(bot, self._services)
+            actor = self._new_actor(bot)
             self._bots[bot.user_id] = _Registered(actor, source)
             self._emit(bot.user_id, "added")
         await self._start(actor)
@@ -195,22 +186,32 @@ class Fleet:
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
+        """Suspend the bot and stop it; LifecycleError if it is suspended already."""
         actor = self.get(user_id)
         actor.suspend(reason)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
-        await self._services.store.set_suspended(user_id, reason)
-        actor.state = ActorState.SUSPENDED
+        await self.save_suspensions()
 
     async def resume(self, user_id: int) -> None:
-        """Re-validate the token with getMe, clear the suspension and start the bot."""
+        """Re-validate the token with getMe, clear the suspension and start the bot;
+        LifecycleError (before asking Telegram) if the bot is not suspended."""
         actor = self.get(user_id)
+        actor.check_resumable()
         await self.validate_token(actor.config.token)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         actor.resume()
-        await self._services.store.set_suspended(user_id, None)
+        await self.save_suspensions()
         await self._start(actor)
+
+    async def save_suspensions(self) -> None:
+        """Wait until every announced suspension and resumption is stored."""
+        while True:
+            self._queue_suspensions()
+            await self._services.store.flush()
+            if not self._unsaved:
+                return
 
     async def validate_token(self, token: BotToken) -> dict[str, Any]:
         """getMe with the token: TokenRejected if Telegram refuses it, TelegramUnreachable if
@@ -241,11 +242,45 @@ class Fleet:
         registered = self._bots.get(event.child_id)
         if registered is None:
             return
+        actor = registered.actor
         if event.kind == "suspended":
-            registered.actor.suspend(event.detail)
-            self._services.store.set_suspended_nowait(event.child_id, event.detail)
-        elif event.kind != "stopped" or registered.actor.health.suspended_reason is None:
+            if actor.suspended_reason is None:
+                actor.suspend(event.detail)
+        elif event.kind != "stopped" or actor.suspended_reason is None:
             self._emit(event.child_id, event.kind, event.detail)
+
+    def _new_actor(self, bot: BotConfig) -> BotActor:
+        return BotActor(bot, self._services, on_lifecycle=self._on_lifecycle)
+
+    def _on_lifecycle(self, event: LifecycleEvent) -> None:
+        """Persist what an actor announces: a suspension (its reason) or a resumption."""
+        if event.event == "suspended":
+            self._unsaved[event.user_id] = event.detail
+        elif event.event == "resumed":
+            self._unsaved[event.user_id] = None
+        else:
+            return
+        self._queue_suspensions()
+
+    def _queue_suspensions(self) -> None:
+        """Queue the announced suspensions to the store: the one writer of a bot's stored
+        ``suspended_reason``. A full write queue keeps them for the next chance (the next
+        announcement, an operator's request, the shutdown)."""
+        store = self._services.store
+        while self._unsaved:
+            user_id = next(iter(self._unsaved))
+            try:
+                store.set_suspended_nowait(user_id, self._unsaved[user_id])
+            except trio.WouldBlock:
+                log.warning(
+                    "the store is busy: %d suspensions wait to be stored", len(self._unsaved)
+                )
+                return
+            except StoreClosedError:
+                log.error("the store is closed: %d suspensions were not stored", len(self._unsaved))
+                self._unsaved.clear()
+                return
+            del self._unsaved[user_id]
 
     async def _start(self, actor: BotActor) -> None:
         await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)

@@ -127,7 +127,7 @@ async def test_a_revoked_token_suspends_only_that_bot(
         await trio.sleep(60)
         bots = fleet.handle.fleet
         assert bots.get(2).status() is BotStatus.SUSPENDED
-        assert "Unauthorized" in (bots.get(2).health.suspended_reason or "")
+        assert "Unauthorized" in (bots.get(2).suspended_reason or "")
         told = [e.to_json() for e in fleet.handle.metrics.recent_events() if e.user_id == 2]
         assert any(e["type"] == "lifecycle" and e["event"] == "suspended" for e in told)
         assert any(e["type"] == "status" and e["status"] == "suspended" for e in told)

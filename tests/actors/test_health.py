@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.botapi.errors import ErrorCategory
 from actors.breaker import BreakerState, CircuitBreaker
@@ -223,3 +225,64 @@ async def test_a_failing_bot_is_still_unhealthy_after_a_restore(
     assert before is fresh.status(CLOSED) is BotStatus.UNHEALTHY
     fresh.record_success(0.1)
     assert fresh.status(CLOSED) is BotStatus.HEALTHY
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("success"), st.sampled_from([None, 0.1, 3.0])),
+        st.tuples(st.just("failure"), st.sampled_from([None, 0.1])),
+        st.tuples(st.just("chat_error"), st.none()),
+        st.tuples(st.just("throttled"), st.none()),
+        st.tuples(st.just("wait"), st.sampled_from([1.0, 4.9, 5.0, 60.0, 299.0, 301.0])),
+        st.tuples(st.just("breaker"), st.sampled_from(list(BreakerState))),
+        st.tuples(st.just("suspend"), st.none()),
+        st.tuples(st.just("resume"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+def _apply(health: HealthTracker, clock: FakeClock, op: tuple[str, object]) -> None:
+    kind, arg = op
+    if kind == "success":
+        health.record_success(arg)  # type: ignore[arg-type]
+    elif kind == "failure":
+        health.record_failure("boom", arg)  # type: ignore[arg-type]
+    elif kind == "chat_error":
+        health.record_chat_error(5)
+    elif kind == "throttled":
+        health.record_throttled()
+    elif kind == "wait":
+        clock.now += arg  # type: ignore[operator]
+    elif kind == "suspend":
+        health.suspend("bad token")
+    elif kind == "resume":
+        health.resume()
+
+
+@settings(max_examples=200, deadline=None)
+@given(_OPS)
+def test_a_status_asked_often_is_the_status_asked_once(ops: list[tuple[str, object]]) -> None:
+    """A quiet bot's status is remembered between outcomes: asking after every step must give
+    what a tracker asked only at the end gives, however time and the breaker moved."""
+    config = HealthConfig(window_seconds=300.0, minimum_volume=2, slow_response_ms=2000.0)
+    watched_clock = FakeClock()
+    watched = HealthTracker(config, wall_clock=WallClock(), clock=watched_clock)
+    breaker = CLOSED
+    for step, op in enumerate(ops):
+        _apply(watched, watched_clock, op)
+        if op[0] == "breaker":
+            breaker = op[1]  # type: ignore[assignment]
+        fresh_clock = FakeClock()
+        fresh = HealthTracker(config, wall_clock=WallClock(), clock=fresh_clock)
+        for earlier in ops[: step + 1]:
+            _apply(fresh, fresh_clock, earlier)
+        assert watched.status(breaker) is fresh.status(breaker)

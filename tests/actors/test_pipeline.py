@@ -91,6 +91,12 @@ def rig(
     flood_gate = flood_gate or FloodGate()
     global_limiter = global_limiter or GlobalRateLimiter(rate=25, burst=25)
     suspended: list[str] = []
+
+    def on_suspend(reason: str) -> None:
+        # What the actor, the one writer of a suspension, does when the pipeline reports one.
+        suspended.append(reason)
+        health.suspend(reason)
+
     pipeline = RequestPipeline(
         user_id=user_id,
         breaker=breaker,
@@ -102,7 +108,7 @@ def rig(
         global_limiter=global_limiter,
         health=health,
         rng=random.Random(7),
-        on_suspend=suspended.append,
+        on_suspend=on_suspend,
     )
     return Rig(pipeline, breaker, counters, health, flood_gate, global_limiter, suspended)
 

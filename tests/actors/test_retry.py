@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.botapi.errors import ErrorCategory
+from actors.botapi.errors import ErrorCategory, TelegramError, TransportError
 from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
+from actors.delivery import PARK_BACKOFF
 from actors.retry import (
     BackoffSchedule,
     DecorrelatedJitter,
@@ -26,6 +27,7 @@ from actors.retry import (
     RetryPolicy,
     RetryStatistics,
     combine,
+    forbids_repeat,
 )
 
 
@@ -236,3 +238,45 @@ def test_a_policy_delays_as_its_schedule_does() -> None:
     a, b = random.Random(5), random.Random(5)
     for attempt in range(1, 10):
         assert policy.delay(attempt, None, a) == policy.schedule.delay(attempt, None, b)
+
+
+def test_a_parked_reply_waits_one_two_four_seconds_and_at_most_thirty() -> None:
+    assert [PARK_BACKOFF(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    ("error", "idempotent", "retry_uncertain", "forbidden"),
+    [
+        # The request went out: a message may have been sent; repeating could send it twice.
+        (
+            TransportError("read timeout", method="sendMessage", request_sent=True),
+            False,
+            False,
+            True,
+        ),
+        # ...unless the operator accepts duplicates, or the method is a read.
+        (
+            TransportError("read timeout", method="sendMessage", request_sent=True),
+            False,
+            True,
+            False,
+        ),
+        (TransportError("read timeout", method="getChat", request_sent=True), True, False, False),
+        # Nothing was sent (a connect error), or the server answered: safe to repeat.
+        (TransportError("refused", method="sendMessage", request_sent=False), False, False, False),
+        (
+            TelegramError(method="sendMessage", error_code=502, description="Bad Gateway"),
+            False,
+            False,
+            False,
+        ),
+    ],
+)
+def test_only_an_uncertain_non_idempotent_send_is_never_repeated(
+    error: Exception, idempotent: bool, retry_uncertain: bool, forbidden: bool
+) -> None:
+    assert isinstance(error, (TransportError, TelegramError))
+    assert (
+        forbids_repeat(error, idempotent=idempotent, retry_uncertain_sends=retry_uncertain)
+        is forbidden
+    )

@@ -46,7 +46,7 @@ async def test_metrics_parse_and_match_the_fleet_statistics(
             admin.api.send_user_message(admin.fleet.tokens[1], 42, f"m{n}")
         await trio.sleep(10)
         actor = admin.fleet.handle.fleet.get(2)
-        actor.breaker.force_open()
+        actor.pipeline.breaker.force_open()
 
         response = await admin.http.get("/metrics")
         assert response.status_code == 200

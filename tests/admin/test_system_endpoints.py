@@ -123,7 +123,7 @@ async def troubled_fleet(tmp_path: Path) -> AsyncIterator[Admin]:
         # The long poll in progress was answered before the faults; the reply is not.
         api.send_user_message(fleet.tokens[2], 12, "still there?")
         await trio.sleep(20)  # breaker of bot 2 open; every bot has reported since
-        assert fleet.handle.fleet.get(2).breaker.state is BreakerState.OPEN
+        assert fleet.handle.fleet.get(2).statistics().breaker.state is BreakerState.OPEN
         async with admin_over(fleet) as http:
             yield Admin(fleet, http)
 
@@ -234,7 +234,7 @@ async def test_breaker_summary_and_detail_show_the_open_breaker(
         summary = await admin.get("/circuit-breakers/summary")
         detail = await admin.get("/circuit-breakers/2")
         closed = await admin.get("/circuit-breakers/1")
-        opened_at = admin.fleet.handle.fleet.get(2).breaker.statistics().opened_at
+        opened_at = admin.fleet.handle.fleet.get(2).statistics().breaker.opened_at
         assert opened_at is not None
 
     assert summary.status_code == detail.status_code == closed.status_code == 200
@@ -272,7 +272,7 @@ async def test_resetting_an_open_breaker_lets_the_bot_work_again_at_once(
     async with troubled_fleet(tmp_path) as admin:
         api, fleet = admin.api, admin.fleet
         bot = fleet.handle.fleet.get(2)
-        opened_at = bot.breaker.statistics().opened_at
+        opened_at = bot.statistics().breaker.opened_at
         assert opened_at is not None
         # Telegram is fine again and a user writes; the breaker would wait out its 60 s.
         api.set_faults(FaultProfile(latency=0.05), token=fleet.tokens[2])

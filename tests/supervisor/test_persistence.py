@@ -380,7 +380,7 @@ async def test_graceful_shutdown_writes_the_final_snapshot_and_every_inbox_state
         assert fleet.handle.fleet.get(2).statistics().handled_updates == 0
     stopped_at = trio.current_time()
     assert stopped_at == 30 + 5  # the grace period of the slow handler
-    final = {uid: fleet.handle.fleet.get(uid).health_report().row for uid in (1, 2)}
+    final = {uid: fleet.handle.fleet.get(uid).health_row(0.0) for uid in (1, 2)}
 
     async with open_store(db) as store:
         latest = await store.latest_snapshots()

@@ -1,0 +1,222 @@
+"""Delivery: one bot's updates from its chat lanes through the handler to done.
+
+A reply whose call exhausted its quick retries with a retryable error is parked in its lane
+(keeping the chat's order) and sent again when the breaker admits calls, after 1, 2, 4 … 30 s
+(:data:`PARK_BACKOFF`), until the update's delivery deadline; then it is dead-lettered. An
+update is done once handled, dead-lettered, refused for good, or sent (an uncertain send
+counts as sent, and is counted as ambiguous). DESIGN.md "Delivery" has the arithmetic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+
+from actors.botapi import BotApiClient, BotApiError, ErrorCategory
+from actors.handlers import Handler, HandlerContext
+from actors.lanes import update_chat_id
+from actors.pipeline import RequestPipeline
+from actors.retry import ExponentialBackoff, forbids_repeat
+from actors.secrets import redact
+from actors.services import FleetServices
+from storage import BotCounters
+
+__all__ = ["PARK_BACKOFF", "Delivery", "DeliveryFailed", "Inbound", "SuspendedWhileHandling"]
+
+log = logging.getLogger("botvisor.bot")
+
+# A parked reply is tried again after 1, 2, 4 … seconds, at most 30 apart (no jitter: the
+# breaker's half-open probe, not the parked replies, decides when an outage is over).
+PARK_BACKOFF = ExponentialBackoff(base=1.0, cap=30.0)
+
+
+class DeliveryFailed(Exception):
+    """A reply could not be delivered before its deadline, or was refused for good."""
+
+
+class SuspendedWhileHandling(Exception):
+    """The bot was suspended while handling an update: the update stays undone, to be
+    handled again after the bot is resumed."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """An update on its way through a chat lane."""
+
+    update_id: int
+    update: Mapping[str, Any]
+    received_at: float  # wall clock, when it entered the inbox
+    deadline: float  # trio time after which its replies are dead-lettered
+
+
+class Delivery:
+    """Runs the handler on each update of one bot and sends its replies; keeps the counters
+    an operator watches (handled, sent, dead-lettered, ambiguous, handler errors)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: int,
+        handler: Handler,
+        pipeline: RequestPipeline,
+        services: FleetServices,
+        client: Callable[[], BotApiClient],
+        after_call: Callable[[], None],
+        context: Callable[[Delivery, Inbound], HandlerContext],
+    ) -> None:
+        self._user_id = user_id
+        self._handler = handler
+        self._pipeline = pipeline
+        self._services = services
+        self._client = client
+        # The actor looks at its status after every send (and announces a change).
+        self._after_call = after_call
+        self._context = context
+        self._handled = 0
+        self._replies = 0
+        self._dead_letters = 0
+        self._ambiguous = 0
+        self._handler_errors = 0
+
+    @property
+    def user_id(self) -> int:
+        return self._user_id
+
+    @property
+    def handled(self) -> int:
+        """Updates done: handled, dead-lettered or refused for good."""
+        return self._handled
+
+    @property
+    def replies(self) -> int:
+        """Replies sent (ambiguous sends included)."""
+        return self._replies
+
+    @property
+    def dead_letters(self) -> int:
+        """Updates given up on, with their reason stored."""
+        return self._dead_letters
+
+    @property
+    def ambiguous(self) -> int:
+        """Sends of unknown outcome, counted as sent."""
+        return self._ambiguous
+
+    @property
+    def handler_errors(self) -> int:
+        """Handler exceptions and Bot API errors a handler let through."""
+        return self._handler_errors
+
+    @property
+    def pipeline(self) -> RequestPipeline:
+        return self._pipeline
+
+    def client(self) -> BotApiClient:
+        """The running incarnation's Bot API client (RuntimeError when not running)."""
+        return self._client()
+
+    def restore(self, counters: BotCounters) -> None:
+        """Seed the counters from the stored ones."""
+        self._handled = counters.handled_updates
+        self._replies = counters.replies_sent
+        self._dead_letters = counters.dead_letters
+        self._ambiguous = counters.ambiguous_sends
+        self._handler_errors = counters.handler_errors
+
+    def counters(self, recorded_at: float) -> BotCounters:
+        """The counters now, as a snapshot stores them (``recorded_at``: wall clock)."""
+        return BotCounters(
+            user_id=self._user_id,
+            recorded_at=recorded_at,
+            handled_updates=self._handled,
+            replies_sent=self._replies,
+            dead_letters=self._dead_letters,
+            ambiguous_sends=self._ambiguous,
+            handler_errors=self._handler_errors,
+        )
+
+    async def handle(self, item: Inbound) -> None:
+        """A chat lane's handler: run the bot's handler on ``item``, then mark it done."""
+        try:
+            await self._handler(item.update, self._context(self, item))
+        except SuspendedWhileHandling:
+            return
+        except DeliveryFailed:
+            pass  # dead-lettered where it failed
+        except BotApiError as exc:
+            if exc.category is ErrorCategory.PERMANENT:
+                return  # the bot is suspended; the update stays undone
+            self._handler_errors += 1
+            log.info("bot %s: update %s: %s", self._user_id, item.update_id, exc)
+        except Exception as exc:
+            # A handler's bug must not crash-loop the bot on the same update: record it.
+            self._handler_errors += 1
+            reason = f"handler raised {type(exc).__name__}: {redact(str(exc))}"
+            log.warning("bot %s: update %s: %s", self._user_id, item.update_id, reason)
+            await self.dead_letter(item, reason)
+        self._handled += 1
+        store, now = self._services.store, self._services.wall_clock()
+        try:
+            store.inbox_done_nowait(self._user_id, [item.update_id], now)
+        except trio.WouldBlock:
+            await store.inbox_done(self._user_id, [item.update_id], now)
+
+    async def deliver(self, item: Inbound, method: str, params: dict[str, Any]) -> Any:
+        """Send a reply; park it through outages until its deadline."""
+        client = self.client()
+        pipeline = self._pipeline
+        retry_uncertain = self._services.retry.retry_uncertain_sends
+        parked = 0
+        while True:
+            try:
+                result = await pipeline.call(
+                    method,
+                    partial(client.call, method, params),
+                    chat_id=params.get("chat_id"),
+                    idempotent=False,
+                )
+            except BotApiError as exc:
+                if forbids_repeat(exc, idempotent=False, retry_uncertain_sends=retry_uncertain):
+                    # It may have reached Telegram: count it as sent rather than risk a
+                    # duplicate message.
+                    self._ambiguous += 1
+                    self._replies += 1
+                    return None
+                error = exc
+            else:
+                self._replies += 1
+                return result
+            finally:
+                self._after_call()
+            if error.category is ErrorCategory.PERMANENT:
+                raise SuspendedWhileHandling(str(error))
+            if not error.category.is_retryable:
+                raise error
+            if trio.current_time() >= item.deadline:
+                reason = f"delivery deadline passed; last error: {error}"
+                await self.dead_letter(item, reason)
+                raise DeliveryFailed(reason)
+            # Parked: keep the chat's order by waiting right here, in its lane.
+            parked += 1
+            with trio.move_on_at(item.deadline):
+                delay = PARK_BACKOFF(parked)
+                await trio.sleep(min(delay, max(0.0, item.deadline - trio.current_time())))
+                await pipeline.breaker.wait_admitting()
+                await pipeline.flood_gate.wait_open()
+
+    async def dead_letter(self, item: Inbound, reason: str) -> None:
+        """Give up on ``item``: count it, log it and store it with its (redacted) reason."""
+        self._dead_letters += 1
+        log.warning("bot %s: update %s dead-lettered: %s", self._user_id, item.update_id, reason)
+        await self._services.store.dead_letter(
+            self._user_id,
+            item.update_id,
+            update_chat_id(item.update),
+            redact(reason),
+            self._services.wall_clock(),
+        )

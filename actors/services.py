@@ -1,0 +1,36 @@
+"""FleetServices: what every bot actor of one daemon shares, built once and handed down."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from actors.config import BreakerConfig, HealthConfig, LimitsConfig, RetryConfig, TelegramConfig
+from actors.events import EventSink
+from actors.limits import GlobalRateLimiter
+from storage import Store
+
+__all__ = ["FleetServices"]
+
+
+@dataclass(frozen=True)
+class FleetServices:
+    """What every bot actor of one daemon shares, built once and handed down."""
+
+    telegram: TelegramConfig
+    limits: LimitsConfig
+    breaker: BreakerConfig
+    retry: RetryConfig
+    health: HealthConfig
+    # How often a bot looks at its own status for changes that time alone makes (failures
+    # ageing out of the window, a breaker due to half-open) and announces them.
+    report_interval: float
+    global_limiter: GlobalRateLimiter
+    store: Store
+    events: EventSink
+    wall_clock: Callable[[], float]
+    http_client: Callable[[], httpx.AsyncClient]
+    rng: random.Random
