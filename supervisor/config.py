@@ -46,7 +46,8 @@ class SupervisorConfig(BaseModel):
     backoff_reset_factor: Annotated[Number, Field(ge=1)] = 10.0
     # Seconds in-flight handlers get at shutdown.
     graceful_timeout: NonNegative = 10.0
-    # How often each bot reports its health to the metrics actor.
+    # How often each bot re-checks its own status, to announce what time alone changes
+    # (failures ageing out of the health window).
     report_interval: Positive = 5.0
 
     @model_validator(mode="after")
