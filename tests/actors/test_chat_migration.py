@@ -75,7 +75,12 @@ async def test_the_upgrade_service_message_records_the_mapping(
 ) -> None:
     db = tmp_path / "s.db"
     telegram = ScriptedTelegram(answer=refusing_the_old_group)
-    async with running_fleet(db, [1], wrap_transport=telegram.wrap):
+    async with running_fleet(
+        db,
+        [1],
+        configure=with_handler(f"{__name__}:typing_then_echo"),
+        wrap_transport=telegram.wrap,
+    ):
         telegram.push(
             payloads.migrate_to_supergroup(1, old_chat_id=GROUP, new_chat_id=SUPERGROUP),
             group_text(2, "after the upgrade"),
@@ -84,6 +89,8 @@ async def test_the_upgrade_service_message_records_the_mapping(
     assert [(p["chat_id"], p["text"]) for p in telegram.sent()] == [
         (SUPERGROUP, "after the upgrade")
     ]
+    # ctx.call follows it too (the service message itself is already answered there).
+    assert [p["chat_id"] for p in telegram.sent("sendChatAction")] == [SUPERGROUP, SUPERGROUP]
     assert stored_migrations(db) == [(1, GROUP, SUPERGROUP)]
 
 
@@ -114,6 +121,14 @@ async def test_a_reply_follows_a_migration_once_and_drops_a_quote_of_the_old_gro
 
 
 _quoting = with_handler("tests.actors.test_chat_migration:quote_once")
+
+
+async def typing_then_echo(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Handler for the tests: "typing…" in the update's chat, then echo its text."""
+    await ctx.call("sendChatAction", chat_id=ctx.chat_id, action="typing")
+    text = update["message"].get("text")
+    if text:
+        await ctx.reply(text)
 
 
 async def quote_once(update: Mapping[str, Any], ctx: HandlerContext) -> None:
