@@ -16,6 +16,7 @@ from actors.botapi import (
 )
 from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, CircuitBreaker
 from actors.bucket import TokenBucketCore
+from actors.chat_migrations import ChatMigrations, migration_announced
 from actors.config import (
     AutoreplyRule,
     BackoffKind,
@@ -28,6 +29,7 @@ from actors.config import (
     RetryPolicyConfig,
     TelegramConfig,
 )
+from actors.context import reply_target
 from actors.delivery import DeliveryFailed
 from actors.errors import (
     BotExists,
@@ -49,7 +51,7 @@ from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
 from actors.handlers import HandlerContext, HandlerError, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
-from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id
+from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id, update_payload
 from actors.lifecycle import ActorState, LifecycleError
 from actors.limits import (
     ChatLimiters,
@@ -110,6 +112,7 @@ __all__ = [
     "BreakerTransition",
     "ChatLanes",
     "ChatLimiters",
+    "ChatMigrations",
     "CircuitBreaker",
     "CircuitOpenError",
     "DeliveryFailed",
@@ -174,9 +177,12 @@ __all__ = [
     "health_row",
     "load_handler",
     "make_http_client",
+    "migration_announced",
     "redact",
+    "reply_target",
     "rule_error",
     "shared_ssl_context",
     "update_chat_id",
+    "update_payload",
     "user_id_problem",
 ]

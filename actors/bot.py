@@ -15,7 +15,7 @@ resumption as a :class:`~actors.events.LifecycleEvent`, which the fleet persists
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -242,10 +242,18 @@ class BotActor:
         """This bot's ``bot_health_metrics`` row now (``recorded_at``: wall clock)."""
         return self.pipeline.health_row(recorded_at)
 
-    def preload(self, offset: int | None, pending: list[dict[str, Any]]) -> None:
+    def preload(
+        self,
+        offset: int | None,
+        pending: list[dict[str, Any]],
+        chat_migrations: Mapping[int, int] | None = None,
+    ) -> None:
         """Hand the next start its offset and undone inbox, read in bulk for the whole fleet
-        (10,000 bots reading their own would be 20,000 round trips to SQLite)."""
+        (10,000 bots reading their own would be 20,000 round trips to SQLite), and the bot's
+        stored chat migrations."""
         self._preloaded = (offset, pending)
+        if chat_migrations is not None:
+            self._delivery.migrations.restore(chat_migrations)
 
     def status(self) -> BotStatus:
         return self.pipeline.status()
@@ -319,6 +327,9 @@ class BotActor:
                 await store.flush()
             poller.prepare(await store.load_offset(self.user_id))
             pending = await store.inbox_pending(self.user_id)
+        migrations = self._delivery.migrations
+        if not migrations.loaded:
+            migrations.restore(await store.load_bot_chat_migrations(self.user_id))
         self._runs += 1
         async with self._services.http_client() as http:
             self._client = BotApiClient(

@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from actors.botapi import BotApiClient, BotApiError, ErrorCategory
+from actors.botapi import BotApiClient, BotApiError, ErrorCategory, TelegramError
+from actors.chat_migrations import ChatMigrations, migration_announced
 from actors.handlers import Handler, HandlerContext
 from actors.lanes import update_chat_id
 from actors.pipeline import RequestPipeline
@@ -82,6 +83,7 @@ class Delivery:
         self._dead_letters = 0
         self._ambiguous = 0
         self._handler_errors = 0
+        self._migrations = ChatMigrations()
 
     @property
     def user_id(self) -> int:
@@ -120,6 +122,11 @@ class Delivery:
         """The running incarnation's Bot API client (RuntimeError when not running)."""
         return self._client()
 
+    @property
+    def migrations(self) -> ChatMigrations:
+        """The bot's known chat migrations (old chat id -> new); replies follow them."""
+        return self._migrations
+
     def restore(self, counters: BotCounters) -> None:
         """Seed the counters from the stored ones."""
         self._handled = counters.handled_updates
@@ -142,6 +149,9 @@ class Delivery:
 
     async def handle(self, item: Inbound) -> None:
         """A chat lane's handler: run the bot's handler on ``item``, then mark it done."""
+        announced = migration_announced(item.update)
+        if announced is not None:
+            await self.record_migration(*announced)
         try:
             await self._handler(item.update, self._context(self, item))
         except SuspendedWhileHandling:
@@ -167,11 +177,17 @@ class Delivery:
             await store.inbox_done(self._user_id, [item.update_id], now)
 
     async def deliver(self, item: Inbound, method: str, params: dict[str, Any]) -> Any:
-        """Send a reply; park it through outages until its deadline."""
+        """Send a reply; park it through outages until its deadline.
+
+        A reply to a group that became a supergroup goes to the supergroup: straight away if
+        the migration is known, else once more after Telegram's 400 names the new chat.
+        """
         client = self.client()
         pipeline = self._pipeline
         retry_uncertain = self._services.retry.retry_uncertain_sends
+        params = self._to_current_chat(params)
         parked = 0
+        followed = False
         while True:
             try:
                 result = await pipeline.call(
@@ -193,6 +209,14 @@ class Delivery:
                 return result
             finally:
                 self._after_call()
+            if isinstance(error, TelegramError) and error.migrate_to_chat_id is not None:
+                old = params.get("chat_id")
+                if not followed and isinstance(old, int):
+                    # Once: a second refusal from the new chat is that chat's answer.
+                    followed = True
+                    await self.record_migration(old, error.migrate_to_chat_id)
+                    params = self._to_current_chat(params)
+                    continue
             if error.category is ErrorCategory.PERMANENT:
                 raise SuspendedWhileHandling(str(error))
             if not error.category.is_retryable:
@@ -208,6 +232,35 @@ class Delivery:
                 await trio.sleep(min(delay, max(0.0, item.deadline - trio.current_time())))
                 await pipeline.breaker.wait_admitting()
                 await pipeline.flood_gate.wait_open()
+
+    async def record_migration(self, old_chat_id: int, new_chat_id: int) -> None:
+        """Remember (and store) that chat ``old_chat_id`` is now ``new_chat_id``."""
+        if self._migrations.record(old_chat_id, new_chat_id):
+            log.info(
+                "bot %s: chat %s migrated to %s; replies go there now",
+                self._user_id,
+                old_chat_id,
+                new_chat_id,
+            )
+            await self._services.store.record_chat_migration(
+                self._user_id, old_chat_id, new_chat_id, self._services.wall_clock()
+            )
+
+    def _to_current_chat(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` addressed to the chat ``chat_id`` became, if it migrated."""
+        old = params.get("chat_id")
+        new = self._migrations.resolve(old)
+        if new == old:
+            return params
+        # A quoted message stayed in the old group (message ids start over in the new
+        # supergroup): the reply goes without the quote rather than quote a stranger.
+        redirected = {
+            key: value
+            for key, value in params.items()
+            if key not in ("reply_parameters", "reply_to_message_id")
+        }
+        redirected["chat_id"] = new
+        return redirected
 
     async def dead_letter(self, item: Inbound, reason: str) -> None:
         """Give up on ``item``: count it, log it and store it with its (redacted) reason."""

@@ -14,7 +14,15 @@ from typing import Any, Protocol
 
 from actors.config import BotConfig
 
-__all__ = ["Handler", "HandlerContext", "HandlerError", "autoreply_handler", "echo", "load_handler"]
+__all__ = [
+    "Handler",
+    "HandlerContext",
+    "HandlerError",
+    "answer_callback_query",
+    "autoreply_handler",
+    "echo",
+    "load_handler",
+]
 
 Update = Mapping[str, Any]
 
@@ -28,9 +36,12 @@ class HandlerContext(Protocol):
     @property
     def chat_id(self) -> int | None: ...
 
-    async def reply(self, text: str, **params: Any) -> Any:
-        """Send ``text`` to the update's chat; returns the sent message, or None if its
-        delivery was ambiguous (the request may have reached Telegram)."""
+    async def reply(self, text: str, *, quote: bool | str = False, **params: Any) -> Any:
+        """Send ``text`` where the update was asked (its chat, forum topic, business
+        connection or direct-messages topic); returns the sent message, or None if its
+        delivery was ambiguous (the request may have reached Telegram). ``quote=True``
+        replies to the update's message; ``params`` (``sendMessage``'s) win over the derived
+        ones, and one set to ``None`` is left out."""
 
     async def call(self, method: str, **params: Any) -> Any:
         """Call any Bot API method as this bot."""
@@ -43,17 +54,36 @@ class HandlerError(ValueError):
     """A handler path that cannot be used; the message says what to fix."""
 
 
+# The updates a built-in handler answers with text: people's messages to the bot, and
+# customers' messages to a business account that connected it (answered through the
+# connection: ctx.reply keeps its business_connection_id).
+_ANSWERED = ("message", "edited_message", "business_message", "edited_business_message")
+
+
 def message_text(update: Update) -> str | None:
-    message = update.get("message") or update.get("edited_message")
-    if isinstance(message, Mapping):
-        text = message.get("text")
-        if isinstance(text, str):
-            return text
+    """The text of a message the built-in handlers answer, else None."""
+    for kind in _ANSWERED:
+        message = update.get(kind)
+        if isinstance(message, Mapping):
+            text = message.get("text")
+            return text if isinstance(text, str) else None
     return None
 
 
+async def answer_callback_query(update: Update, ctx: HandlerContext) -> bool:
+    """Answer a button press (``answerCallbackQuery``), so the user's button stops
+    spinning; return whether ``update`` was one."""
+    query = update.get("callback_query")
+    if not isinstance(query, Mapping) or not isinstance(query.get("id"), str):
+        return False
+    await ctx.call("answerCallbackQuery", callback_query_id=query["id"])
+    return True
+
+
 async def echo(update: Update, ctx: HandlerContext) -> None:
-    """Reply to every text message with the same text."""
+    """Reply to every text message with the same text; answer button presses."""
+    if await answer_callback_query(update, ctx):
+        return
     text = message_text(update)
     if text is not None and ctx.chat_id is not None:
         await ctx.reply(text)
@@ -65,6 +95,8 @@ def autoreply_handler(bot: BotConfig) -> Handler:
     default = bot.autoreply_default
 
     async def autoreply(update: Update, ctx: HandlerContext) -> None:
+        if await answer_callback_query(update, ctx):
+            return
         text = message_text(update)
         if text is None or ctx.chat_id is None:
             return

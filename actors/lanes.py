@@ -14,43 +14,68 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-__all__ = ["ChatLanes", "LaneStatistics", "chat_key", "update_chat_id"]
+__all__ = ["ChatLanes", "LaneStatistics", "chat_key", "update_chat_id", "update_payload"]
 
 Update = Mapping[str, Any]
 T = TypeVar("T")
 
 
-def _chat_id_of(payload: Mapping[str, Any]) -> int | None:
-    """``payload.chat.id``, else ``payload.message.chat.id`` (a callback query's message)."""
-    for holder in (payload, payload.get("message")):
-        if isinstance(holder, Mapping):
-            chat = holder.get("chat")
-            if isinstance(chat, Mapping):
-                chat_id = chat.get("id")
-                if isinstance(chat_id, int) and not isinstance(chat_id, bool):
-                    return chat_id
+def _whole_id(value: Any) -> int | None:
+    """``value`` if it is a whole-number id (JSON ``true`` is not an id)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _id_of(holder: Any, field: str) -> int | None:
+    """``holder[field].id`` when ``holder[field]`` is an object with a whole-number id."""
+    if isinstance(holder, Mapping):
+        named = holder.get(field)
+        if isinstance(named, Mapping):
+            return _whole_id(named.get("id"))
+    return None
+
+
+def update_payload(update: Update) -> tuple[str, Mapping[str, Any]] | None:
+    """The update's kind and its object (``("message", {...})``), the one field besides
+    ``update_id``; ``None`` for an update that carries no object at all."""
+    for name, payload in update.items():
+        if name != "update_id" and isinstance(payload, Mapping):
+            return name, payload
     return None
 
 
 def chat_key(update: Update) -> Hashable:
-    """The lane an update belongs to: its chat, else its sender, else its update type.
+    """The lane an update belongs to: its chat, else its user, else its kind.
 
     The one rule for "which chat is this update about": lanes order by it, and the inbox and
-    dead-letter rows record it (:func:`update_chat_id`). Every payload that names a chat counts
-    (messages of forum topics and business accounts, reaction counts, boosts, member changes,
-    a callback query's message), not a list of known kinds: an update type Telegram adds
-    later still lands in its chat's lane.
+    dead-letter rows record it (:func:`update_chat_id`). In order:
+
+    1. ``chat`` of the update's object, or of the message it carries (a callback query's
+       ``message``). Not a list of known kinds: every Bot API 9.x type that names a chat has
+       it there (messages, business messages and their deletions, reactions and reaction
+       counts, member changes, join requests, boosts), and so will a type Telegram adds
+       later. ``sender_chat`` (a channel or an anonymous admin posting) is the sender, not
+       the chat.
+    2. ``("user", id)`` of ``from``, else of ``user`` (poll_answer, business_connection):
+       inline queries, chosen results, button presses under inline messages, shipping and
+       pre-checkout queries, paid media purchases; a user's such updates stay in order.
+    3. ``("kind", name)``: a ``poll`` names neither; its updates share one lane per kind.
     """
-    for name, payload in update.items():
-        if name != "update_id" and isinstance(payload, Mapping):
-            chat_id = _chat_id_of(payload)
-            if chat_id is not None:
-                return chat_id
-    for payload in update.values():
-        if isinstance(payload, Mapping) and isinstance(payload.get("from"), Mapping):
-            return ("user", payload["from"].get("id"))
-    kinds = [k for k in update if k != "update_id"]
-    return ("kind", kinds[0] if kinds else "none")
+    found = update_payload(update)
+    if found is None:
+        return ("kind", "none")
+    kind, payload = found
+    chat_id = _id_of(payload, "chat")
+    if chat_id is None:
+        chat_id = _id_of(payload.get("message"), "chat")
+    if chat_id is not None:
+        return chat_id
+    for sender in ("from", "user"):
+        user_id = _id_of(payload, sender)
+        if user_id is not None:
+            return ("user", user_id)
+    return ("kind", kind)
 
 
 def update_chat_id(update: Update) -> int | None:

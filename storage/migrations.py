@@ -137,9 +137,20 @@ def _v2_bot_counters(db: sqlite_utils.Database) -> None:
     db.table("bot_counters").create(types, pk="user_id", not_null=set(COUNTER_COLUMNS))
 
 
+def _v3_chat_migrations(db: sqlite_utils.Database) -> None:
+    # A basic group upgraded to a supergroup has a new id for good: a bot's later replies to
+    # the old id go to the new one (read at start, like offsets).
+    db.table("chat_migrations").create(
+        {"user_id": int, "old_chat_id": int, "new_chat_id": int, "migrated_at": float},
+        pk=("user_id", "old_chat_id"),
+        not_null={"user_id", "old_chat_id", "new_chat_id", "migrated_at"},
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
+    Migration(3, "chat_migrations", _v3_chat_migrations),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -352,6 +352,26 @@ class Store:
             if count < batch_size:
                 return deleted
 
+    # --- chat migrations -----------------------------------------------------------------
+
+    async def record_chat_migration(
+        self, user_id: int, old_chat_id: int, new_chat_id: int, at: float
+    ) -> None:
+        """Remember that the bot's chat ``old_chat_id`` is now ``new_chat_id`` (a group
+        upgraded to a supergroup); a later record of the same old chat replaces it."""
+        await self.writer.submit(
+            partial(_record_chat_migration, user_id, old_chat_id, new_chat_id, at)
+        )
+
+    async def load_chat_migrations(self) -> dict[int, dict[int, int]]:
+        """Every bot's chat migrations (user_id -> old chat -> new chat), in one query
+        (start-up)."""
+        return await self._read(_load_chat_migrations)
+
+    async def load_bot_chat_migrations(self, user_id: int) -> dict[int, int]:
+        """One bot's chat migrations (old chat -> new chat)."""
+        return await self._read(partial(_load_bot_chat_migrations, user_id))
+
     # --- dead letters --------------------------------------------------------------------
 
     async def dead_letter(
@@ -473,6 +493,7 @@ def _remove_bot(user_id: int, conn: sqlite3.Connection) -> bool:
     existed = conn.execute("DELETE FROM bots WHERE user_id = ?", (user_id,)).rowcount > 0
     conn.execute("DELETE FROM offsets WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM inbox WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM chat_migrations WHERE user_id = ?", (user_id,))
     return existed
 
 
@@ -535,6 +556,17 @@ def _prune_inbox_batch(batch_size: int, conn: sqlite3.Connection) -> int:
         "WHERE inbox.done_at IS NOT NULL AND inbox.update_id < offsets.next_offset LIMIT ?)",
         (batch_size,),
     ).rowcount
+
+
+def _record_chat_migration(
+    user_id: int, old_chat_id: int, new_chat_id: int, at: float, conn: sqlite3.Connection
+) -> None:
+    conn.execute(
+        "INSERT INTO chat_migrations (user_id, old_chat_id, new_chat_id, migrated_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, old_chat_id) DO UPDATE SET "
+        "new_chat_id = excluded.new_chat_id, migrated_at = excluded.migrated_at",
+        (user_id, old_chat_id, new_chat_id, at),
+    )
 
 
 def _dead_letter(
@@ -684,6 +716,22 @@ def _inbox_pending_all(db: sqlite_utils.Database) -> dict[int, list[dict[str, An
 def _load_offsets(db: sqlite_utils.Database) -> dict[int, int]:
     rows = db.execute("SELECT user_id, next_offset FROM offsets").fetchall()
     return {int(user_id): int(offset) for user_id, offset in rows}
+
+
+def _load_chat_migrations(db: sqlite_utils.Database) -> dict[int, dict[int, int]]:
+    result: dict[int, dict[int, int]] = {}
+    for user_id, old, new in db.execute(
+        "SELECT user_id, old_chat_id, new_chat_id FROM chat_migrations"
+    ).fetchall():
+        result.setdefault(int(user_id), {})[int(old)] = int(new)
+    return result
+
+
+def _load_bot_chat_migrations(user_id: int, db: sqlite_utils.Database) -> dict[int, int]:
+    rows = db.execute(
+        "SELECT old_chat_id, new_chat_id FROM chat_migrations WHERE user_id = ?", (user_id,)
+    ).fetchall()
+    return {int(old): int(new) for old, new in rows}
 
 
 def _upsert_bots(records: list[BotRecord], conn: sqlite3.Connection) -> None:

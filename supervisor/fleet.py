@@ -119,6 +119,7 @@ class Fleet:
         counters = await store.latest_counters()
         offsets = await store.load_offsets()
         pending = await store.inbox_pending_all()
+        migrations = await store.load_chat_migrations()
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
@@ -130,7 +131,11 @@ class Fleet:
                 actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
                 actor.restore_suspension(record.suspended_reason)
-            actor.preload(offsets.get(record.user_id), pending.get(record.user_id, []))
+            actor.preload(
+                offsets.get(record.user_id),
+                pending.get(record.user_id, []),
+                migrations.get(record.user_id, {}),
+            )
             self._bots[record.user_id] = _Registered(actor, record.source)
         # All at once: each start is short, but 10,000 of them one after the other add up.
         async with trio.open_nursery() as nursery:

@@ -9,8 +9,9 @@ client would see. Simulated users (``add_users`` + ``run``) write to the bots, a
 :meth:`SimulatedBotApi.report` tells whether every message was answered once and in order
 (the matching rule is in :mod:`actors.simulator.report`).
 
-Methods: getMe, getUpdates, sendMessage, sendChatAction, deleteWebhook, getWebhookInfo; any
-other -> 404 Not Found, as Telegram answers. Method names are case-insensitive, as Telegram's.
+Methods: getMe, getUpdates, sendMessage, sendChatAction, answerCallbackQuery, deleteWebhook,
+getWebhookInfo; any other -> 404 Not Found, as Telegram answers. Method names are
+case-insensitive, as Telegram's.
 sendMessage only reaches chats whose user wrote to the bot first (else 400 chat not found).
 """
 
@@ -507,6 +508,9 @@ class SimulatedBotApi:
             return ok(bot.user())
         if name == "sendchataction":
             self._target_chat(bot, params)
+            return ok(True)
+        if name == "answercallbackquery":
+            # The built-in handlers answer every button press (minimal: any query id).
             return ok(True)
         if name == "deletewebhook":
             if params.get("drop_pending_updates") in (True, "true", "True", "1"):

@@ -16,6 +16,7 @@ import trio.testing
 
 from actors import chat_key, update_chat_id
 from actors.simulator import SimulatedBotApi
+from tests import payloads
 from tests.actors.test_bot import with_handler
 from tests.harness import running_fleet
 
@@ -87,15 +88,96 @@ def test_an_update_is_about_the_chat_it_names(kind: str) -> None:
 
 
 def test_an_update_naming_no_chat_has_a_lane_of_its_sender_or_its_kind() -> None:
-    assert chat_key({"update_id": 1, "poll_answer": {"user": {"id": 8}}}) == (
-        "kind",
-        "poll_answer",
-    )
+    assert chat_key({"update_id": 1, "poll_answer": {"user": {"id": 8}}}) == ("user", 8)
+    assert chat_key({"update_id": 1, "poll": {"id": "p"}}) == ("kind", "poll")
     assert chat_key({"update_id": 1}) == ("kind", "none")
+    # An id that is not a whole number names nobody (and never breaks the lane table).
+    assert chat_key({"update_id": 1, "inline_query": {"from": {"id": [1]}}}) == (
+        "kind",
+        "inline_query",
+    )
     # A chat id that is not a whole number is not a chat.
     odd = {"update_id": 1, "message": {"chat": {"id": True}, "from": {"id": 6}}}
     assert update_chat_id(odd) is None
     assert chat_key(odd) == ("user", 6)
+
+
+# Every update type of Bot API 9.x, as Telegram sends it, and the lane it belongs to (the
+# builders' default ids): its chat, else ("user", id), else ("kind", type).
+LANE_OF_TYPE: dict[str, Any] = {
+    "message": 111,
+    "edited_message": 111,
+    "channel_post": -1009876543210,
+    "edited_channel_post": -1009876543210,
+    "business_connection": ("user", 444),
+    "business_message": 555,
+    "edited_business_message": 555,
+    "deleted_business_messages": 555,
+    "message_reaction": -4001,
+    "message_reaction_count": -1009876543210,
+    "inline_query": ("user", 111),
+    "chosen_inline_result": ("user", 111),
+    "callback_query": 111,
+    "shipping_query": ("user", 111),
+    "pre_checkout_query": ("user", 111),
+    "purchased_paid_media": ("user", 111),
+    "poll": ("kind", "poll"),
+    "poll_answer": ("user", 111),
+    "my_chat_member": -4001,
+    "chat_member": -1001234567890,
+    "chat_join_request": -1001234567890,
+    "chat_boost": -1009876543210,
+    "removed_chat_boost": -1009876543210,
+}
+
+# Shapes within a type that a rule could get wrong.
+LANE_OF_SHAPE: dict[str, tuple[dict[str, Any], Any]] = {
+    "a type Telegram adds later, naming a chat": (payloads.future_update(chat_id=-4001), -4001),
+    "a button under a group message, pressed by a member": (
+        payloads.callback_query(chat_id=-4001, user_id=222),
+        -4001,
+    ),
+    "a button under an inline message (no message, no chat)": (
+        payloads.inline_callback_query(user_id=333),
+        ("user", 333),
+    ),
+    "a message in a forum topic": (payloads.forum_topic_message(), -1001234567890),
+    "a message in a channel's direct-messages chat": (
+        payloads.channel_direct_message(),
+        -1005555555555,
+    ),
+    "a group's upgrade to a supergroup": (payloads.migrate_to_supergroup(), -4001),
+    "a group message posted as a channel (sender_chat is the sender, not the chat)": (
+        {
+            "update_id": 1,
+            "message": payloads.text_message(
+                payloads.group_chat(-4001),
+                sender=payloads.user(136817688, first_name="Channel", is_bot=True),
+                sender_chat=payloads.channel_chat(-1009876543210),
+            ),
+        },
+        -4001,
+    ),
+}
+
+
+def test_the_table_covers_every_update_type() -> None:
+    assert set(LANE_OF_TYPE) == set(payloads.ALL_UPDATE_TYPES)
+
+
+@pytest.mark.parametrize("kind", payloads.ALL_UPDATE_TYPES)
+def test_every_update_type_has_the_lane_of_its_chat_or_its_user(kind: str) -> None:
+    update = payloads.BUILDERS[kind]()
+    expected = LANE_OF_TYPE[kind]
+    assert chat_key(update) == expected
+    assert update_chat_id(update) == (expected if isinstance(expected, int) else None)
+
+
+@pytest.mark.parametrize("shape", sorted(LANE_OF_SHAPE))
+def test_shapes_within_a_type_keep_their_chat(shape: str) -> None:
+    update, expected = LANE_OF_SHAPE[shape]
+    assert chat_key(update) == expected
+    assert update_chat_id(update) == (expected if isinstance(expected, int) else None)
 
 
 class _Reshaping(httpx.AsyncBaseTransport):

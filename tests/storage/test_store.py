@@ -218,6 +218,27 @@ async def test_removing_a_bot_keeps_its_health_history(store: Store) -> None:
     assert len(await store.list_dead_letters(1001)) == 1
 
 
+async def test_chat_migrations_are_kept_per_bot_and_go_with_the_bot(store: Store) -> None:
+    await store.upsert_bot(bot(1001))
+    await store.upsert_bot(bot(2002))
+    await store.record_chat_migration(1001, -4001, -1001234567890, at=T0)
+    await store.record_chat_migration(1001, -4002, -1000000000001, at=T0)
+    await store.record_chat_migration(2002, -4001, -1001234567890, at=T0)
+    # Recorded again (a second bot saw the same upgrade, or a replay): the latest wins.
+    await store.record_chat_migration(1001, -4002, -1000000000002, at=T0 + 1)
+    assert await store.load_bot_chat_migrations(1001) == {
+        -4001: -1001234567890,
+        -4002: -1000000000002,
+    }
+    assert await store.load_chat_migrations() == {
+        1001: {-4001: -1001234567890, -4002: -1000000000002},
+        2002: {-4001: -1001234567890},
+    }
+    assert await store.remove_bot(1001)
+    assert await store.load_chat_migrations() == {2002: {-4001: -1001234567890}}
+    assert await store.load_bot_chat_migrations(1001) == {}
+
+
 def test_a_bot_record_never_shows_its_token() -> None:
     record = bot()
     for text in (repr(record), str(record), f"{record}", repr([record])):
