@@ -17,6 +17,8 @@ from actors.botapi import (
 from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, CircuitBreaker
 from actors.bucket import TokenBucketCore
 from actors.config import (
+    DEFAULT_ALLOWED_UPDATES,
+    UPDATE_TYPES,
     AutoreplyRule,
     BackoffKind,
     BotConfig,
@@ -33,6 +35,7 @@ from actors.errors import (
     BotExists,
     FleetError,
     TelegramUnreachable,
+    TokenInUse,
     TokenRejected,
     UnknownBot,
     find_exception,
@@ -87,7 +90,9 @@ from actors.validation import (
 )
 
 __all__ = [
+    "DEFAULT_ALLOWED_UPDATES",
     "MAX_USER_ID",
+    "UPDATE_TYPES",
     "USER_ID_RULE",
     "ActorState",
     "AutoreplyRule",
@@ -161,6 +166,7 @@ __all__ = [
     "TelegramUnreachable",
     "TokenBucket",
     "TokenBucketCore",
+    "TokenInUse",
     "TokenRejected",
     "TransportError",
     "UnknownBot",
