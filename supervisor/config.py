@@ -101,7 +101,7 @@ class Config(BaseModel):
             if earlier != index:
                 raise rule_error(
                     f"[{index}].token",
-                    f": the bot {bot.token.redacted} is already bots[{earlier}].token "
+                    f": the same bot ({bot.token.redacted}) as bots[{earlier}].token "
                     f"(user_id {bots[earlier].user_id}); one token serves one tenant: "
                     f"remove one of the two [[bots]] entries",
                 )
