@@ -20,9 +20,7 @@ from tests.payloads import ALL_UPDATE_TYPES
 def allowing(lists: dict[int, tuple[str, ...]]) -> Callable[[Config], Config]:
     def configure(config: Config) -> Config:
         bots = tuple(
-            b.model_copy(update={"allowed_updates": lists[b.user_id]})
-            if b.user_id in lists
-            else b
+            b.model_copy(update={"allowed_updates": lists[b.user_id]}) if b.user_id in lists else b
             for b in config.bots
         )
         return config.model_copy(update={"bots": bots})
@@ -65,7 +63,8 @@ async def test_each_bot_receives_only_the_types_it_asked_for(
 ) -> None:
     api = SimulatedBotApi(rng=random.Random(2), record=True)
     lists = {1: ("callback_query",), 2: ("message", "chat_member", "message_reaction")}
-    async with running_fleet(tmp_path / "a.db", [1, 2], api=api, configure=allowing(lists)) as fleet:
+    configure = allowing(lists)
+    async with running_fleet(tmp_path / "a.db", [1, 2], api=api, configure=configure) as fleet:
         for uid in (1, 2):
             api.send_user_message(fleet.tokens[uid], 42, "hello")
         await trio.sleep(40)

@@ -203,7 +203,8 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         ["bots[1].user_id must be unique among [[bots]], got 1"],
     ),
     (
-        f'{BOT}[[bots]]\nuser_id = 2\ntoken = "{OTHER_TOKEN}"\n[[bots]]\nuser_id = 3\ntoken = "{TOKEN}"\n',
+        f'{BOT}[[bots]]\nuser_id = 2\ntoken = "{OTHER_TOKEN}"\n'
+        f'[[bots]]\nuser_id = 3\ntoken = "{TOKEN}"\n',
         [
             "bots[2].token: the same bot (123456:…) as bots[0].token (user_id 1); one token "
             "serves one tenant: remove one of the two [[bots]] entries"
