@@ -5,6 +5,7 @@ Other packages import from here only.
 
 from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
+    BOT_CONNECTIONS,
     BotApiClient,
     BotApiError,
     CircuitOpenError,
@@ -90,6 +91,7 @@ from actors.validation import (
 )
 
 __all__ = [
+    "BOT_CONNECTIONS",
     "DEFAULT_ALLOWED_UPDATES",
     "MAX_USER_ID",
     "UPDATE_TYPES",
