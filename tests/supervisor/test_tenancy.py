@@ -53,7 +53,10 @@ async def test_a_config_bot_with_the_token_of_an_api_bot_is_refused_and_nothing_
         assert [a.user_id for a in fleet.handle.fleet.actors()] == [1, 7]
 
 
-async def run_with_limit(db: Path, user_ids: list[int], soft: int) -> None:
+async def run_with_limit(
+    db: Path, user_ids: list[int], soft: int, *, suspend: tuple[int, ...] = ()
+) -> None:
+    """Start the daemon with the open-files limit ``soft``, suspend ``suspend``, stop it."""
     api = SimulatedBotApi(rng=random.Random(2))
     tokens = {uid: bot_token(uid) for uid in user_ids}
     for token in tokens.values():
@@ -67,7 +70,9 @@ async def run_with_limit(db: Path, user_ids: list[int], soft: int) -> None:
         open_files=OpenFilesLimit(soft=soft, hard=soft, before=soft),
     )
     async with trio.open_nursery() as nursery:
-        await nursery.start(daemon.run)
+        handle = await nursery.start(daemon.run)
+        for user_id in suspend:
+            await handle.fleet.suspend(user_id)
         daemon.request_shutdown()
 
 
@@ -81,3 +86,12 @@ async def test_the_daemon_starts_when_the_fleet_fits_and_refuses_one_bot_more(
     error = setup_error(refused.value)
     assert isinstance(error, OpenFilesLimitError), refused.value
     assert str(error).startswith("10 polling bots need about 104 open files")
+
+
+async def test_suspended_bots_do_not_count_against_the_open_files_limit(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "s.db"
+    await run_with_limit(db, list(range(1, 11)), soft=1000, suspend=(10,))
+    # 10 bots, one of them suspended: 9 poll, and 100 open files are enough.
+    await run_with_limit(db, list(range(1, 11)), soft=100)
