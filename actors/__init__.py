@@ -5,6 +5,7 @@ Other packages import from here only.
 
 from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
+    BOT_CONNECTIONS,
     BotApiClient,
     BotApiError,
     CircuitOpenError,
@@ -18,6 +19,8 @@ from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, C
 from actors.bucket import TokenBucketCore
 from actors.chat_migrations import ChatMigrations, migration_announced
 from actors.config import (
+    DEFAULT_ALLOWED_UPDATES,
+    UPDATE_TYPES,
     AutoreplyRule,
     BackoffKind,
     BotConfig,
@@ -35,6 +38,7 @@ from actors.errors import (
     BotExists,
     FleetError,
     TelegramUnreachable,
+    TokenInUse,
     TokenRejected,
     UnknownBot,
     find_exception,
@@ -89,7 +93,10 @@ from actors.validation import (
 )
 
 __all__ = [
+    "BOT_CONNECTIONS",
+    "DEFAULT_ALLOWED_UPDATES",
     "MAX_USER_ID",
+    "UPDATE_TYPES",
     "USER_ID_RULE",
     "ActorState",
     "AutoreplyRule",
@@ -164,6 +171,7 @@ __all__ = [
     "TelegramUnreachable",
     "TokenBucket",
     "TokenBucketCore",
+    "TokenInUse",
     "TokenRejected",
     "TransportError",
     "UnknownBot",

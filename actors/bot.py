@@ -126,6 +126,7 @@ class BotActor:
             pipeline=self.pipeline,
             services=services,
             after_call=self._check_status,
+            allowed_updates=bot.allowed_updates,
         )
         self._delivery = Delivery(
             user_id=bot.user_id,

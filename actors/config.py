@@ -25,6 +25,8 @@ from actors.validation import (
 )
 
 __all__ = [
+    "DEFAULT_ALLOWED_UPDATES",
+    "UPDATE_TYPES",
     "AutoreplyRule",
     "BackoffKind",
     "BotConfig",
@@ -227,6 +229,42 @@ class HealthConfig(BaseModel):
 
 NonEmpty = Annotated[str, Field(strict=True, min_length=1)]
 
+# The update types of Bot API 9.x: the fields of ``Update`` besides ``update_id``, the names
+# ``getUpdates`` takes in ``allowed_updates``.
+UPDATE_TYPES: tuple[str, ...] = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+)
+# Telegram's own default set (every type but these three, which a bot must ask for), sent
+# explicitly on every getUpdates: Telegram keeps the last list it was sent, so a bot that
+# sent none would go on with whatever another deployment of the same token once asked for.
+DEFAULT_ALLOWED_UPDATES: tuple[str, ...] = tuple(
+    kind
+    for kind in UPDATE_TYPES
+    if kind not in ("chat_member", "message_reaction", "message_reaction_count")
+)
+
 
 class AutoreplyRule(BaseModel):
     """Reply ``reply`` to a message whose text contains ``contains`` (case-insensitive)."""
@@ -265,6 +303,16 @@ class BotConfig(BaseModel):
     rps: Positive | None = Field(
         default=None, description="this bot's requests per second; null means limits.bot_rps"
     )
+    allowed_updates: Annotated[
+        tuple[Annotated[str, Field(strict=True)], ...],
+        Field(
+            description=(
+                "the update types getUpdates asks for, sent on every poll; by default every "
+                "type except chat_member, message_reaction and message_reaction_count"
+            ),
+            json_schema_extra={"x-rule": "be a list of Bot API update type names"},
+        ),
+    ] = DEFAULT_ALLOWED_UPDATES
 
     @field_validator("handler")
     @classmethod
@@ -274,3 +322,24 @@ class BotConfig(BaseModel):
                 "", f"must be 'echo', 'autoreply' or 'package.module:function', got {value!r}"
             )
         return value
+
+    @field_validator("allowed_updates")
+    @classmethod
+    def _known_update_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [kind for kind in value if kind not in UPDATE_TYPES]
+        if unknown:
+            raise rule_error(
+                "",
+                f"must name Bot API update types (known: {', '.join(UPDATE_TYPES)}), "
+                f"got unknown {', '.join(repr(kind) for kind in unknown)}",
+            )
+        if not value:
+            # Telegram reads an empty list as "the default set": say so instead.
+            raise rule_error(
+                "",
+                "must name at least one update type (leave the key out for the default: "
+                "every type except chat_member, message_reaction and message_reaction_count)"
+                ", got []",
+            )
+        # Repeated names are harmless; keep the first of each, in the operator's order.
+        return tuple(dict.fromkeys(value))

@@ -5,6 +5,7 @@ The tree (what a request to add, remove, suspend or resume a bot can fail with):
     FleetError               the request cannot be carried out; the message says why
     ├── UnknownBot           no bot with that user_id is registered (also a KeyError)
     ├── BotExists            the user_id is already registered
+    │   └── TokenInUse       the bot (its token) is already registered for another user_id
     ├── TokenRejected        Telegram, or the token's own format, refuses the token
     └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
 
@@ -20,6 +21,7 @@ __all__ = [
     "BotExists",
     "FleetError",
     "TelegramUnreachable",
+    "TokenInUse",
     "TokenRejected",
     "UnknownBot",
     "find_exception",
@@ -41,6 +43,15 @@ class UnknownBot(FleetError, KeyError):
 
 class BotExists(FleetError):
     """The user_id is already registered."""
+
+
+class TokenInUse(BotExists):
+    """The bot of the token is already registered for another tenant: one token, one tenant
+    (two pollers of one bot would split its updates and end each other's polls with 409)."""
+
+    def __init__(self, message: str, *, owner: int) -> None:
+        super().__init__(message)
+        self.owner = owner
 
 
 class TokenRejected(FleetError):

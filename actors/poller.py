@@ -8,7 +8,7 @@ it; the new ones then go to their chat lanes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -40,8 +40,11 @@ class Poller:
         pipeline: RequestPipeline,
         services: FleetServices,
         after_call: Callable[[], None],
+        allowed_updates: Sequence[str],
     ) -> None:
         self._user_id = user_id
+        # Sent on every poll: Telegram would otherwise keep a list another deployment sent.
+        self._allowed_updates = tuple(allowed_updates)
         self._pipeline = pipeline
         self._services = services
         # The actor looks at its status after every poll (and announces a change).
@@ -89,7 +92,12 @@ class Poller:
                 try:
                     updates: list[dict[str, Any]] = await self._pipeline.call(
                         "getUpdates",
-                        partial(client.get_updates, offset=self._offset, timeout=timeout),
+                        partial(
+                            client.get_updates,
+                            offset=self._offset,
+                            timeout=timeout,
+                            allowed_updates=self._allowed_updates,
+                        ),
                         rate_limited=False,
                         measure_latency=False,
                     )

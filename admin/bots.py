@@ -42,6 +42,7 @@ def bot_record(ctx: AdminContext, actor: BotActor) -> Bot:
         handler=config.handler,
         rps=config.rps,
         autoreply_rules=len(config.autoreply),
+        allowed_updates=list(config.allowed_updates),
         source=ctx.fleet.source(actor.user_id),
         state=stats.state,
         status=stats.status,

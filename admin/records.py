@@ -127,6 +127,7 @@ class Bot(Record):
     handler: str
     rps: float | None
     autoreply_rules: int
+    allowed_updates: list[str] = Field(description="the update types getUpdates asks for")
     source: str = Field(description="'config', 'api', or 'unknown' while it is being removed")
     state: ActorState
     status: BotStatus

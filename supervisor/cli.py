@@ -21,6 +21,7 @@ from actors import RedactingFilter, redact
 from storage import StorageError, migrate_file
 from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
+from supervisor.fdlimit import OpenFilesLimit, raise_open_files_limit
 from supervisor.loading import ConfigError, load_config
 
 __all__ = ["main"]
@@ -162,8 +163,12 @@ def run_command(path: Path) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
+    # Before any socket is opened; the daemon checks the fleet fits once it knows the fleet.
+    open_files = raise_open_files_limit()
+    if open_files.soft != open_files.before:
+        log.info("open-files limit raised from %d to %d", open_files.before, open_files.soft)
     try:
-        trio.run(run_daemon, config)
+        trio.run(run_daemon, config, open_files)
     except Exception as exc:
         setup = setup_error(exc)
         if setup is not None:
@@ -174,11 +179,13 @@ def run_command(path: Path) -> int:
     return EXIT_OK
 
 
-async def run_daemon(config: Config) -> None:
+async def run_daemon(config: Config, open_files: OpenFilesLimit | None = None) -> None:
     """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
     from supervisor.clock import system_wall_clock
 
-    daemon = Daemon(config, wall_clock=system_wall_clock(), rng=random.Random())
+    daemon = Daemon(
+        config, wall_clock=system_wall_clock(), rng=random.Random(), open_files=open_files
+    )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
 

@@ -90,3 +90,20 @@ class Config(BaseModel):
                 )
             seen.add(bot.user_id)
         return bots
+
+    @field_validator("bots")
+    @classmethod
+    def _one_tenant_per_token(cls, bots: tuple[BotConfig, ...]) -> tuple[BotConfig, ...]:
+        # By the token's bot id: two tokens of one bot (an old and a regenerated one) are still
+        # one bot, whose updates two pollers would split. The token itself is never shown.
+        first: dict[int, int] = {}
+        for index, bot in enumerate(bots):
+            earlier = first.setdefault(bot.token.bot_id, index)
+            if earlier != index:
+                raise rule_error(
+                    f"[{index}].token",
+                    f": the same bot ({bot.token.redacted}) as bots[{earlier}].token "
+                    f"(user_id {bots[earlier].user_id}); one token serves one tenant: "
+                    f"remove one of the two [[bots]] entries",
+                )
+        return bots

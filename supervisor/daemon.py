@@ -31,6 +31,7 @@ from actors import (
     FleetServices,
     GlobalRateLimiter,
     MetricsActor,
+    TokenInUse,
     find_exception,
     make_http_client,
     shared_ssl_context,
@@ -39,6 +40,7 @@ from admin import AdminContext, AdminListenError, AdminServer, create_app
 from storage import Offload, StorageError, Store
 from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
+from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
 from supervisor.fleet import Fleet
 
 __all__ = ["Daemon", "DaemonHandle", "setup_error"]
@@ -72,12 +74,16 @@ class Daemon:
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         store_offload: Offload | None = None,
+        open_files: OpenFilesLimit | None = None,
     ) -> None:
         self.config = config
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._transport = transport
         self._store_offload = store_offload
+        # The process's open-files limit, checked against the fleet before any socket is
+        # opened; None skips the check (a daemon inside a test process).
+        self._open_files = open_files
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
 
@@ -164,6 +170,8 @@ class Daemon:
 
         async with trio.open_nursery() as root:
             await root.start(store.run)
+            if self._open_files is not None:
+                check_open_files(await _polling_bots(config, store), self._open_files)
             await root.start(metrics.run)
             await root.start(supervisor.run)
             await fleet.load(config.bots)
@@ -194,7 +202,24 @@ class Daemon:
             log.info("shutdown complete: database closed")
 
 
+async def _polling_bots(config: Config, store: Store) -> int:
+    """How many bots will poll: the config file's and those added through the API, except the
+    suspended ones."""
+    stored = {record.user_id: record for record in await store.list_bots()}
+    configured = {bot.user_id for bot in config.bots}
+    api_added = {uid for uid, record in stored.items() if record.source != "config"}
+    return sum(
+        1 for uid in configured | api_added if uid not in stored or not stored[uid].suspended_reason
+    )
+
+
 def setup_error(exc: BaseException) -> Exception | None:
-    """The operator-fixable error (database, admin address) behind a failed start, looking
-    through Trio's exception groups; None for anything else."""
-    return find_exception(exc, StorageError) or find_exception(exc, AdminListenError)
+    """The operator-fixable error (database, admin address, open-files limit, a token of two
+    tenants) behind a failed start, looking through Trio's exception groups; None for anything
+    else."""
+    return (
+        find_exception(exc, StorageError)
+        or find_exception(exc, AdminListenError)
+        or find_exception(exc, OpenFilesLimitError)
+        or find_exception(exc, TokenInUse)
+    )

@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from actors import (
+    DEFAULT_ALLOWED_UPDATES,
     AutoreplyRule,
     BotActor,
     BotApiClient,
@@ -32,6 +33,7 @@ from actors import (
     HandlerError,
     LifecycleEvent,
     TelegramUnreachable,
+    TokenInUse,
     TokenRejected,
     UnknownBot,
     load_handler,
@@ -55,6 +57,7 @@ def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = 
         "autoreply": [{"contains": r.contains, "reply": r.reply} for r in bot.autoreply],
         "autoreply_default": bot.autoreply_default,
         "rps": bot.rps,
+        "allowed_updates": list(bot.allowed_updates),
     }
     return BotRecord(
         user_id=bot.user_id,
@@ -77,7 +80,30 @@ def bot_config(record: BotRecord) -> BotConfig:
         autoreply=tuple(AutoreplyRule(**rule) for rule in settings.get("autoreply", [])),
         autoreply_default=settings.get("autoreply_default"),
         rps=settings.get("rps"),
+        # A bot stored before allowed_updates existed gets the default.
+        allowed_updates=tuple(settings.get("allowed_updates") or DEFAULT_ALLOWED_UPDATES),
     )
+
+
+def _refuse_shared_tokens(configured: list[BotConfig], stored: Iterable[BotRecord]) -> None:
+    """TokenInUse if a config file's bot has the bot of a bot added through the API under
+    another user_id (the config file itself cannot repeat one: its validation refuses it).
+    Nothing is stored or started then: the operator decides which tenant keeps the bot."""
+    owners = {
+        BotToken(record.token).bot_id: record.user_id
+        for record in stored
+        if record.source != "config"
+    }
+    for index, bot in enumerate(configured):
+        owner = owners.get(bot.token.bot_id)
+        if owner is not None and owner != bot.user_id:
+            raise TokenInUse(
+                f"bots[{index}].token (user_id {bot.user_id}): the token {bot.token.redacted} "
+                f"is already registered for user_id {owner}, added through the admin API; "
+                f"one bot serves one tenant: remove user_id {owner} "
+                f"(DELETE /admin/bots/{owner}) or this [[bots]] entry",
+                owner=owner,
+            )
 
 
 class Fleet:
@@ -102,6 +128,7 @@ class Fleet:
         configured = list(configured)
         stored = {record.user_id: record for record in await store.list_bots()}
         wanted = {bot.user_id for bot in configured}
+        _refuse_shared_tokens(configured, stored.values())
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 log.info(
@@ -158,6 +185,14 @@ class Fleet:
     def actors(self) -> list[BotActor]:
         return [self._bots[uid].actor for uid in sorted(self._bots)]
 
+    def _owner_of(self, token: BotToken) -> int | None:
+        """The user_id the token's bot is registered for, if any (by bot id: two tokens of
+        one bot, an old and a regenerated one, are still one bot)."""
+        for user_id, registered in self._bots.items():
+            if registered.actor.config.token.bot_id == token.bot_id:
+                return user_id
+        return None
+
     def child_state(self, user_id: int) -> ChildState | None:
         return self._supervisor.child_state(user_id)
 
@@ -168,6 +203,13 @@ class Fleet:
         async with self._lock:
             if bot.user_id in self._bots:
                 raise BotExists(f"user_id {bot.user_id} is already registered")
+            owner = self._owner_of(bot.token)
+            if owner is not None:
+                raise TokenInUse(
+                    f"the token {bot.token.redacted} is already registered for user_id {owner}: "
+                    "one bot serves one tenant; remove that bot first to move it",
+                    owner=owner,
+                )
             try:
                 load_handler(bot)
             except HandlerError as exc:

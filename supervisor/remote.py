@@ -166,6 +166,12 @@ def add_bots_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add.add_argument("--handler", default="echo", help="echo, autoreply or module:function")
     add.add_argument("--rps", type=float, help="the bot's own requests per second")
+    add.add_argument(
+        "--allowed-updates",
+        metavar="TYPES",
+        help="comma-separated update types getUpdates asks for (default: Telegram's default "
+        "set, every type but chat_member, message_reaction and message_reaction_count)",
+    )
     listing = actions.add_parser("list", help="list the bots (tokens redacted)")
     listing.add_argument("--json", action="store_true", help="print the API's JSON")
     show = actions.add_parser("show", help="one bot")
@@ -262,6 +268,10 @@ def bots_command(
                 }
                 if args.rps is not None:
                     body["rps"] = args.rps
+                if args.allowed_updates is not None:
+                    body["allowed_updates"] = [
+                        kind.strip() for kind in args.allowed_updates.split(",") if kind.strip()
+                    ]
                 bot = client.add(body)
                 print(f"added: {_bot_line(bot)}", file=out)
             elif args.action == "remove":

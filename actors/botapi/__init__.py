@@ -9,6 +9,7 @@ The simulated server is :mod:`actors.simulator`, which production code never imp
 """
 
 from actors.botapi.client import (
+    BOT_CONNECTIONS,
     BotApiClient,
     ClientStatistics,
     make_http_client,
@@ -25,6 +26,7 @@ from actors.botapi.errors import (
 )
 
 __all__ = [
+    "BOT_CONNECTIONS",
     "BotApiClient",
     "BotApiError",
     "CircuitOpenError",

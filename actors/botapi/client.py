@@ -30,6 +30,7 @@ from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
 
 __all__ = [
+    "BOT_CONNECTIONS",
     "BotApiClient",
     "ClientStatistics",
     "make_http_client",
@@ -47,6 +48,11 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
+# Each bot's own pool: its long poll and up to three calls at once. This bounds the sockets,
+# and so the open files, one bot can hold.
+BOT_CONNECTIONS = 4
+
+
 def shared_ssl_context() -> ssl.SSLContext:
     """A TLS context verifying against certifi's roots, to be built once per daemon.
 
@@ -61,7 +67,7 @@ def make_http_client(
     transport: httpx.AsyncBaseTransport | None = None,
     ssl_context: ssl.SSLContext | None,
     telegram: TelegramConfig,
-    max_connections: int = 4,
+    max_connections: int = BOT_CONNECTIONS,
 ) -> httpx.AsyncClient:
     """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
 

@@ -65,7 +65,11 @@ async def test_bots_are_added_checked_removed_and_kept_across_a_restart(tmp_path
             daemon = DaemonProcess(config, env=ENV)
             url = await daemon.start(nursery)
             # A valid token: checked with getMe, stored, and the bot answers at once.
-            added = await botvisor(url, "add", "7", "--token-env", "T7", env={"T7": valid})
+            added = await botvisor(
+                url,
+                *("add", "7", "--token-env", "T7", "--allowed-updates", "message,callback_query"),
+                env={"T7": valid},
+            )
             assert added.returncode == 0, added.stderr.decode()
             assert b"running" in added.stdout and valid.encode() not in added.stdout
             api.send_user_message(valid, 42, "hello new bot")
@@ -124,6 +128,8 @@ async def test_bots_are_added_checked_removed_and_kept_across_a_restart(tmp_path
             bots = {b["user_id"]: b for b in json.loads(listing.stdout)}
             assert sorted(bots) == [1, 7]
             assert (bots[7]["source"], bots[7]["state"]) == ("api", "running")
+            # Its allowed_updates were stored with it.
+            assert bots[7]["allowed_updates"] == ["message", "callback_query"]
             api.send_user_message(valid, 42, "after the restart")
             await answered(api, valid, 3)
             again.send_signal(signal.SIGTERM)

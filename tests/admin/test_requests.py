@@ -37,8 +37,8 @@ HOURS_RULE = "hours must be a whole number from 1 to 168"
         (
             BotConfig,
             {"user_id": 7, "token": TOKEN, "colour": 1},
-            "colour: unknown field (known: autoreply, autoreply_default, handler, rps, token, "
-            "user_id)",
+            "colour: unknown field (known: allowed_updates, autoreply, autoreply_default, handler, "
+            "rps, token, user_id)",
         ),
         (BotConfig, {"user_id": 7, "token": TOKEN, "rps": -1}, "rps must be > 0, got -1"),
         (BotConfig, {"user_id": 7, "token": TOKEN, "rps": "5"}, "rps must be a number, got '5'"),

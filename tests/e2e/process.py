@@ -12,7 +12,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import trio
@@ -64,8 +64,16 @@ def write_config(
 class DaemonProcess:
     """``botvisor run --config PATH`` as a child process, its stderr collected."""
 
-    def __init__(self, config: Path, *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        preexec_fn: Callable[[], object] | None = None,
+    ) -> None:
         self.config = config
+        # Run in the child before botvisor starts (resource limits).
+        self.preexec_fn = preexec_fn
         self.env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
         self.stderr = b""
         self.process: trio.Process | None = None
@@ -79,6 +87,7 @@ class DaemonProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=self.env,
+            preexec_fn=self.preexec_fn,
         )
         ready = trio.Event()
         nursery.start_soon(self._collect, ready)

@@ -15,6 +15,8 @@ import pytest
 from pydantic import ValidationError
 
 from actors import (
+    DEFAULT_ALLOWED_UPDATES,
+    UPDATE_TYPES,
     AutoreplyRule,
     BackoffKind,
     BotToken,
@@ -34,7 +36,7 @@ ENV = {"BOT_TOKEN": TOKEN, "SHORT": "too-short"}
 
 MAX = "9223372036854775807"
 BOT = f'[[bots]]\nuser_id = 1\ntoken = "{TOKEN}"\n'
-BOT_KEYS = "autoreply, autoreply_default, handler, rps, token, token_env, user_id"
+BOT_KEYS = "allowed_updates, autoreply, autoreply_default, handler, rps, token, token_env, user_id"
 SECTIONS = "admin, bots, breaker, health, limits, retry, storage, supervisor, telegram"
 
 # (a TOML document, the problems it produces in order)
@@ -200,6 +202,47 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         f'{BOT}[[bots]]\nuser_id = 1\ntoken = "{OTHER_TOKEN}"\n',
         ["bots[1].user_id must be unique among [[bots]], got 1"],
     ),
+    (
+        f'{BOT}[[bots]]\nuser_id = 2\ntoken = "{OTHER_TOKEN}"\n'
+        f'[[bots]]\nuser_id = 3\ntoken = "{TOKEN}"\n',
+        [
+            "bots[2].token: the same bot (123456:…) as bots[0].token (user_id 1); one token "
+            "serves one tenant: remove one of the two [[bots]] entries"
+        ],
+    ),
+    (
+        # Another token of the same bot (an old one and a regenerated one) is the same bot.
+        f'{BOT}[[bots]]\nuser_id = 2\ntoken = "123456:{"C" * 30}"\n',
+        [
+            "bots[1].token: the same bot (123456:…) as bots[0].token (user_id 1); one token "
+            "serves one tenant: remove one of the two [[bots]] entries"
+        ],
+    ),
+    (
+        f'{BOT}allowed_updates = ["message", "mesage", "chat_members"]\n',
+        [
+            "bots[0].allowed_updates must name Bot API update types (known: message, "
+            "edited_message, channel_post, edited_channel_post, business_connection, "
+            "business_message, edited_business_message, deleted_business_messages, "
+            "message_reaction, message_reaction_count, inline_query, chosen_inline_result, "
+            "callback_query, shipping_query, pre_checkout_query, purchased_paid_media, poll, "
+            "poll_answer, my_chat_member, chat_member, chat_join_request, chat_boost, "
+            "removed_chat_boost), got unknown 'mesage', 'chat_members'"
+        ],
+    ),
+    (
+        f"{BOT}allowed_updates = []\n",
+        [
+            "bots[0].allowed_updates must name at least one update type (leave the key out for "
+            "the default: every type except chat_member, message_reaction and "
+            "message_reaction_count), got []"
+        ],
+    ),
+    (
+        f'{BOT}allowed_updates = "message"\n',
+        ["bots[0].allowed_updates must be a list of Bot API update type names, got 'message'"],
+    ),
+    (f"{BOT}allowed_updates = [1]\n", ["bots[0].allowed_updates[0] must be a string, got 1"]),
     ("[[bots]]\nuser_id = 1\n", ["bots[0]: a bot needs token_env (recommended) or token"]),
     (
         f'{BOT}token_env = "BOT_TOKEN"\n',
@@ -331,6 +374,7 @@ token_env = "BOT_TOKEN"
 handler = "autoreply"
 autoreply_default = "?"
 rps = 2
+allowed_updates = ["message", "chat_member", "message_reaction"]
 [[bots.autoreply]]
 contains = "hi"
 reply = "hello"
@@ -372,6 +416,15 @@ def test_a_valid_file_becomes_the_values_it_says_and_defaults_for_the_rest() -> 
     assert first.autoreply == (AutoreplyRule(contains="hi", reply="hello"),)
     assert (first.autoreply_default, first.rps) == ("?", 2.0)
     assert (second.user_id, second.token, second.handler) == (1002, BotToken(OTHER_TOKEN), "echo")
+    assert first.allowed_updates == ("message", "chat_member", "message_reaction")
+    # The default is Telegram's default set, written out: every type but the three a bot
+    # must ask for.
+    assert second.allowed_updates == DEFAULT_ALLOWED_UPDATES
+    assert set(UPDATE_TYPES) - set(DEFAULT_ALLOWED_UPDATES) == {
+        "chat_member",
+        "message_reaction",
+        "message_reaction_count",
+    }
 
 
 def test_an_empty_file_is_the_defaults_and_reads_the_admin_token_from_its_variable() -> None:
