@@ -870,7 +870,8 @@ class SimulatedBotApi:
     # -- results ------------------------------------------------------------------------------
 
     def report(self) -> SimReport:
-        """Per bot: messages, replies, answered, duplicates, out of order, unanswered ids."""
+        """Per bot: messages, replies, answered, duplicates, out of order, unanswered ids,
+        misplaced answers and button presses."""
         return SimReport(
             tuple(
                 BotReport(
@@ -885,6 +886,11 @@ class SimulatedBotApi:
                     unanswered=bot.log.unanswered(),
                     updates_confirmed=bot.updates_confirmed,
                     updates_pending=len(bot.pending),
+                    misplaced=bot.log.misplaced,
+                    edit_replies=bot.log.edit_replies,
+                    callback_queries=bot.log.callback_queries,
+                    callbacks_answered=bot.log.callbacks_answered,
+                    unanswered_callbacks=tuple(bot.log.callbacks),
                 )
                 for bot in self._bots.values()
             )
