@@ -3,6 +3,10 @@
 The demo starts the simulated Bot API on 127.0.0.1, a fleet of bots talking to it over real
 HTTP, simulated users writing to them, a real SQLite file and the admin server; it prints
 progress while it runs and a summary of every bot at the end.
+
+The simulated users speak real Telegram: a third of each bot's chats are groups (every other
+bot's a forum, whose messages are in topics), some messages are edits and button presses, and
+the last bot has a basic group that is upgraded to a supergroup halfway through the run.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ __all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_d
 log = logging.getLogger("botvisor.demo")
 
 FIRST_BOT_ID = 7_000_000_001
+# The supergroup the last bot's basic group becomes halfway through the run.
+MIGRATED_SUPERGROUP = -1_009_000_000_000
+# The mix of what simulated users do (see SimulatedBotApi.add_users).
+GROUP_SHARE = 1 / 3
+EDIT_SHARE = 0.05
+CALLBACK_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -184,11 +194,28 @@ def _tokens(count: int, rng: random.Random) -> list[str]:
 
 def _apply_scenario(
     api: SimulatedBotApi, scenario: Scenario, tokens: list[str], chats: int, rate: float
-) -> None:
+) -> tuple[str, int] | None:
+    """Set faults and users; returns the (token, chat id) of the basic group to upgrade."""
     api.set_faults(scenario.faults)
     for i, token in enumerate(tokens):
         factor = scenario.flood_factor if i == 0 else 1.0
-        api.add_users(token, chats=chats, rate=rate * factor)
+        # The flooding tenant writes in private chats only: a group's 20 messages a minute
+        # would hold its replies past the drain.
+        api.add_users(
+            token,
+            chats=chats,
+            rate=rate * factor,
+            group_share=GROUP_SHARE if factor == 1.0 else 0.0,
+            forum_share=1.0 if i % 2 == 0 else 0.0,
+            edit_share=EDIT_SHARE,
+            callback_share=CALLBACK_SHARE,
+        )
+    if len(tokens) > 1 or scenario.flood_factor == 1.0:
+        (group,) = api.add_users(
+            tokens[-1], chats=1, rate=rate, group_share=1.0, basic_group_share=1.0
+        )
+        return tokens[-1], group
+    return None
 
 
 async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> DemoResult:
@@ -199,7 +226,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
     tokens = _tokens(args.bots, rng)
     for token in tokens:
         api.add_bot(token)
-    _apply_scenario(api, scenario, tokens, args.chats, args.rate)
+    migrating = _apply_scenario(api, scenario, tokens, args.chats, args.rate)
     admin_token = secrets.token_urlsafe(24)
 
     def say(line: str) -> None:
@@ -232,7 +259,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
             )
             users = trio.CancelScope()
             inner.start_soon(_run_users, api, users)
-            await _drive(api, scenario, tokens, args.duration, handle, say)
+            await _drive(api, scenario, tokens, args.duration, handle, say, migrating)
             users.cancel()
             say(
                 f"users stopped after {args.duration:g} s; waiting up to {args.drain:g} s "
@@ -264,12 +291,27 @@ async def _drive(
     duration: float,
     handle: DaemonHandle,
     say: Callable[[str], None],
+    migrating: tuple[str, int] | None = None,
 ) -> None:
     start = trio.current_time()
     outage_at = start + scenario.outage[0] * duration if scenario.outage else math.inf
     revoke_at = start + duration * 0.3 if scenario.revoke_one else math.inf
+    migrate_at = start + duration * 0.5 if migrating is not None else math.inf
     next_line = start
     while (now := trio.current_time()) < start + duration:
+        if now >= migrate_at and migrating is not None:
+            token, group = migrating
+            bot_id = BotToken(token).bot_id
+            # Mid-conversation, but between questions: a reply refused as "upgraded" is the
+            # daemon's to resend, which the summary would otherwise blame on the simulator.
+            if not any(chat == group for chat, _ in api.report().bot(bot_id).unanswered):
+                api.migrate_group(token, group, MIGRATED_SUPERGROUP)
+                user_id = 1001 + bot_id - FIRST_BOT_ID
+                say(
+                    f"  ! bot {user_id}'s group {group} upgraded to a supergroup, "
+                    f"{MIGRATED_SUPERGROUP}"
+                )
+                migrate_at = math.inf
         if now >= outage_at:
             length = (
                 scenario.outage[1] if scenario.outage and scenario.outage[1] else (duration / 3)
@@ -333,6 +375,16 @@ def _print_summary(
         say(f"every message answered: {report.answered} of {report.user_messages}")
     else:
         say(f"NOT every message answered: {report.unanswered} of {report.user_messages} unanswered")
+    if report.misplaced:
+        say(
+            f"  {report.misplaced} answers landed outside their message's forum topic "
+            "(the handler replied in the General topic)"
+        )
+    if report.callback_queries:
+        say(
+            f"  button presses answered (answerCallbackQuery): {report.callbacks_answered} "
+            f"of {report.callback_queries}"
+        )
 
 
 def sim_server_command(args: argparse.Namespace) -> int:

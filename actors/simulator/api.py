@@ -650,8 +650,9 @@ class SimulatedBotApi:
         basic_group_share: float = 0.0,
         edit_share: float = 0.0,
         callback_share: float = 0.0,
-    ) -> None:
-        """Add ``chats`` simulated chats writing to the bot, driven by :meth:`run`.
+    ) -> tuple[int, ...]:
+        """Add ``chats`` simulated chats writing to the bot, driven by :meth:`run`; returns
+        their chat ids.
 
         Each chat sends ``count`` messages (None: forever) at ``rate`` messages a second on
         average (a Poisson process); ``group_share`` of the chats are groups: of those,
@@ -684,6 +685,7 @@ class SimulatedBotApi:
         groups = round(chats * group_share)
         forums = round(groups * forum_share)
         basic = round(groups * basic_group_share)
+        added: list[int] = []
         for i in range(chats):
             user_id = self._next_user_id
             self._next_user_id += 1
@@ -699,6 +701,7 @@ class SimulatedBotApi:
             else:
                 chat_id, chat_type = user_id, "private"
             bot.log.chat(chat_id, chat_type, user_id)
+            added.append(chat_id)
             if i < forums:
                 info = bot.info(chat_id)
                 info.is_forum = True
@@ -719,6 +722,7 @@ class SimulatedBotApi:
                     callback_share=callback_share,
                 )
             )
+        return tuple(added)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the simulated users until cancelled; ``started()`` at once."""
