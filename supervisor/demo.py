@@ -20,11 +20,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
-from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig, find_exception
 from actors.simulator import FaultProfile, OutageMode, SimReport, SimulatedBotApi, serve_sim
 from admin import AdminConfig
 from storage import StorageConfig
@@ -32,7 +32,16 @@ from supervisor.clock import system_wall_clock
 from supervisor.config import Config, SupervisorConfig
 from supervisor.daemon import Daemon, DaemonHandle, setup_error
 
-__all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_demo"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "add_demo_arguments",
+    "add_sim_server_arguments",
+    "bounded",
+    "demo_command",
+    "run_demo",
+    "sim_server_command",
+]
 
 log = logging.getLogger("botvisor.demo")
 
@@ -99,21 +108,52 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def bounded(
+    convert: Callable[[str], float], low: float, high: float, *, low_open: bool = False
+) -> Callable[[str], Any]:
+    """An argparse ``type``: a number from ``low`` to ``high`` (above ``low`` if
+    ``low_open``); anything else is a usage error that states the range."""
+    kind = "a whole number" if convert is int else "a number"
+    rule = f"{kind} {'>' if low_open else '>='} {low:g} and <= {high:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if low_open else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind  # argparse names the type in its own messages
+    return parse
+
+
+# Bounds of the demo's and sim-server's options: what a laptop can simulate.
+BOTS = bounded(int, 1, 100_000)
+CHATS = bounded(int, 1, 10_000)
+RATE = bounded(float, 0, 1_000, low_open=True)
+SECONDS = bounded(float, 0, 86_400, low_open=True)
+PORT = bounded(int, 0, 65_535)
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bots", type=int, default=100, help="number of bots (default 100)")
+    parser.add_argument("--bots", type=BOTS, default=100, help="number of bots (default 100)")
     parser.add_argument(
         "--duration",
-        type=float,
+        type=SECONDS,
         default=20.0,
         help="seconds the simulated users write (default 20)",
     )
-    parser.add_argument("--chats", type=int, default=3, help="chats per bot (default 3)")
+    parser.add_argument("--chats", type=CHATS, default=3, help="chats per bot (default 3)")
     parser.add_argument(
-        "--rate", type=float, default=0.1, help="messages per second per chat (default 0.1)"
+        "--rate", type=RATE, default=0.1, help="messages per second per chat (default 0.1)"
     )
     parser.add_argument(
         "--global-rps",
-        type=float,
+        type=bounded(float, 1, 100_000),
         default=100.0,
         help="limits.global_rps of the fleet (default 100; a real deployment's default is 25)",
     )
@@ -131,13 +171,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--admin-port",
-        type=int,
+        type=PORT,
         default=8080,
         help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)",
     )
     parser.add_argument(
         "--drain",
-        type=float,
+        type=bounded(float, 0, 86_400),
         default=60.0,
         help="seconds to wait for the last replies after the users stop",
     )
@@ -146,10 +186,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sim_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--bots", type=int, default=3, help="simulated bots to create")
-    parser.add_argument("--chats", type=int, default=2, help="simulated chats per bot")
-    parser.add_argument("--rate", type=float, default=0.5, help="messages per second per chat")
+    parser.add_argument("--port", type=PORT, default=8081, help="0 picks a free one")
+    parser.add_argument("--bots", type=BOTS, default=3, help="simulated bots to create")
+    parser.add_argument("--chats", type=CHATS, default=2, help="simulated chats per bot")
+    parser.add_argument("--rate", type=RATE, default=0.5, help="messages per second per chat")
     parser.add_argument("--faults", default="none", choices=sorted(SCENARIOS))
     parser.add_argument(
         "--seed", type=int, default=1, help="seed: the same seed gives the same tokens"
@@ -388,7 +428,18 @@ def _print_summary(
 
 
 def sim_server_command(args: argparse.Namespace) -> int:
-    trio.run(_sim_server, args)
+    try:
+        trio.run(_sim_server, args)
+    except Exception as exc:
+        failed = find_exception(exc, OSError)
+        if failed is None:
+            raise
+        print(
+            f"botvisor sim-server: cannot listen on {args.host}:{args.port}: "
+            f"{failed.strerror or failed}; pick another --host or --port",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
