@@ -306,7 +306,7 @@ async def test_simulated_users_write_in_topics_edit_and_press_buttons(
     async def bot() -> None:
         nonlocal offset
         while True:
-            status, body = await api.handle(
+            _, body = await api.handle(
                 token, "getUpdates", {"timeout": 5, **({"offset": offset} if offset else {})}
             )
             for update in body["result"]:
@@ -358,7 +358,11 @@ async def test_simulated_users_follow_their_group_to_the_supergroup(
         api.migrate_group(token, old, FORUM)
         await trio.sleep(100)
         nursery.cancel_scope.cancel()
-    chats = {u.chat_id for u in api.bot(token).pending if hasattr(u, "chat_id")}
-    assert chats == {old, FORUM}
+    got = await updates(api, token)
+    texts = [u["message"] for u in got if "text" in u["message"]]
+    assert {m["chat"]["id"] for m in texts} == {old, FORUM}
+    # Every message after the upgrade is in the supergroup.
+    chats = [m["chat"]["id"] for m in texts]
+    assert chats == sorted(chats, key=lambda c: c == FORUM)
     log = api.bot(token).log
     assert len(log.chats[old].message_ids) + len(log.chats[FORUM].message_ids) == 20
