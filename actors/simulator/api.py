@@ -1063,7 +1063,8 @@ class SimulatedBotApi:
         if name == "answercallbackquery":
             return self._answer_callback_query(bot, params)
         if name == "sendchataction":
-            self._target_chat(bot, params)
+            chat_id, _ = self._target_chat(bot, params)
+            self._place(bot, chat_id, params)
             return ok(True)
         if name == "deletewebhook":
             if params.get("drop_pending_updates") in (True, "true", "True", "1"):

@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from actors.botapi import BotApiClient, TelegramError
-from actors.simulator import SimulatedBotApi
+from actors.simulator import DEFAULT_ALLOWED_UPDATES, UPDATE_TYPES, SimulatedBotApi
 from tests import payloads
 from tests.actors.conftest import BOT_ID
 
@@ -366,3 +366,37 @@ async def test_simulated_users_follow_their_group_to_the_supergroup(
     assert chats == sorted(chats, key=lambda c: c == FORUM)
     log = api.bot(token).log
     assert len(log.chats[old].message_ids) + len(log.chats[FORUM].message_ids) == 20
+
+
+async def test_the_simulator_knows_the_update_types_of_the_reference(api: SimulatedBotApi) -> None:
+    assert UPDATE_TYPES == payloads.ALL_UPDATE_TYPES
+    assert set(UPDATE_TYPES) - DEFAULT_ALLOWED_UPDATES == {
+        "chat_member",
+        "message_reaction",
+        "message_reaction_count",
+    }
+
+
+async def test_parameters_sent_as_form_fields_are_understood(
+    api: SimulatedBotApi, token: str
+) -> None:
+    # A form-encoded call carries every value as text, JSON objects as JSON text.
+    thread = api.create_forum_topic(token, FORUM, "Support")
+    api.send_user_message(token, FORUM, "q", message_thread_id=thread)
+    keyboard = '{"inline_keyboard": [[{"text": "Yes", "callback_data": "yes"}]]}'
+    body = await call(
+        api,
+        token,
+        "sendMessage",
+        chat_id=str(FORUM),
+        text="answer: q",
+        message_thread_id=str(thread),
+        reply_markup=keyboard,
+    )
+    assert body["ok"] and body["result"]["message_thread_id"] == thread
+    assert body["result"]["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "yes"
+    query = api.send_callback_query(token, FORUM)
+    assert (await updates(api, token))[-1]["callback_query"]["data"] == "yes"
+    bad = await call(api, token, "sendMessage", chat_id=FORUM, text="x", reply_markup="{nope")
+    assert bad["description"] == "Bad Request: can't parse reply keyboard markup JSON object"
+    assert (await call(api, token, "answerCallbackQuery", callback_query_id=query))["ok"]
