@@ -61,7 +61,6 @@ from actors.simulator import updates as shapes
 from actors.simulator.bots import (
     DEFAULT_ALLOWED_UPDATES,
     UPDATE_TYPES,
-    BotMessage,
     BusinessConnection,
     CallRecord,
     RawUpdate,
@@ -98,6 +97,17 @@ from actors.simulator.report import (
     edited_text,
     tagged_text,
 )
+from actors.simulator.sending import (
+    answer_callback_query,
+    callback_buttons,
+    edit_message_text,
+    json_object,
+    keep_message,
+    landing_place,
+    new_message_id,
+    replied_message,
+    target_chat,
+)
 from actors.simulator.users import ChatTraffic, UserTraffic
 
 __all__ = ["SIM_EPOCH", "SimStatistics", "SimulatedBotApi"]
@@ -109,13 +119,6 @@ _TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 _CHAT_TYPES = frozenset({"private", "group", "supergroup"})
 # Message-like payloads: a chat, maybe a text that wants an answer.
 _MESSAGE_KINDS = frozenset({"message", "business_message", "channel_post"})
-_KEPT_BOT_MESSAGES = 1000  # per bot, for editMessageText and button presses
-NOT_MODIFIED = (
-    "Bad Request: message is not modified: specified new message content and reply markup "
-    "are exactly the same as a current content and reply markup of the message"
-)
-QUERY_TOO_OLD = "Bad Request: query is too old and response timeout expired or query ID is invalid"
-UPGRADED = "Bad Request: group chat was upgraded to a supergroup chat"
 
 
 @dataclass(frozen=True)
@@ -365,7 +368,7 @@ class SimulatedBotApi:
             raise ValueError(f"only a supergroup can be a forum; chat {chat_id} is {log.chat_type}")
         info = bot.info(chat_id)
         info.is_forum = True
-        thread_id = self._next_message_id(bot)
+        thread_id = new_message_id(bot)
         info.topics[thread_id] = name
         self._enqueue(
             bot,
@@ -419,7 +422,7 @@ class SimulatedBotApi:
             bot.token,
             {
                 "business_message": {
-                    "message_id": self._next_message_id(bot),
+                    "message_id": new_message_id(bot),
                     "from": shapes.user(chat_id),
                     "chat": shapes.chat(chat_id, "private", chat_id),
                     "date": self._date(),
@@ -509,7 +512,7 @@ class SimulatedBotApi:
         bot = self.bot(token)
         log = bot.log.chat(chat_id, "channel", 0)
         shape = shapes.chat(chat_id, "channel", 0)
-        message_id = self._next_message_id(bot)
+        message_id = new_message_id(bot)
         del log  # registered, so the bot may post there
         return self._enqueue(
             bot,
@@ -599,7 +602,7 @@ class SimulatedBotApi:
             bot,
             "message",
             {
-                "message_id": self._next_message_id(bot),
+                "message_id": new_message_id(bot),
                 "from": shapes.user(log.user_id),
                 "chat": shapes.chat(old_chat_id, "group", log.user_id),
                 "date": self._date(),
@@ -706,7 +709,7 @@ class SimulatedBotApi:
                 info = bot.info(chat_id)
                 info.is_forum = True
                 for name in ("Support", "Chat"):
-                    thread_id = self._next_message_id(bot)
+                    thread_id = new_message_id(bot)
                     info.topics[thread_id] = name
                 topics = tuple(info.topics)
             self._users.add(
@@ -746,11 +749,6 @@ class SimulatedBotApi:
         thread_id = self._rng.choice(traffic.topics) if traffic.topics else None
         self._post(bot, chat_id, log, tagged_text(log.next_seq, chat_id), thread_id=thread_id)
 
-    def _next_message_id(self, bot: SimBot) -> int:
-        message_id = bot.next_message_id
-        bot.next_message_id += 1
-        return message_id
-
     def _post(
         self,
         bot: SimBot,
@@ -762,7 +760,7 @@ class SimulatedBotApi:
     ) -> int:
         update_id = bot.next_update_id
         bot.next_update_id += 1
-        message_id = self._next_message_id(bot)
+        message_id = new_message_id(bot)
         place: Place = (thread_id, None, None) if thread_id is not None else NO_PLACE
         bot.log.user_message(log, message_id, text if manual else None, place)
         self._counts["user_messages"] += 1
@@ -1059,12 +1057,12 @@ class SimulatedBotApi:
         if name == "getme":
             return ok(bot.user())
         if name == "editmessagetext":
-            return self._edit_message_text(bot, params)
+            return edit_message_text(bot, params, self._date())
         if name == "answercallbackquery":
-            return self._answer_callback_query(bot, params)
+            return answer_callback_query(bot, params)
         if name == "sendchataction":
-            chat_id, _ = self._target_chat(bot, params)
-            self._place(bot, chat_id, params)
+            chat_id, _ = target_chat(bot, params)
+            landing_place(bot, chat_id, params)
             return ok(True)
         if name == "deletewebhook":
             if params.get("drop_pending_updates") in (True, "true", "True", "1"):
@@ -1135,80 +1133,16 @@ class SimulatedBotApi:
                 return error(401, "Unauthorized")
         return ok([render_update(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
 
-    def _target_chat(self, bot: SimBot, params: Mapping[str, Any]) -> tuple[int, ChatLog]:
-        raw = params.get("chat_id")
-        if raw is None or raw == "":
-            raise BadRequest("Bad Request: chat_id is empty")
-        try:
-            chat_id = int_param(params, "chat_id")
-        except BadRequest:
-            chat_id = None  # "@channelname": no simulated chat has a username
-        log = bot.log.chats.get(chat_id) if chat_id is not None else None
-        if chat_id is None or log is None:
-            raise BadRequest("Bad Request: chat not found")
-        info = bot.chat_info.get(chat_id)
-        if info is not None and info.migrated_to is not None:
-            raise BadRequest(UPGRADED, migrate_to_chat_id=info.migrated_to)
-        return chat_id, log
-
-    def _place(self, bot: SimBot, chat_id: int, params: Mapping[str, Any]) -> Place:
-        """Where a message to ``chat_id`` lands; BadRequest as Telegram refuses a wrong one."""
-        info = bot.chat_info.get(chat_id)
-        connection_id = params.get("business_connection_id")
-        if connection_id is not None and connection_id != "":
-            connection = bot.business.get(str(connection_id))
-            if connection is None:
-                raise BadRequest("Bad Request: business connection not found")
-            if chat_id not in connection.chats:
-                raise BadRequest("Bad Request: chat not found")
-            connection_id = str(connection_id)
-        else:
-            connection_id = None
-            if info is not None and info.via_business is not None:
-                # The customer wrote to the business account, never to the bot.
-                raise BadRequest("Bad Request: chat not found")
-        thread_id = int_param(params, "message_thread_id")
-        if thread_id is not None and (info is None or thread_id not in info.topics):
-            raise BadRequest("Bad Request: message thread not found")
-        dm_topic_id = int_param(params, "direct_messages_topic_id")
-        if info is not None and info.is_direct_messages:
-            if dm_topic_id is None:
-                raise BadRequest("Bad Request: direct messages topic must be specified")
-            if dm_topic_id not in info.dm_topics:
-                raise BadRequest("Bad Request: direct messages topic not found")
-        elif dm_topic_id is not None:
-            raise BadRequest("Bad Request: direct messages topic not found")
-        return thread_id, connection_id, dm_topic_id
-
-    def _reply_to(self, bot: SimBot, chat_id: int, params: Mapping[str, Any]) -> int | None:
-        """The message ``reply_parameters`` names, checked as Telegram checks it."""
-        reply = _json_object(params, "reply_parameters", "reply parameters")
-        if reply is None:
-            return None
-        message_id = int_param(reply, "message_id")
-        if message_id is None:
-            raise BadRequest("Bad Request: message to be replied not found")
-        in_chat = int_param(reply, "chat_id") if "chat_id" in reply else chat_id
-        log = bot.log.chats.get(in_chat) if in_chat is not None else None
-        exists = (in_chat, message_id) in bot.bot_messages or (
-            log is not None and message_id in log.message_ids
-        )
-        if not exists:
-            if reply.get("allow_sending_without_reply") in (True, "true", "True", "1"):
-                return None
-            raise BadRequest("Bad Request: message to be replied not found")
-        return message_id
-
     def _send_message(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        chat_id, log = self._target_chat(bot, params)
+        chat_id, log = target_chat(bot, params)
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("Bad Request: message text is empty")
         if len(text) > MAX_TEXT:
             raise BadRequest("Bad Request: message is too long")
-        place = self._place(bot, chat_id, params)
-        reply_to = self._reply_to(bot, chat_id, params)
-        buttons = _callback_buttons(params)
+        place = landing_place(bot, chat_id, params)
+        reply_to = replied_message(bot, chat_id, params)
+        buttons = callback_buttons(params)
         if bot.blocked is not None and chat_id in bot.blocked and place[1] is None:
             return error(403, "Forbidden: bot was blocked by the user")
         if self._flood is not None:
@@ -1216,13 +1150,10 @@ class SimulatedBotApi:
             if wait > 0:
                 self._counts["flood_limited"] += 1
                 return error(429, f"Too Many Requests: retry after {wait}", wait)
-        message_id = self._next_message_id(bot)
+        message_id = new_message_id(bot)
         bot.log.reply(chat_id, text, place)
         self._counts["replies"] += 1
-        kept = bot.bot_messages
-        kept[(chat_id, message_id)] = BotMessage(text, buttons)
-        if len(kept) > _KEPT_BOT_MESSAGES:
-            del kept[next(iter(kept))]
+        keep_message(bot, chat_id, message_id, text, buttons)
         thread_id, connection_id, dm_topic_id = place
         if bot.sent is not None:
             bot.sent.append(
@@ -1254,77 +1185,5 @@ class SimulatedBotApi:
             message["reply_to_message"] = {"message_id": reply_to, "chat": message["chat"]}
         message["text"] = text
         if buttons:
-            message["reply_markup"] = _json_object(params, "reply_markup", "reply keyboard markup")
+            message["reply_markup"] = json_object(params, "reply_markup", "reply keyboard markup")
         return ok(message)
-
-    def _edit_message_text(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        if params.get("inline_message_id"):
-            raise BadRequest("Bad Request: message to edit not found")
-        chat_id, log = self._target_chat(bot, params)
-        message_id = int_param(params, "message_id")
-        if message_id is None:
-            raise BadRequest("Bad Request: message identifier is not specified")
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
-            raise BadRequest("Bad Request: message is too long")
-        kept = bot.bot_messages.get((chat_id, message_id))
-        if kept is None:
-            if message_id in log.message_ids:
-                raise BadRequest("Bad Request: message can't be edited")
-            raise BadRequest("Bad Request: message to edit not found")
-        buttons = _callback_buttons(params)
-        if text == kept.text and buttons == kept.buttons:
-            raise BadRequest(NOT_MODIFIED)
-        kept.text, kept.buttons = text, buttons
-        message: dict[str, Any] = {
-            "message_id": message_id,
-            "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
-            "chat": chat_json(chat_id, log),
-            "date": self._date(),
-            "edit_date": self._date(),
-            "text": text,
-        }
-        if buttons:
-            message["reply_markup"] = _json_object(params, "reply_markup", "reply keyboard markup")
-        return ok(message)
-
-    def _answer_callback_query(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        query_id = params.get("callback_query_id")
-        if query_id is None or query_id == "":
-            raise BadRequest("Bad Request: query_id is empty")
-        if bot.callbacks.pop(str(query_id), None) is None:
-            raise BadRequest(QUERY_TOO_OLD)
-        bot.log.callback_answered(str(query_id))
-        return ok(True)
-
-
-def _json_object(params: Mapping[str, Any], name: str, what: str) -> Mapping[str, Any] | None:
-    """A parameter that is a JSON object, given as one or as its JSON text (a form field)."""
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"Bad Request: can't parse {what} JSON object") from None
-    if not isinstance(value, Mapping):
-        raise BadRequest(f"Bad Request: can't parse {what} JSON object")
-    return value
-
-
-def _callback_buttons(params: Mapping[str, Any]) -> tuple[str, ...]:
-    """The callback_data of a reply_markup's inline keyboard, row by row."""
-    markup = _json_object(params, "reply_markup", "reply keyboard markup")
-    rows = markup.get("inline_keyboard") if markup is not None else None
-    if not isinstance(rows, list):
-        return ()
-    return tuple(
-        str(button["callback_data"])
-        for row in rows
-        if isinstance(row, list)
-        for button in row
-        if isinstance(button, Mapping) and "callback_data" in button
-    )
