@@ -812,6 +812,14 @@ class SimulatedBotApi:
             holder = message.get("chat") if isinstance(message, Mapping) else None
             in_chat = holder.get("id") if isinstance(holder, Mapping) else None
             query_id = str(payload.get("id"))
+            if isinstance(holder, Mapping) and isinstance(in_chat, int):
+                # The button is under the bot's message there: the chat exists.
+                presser = payload.get("from")
+                bot.log.chat(
+                    in_chat,
+                    str(holder.get("type", "private")),
+                    int(presser.get("id", 0)) if isinstance(presser, Mapping) else 0,
+                )
             bot.callbacks[query_id] = (in_chat, trio.current_time())
             bot.log.callback_query(query_id, in_chat)
             return

@@ -196,6 +196,8 @@ async def test_an_injected_callback_query_can_be_answered(api: SimulatedBotApi, 
     body = await call(api, token, "answerCallbackQuery", callback_query_id="4382bfdwdsb323b2d9")
     assert body == {"ok": True, "result": True}
     assert api.report().bot(BOT_ID).callbacks_answered == 1
+    # The button was under the bot's message in chat 111: the bot can write there.
+    assert (await call(api, token, "sendMessage", chat_id=111, text="you picked a"))["ok"]
 
 
 async def test_edit_message_text_with_the_same_text_is_not_modified(
