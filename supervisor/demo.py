@@ -417,8 +417,8 @@ def _print_summary(
         say(f"NOT every message answered: {report.unanswered} of {report.user_messages} unanswered")
     if report.misplaced:
         say(
-            f"  {report.misplaced} answers landed outside their message's forum topic "
-            "(the handler replied in the General topic)"
+            f"  answers outside their message's forum topic or business connection: "
+            f"{report.misplaced} (the handler did not reply where the question was asked)"
         )
     if report.callback_queries:
         say(
