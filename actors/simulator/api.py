@@ -32,7 +32,8 @@ answers. Method names are case-insensitive, as Telegram's. Telegram's rules that
   message_reaction_count; an empty list means the default too). As in Telegram, the setting
   decides when an update is created: a type not allowed then is never queued.
 
-Control methods (what users, groups and Telegram do; each returns the new update's id):
+Control methods (what users, groups and Telegram do; those that queue an update return its
+id, the others what they created: a topic's thread id, a connection's or a query's id):
 ``send_user_message`` (optionally in a forum topic), ``send_update`` (any realistic update,
 e.g. from ``tests/payloads.py``), ``create_forum_topic``, ``add_business_connection``,
 ``send_business_message``, ``send_callback_query``, ``edit_user_message``,

@@ -2,7 +2,9 @@
 
 Ten thousand bots with a few chats each must not mean fifty thousand tasks: each simulated chat
 is an entry ``(next message time, tie-breaker, chat)`` in one heap, and one task sleeps until the
-earliest entry is due. Messages of a chat arrive as a Poisson process at the chat's rate.
+earliest entry is due. Messages of a chat arrive as a Poisson process at the chat's rate; what
+each one is (a message, in which forum topic, an edit, a button press) the API decides from the
+chat's shares when it is due.
 """
 
 from __future__ import annotations
