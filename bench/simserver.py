@@ -30,6 +30,7 @@ from hypercorn.typing import ASGIFramework
 
 from actors.simulator import SimulatedBotApi, create_sim_app
 from bench.common import raise_fd_limit
+from supervisor.demo import BOTS
 
 __all__ = ["FIRST_BOT_ID", "main", "make_tokens"]
 
@@ -142,7 +143,7 @@ def _say(message: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.simserver", description=__doc__)
-    parser.add_argument("--bots", type=int, required=True)
+    parser.add_argument("--bots", type=BOTS, required=True)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     raise_fd_limit()

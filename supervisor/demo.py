@@ -3,6 +3,10 @@
 The demo starts the simulated Bot API on 127.0.0.1, a fleet of bots talking to it over real
 HTTP, simulated users writing to them, a real SQLite file and the admin server; it prints
 progress while it runs and a summary of every bot at the end.
+
+The simulated users speak real Telegram: a third of each bot's chats are groups (every other
+bot's a forum, whose messages are in topics), some messages are edits and button presses, and
+the last bot has a basic group that is upgraded to a supergroup halfway through the run.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
-from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig
+from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig, find_exception
 from actors.simulator import FaultProfile, OutageMode, SimReport, SimulatedBotApi, serve_sim
 from admin import AdminConfig
 from storage import StorageConfig
@@ -28,11 +32,26 @@ from supervisor.clock import system_wall_clock
 from supervisor.config import Config, SupervisorConfig
 from supervisor.daemon import Daemon, DaemonHandle, setup_error
 
-__all__ = ["SCENARIOS", "Scenario", "add_demo_arguments", "demo_command", "run_demo"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "add_demo_arguments",
+    "add_sim_server_arguments",
+    "bounded",
+    "demo_command",
+    "run_demo",
+    "sim_server_command",
+]
 
 log = logging.getLogger("botvisor.demo")
 
 FIRST_BOT_ID = 7_000_000_001
+# The supergroup the last bot's basic group becomes halfway through the run.
+MIGRATED_SUPERGROUP = -1_009_000_000_000
+# The mix of what simulated users do (see SimulatedBotApi.add_users).
+GROUP_SHARE = 1 / 3
+EDIT_SHARE = 0.05
+CALLBACK_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -89,21 +108,52 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+def bounded(
+    convert: Callable[[str], float], low: float, high: float, *, low_open: bool = False
+) -> Callable[[str], Any]:
+    """An argparse ``type``: a number from ``low`` to ``high`` (above ``low`` if
+    ``low_open``); anything else is a usage error that states the range."""
+    kind = "a whole number" if convert is int else "a number"
+    rule = f"{kind} {'>' if low_open else '>='} {low:g} and <= {high:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > low if low_open else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind  # argparse names the type in its own messages
+    return parse
+
+
+# Bounds of the demo's and sim-server's options: what a laptop can simulate.
+BOTS = bounded(int, 1, 100_000)
+CHATS = bounded(int, 1, 10_000)
+RATE = bounded(float, 0, 1_000, low_open=True)
+SECONDS = bounded(float, 0, 86_400, low_open=True)
+PORT = bounded(int, 0, 65_535)
+
+
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bots", type=int, default=100, help="number of bots (default 100)")
+    parser.add_argument("--bots", type=BOTS, default=100, help="number of bots (default 100)")
     parser.add_argument(
         "--duration",
-        type=float,
+        type=SECONDS,
         default=20.0,
         help="seconds the simulated users write (default 20)",
     )
-    parser.add_argument("--chats", type=int, default=3, help="chats per bot (default 3)")
+    parser.add_argument("--chats", type=CHATS, default=3, help="chats per bot (default 3)")
     parser.add_argument(
-        "--rate", type=float, default=0.1, help="messages per second per chat (default 0.1)"
+        "--rate", type=RATE, default=0.1, help="messages per second per chat (default 0.1)"
     )
     parser.add_argument(
         "--global-rps",
-        type=float,
+        type=bounded(float, 1, 100_000),
         default=100.0,
         help="limits.global_rps of the fleet (default 100; a real deployment's default is 25)",
     )
@@ -121,13 +171,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--admin-port",
-        type=int,
+        type=PORT,
         default=8080,
         help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)",
     )
     parser.add_argument(
         "--drain",
-        type=float,
+        type=bounded(float, 0, 86_400),
         default=60.0,
         help="seconds to wait for the last replies after the users stop",
     )
@@ -136,10 +186,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_sim_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--bots", type=int, default=3, help="simulated bots to create")
-    parser.add_argument("--chats", type=int, default=2, help="simulated chats per bot")
-    parser.add_argument("--rate", type=float, default=0.5, help="messages per second per chat")
+    parser.add_argument("--port", type=PORT, default=8081, help="0 picks a free one")
+    parser.add_argument("--bots", type=BOTS, default=3, help="simulated bots to create")
+    parser.add_argument("--chats", type=CHATS, default=2, help="simulated chats per bot")
+    parser.add_argument("--rate", type=RATE, default=0.5, help="messages per second per chat")
     parser.add_argument("--faults", default="none", choices=sorted(SCENARIOS))
     parser.add_argument(
         "--seed", type=int, default=1, help="seed: the same seed gives the same tokens"
@@ -184,11 +234,28 @@ def _tokens(count: int, rng: random.Random) -> list[str]:
 
 def _apply_scenario(
     api: SimulatedBotApi, scenario: Scenario, tokens: list[str], chats: int, rate: float
-) -> None:
+) -> tuple[str, int] | None:
+    """Set faults and users; returns the (token, chat id) of the basic group to upgrade."""
     api.set_faults(scenario.faults)
     for i, token in enumerate(tokens):
         factor = scenario.flood_factor if i == 0 else 1.0
-        api.add_users(token, chats=chats, rate=rate * factor)
+        # The flooding tenant writes in private chats only: a group's 20 messages a minute
+        # would hold its replies past the drain.
+        api.add_users(
+            token,
+            chats=chats,
+            rate=rate * factor,
+            group_share=GROUP_SHARE if factor == 1.0 else 0.0,
+            forum_share=1.0 if i % 2 == 0 else 0.0,
+            edit_share=EDIT_SHARE,
+            callback_share=CALLBACK_SHARE,
+        )
+    if len(tokens) > 1 or scenario.flood_factor == 1.0:
+        (group,) = api.add_users(
+            tokens[-1], chats=1, rate=rate, group_share=1.0, basic_group_share=1.0
+        )
+        return tokens[-1], group
+    return None
 
 
 async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> DemoResult:
@@ -199,7 +266,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
     tokens = _tokens(args.bots, rng)
     for token in tokens:
         api.add_bot(token)
-    _apply_scenario(api, scenario, tokens, args.chats, args.rate)
+    migrating = _apply_scenario(api, scenario, tokens, args.chats, args.rate)
     admin_token = secrets.token_urlsafe(24)
 
     def say(line: str) -> None:
@@ -232,7 +299,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
             )
             users = trio.CancelScope()
             inner.start_soon(_run_users, api, users)
-            await _drive(api, scenario, tokens, args.duration, handle, say)
+            await _drive(api, scenario, tokens, args.duration, handle, say, migrating)
             users.cancel()
             say(
                 f"users stopped after {args.duration:g} s; waiting up to {args.drain:g} s "
@@ -264,12 +331,27 @@ async def _drive(
     duration: float,
     handle: DaemonHandle,
     say: Callable[[str], None],
+    migrating: tuple[str, int] | None = None,
 ) -> None:
     start = trio.current_time()
     outage_at = start + scenario.outage[0] * duration if scenario.outage else math.inf
     revoke_at = start + duration * 0.3 if scenario.revoke_one else math.inf
+    migrate_at = start + duration * 0.5 if migrating is not None else math.inf
     next_line = start
     while (now := trio.current_time()) < start + duration:
+        if now >= migrate_at and migrating is not None:
+            token, group = migrating
+            bot_id = BotToken(token).bot_id
+            # Mid-conversation, but between questions: a reply refused as "upgraded" is the
+            # daemon's to resend, which the summary would otherwise blame on the simulator.
+            if not any(chat == group for chat, _ in api.report().bot(bot_id).unanswered):
+                api.migrate_group(token, group, MIGRATED_SUPERGROUP)
+                user_id = 1001 + bot_id - FIRST_BOT_ID
+                say(
+                    f"  ! bot {user_id}'s group {group} upgraded to a supergroup, "
+                    f"{MIGRATED_SUPERGROUP}"
+                )
+                migrate_at = math.inf
         if now >= outage_at:
             length = (
                 scenario.outage[1] if scenario.outage and scenario.outage[1] else (duration / 3)
@@ -333,10 +415,31 @@ def _print_summary(
         say(f"every message answered: {report.answered} of {report.user_messages}")
     else:
         say(f"NOT every message answered: {report.unanswered} of {report.user_messages} unanswered")
+    if report.misplaced:
+        say(
+            f"  answers outside their message's forum topic or business connection: "
+            f"{report.misplaced} (the handler did not reply where the question was asked)"
+        )
+    if report.callback_queries:
+        say(
+            f"  button presses answered (answerCallbackQuery): {report.callbacks_answered} "
+            f"of {report.callback_queries}"
+        )
 
 
 def sim_server_command(args: argparse.Namespace) -> int:
-    trio.run(_sim_server, args)
+    try:
+        trio.run(_sim_server, args)
+    except Exception as exc:
+        failed = find_exception(exc, OSError)
+        if failed is None:
+            raise
+        print(
+            f"botvisor sim-server: cannot listen on {args.host}:{args.port}: "
+            f"{failed.strerror or failed}; pick another --host or --port",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

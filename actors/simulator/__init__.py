@@ -7,12 +7,26 @@ here only:
 - :class:`SimulatedBotApi`: the server itself, bots, simulated users, faults and a report;
 - :class:`SimulatedTransport` (in process, on a MockClock) or :func:`create_sim_app` /
   :func:`serve_sim` (real HTTP on 127.0.0.1): how a client reaches it;
-- :class:`FaultProfile`, :class:`OutageMode`, :class:`FloodLimits`: what goes wrong.
+- :class:`FaultProfile`, :class:`OutageMode`, :class:`FloodLimits`: what goes wrong;
+- ``UPDATE_TYPES`` and ``DEFAULT_ALLOWED_UPDATES``: Bot API 9.x's update types and those a bot
+  gets when it never chose.
+
+It speaks real Telegram (see :mod:`actors.simulator.api` for the rules and the control
+methods): every update type can be injected (``send_update``) and the simulated users write in
+forum topics, edit and press buttons; replies must land in the right topic, business
+connection or direct-messages topic; a basic group can be upgraded mid-conversation
+(``migrate_group``); ``allowed_updates`` is kept per bot as Telegram keeps it.
 """
 
 from actors.simulator.api import SIM_EPOCH, SimStatistics, SimulatedBotApi
 from actors.simulator.app import create_sim_app, serve_sim
-from actors.simulator.bots import CallRecord, SentMessage, SimBot
+from actors.simulator.bots import (
+    DEFAULT_ALLOWED_UPDATES,
+    UPDATE_TYPES,
+    CallRecord,
+    SentMessage,
+    SimBot,
+)
 from actors.simulator.faults import (
     FaultKind,
     FaultProfile,
@@ -20,11 +34,13 @@ from actors.simulator.faults import (
     OutageMode,
     SimulatedFault,
 )
-from actors.simulator.report import BotReport, SimReport, tagged_text
+from actors.simulator.report import BotReport, SimReport, edited_text, tagged_text
 from actors.simulator.transport import SimulatedTransport
 
 __all__ = [
+    "DEFAULT_ALLOWED_UPDATES",
     "SIM_EPOCH",
+    "UPDATE_TYPES",
     "BotReport",
     "CallRecord",
     "FaultKind",
@@ -39,6 +55,7 @@ __all__ = [
     "SimulatedFault",
     "SimulatedTransport",
     "create_sim_app",
+    "edited_text",
     "serve_sim",
     "tagged_text",
 ]

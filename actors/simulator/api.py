@@ -9,10 +9,37 @@ client would see. Simulated users (``add_users`` + ``run``) write to the bots, a
 :meth:`SimulatedBotApi.report` tells whether every message was answered once and in order
 (the matching rule is in :mod:`actors.simulator.report`).
 
-Methods: getMe, getUpdates, sendMessage, sendChatAction, answerCallbackQuery, deleteWebhook,
-getWebhookInfo; any other -> 404 Not Found, as Telegram answers. Method names are
-case-insensitive, as Telegram's.
-sendMessage only reaches chats whose user wrote to the bot first (else 400 chat not found).
+Methods: getMe, getUpdates, sendMessage, sendChatAction, editMessageText,
+answerCallbackQuery, deleteWebhook, getWebhookInfo; any other -> 404 Not Found, as Telegram
+answers. Method names are case-insensitive, as Telegram's. Telegram's rules that handlers meet:
+
+- sendMessage only reaches chats that wrote to the bot first (else 400 chat not found);
+  ``message_thread_id`` must name a topic of the forum (400 message thread not found);
+  ``business_connection_id`` must be a known connection whose customer wrote, and a customer
+  known only through a connection is reached only through it; a channel's direct-messages
+  chat needs ``direct_messages_topic_id``; ``reply_parameters`` must name a message of the
+  chat unless ``allow_sending_without_reply``; ``reply_markup`` inline buttons can be pressed
+  later (:meth:`SimulatedBotApi.send_callback_query`). Each delivered message is recorded
+  with where it landed (:class:`~actors.simulator.bots.SentMessage`), and the report counts
+  answers that landed outside their message's topic or connection.
+- A basic group upgraded to a supergroup (:meth:`SimulatedBotApi.migrate_group`) answers
+  400 "group chat was upgraded to a supergroup chat" with ``parameters.migrate_to_chat_id``.
+- editMessageText with the message's current text and markup: 400 "message is not
+  modified"; answerCallbackQuery of an unknown or already answered query: 400 "query is too
+  old"; a user who blocked the bot (:meth:`SimulatedBotApi.block`): 403.
+- getUpdates' ``allowed_updates`` is kept per bot until a call names another; without one
+  ever, Telegram's default (every type but chat_member, message_reaction and
+  message_reaction_count; an empty list means the default too). As in Telegram, the setting
+  decides when an update is created: a type not allowed then is never queued.
+
+Control methods (what users, groups and Telegram do; those that queue an update return its
+id, the others what they created: a topic's thread id, a connection's or a query's id):
+``send_user_message`` (optionally in a forum topic), ``send_update`` (any realistic update,
+e.g. from ``tests/payloads.py``), ``create_forum_topic``, ``add_business_connection``,
+``send_business_message``, ``send_callback_query``, ``edit_user_message``,
+``send_channel_post``, ``send_reaction``, ``send_member_update``, ``migrate_group``,
+``set_allowed_updates``, ``block``, ``revoke``; simulated users (``add_users``) produce
+messages, forum-topic messages, edits and button presses.
 """
 
 from __future__ import annotations
@@ -23,7 +50,7 @@ import random
 import re
 import string
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -31,7 +58,18 @@ from typing import Any, NoReturn
 import trio
 
 from actors.secrets import BotToken, redact
-from actors.simulator.bots import CallRecord, SentMessage, SimBot, SimUpdate, token_key
+from actors.simulator import updates as shapes
+from actors.simulator.bots import (
+    DEFAULT_ALLOWED_UPDATES,
+    UPDATE_TYPES,
+    BusinessConnection,
+    CallRecord,
+    RawUpdate,
+    SentMessage,
+    SimBot,
+    SimUpdate,
+    token_key,
+)
 from actors.simulator.faults import (
     FaultKind,
     FaultProfile,
@@ -51,7 +89,26 @@ from actors.simulator.protocol import (
     ok,
     render_update,
 )
-from actors.simulator.report import BotReport, ChatLog, SimReport, tagged_text
+from actors.simulator.report import (
+    NO_PLACE,
+    BotReport,
+    ChatLog,
+    Place,
+    SimReport,
+    edited_text,
+    tagged_text,
+)
+from actors.simulator.sending import (
+    answer_callback_query,
+    callback_buttons,
+    edit_message_text,
+    json_object,
+    keep_message,
+    landing_place,
+    new_message_id,
+    replied_message,
+    target_chat,
+)
 from actors.simulator.users import ChatTraffic, UserTraffic
 
 __all__ = ["SIM_EPOCH", "SimStatistics", "SimulatedBotApi"]
@@ -61,6 +118,8 @@ SIM_EPOCH = 1_700_000_000.0
 _TOKEN = re.compile(r"([0-9]{1,20}):[A-Za-z0-9_-]{20,}")
 _TOKEN_ALPHABET = string.ascii_letters + string.digits + "-_"
 _CHAT_TYPES = frozenset({"private", "group", "supergroup"})
+# Message-like payloads: a chat, maybe a text that wants an answer.
+_MESSAGE_KINDS = frozenset({"message", "business_message", "channel_post"})
 
 
 @dataclass(frozen=True)
@@ -90,6 +149,7 @@ class SimStatistics:
     replies: int  # messages delivered by sendMessage
     simulated_chats: int
     calls_by_method: Mapping[str, int]
+    filtered_updates: int = 0  # not queued: the bot's allowed_updates left their type out
 
 
 class SimulatedBotApi:
@@ -126,6 +186,7 @@ class SimulatedBotApi:
         self._users = UserTraffic(rng)
         self._next_user_id = 100_000_001
         self._next_group = 1
+        self._next_query = 0
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "calls",
@@ -143,6 +204,7 @@ class SimulatedBotApi:
                 "updates_confirmed",
                 "user_messages",
                 "replies",
+                "filtered_updates",
             ),
             0,
         )
@@ -241,18 +303,344 @@ class SimulatedBotApi:
         *,
         chat_type: str = "private",
         user_id: int | None = None,
+        message_thread_id: int | None = None,
     ) -> int:
         """A user writes ``text`` to the bot in ``chat_id``: enqueues an update, returns its id.
 
-        The message is tracked by its whole text (see :mod:`actors.simulator.report`).
+        ``message_thread_id`` writes in a forum topic (see :meth:`create_forum_topic`). The
+        message is tracked by its whole text (see :mod:`actors.simulator.report`).
         """
         if chat_type not in _CHAT_TYPES:
             raise ValueError(f"chat_type must be one of {sorted(_CHAT_TYPES)}, got {chat_type!r}")
         bot = self.bot(token)
         if user_id is None:
             user_id = chat_id if chat_type == "private" else 100_000_000 + abs(chat_id) % 10**8
+        if message_thread_id is not None:
+            info = bot.chat_info.get(chat_id)
+            if info is None or message_thread_id not in info.topics:
+                raise ValueError(
+                    f"chat {chat_id} has no forum topic {message_thread_id}: "
+                    "create it with create_forum_topic first"
+                )
+            chat_type = "supergroup"
         log = bot.log.chat(chat_id, chat_type, user_id)
-        return self._post(bot, chat_id, log, text, manual=True)
+        return self._post(bot, chat_id, log, text, manual=True, thread_id=message_thread_id)
+
+    def send_update(self, token: str | BotToken, update: Mapping[str, Any]) -> int:
+        """Queue any realistic update (e.g. one of ``tests/payloads.py``) for the bot.
+
+        ``update`` holds one update type (and optionally an ``update_id``, replaced by the
+        bot's next id, which is returned). The simulator learns from it as Telegram would: its
+        chat can be answered, a forum topic message's topic exists, a business connection or
+        message makes the connection and its customer known, a callback query waits for
+        answerCallbackQuery, a ``migrate_to_chat_id`` service message upgrades the group. A
+        text message (message, business_message) is tracked by its whole text in the report.
+        """
+        kinds = [k for k in update if k != "update_id"]
+        if len(kinds) != 1 or not isinstance(update[kinds[0]], Mapping):
+            raise ValueError(
+                "an update holds exactly one update type besides update_id, e.g. "
+                f"{{'message': {{...}}}}; got the keys {sorted(update)}"
+            )
+        kind = kinds[0]
+        payload: dict[str, Any] = json.loads(json.dumps(update[kind]))
+        bot = self.bot(token)
+        update_id = self._enqueue(bot, kind, payload)
+        self._learn(bot, kind, payload)
+        return update_id
+
+    def create_forum_topic(
+        self,
+        token: str | BotToken,
+        chat_id: int,
+        name: str = "Topic",
+        *,
+        user_id: int | None = None,
+    ) -> int:
+        """Make ``chat_id`` a forum supergroup with a new topic; returns its message_thread_id.
+
+        Queues the ``forum_topic_created`` service message, as Telegram does.
+        """
+        bot = self.bot(token)
+        if user_id is None:
+            user_id = 100_000_000 + abs(chat_id) % 10**8
+        log = bot.log.chat(chat_id, "supergroup", user_id)
+        if log.chat_type != "supergroup":
+            raise ValueError(f"only a supergroup can be a forum; chat {chat_id} is {log.chat_type}")
+        info = bot.info(chat_id)
+        info.is_forum = True
+        thread_id = new_message_id(bot)
+        info.topics[thread_id] = name
+        self._enqueue(
+            bot,
+            "message",
+            {
+                "message_id": thread_id,
+                "from": shapes.user(user_id),
+                "chat": shapes.chat(chat_id, "supergroup", user_id, is_forum=True),
+                "date": self._date(),
+                "message_thread_id": thread_id,
+                "is_topic_message": True,
+                "forum_topic_created": {"name": name, "icon_color": 7322096},
+            },
+        )
+        return thread_id
+
+    def add_business_connection(
+        self, token: str | BotToken, user_id: int, *, connection_id: str | None = None
+    ) -> str:
+        """A business account (``user_id``) connects the bot: queues ``business_connection``
+        and returns the connection's id."""
+        bot = self.bot(token)
+        if connection_id is None:
+            connection_id = f"bc-{bot.bot_id}-{len(bot.business) + 1}"
+        self.send_update(
+            bot.token,
+            {
+                "business_connection": {
+                    "id": connection_id,
+                    "user": shapes.user(user_id),
+                    "user_chat_id": user_id,
+                    "date": self._date(),
+                    "rights": {"can_reply": True, "can_read_messages": True},
+                    "is_enabled": True,
+                }
+            },
+        )
+        return connection_id
+
+    def send_business_message(
+        self, token: str | BotToken, connection_id: str, chat_id: int, text: str
+    ) -> int:
+        """A customer (private ``chat_id``) writes ``text`` to the business account: queues
+        ``business_message``; the answer belongs in that connection."""
+        bot = self.bot(token)
+        if connection_id not in bot.business:
+            raise ValueError(
+                f"no business connection {connection_id!r}: add it with add_business_connection"
+            )
+        return self.send_update(
+            bot.token,
+            {
+                "business_message": {
+                    "message_id": new_message_id(bot),
+                    "from": shapes.user(chat_id),
+                    "chat": shapes.chat(chat_id, "private", chat_id),
+                    "date": self._date(),
+                    "business_connection_id": connection_id,
+                    "text": text,
+                }
+            },
+        )
+
+    def send_callback_query(
+        self,
+        token: str | BotToken,
+        chat_id: int,
+        *,
+        message_id: int | None = None,
+        data: str | None = None,
+        user_id: int | None = None,
+    ) -> str:
+        """A user presses a button under the bot's message in ``chat_id``; returns the query id.
+
+        Without ``message_id``: the bot's latest message there with an inline keyboard, else
+        its latest message (as if it had buttons). ``data`` defaults to the first button's
+        ``callback_data``. The query waits for answerCallbackQuery (the report counts it).
+        """
+        bot = self.bot(token)
+        log = bot.log.chats.get(chat_id)
+        mine = [(key[1], sent) for key, sent in bot.bot_messages.items() if key[0] == chat_id]
+        if message_id is not None:
+            mine = [(mid, sent) for mid, sent in mine if mid == message_id]
+        if log is None or not mine:
+            raise LookupError(
+                f"the bot has no message in chat {chat_id} to press a button under"
+                + (f" with message_id {message_id}" if message_id is not None else "")
+            )
+        with_buttons = [(mid, sent) for mid, sent in mine if sent.buttons]
+        mid, sent = (with_buttons or mine)[-1]
+        if user_id is None:
+            user_id = log.user_id
+        if data is None:
+            data = sent.buttons[0] if sent.buttons else "button"
+        self._next_query += 1
+        query_id = f"{bot.bot_id}{self._next_query:010d}"
+        message = {
+            "message_id": mid,
+            "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
+            "chat": shapes.chat(chat_id, log.chat_type, log.user_id),
+            "date": self._date(),
+            "text": sent.text,
+            "reply_markup": {
+                "inline_keyboard": [
+                    [{"text": d, "callback_data": d} for d in (sent.buttons or (data,))]
+                ]
+            },
+        }
+        payload = shapes.callback_query(
+            query_id, user_id, message, data, str(-(abs(chat_id) * 7919 + bot.bot_id))
+        )
+        self.send_update(bot.token, {"callback_query": payload})
+        return query_id
+
+    def edit_user_message(
+        self, token: str | BotToken, chat_id: int, message_id: int, text: str
+    ) -> int:
+        """The user edits their message ``message_id`` in ``chat_id``: queues edited_message."""
+        bot = self.bot(token)
+        log = bot.log.chats.get(chat_id)
+        if log is None or message_id not in log.message_ids:
+            raise LookupError(f"chat {chat_id} has no user message {message_id} to edit")
+        return self._enqueue(
+            bot,
+            "edited_message",
+            {
+                "message_id": message_id,
+                "from": shapes.user(log.user_id),
+                "chat": shapes.chat(chat_id, log.chat_type, log.user_id),
+                "date": self._date() - 1,
+                "edit_date": self._date(),
+                "text": text,
+            },
+        )
+
+    def send_channel_post(self, token: str | BotToken, chat_id: int, text: str) -> int:
+        """A post in the channel ``chat_id`` (where the bot is an admin): queues channel_post.
+
+        Not tracked in the report: a bot need not answer its channel's posts.
+        """
+        bot = self.bot(token)
+        log = bot.log.chat(chat_id, "channel", 0)
+        shape = shapes.chat(chat_id, "channel", 0)
+        message_id = new_message_id(bot)
+        del log  # registered, so the bot may post there
+        return self._enqueue(
+            bot,
+            "channel_post",
+            {
+                "message_id": message_id,
+                "sender_chat": shape,
+                "chat": shape,
+                "date": self._date(),
+                "text": text,
+            },
+        )
+
+    def send_reaction(
+        self,
+        token: str | BotToken,
+        chat_id: int,
+        message_id: int,
+        emoji: str = "\N{THUMBS UP SIGN}",
+        *,
+        user_id: int | None = None,
+        count: int = 1,
+    ) -> int:
+        """A reaction to a message: ``message_reaction`` by ``user_id``, or with no user the
+        anonymous ``message_reaction_count`` (``count`` reactions). Neither type reaches a bot
+        unless its allowed_updates names it."""
+        bot = self.bot(token)
+        log = bot.log.chats.get(chat_id)
+        if log is None:
+            raise LookupError(f"the bot knows no chat {chat_id}")
+        shape = shapes.chat(chat_id, log.chat_type, log.user_id)
+        if user_id is None:
+            return self._enqueue(
+                bot,
+                "message_reaction_count",
+                shapes.reaction_count(shape, message_id, emoji, count, self._date()),
+            )
+        return self._enqueue(
+            bot,
+            "message_reaction",
+            shapes.reaction(shape, message_id, user_id, emoji, self._date()),
+        )
+
+    def send_member_update(
+        self,
+        token: str | BotToken,
+        chat_id: int,
+        *,
+        user_id: int,
+        old_status: str = "left",
+        new_status: str = "member",
+        about_bot: bool = False,
+        chat_type: str = "supergroup",
+    ) -> int:
+        """A member's status changed in ``chat_id``, by ``user_id``: ``chat_member`` (the
+        member is ``user_id``), or ``my_chat_member`` with ``about_bot`` (the bot was added,
+        removed, promoted…). A group that added the bot can then be answered."""
+        bot = self.bot(token)
+        log = bot.log.chat(chat_id, chat_type, user_id)
+        shape = shapes.chat(chat_id, log.chat_type, log.user_id)
+        member = (
+            shapes.bot_user(bot.bot_id, bot.first_name, bot.username)
+            if about_bot
+            else shapes.user(user_id)
+        )
+        return self._enqueue(
+            bot,
+            "my_chat_member" if about_bot else "chat_member",
+            shapes.member_update(shape, user_id, member, old_status, new_status, self._date()),
+        )
+
+    def migrate_group(self, token: str | BotToken, old_chat_id: int, new_chat_id: int) -> int:
+        """Upgrade the basic group ``old_chat_id`` to the supergroup ``new_chat_id``.
+
+        Queues the old group's ``migrate_to_chat_id`` service message and the new one's
+        ``migrate_from_chat_id``; from now on, calls to the old id answer 400 with
+        ``parameters.migrate_to_chat_id`` and its simulated users write in the new chat.
+        Returns the first service message's update id.
+        """
+        bot = self.bot(token)
+        log = bot.log.chats.get(old_chat_id)
+        if log is None or log.chat_type != "group":
+            raise ValueError(f"chat {old_chat_id} is not a basic group of this bot")
+        if new_chat_id in bot.log.chats:
+            raise ValueError(f"chat {new_chat_id} exists already")
+        update_id = self._enqueue(
+            bot,
+            "message",
+            {
+                "message_id": new_message_id(bot),
+                "from": shapes.user(log.user_id),
+                "chat": shapes.chat(old_chat_id, "group", log.user_id),
+                "date": self._date(),
+                "migrate_to_chat_id": new_chat_id,
+            },
+        )
+        self._migrate(bot, old_chat_id, new_chat_id)
+        self._enqueue(
+            bot,
+            "message",
+            {
+                "message_id": 1,
+                "from": shapes.user(log.user_id),
+                "chat": shapes.chat(new_chat_id, "supergroup", log.user_id),
+                "date": self._date(),
+                "migrate_from_chat_id": old_chat_id,
+            },
+        )
+        return update_id
+
+    def _migrate(self, bot: SimBot, old: int, new: int) -> None:
+        old_log = bot.log.chats.get(old)
+        user_id = old_log.user_id if old_log is not None else 0
+        bot.log.chat(new, "supergroup", user_id)
+        bot.info(old).migrated_to = new
+        bot.log.migrate(old, new)
+        self._users.move(bot.token, old, new, "supergroup")
+
+    def set_allowed_updates(self, token: str | BotToken, types: Iterable[str] | None) -> None:
+        """Set the bot's kept ``allowed_updates`` as a previous getUpdates would have (a stale
+        setting of another deployment); ``None`` or empty restores Telegram's default."""
+        bot = self.bot(token)
+        chosen = frozenset(types or ())
+        unknown = sorted(chosen - set(UPDATE_TYPES))
+        if unknown:
+            raise ValueError(f"unknown update types {unknown}; known: {list(UPDATE_TYPES)}")
+        bot.allowed_updates = chosen or DEFAULT_ALLOWED_UPDATES
 
     def add_users(
         self,
@@ -262,33 +650,83 @@ class SimulatedBotApi:
         rate: float,
         group_share: float = 0.0,
         count: int | None = None,
-    ) -> None:
-        """Add ``chats`` simulated chats writing to the bot, driven by :meth:`run`.
+        forum_share: float = 0.0,
+        basic_group_share: float = 0.0,
+        edit_share: float = 0.0,
+        callback_share: float = 0.0,
+    ) -> tuple[int, ...]:
+        """Add ``chats`` simulated chats writing to the bot, driven by :meth:`run`; returns
+        their chat ids.
 
         Each chat sends ``count`` messages (None: forever) at ``rate`` messages a second on
-        average (a Poisson process); ``group_share`` of the chats are groups.
+        average (a Poisson process); ``group_share`` of the chats are groups: of those,
+        ``forum_share`` are forums (two topics; every message in one of them) and
+        ``basic_group_share`` basic groups (which :meth:`migrate_group` can upgrade), the rest
+        supergroups. Of the messages, ``edit_share`` are edits of the chat's last message and
+        ``callback_share`` button presses under the bot's last message there (when it sent
+        one; else a message).
         """
         bot = self.bot(token)
         if not (isinstance(chats, int) and chats >= 0):
             raise ValueError(f"chats must be a whole number >= 0, got {chats!r}")
         if not (math.isfinite(rate) and rate > 0):
             raise ValueError(f"rate must be > 0 messages a second, got {rate!r}")
-        if not 0 <= group_share <= 1:
-            raise ValueError(f"group_share must be from 0 to 1, got {group_share!r}")
+        for name, share in (
+            ("group_share", group_share),
+            ("forum_share", forum_share),
+            ("basic_group_share", basic_group_share),
+            ("edit_share", edit_share),
+            ("callback_share", callback_share),
+        ):
+            if not 0 <= share <= 1:
+                raise ValueError(f"{name} must be from 0 to 1, got {share!r}")
+        if forum_share + basic_group_share > 1:
+            raise ValueError("forum_share + basic_group_share must be at most 1")
+        if edit_share + callback_share > 1:
+            raise ValueError("edit_share + callback_share must be at most 1")
         if count is not None and not (isinstance(count, int) and count >= 0):
             raise ValueError(f"count must be a whole number >= 0 or None, got {count!r}")
         groups = round(chats * group_share)
+        forums = round(groups * forum_share)
+        basic = round(groups * basic_group_share)
+        added: list[int] = []
         for i in range(chats):
             user_id = self._next_user_id
             self._next_user_id += 1
+            topics: tuple[int, ...] = ()
             if i < groups:
-                chat_id = -1_000_000_000_000 - self._next_group
+                if forums <= i < forums + basic:
+                    chat_id = -4_000_000_000 - self._next_group
+                    chat_type = "group"
+                else:
+                    chat_id = -1_000_000_000_000 - self._next_group
+                    chat_type = "supergroup"
                 self._next_group += 1
-                chat_type = "supergroup"
             else:
                 chat_id, chat_type = user_id, "private"
             bot.log.chat(chat_id, chat_type, user_id)
-            self._users.add(ChatTraffic(bot.token, chat_id, chat_type, user_id, rate, count))
+            added.append(chat_id)
+            if i < forums:
+                info = bot.info(chat_id)
+                info.is_forum = True
+                for name in ("Support", "Chat"):
+                    thread_id = new_message_id(bot)
+                    info.topics[thread_id] = name
+                topics = tuple(info.topics)
+            self._users.add(
+                ChatTraffic(
+                    bot.token,
+                    chat_id,
+                    chat_type,
+                    user_id,
+                    rate,
+                    count,
+                    topics=topics,
+                    edit_share=edit_share,
+                    callback_share=callback_share,
+                )
+            )
+        return tuple(added)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Drive the simulated users until cancelled; ``started()`` at once."""
@@ -296,27 +734,141 @@ class SimulatedBotApi:
 
     def _post_generated(self, traffic: ChatTraffic) -> None:
         bot = self._bots[traffic.bot_key]
-        log = bot.log.chats[traffic.chat_id]
-        self._post(bot, traffic.chat_id, log, tagged_text(log.next_seq, traffic.chat_id))
+        chat_id = traffic.chat_id
+        log = bot.log.chats[chat_id]
+        u = self._rng.random() if traffic.edit_share or traffic.callback_share else 1.0
+        if u < traffic.callback_share:
+            if any(key[0] == chat_id for key in bot.bot_messages):
+                self.send_callback_query(bot.token, chat_id, user_id=traffic.user_id)
+                return
+        elif u < traffic.callback_share + traffic.edit_share and log.message_ids:
+            seq = len(log.message_ids)
+            self.edit_user_message(
+                bot.token, chat_id, log.message_ids[-1], edited_text(seq, chat_id)
+            )
+            return
+        thread_id = self._rng.choice(traffic.topics) if traffic.topics else None
+        self._post(bot, chat_id, log, tagged_text(log.next_seq, chat_id), thread_id=thread_id)
 
     def _post(
-        self, bot: SimBot, chat_id: int, log: ChatLog, text: str, manual: bool = False
+        self,
+        bot: SimBot,
+        chat_id: int,
+        log: ChatLog,
+        text: str,
+        manual: bool = False,
+        thread_id: int | None = None,
     ) -> int:
         update_id = bot.next_update_id
         bot.next_update_id += 1
-        message_id = bot.next_message_id
-        bot.next_message_id += 1
-        bot.log.user_message(log, message_id, text if manual else None)
+        message_id = new_message_id(bot)
+        place: Place = (thread_id, None, None) if thread_id is not None else NO_PLACE
+        bot.log.user_message(log, message_id, text if manual else None, place)
+        self._counts["user_messages"] += 1
+        if "message" not in bot.allowed_updates:
+            self._counts["filtered_updates"] += 1
+            return update_id
         bot.pending.append(
             SimUpdate(
-                update_id, message_id, self._date(), chat_id, log.chat_type, log.user_id, text
+                update_id,
+                message_id,
+                self._date(),
+                chat_id,
+                log.chat_type,
+                log.user_id,
+                text,
+                thread_id,
             )
         )
         self._counts["pending_updates"] += 1
-        self._counts["user_messages"] += 1
         if bot.waiter is not None:
             bot.waiter.set()
         return update_id
+
+    def _enqueue(self, bot: SimBot, kind: str, payload: dict[str, Any]) -> int:
+        """Queue one update of ``kind``; its id is used even when allowed_updates drops it."""
+        update_id = bot.next_update_id
+        bot.next_update_id += 1
+        if kind not in bot.allowed_updates and kind in UPDATE_TYPES:
+            self._counts["filtered_updates"] += 1
+            return update_id
+        bot.pending.append(RawUpdate(update_id, kind, payload))
+        self._counts["pending_updates"] += 1
+        if bot.waiter is not None:
+            bot.waiter.set()
+        return update_id
+
+    def _learn(self, bot: SimBot, kind: str, payload: Mapping[str, Any]) -> None:
+        """What an injected update tells the simulated world (see :meth:`send_update`)."""
+        if kind == "business_connection":
+            business_id = str(payload.get("id"))
+            if payload.get("is_enabled", True):
+                owner = payload.get("user_chat_id") or 0
+                bot.business.setdefault(business_id, BusinessConnection(int(owner)))
+            else:
+                bot.business.pop(business_id, None)
+            return
+        if kind == "callback_query":
+            message = payload.get("message")
+            holder = message.get("chat") if isinstance(message, Mapping) else None
+            in_chat = holder.get("id") if isinstance(holder, Mapping) else None
+            query_id = str(payload.get("id"))
+            if isinstance(holder, Mapping) and isinstance(in_chat, int):
+                # The button is under the bot's message there: the chat exists.
+                presser = payload.get("from")
+                bot.log.chat(
+                    in_chat,
+                    str(holder.get("type", "private")),
+                    int(presser.get("id", 0)) if isinstance(presser, Mapping) else 0,
+                )
+            bot.callbacks[query_id] = (in_chat, trio.current_time())
+            bot.log.callback_query(query_id, in_chat)
+            return
+        chat = payload.get("chat")
+        if not isinstance(chat, Mapping) or not isinstance(chat.get("id"), int):
+            return
+        chat_id: int = chat["id"]
+        sender = payload.get("from") or payload.get("user")
+        user_id = sender.get("id", 0) if isinstance(sender, Mapping) else 0
+        known = chat_id in bot.log.chats
+        log = bot.log.chat(chat_id, str(chat.get("type", "private")), int(user_id))
+        if kind not in _MESSAGE_KINDS:
+            return
+        thread_id = payload.get("message_thread_id") if payload.get("is_topic_message") else None
+        if chat.get("is_forum") or thread_id is not None:
+            info = bot.info(chat_id)
+            info.is_forum = True
+            if isinstance(thread_id, int):
+                info.topics.setdefault(thread_id, "Topic")
+        connection_id: str | None = payload.get("business_connection_id")
+        if isinstance(connection_id, str):
+            connection = bot.business.setdefault(connection_id, BusinessConnection(0))
+            connection.chats.add(chat_id)
+            if not known:
+                bot.info(chat_id).via_business = connection_id
+        else:
+            connection_id = None
+        dm_topic = payload.get("direct_messages_topic")
+        dm_topic_id = dm_topic.get("topic_id") if isinstance(dm_topic, Mapping) else None
+        if chat.get("is_direct_messages"):
+            info = bot.info(chat_id)
+            info.is_direct_messages = True
+            if isinstance(dm_topic_id, int):
+                info.dm_topics.add(dm_topic_id)
+        migrate_to = payload.get("migrate_to_chat_id")
+        if isinstance(migrate_to, int):
+            self._migrate(bot, chat_id, migrate_to)
+        text = payload.get("text")
+        message_id = payload.get("message_id")
+        if kind != "channel_post" and isinstance(text, str) and isinstance(message_id, int):
+            place: Place = (
+                thread_id if isinstance(thread_id, int) else None,
+                connection_id,
+                dm_topic_id if isinstance(dm_topic_id, int) else None,
+            )
+            bot.log.user_message(log, message_id, text, place)
+            self._counts["user_messages"] += 1
+            bot.next_message_id = max(bot.next_message_id, message_id + 1)
 
     def _date(self) -> int:
         if self._wall_clock is not None:
@@ -329,7 +881,8 @@ class SimulatedBotApi:
     # -- results ------------------------------------------------------------------------------
 
     def report(self) -> SimReport:
-        """Per bot: messages, replies, answered, duplicates, out of order, unanswered ids."""
+        """Per bot: messages, replies, answered, duplicates, out of order, unanswered ids,
+        misplaced answers and button presses."""
         return SimReport(
             tuple(
                 BotReport(
@@ -344,6 +897,11 @@ class SimulatedBotApi:
                     unanswered=bot.log.unanswered(),
                     updates_confirmed=bot.updates_confirmed,
                     updates_pending=len(bot.pending),
+                    misplaced=bot.log.misplaced,
+                    edit_replies=bot.log.edit_replies,
+                    callback_queries=bot.log.callback_queries,
+                    callbacks_answered=bot.log.callbacks_answered,
+                    unanswered_callbacks=tuple(bot.log.callbacks),
                 )
                 for bot in self._bots.values()
             )
@@ -376,6 +934,7 @@ class SimulatedBotApi:
             replies=c["replies"],
             simulated_chats=self._users.statistics().chats,
             calls_by_method=MappingProxyType(dict(self._by_method)),
+            filtered_updates=c["filtered_updates"],
         )
 
     # -- the server ---------------------------------------------------------------------------
@@ -463,7 +1022,7 @@ class SimulatedBotApi:
                 else:
                     await self._fail_after_receiving(bot, name, params, profile, drawn)
             except BadRequest as exc:
-                response = error(400, str(exc))
+                response = error(400, str(exc), migrate_to_chat_id=exc.migrate_to_chat_id)
         if latency > 0:
             await trio.sleep(latency - latency / 2)
         return response
@@ -506,11 +1065,13 @@ class SimulatedBotApi:
             return self._send_message(bot, params)
         if name == "getme":
             return ok(bot.user())
-        if name == "sendchataction":
-            self._target_chat(bot, params)
-            return ok(True)
+        if name == "editmessagetext":
+            return edit_message_text(bot, params, self._date())
         if name == "answercallbackquery":
-            # The built-in handlers answer every button press (minimal: any query id).
+            return answer_callback_query(bot, params)
+        if name == "sendchataction":
+            chat_id, _ = target_chat(bot, params)
+            landing_place(bot, chat_id, params)
             return ok(True)
         if name == "deletewebhook":
             if params.get("drop_pending_updates") in (True, "true", "True", "1"):
@@ -555,23 +1116,23 @@ class SimulatedBotApi:
                 raise BadRequest("Bad Request: can't parse allowed_updates JSON array") from None
         if allowed is not None and not isinstance(allowed, list):
             raise BadRequest("Bad Request: allowed_updates must be an Array")
-        # Every simulated update is a "message"; an empty list means all kinds.
-        visible = not allowed or "message" in allowed
         if bot.polling:
             self._counts["conflicts"] += 1
             return error(409, CONFLICT)
+        if allowed is not None:
+            # Kept until a call names another; unknown names are ignored, and an empty
+            # choice means the default, as Telegram's.
+            chosen = frozenset(k for k in allowed if isinstance(k, str)) & set(UPDATE_TYPES)
+            bot.allowed_updates = chosen or DEFAULT_ALLOWED_UPDATES
         if offset is not None:
             self._confirm(bot, offset)
-        if timeout > 0 and not (visible and bot.pending):
+        if timeout > 0 and not bot.pending:
             bot.polling = True
             bot.waiter = waiter = trio.Event()
             self._counts["waiting_polls"] += 1
             try:
                 with trio.move_on_after(timeout):
                     await waiter.wait()
-                    while not visible and not bot.revoked:
-                        bot.waiter = waiter = trio.Event()
-                        await waiter.wait()
             finally:
                 bot.polling = False
                 bot.waiter = None
@@ -579,54 +1140,59 @@ class SimulatedBotApi:
             if bot.revoked:
                 self._counts["unauthorized"] += 1
                 return error(401, "Unauthorized")
-        if not visible:
-            return ok([])
         return ok([render_update(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
 
-    def _target_chat(self, bot: SimBot, params: Mapping[str, Any]) -> tuple[int, ChatLog]:
-        raw = params.get("chat_id")
-        if raw is None or raw == "":
-            raise BadRequest("Bad Request: chat_id is empty")
-        try:
-            chat_id = int_param(params, "chat_id")
-        except BadRequest:
-            chat_id = None  # "@channelname": no simulated chat has a username
-        log = bot.log.chats.get(chat_id) if chat_id is not None else None
-        if chat_id is None or log is None:
-            raise BadRequest("Bad Request: chat not found")
-        return chat_id, log
-
     def _send_message(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        chat_id, log = self._target_chat(bot, params)
+        chat_id, log = target_chat(bot, params)
         text = params.get("text")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("Bad Request: message text is empty")
         if len(text) > MAX_TEXT:
             raise BadRequest("Bad Request: message is too long")
-        if bot.blocked is not None and chat_id in bot.blocked:
+        place = landing_place(bot, chat_id, params)
+        reply_to = replied_message(bot, chat_id, params)
+        buttons = callback_buttons(params)
+        if bot.blocked is not None and chat_id in bot.blocked and place[1] is None:
             return error(403, "Forbidden: bot was blocked by the user")
         if self._flood is not None:
             wait = flood_wait(bot, self._flood, chat_id, log.chat_type, trio.current_time())
             if wait > 0:
                 self._counts["flood_limited"] += 1
                 return error(429, f"Too Many Requests: retry after {wait}", wait)
-        message_id = bot.next_message_id
-        bot.next_message_id += 1
-        bot.log.reply(chat_id, text)
+        message_id = new_message_id(bot)
+        bot.log.reply(chat_id, text, place)
         self._counts["replies"] += 1
+        keep_message(bot, chat_id, message_id, text, buttons)
+        thread_id, connection_id, dm_topic_id = place
         if bot.sent is not None:
-            bot.sent.append(SentMessage(trio.current_time(), chat_id, message_id, text))
-        return ok(
-            {
-                "message_id": message_id,
-                "from": {
-                    "id": bot.bot_id,
-                    "is_bot": True,
-                    "first_name": bot.first_name,
-                    "username": bot.username,
-                },
-                "chat": chat_json(chat_id, log),
-                "date": self._date(),
-                "text": text,
-            }
-        )
+            bot.sent.append(
+                SentMessage(
+                    trio.current_time(),
+                    chat_id,
+                    message_id,
+                    text,
+                    message_thread_id=thread_id,
+                    business_connection_id=connection_id,
+                    direct_messages_topic_id=dm_topic_id,
+                    reply_to_message_id=reply_to,
+                )
+            )
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
+            "chat": chat_json(chat_id, log),
+            "date": self._date(),
+        }
+        if thread_id is not None:
+            message["message_thread_id"] = thread_id
+            message["is_topic_message"] = True
+        if connection_id is not None:
+            message["business_connection_id"] = connection_id
+        if dm_topic_id is not None:
+            message["direct_messages_topic"] = {"topic_id": dm_topic_id}
+        if reply_to is not None:
+            message["reply_to_message"] = {"message_id": reply_to, "chat": message["chat"]}
+        message["text"] = text
+        if buttons:
+            message["reply_markup"] = json_object(params, "reply_markup", "reply keyboard markup")
+        return ok(message)

@@ -14,7 +14,52 @@ from actors.secrets import BotToken
 from actors.simulator.faults import FaultKind, FaultProfile
 from actors.simulator.report import DeliveryLog
 
-__all__ = ["CallRecord", "SentMessage", "SimBot", "SimUpdate", "token_key"]
+__all__ = [
+    "DEFAULT_ALLOWED_UPDATES",
+    "UPDATE_TYPES",
+    "BotMessage",
+    "BusinessConnection",
+    "CallRecord",
+    "ChatInfo",
+    "RawUpdate",
+    "SentMessage",
+    "SimBot",
+    "SimUpdate",
+    "token_key",
+]
+
+# The update types of Bot API 9.x, and those a bot gets when it never chose (Telegram's
+# default leaves out chat_member, message_reaction and message_reaction_count).
+UPDATE_TYPES = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "callback_query",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+)
+DEFAULT_ALLOWED_UPDATES = frozenset(UPDATE_TYPES) - {
+    "chat_member",
+    "message_reaction",
+    "message_reaction_count",
+}
 
 
 def token_key(token: str | BotToken) -> str:
@@ -32,16 +77,71 @@ class SimUpdate(NamedTuple):
     chat_type: str
     user_id: int
     text: str
+    thread_id: int | None = None  # a forum topic's message_thread_id
+
+
+class RawUpdate(NamedTuple):
+    """Any other update waiting in a bot's queue: its type and its payload, as sent."""
+
+    update_id: int
+    kind: str  # "callback_query", "business_message", ...
+    payload: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class SentMessage:
-    """A message a bot delivered (recorded only with ``record=True``)."""
+    """A message a bot delivered (recorded only with ``record=True``), and where it landed."""
 
     time: float
     chat_id: int
     message_id: int
     text: str
+    message_thread_id: int | None = None  # the forum topic (None: the General topic)
+    business_connection_id: str | None = None  # sent on behalf of a business account
+    direct_messages_topic_id: int | None = None  # the topic of a channel's direct messages
+    reply_to_message_id: int | None = None  # from reply_parameters
+
+
+class BotMessage:
+    """A message the bot sent, kept so editMessageText and button presses can refer to it."""
+
+    __slots__ = ("buttons", "text")
+
+    def __init__(self, text: str, buttons: tuple[str, ...]) -> None:
+        self.text = text
+        self.buttons = buttons  # callback_data of its inline keyboard
+
+
+class BusinessConnection:
+    """A business account that connected the bot: its owner and the customers who wrote."""
+
+    __slots__ = ("chats", "user_id")
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.chats: set[int] = set()  # customers' chats the bot may answer through it
+
+
+class ChatInfo:
+    """What the simulator knows of a chat beyond its report log (created on first need)."""
+
+    __slots__ = (
+        "dm_topics",
+        "is_direct_messages",
+        "is_forum",
+        "migrated_to",
+        "topics",
+        "via_business",
+    )
+
+    def __init__(self) -> None:
+        self.is_forum = False
+        self.topics: dict[int, str] = {}  # forum topics: message_thread_id -> name
+        self.is_direct_messages = False
+        self.dm_topics: set[int] = set()  # a channel's direct-messages topics
+        self.migrated_to: int | None = None  # a basic group upgraded to this supergroup
+        # Known only through this business connection: the customer never wrote to the bot.
+        self.via_business: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +165,14 @@ class SimBot:
     """One bot as the server knows it: identity, pending updates, waiting poll, deliveries."""
 
     __slots__ = (
+        "allowed_updates",
         "blocked",
         "bot_id",
+        "bot_messages",
         "buckets",
+        "business",
+        "callbacks",
+        "chat_info",
         "faults",
         "first_name",
         "log",
@@ -92,7 +197,15 @@ class SimBot:
         self.faults: FaultProfile | None = None  # None: the global profile
         self.next_update_id = first_update_id
         self.next_message_id = 1
-        self.pending: deque[SimUpdate] = deque()
+        self.pending: deque[SimUpdate | RawUpdate] = deque()
+        # Telegram keeps the last allowed_updates a getUpdates named, per bot.
+        self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
+        self.chat_info: dict[int, ChatInfo] = {}
+        self.business: dict[str, BusinessConnection] = {}
+        # Callback queries not answered yet: id -> (chat_id or None, Trio time it was made).
+        self.callbacks: dict[str, tuple[int | None, float]] = {}
+        # The bot's recent messages by (chat_id, message_id), oldest first, bounded.
+        self.bot_messages: dict[tuple[int, int], BotMessage] = {}
         self.waiter: trio.Event | None = None  # set when an update arrives for a waiting poll
         self.polling = False
         self.updates_confirmed = 0
@@ -113,6 +226,13 @@ class SimBot:
     def replies(self) -> list[SentMessage]:
         """Delivered messages, oldest first (empty unless the API records)."""
         return list(self.sent) if self.sent is not None else []
+
+    def info(self, chat_id: int) -> ChatInfo:
+        """The chat's :class:`ChatInfo`, created empty on first use."""
+        info = self.chat_info.get(chat_id)
+        if info is None:
+            info = self.chat_info[chat_id] = ChatInfo()
+        return info
 
     def user(self) -> dict[str, Any]:
         return {

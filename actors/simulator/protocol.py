@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from actors.simulator.bots import SimUpdate
+from actors.simulator.bots import RawUpdate, SimUpdate
 from actors.simulator.report import ChatLog
 
 __all__ = [
@@ -34,15 +34,27 @@ Response = tuple[int, dict[str, Any]]
 class BadRequest(Exception):
     """A parameter Telegram would refuse: answered 400 with this description."""
 
+    def __init__(self, description: str, *, migrate_to_chat_id: int | None = None) -> None:
+        super().__init__(description)
+        self.migrate_to_chat_id = migrate_to_chat_id
+
 
 def ok(result: Any) -> Response:
     return 200, {"ok": True, "result": result}
 
 
-def error(code: int, description: str, retry_after: int | None = None) -> Response:
+def error(
+    code: int,
+    description: str,
+    retry_after: int | None = None,
+    *,
+    migrate_to_chat_id: int | None = None,
+) -> Response:
     body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
     if retry_after is not None:
         body["parameters"] = {"retry_after": retry_after}
+    if migrate_to_chat_id is not None:
+        body["parameters"] = {"migrate_to_chat_id": migrate_to_chat_id}
     return code, body
 
 
@@ -65,13 +77,34 @@ def chat_json(chat_id: int, log: ChatLog) -> dict[str, Any]:
     return {"id": chat_id, "type": log.chat_type, "title": f"Group {abs(chat_id)}"}
 
 
-def render_update(update: SimUpdate) -> dict[str, Any]:
-    """A queued message as getUpdates returns it."""
+def render_update(update: SimUpdate | RawUpdate) -> dict[str, Any]:
+    """A queued update as getUpdates returns it."""
+    if isinstance(update, RawUpdate):
+        return {"update_id": update.update_id, update.kind: update.payload}
     chat: dict[str, Any] = {"id": update.chat_id, "type": update.chat_type}
     if update.chat_type == "private":
         chat["first_name"] = f"User{update.user_id}"
     else:
         chat["title"] = f"Group {abs(update.chat_id)}"
+    if update.thread_id is not None:
+        chat["is_forum"] = True
+        return {
+            "update_id": update.update_id,
+            "message": {
+                "message_id": update.message_id,
+                "from": {
+                    "id": update.user_id,
+                    "is_bot": False,
+                    "first_name": f"User{update.user_id}",
+                    "language_code": "en",
+                },
+                "chat": chat,
+                "date": update.date,
+                "message_thread_id": update.thread_id,
+                "is_topic_message": True,
+                "text": update.text,
+            },
+        }
     return {
         "update_id": update.update_id,
         "message": {

@@ -2,7 +2,9 @@
 
 Ten thousand bots with a few chats each must not mean fifty thousand tasks: each simulated chat
 is an entry ``(next message time, tie-breaker, chat)`` in one heap, and one task sleeps until the
-earliest entry is due. Messages of a chat arrive as a Poisson process at the chat's rate.
+earliest entry is due. Messages of a chat arrive as a Poisson process at the chat's rate; what
+each one is (a message, in which forum topic, an edit, a button press) the API decides from the
+chat's shares when it is due.
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ __all__ = ["ChatTraffic", "UserTraffic", "UserTrafficStatistics"]
 class ChatTraffic:
     """One simulated chat: who writes, how often, how many messages are left."""
 
-    __slots__ = ("bot_key", "chat_id", "chat_type", "rate", "remaining", "user_id")
+    __slots__ = (
+        "bot_key",
+        "callback_share",
+        "chat_id",
+        "chat_type",
+        "edit_share",
+        "rate",
+        "remaining",
+        "topics",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -32,6 +44,10 @@ class ChatTraffic:
         user_id: int,
         rate: float,
         remaining: int | None,
+        *,
+        topics: tuple[int, ...] = (),
+        edit_share: float = 0.0,
+        callback_share: float = 0.0,
     ) -> None:
         self.bot_key = bot_key
         self.chat_id = chat_id
@@ -39,6 +55,9 @@ class ChatTraffic:
         self.user_id = user_id
         self.rate = rate
         self.remaining = remaining  # None: unbounded
+        self.topics = topics  # a forum's topics: each message goes to one of them
+        self.edit_share = edit_share  # of its messages, edits of the last one
+        self.callback_share = callback_share  # of its messages, presses of a bot's button
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,13 @@ class UserTraffic:
             return
         self._schedule(chat, now)
         self._changed.set()
+
+    def move(self, bot_key: str, old_chat_id: int, new_chat_id: int, chat_type: str) -> None:
+        """The chat moved (a group upgraded to a supergroup): its users write in the new one."""
+        for chat in itertools.chain((entry[2] for entry in self._heap), self._unanchored):
+            if chat.bot_key == bot_key and chat.chat_id == old_chat_id:
+                chat.chat_id = new_chat_id
+                chat.chat_type = chat_type
 
     def _schedule(self, chat: ChatTraffic, start: float) -> None:
         due = start + self._rng.expovariate(chat.rate)

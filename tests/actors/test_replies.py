@@ -6,7 +6,6 @@ Driven through the whole in-process daemon with Telegram's own update shapes
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ import trio
 import trio.testing
 
 from actors import HandlerContext, reply_target
-from actors.simulator import SimulatedBotApi
 from supervisor import Config
 from tests import payloads
 from tests.actors.scripted_telegram import ScriptedTelegram
 from tests.actors.test_bot import with_handler
-from tests.harness import bot_token, running_fleet
+from tests.harness import running_fleet
 
 FORUM = -1001234567890
 DIRECT = -1005555555555
@@ -215,11 +213,3 @@ async def test_autoreply_answers_a_business_message_through_its_connection(
     assert telegram.sent() == [
         {"chat_id": 555, "text": "We ship everywhere.", "business_connection_id": "bc-7"}
     ]
-
-
-async def test_the_simulator_takes_a_button_answer() -> None:
-    api = SimulatedBotApi(rng=random.Random(1))
-    token = bot_token(1)
-    api.add_bot(token)
-    answer = await api.handle(token, "answerCallbackQuery", {"callback_query_id": "q-1"})
-    assert answer == (200, {"ok": True, "result": True})

@@ -211,15 +211,23 @@ async def test_send_message_delivers_only_to_chats_that_wrote_to_the_bot(
     assert len(api.bot(token).replies) == 1
 
 
-async def test_a_poll_for_other_kinds_of_updates_does_not_see_messages(
+async def test_allowed_updates_is_kept_per_bot_and_filters_updates_created_after_it(
     api: SimulatedBotApi, token: str, client: BotApiClient, autojump_clock: trio.testing.MockClock
 ) -> None:
-    api.send_user_message(token, 777, "hi")
-    assert (
-        await client.get_updates(offset=None, timeout=4, allowed_updates=["callback_query"]) == []
-    )
+    # As Telegram: the setting does not affect updates created before the call.
+    api.send_user_message(token, 777, "before")
+    first = await client.get_updates(offset=None, timeout=4, allowed_updates=["callback_query"])
+    assert [u["message"]["text"] for u in first] == ["before"]
+    api.send_user_message(token, 777, "after")
+    # No allowed_updates now: the last setting stays in force, so the message never comes.
+    offset = first[0]["update_id"] + 1
+    assert await client.get_updates(offset=offset, timeout=4) == []
     assert trio.current_time() == 4
-    assert len(await client.get_updates(offset=None, timeout=4, allowed_updates=[])) == 1
+    assert api.statistics().filtered_updates == 1
+    # An empty list restores Telegram's default.
+    assert await client.get_updates(offset=offset, timeout=0, allowed_updates=[]) == []
+    api.send_user_message(token, 777, "again")
+    assert len(await client.get_updates(offset=offset, timeout=0)) == 1
 
 
 async def test_delete_webhook_can_drop_pending_updates(
