@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from actors.botapi import BotApiClient
+from actors.botapi import BotApiClient, BotApiError, ErrorCategory
 from actors.breaker import BreakerStatistics, BreakerTransition, CircuitBreaker
 from actors.config import BotConfig
 from actors.context import UpdateContext
@@ -116,6 +116,7 @@ class BotActor:
             health=HealthTracker(services.health, wall_clock=services.wall_clock),
             rng=services.rng,
             on_suspend=self._suspend_after_error,
+            confirm_token=self._token_accepted,
         )
         self._state = ActorState.IDLE
         self._status = BotStatus.HEALTHY
@@ -216,6 +217,17 @@ class BotActor:
             self._apply_suspension(reason)
         else:
             self.request_stop()  # a second call failed the same way meanwhile
+
+    async def _token_accepted(self) -> bool | None:
+        """getMe, straight to Telegram: does it accept the token (None: cannot tell now)?"""
+        client = self._client
+        if client is None:
+            return None
+        try:
+            await client.get_me()
+        except BotApiError as exc:
+            return False if exc.category is ErrorCategory.PERMANENT else None
+        return True
 
     def _announce(self, event: str, detail: str = "") -> None:
         announced = LifecycleEvent(self.user_id, self._services.wall_clock(), event, detail)

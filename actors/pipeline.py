@@ -17,8 +17,11 @@ then, on an error, retry by its category (:class:`~actors.config.RetryConfig`):
 - TRANSIENT_NETWORK, UNKNOWN: retry after the policy's backoff; a non-idempotent call whose
   request may have reached the server is not retried unless ``retry_uncertain_sends``
   (:func:`actors.retry.forbids_repeat`, the rule delivery uses too).
-- PERMANENT: no retry; ``on_suspend(reason)`` tells the bot's owner (the actor suspends
-  itself) and the error is raised.
+- PERMANENT: no retry. A 401 is a bad token at once; a 404 (only getMe and getUpdates have
+  PERMANENT 404s) is a suspicion that ``confirm_token`` checks with getMe first. A refused
+  token: ``on_suspend(reason)`` tells the bot's owner (the actor suspends itself) and the error
+  is raised. A token getMe accepts (or that cannot be checked now): the 404 is logged at
+  WARNING and raised as UNKNOWN, so the caller backs off instead of suspending the bot.
 - CHAT: no retry; raised.
 
 Each category has its own retry budget. Exhausted retries raise the last error.
@@ -26,6 +29,7 @@ Each category has its own retry budget. Exhausted retries raise the last error.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +53,8 @@ from storage import HealthRow
 __all__ = ["PipelineStatistics", "RequestPipeline"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("botvisor.bot")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class RequestPipeline:
         health: HealthTracker,
         rng: random.Random,
         on_suspend: Callable[[str], None],
+        confirm_token: Callable[[], Awaitable[bool | None]] | None = None,
     ) -> None:
         self._user_id = user_id
         self._breaker = breaker
@@ -96,6 +103,9 @@ class RequestPipeline:
         self._health = health
         self._rng = rng
         self._on_suspend = on_suspend
+        # getMe, outside the pipeline: True if the token is accepted, False if refused, None
+        # if Telegram could not be asked. Without it a suspected bad token counts as refused.
+        self._confirm_token = confirm_token
         self._policies = {
             ErrorCategory.RATE_LIMIT: RetryPolicy.from_config(retry.rate_limit),
             ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
@@ -213,10 +223,20 @@ class RequestPipeline:
 
             category = failure.category
             if category is ErrorCategory.PERMANENT:
-                # The owner of the bot's lifecycle (the actor) suspends it; the pipeline only
-                # says why.
-                self._on_suspend(f"{method} failed permanently: {failure.message}")
-                raise failure
+                if await self._token_refused(failure):
+                    # The owner of the bot's lifecycle (the actor) suspends it; the pipeline
+                    # only says why.
+                    self._on_suspend(f"{method} failed permanently: {failure.message}")
+                    raise failure
+                assert isinstance(failure, TelegramError)  # only Telegram's answers are 404s
+                log.warning(
+                    "bot %s: %s answered 404 but getMe does not refuse the token; not "
+                    "suspending, backing off: %s",
+                    self._user_id,
+                    method,
+                    failure.message,
+                )
+                raise failure.recategorized(ErrorCategory.UNKNOWN) from failure
             if category is ErrorCategory.CHAT:
                 raise failure
             retry_after = failure.retry_after if isinstance(failure, TelegramError) else None
@@ -246,6 +266,15 @@ class RequestPipeline:
             retries += 1
             self._counters.record_retry(category)
             await trio.sleep(delay)
+
+    async def _token_refused(self, failure: BotApiError) -> bool:
+        """Whether a PERMANENT ``failure`` really means the token is bad: a 401 does; a 404
+        does only if getMe refuses the token too."""
+        if not isinstance(failure, TelegramError) or failure.error_code != 404:
+            return True
+        if self._confirm_token is None:
+            return True
+        return await self._confirm_token() is False
 
     async def _wait_for_limits(self, chat_id: int | str | None, rate_limited: bool) -> None:
         """Narrow limits first (chat, bot, flood gate), the global token last.
