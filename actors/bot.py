@@ -54,7 +54,9 @@ log = logging.getLogger("botvisor.bot")
 class BotStatistics:
     user_id: int
     state: ActorState
-    status: BotStatus
+    status: BotStatus  # the worse of the two below (or SUSPENDED)
+    polling_status: BotStatus  # getUpdates alone
+    call_status: BotStatus  # every other call, with the breaker
     health: HealthStatistics
     breaker: BreakerStatistics
     retry: RetryStatistics
@@ -271,6 +273,8 @@ class BotActor:
             user_id=self.user_id,
             state=self._state,
             status=health.status(breaker.state),
+            polling_status=health.polling_status(),
+            call_status=health.call_status(breaker.state),
             health=health.statistics(),
             breaker=breaker.statistics(),
             retry=pipeline.counters.statistics(),

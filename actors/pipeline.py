@@ -144,13 +144,16 @@ class RequestPipeline:
         idempotent: bool = True,
         rate_limited: bool = True,
         measure_latency: bool = True,
+        poll: bool = False,
     ) -> T:
         """Make the call ``send`` performs, with breaker, limits, retries and health records.
 
         ``idempotent=False`` marks calls that must not be repeated if they may have been
         delivered (sendMessage and the like). ``rate_limited=False`` (getUpdates) skips the
         chat, bot and process-wide limiters; the flood gate applies to every call.
-        ``measure_latency=False`` keeps long polls out of the latency average.
+        ``measure_latency=False`` keeps long polls out of the latency average. ``poll=True``
+        (the bot's getUpdates) keeps the outcome in the polls' health and breaker run, apart
+        from the calls' (see :mod:`actors.health` and :mod:`actors.breaker`).
         """
         self._counters.record_call()
         self._in_flight += 1
@@ -162,6 +165,7 @@ class RequestPipeline:
                 idempotent=idempotent,
                 rate_limited=rate_limited,
                 measure_latency=measure_latency,
+                poll=poll,
             )
         finally:
             self._in_flight -= 1
@@ -175,25 +179,26 @@ class RequestPipeline:
         idempotent: bool,
         rate_limited: bool,
         measure_latency: bool,
+        poll: bool,
     ) -> T:
         retries = 0
         retries_by_category: dict[ErrorCategory, int] = {}
         previous_delay: dict[ErrorCategory, float] = {}
         last_error: BotApiError | None = None
         while True:
-            if not self._breaker.try_acquire():
+            if not self._breaker.try_acquire(poll=poll):
                 self._refuse(method, last_error, exhausted=retries > 0)
             generation = self._breaker.generation
             try:
                 await self._wait_for_limits(chat_id, rate_limited)
             except BaseException:
-                self._breaker.record_ignored(generation=generation)
+                self._breaker.record_ignored(generation=generation, poll=poll)
                 raise
             if self._breaker.generation != generation:
                 # The breaker changed state while this call waited for its limits (a group
                 # chat's may take a minute): admission is decided again, so an OPEN breaker
                 # really keeps the bot off Telegram.
-                if not self._breaker.try_acquire():
+                if not self._breaker.try_acquire(poll=poll):
                     if rate_limited:
                         self._global_limiter.release()
                     self._refuse(method, last_error, exhausted=retries > 0)
@@ -205,18 +210,23 @@ class RequestPipeline:
             except BotApiError as error:
                 latency = trio.current_time() - started
                 failure = error
-                self._record_error(error, chat_id, latency if measure_latency else None, generation)
+                self._record_error(
+                    error, chat_id, latency if measure_latency else None, generation, poll=poll
+                )
                 last_error = error
             except BaseException:
                 # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
                 # a HALF_OPEN probe slot must not stay taken.
-                self._breaker.record_ignored(generation=generation)
+                self._breaker.record_ignored(generation=generation, poll=poll)
                 raise
             else:
-                self._breaker.record_success(generation=generation)
-                self._health.record_success(
-                    trio.current_time() - started if measure_latency else None
-                )
+                self._breaker.record_success(generation=generation, poll=poll)
+                if poll:
+                    self._health.record_poll_success()
+                else:
+                    self._health.record_success(
+                        trio.current_time() - started if measure_latency else None
+                    )
                 if retries:
                     self._counters.record_recovered()
                 return result
@@ -332,12 +342,14 @@ class RequestPipeline:
         chat_id: int | str | None,
         latency: float | None,
         generation: int,
+        *,
+        poll: bool,
     ) -> None:
         category = error.category
         if category.is_breaker_failure:
-            self._breaker.record_failure(generation=generation)
+            self._breaker.record_failure(generation=generation, poll=poll)
         else:
-            self._breaker.record_ignored(generation=generation)
+            self._breaker.record_ignored(generation=generation, poll=poll)
         if category is ErrorCategory.RATE_LIMIT:
             self._health.record_throttled()
         elif category is ErrorCategory.CHAT:
@@ -346,7 +358,10 @@ class RequestPipeline:
             # Only an answer from the server has a response time worth averaging; a timeout's
             # duration is the timeout setting.
             answered = isinstance(error, TelegramError)
-            self._health.record_failure(str(error), latency if answered else None)
+            if poll:
+                self._health.record_poll_failure(str(error))
+            else:
+                self._health.record_failure(str(error), latency if answered else None)
 
     def status(self) -> BotStatus:
         return self._health.status(self._breaker.state)

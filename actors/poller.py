@@ -92,10 +92,11 @@ class Poller:
                         partial(client.get_updates, offset=self._offset, timeout=timeout),
                         rate_limited=False,
                         measure_latency=False,
+                        poll=True,
                     )
                 except CircuitOpenError:
                     self._after_call()
-                    await breaker.wait_admitting()
+                    await breaker.wait_admitting(poll=True)
                     continue
                 except BotApiError as exc:
                     self._after_call()

@@ -3,10 +3,8 @@ escaped error does to its update (the real daemon on the simulated Bot API, Mock
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,9 +19,8 @@ from actors.breaker import BreakerState
 from actors.simulator import SimulatedBotApi
 from storage import Store, run_inline
 from supervisor import Config
+from tests.actors.transports import FailingMethod
 from tests.harness import running_fleet
-
-_METHOD = re.compile(r"/bot[^/]+/(\w+)$")
 
 
 def with_handler(handler: str) -> Callable[[Config], Config]:
@@ -32,25 +29,6 @@ def with_handler(handler: str) -> Callable[[Config], Config]:
         return config.model_copy(update={"bots": bots})
 
     return configure
-
-
-class NotFoundFor(httpx.AsyncBaseTransport):
-    """Answers 404 Not Found to the methods in ``methods`` while ``active``; the rest pass."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, methods: set[str]) -> None:
-        self.inner = inner
-        self.methods = methods
-        self.active = True
-        self.answered: list[str] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        match = _METHOD.search(request.url.path)
-        method = match.group(1) if match else ""
-        if self.active and method in self.methods:
-            self.answered.append(method)
-            body = {"ok": False, "error_code": 404, "description": "Not Found"}
-            return httpx.Response(404, content=json.dumps(body).encode(), request=request)
-        return await self.inner.handle_async_request(request)
 
 
 @pytest.mark.parametrize(
@@ -130,10 +108,10 @@ async def test_a_404_on_getupdates_with_getme_ok_backs_off_and_polls_again(
 ) -> None:
     caplog.set_level(logging.INFO, logger="botvisor")
     api = SimulatedBotApi(rng=random.Random(23))
-    wrappers: list[NotFoundFor] = []
+    wrappers: list[FailingMethod] = []
 
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        wrappers.append(NotFoundFor(inner, {"getUpdates"}))
+        wrappers.append(FailingMethod(inner, {"getUpdates"}, status=404, description="Not Found"))
         return wrappers[0]
 
     async with running_fleet(tmp_path / "b.db", [1], api=api, wrap_transport=wrap) as fleet:
@@ -156,7 +134,7 @@ async def test_a_404_on_getupdates_that_getme_confirms_suspends_the_bot(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        return NotFoundFor(inner, {"getUpdates", "getMe"})
+        return FailingMethod(inner, {"getUpdates", "getMe"}, status=404, description="Not Found")
 
     async with running_fleet(tmp_path / "b.db", [1], wrap_transport=wrap) as fleet:
         await trio.sleep(30)
