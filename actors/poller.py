@@ -81,11 +81,13 @@ class Poller:
     async def run(self, client: BotApiClient, lanes: ChatLanes[Inbound]) -> None:
         """Poll until stopped, or until a permanent error (the bot is suspended then)."""
         timeout = self._services.telegram.poll_timeout
+        min_interval = self._services.telegram.min_poll_interval
         breaker = self._pipeline.breaker
         while not self._stop.is_set():
             with trio.CancelScope() as self._scope:
                 if self._stop.is_set():
                     break
+                started = trio.current_time()
                 try:
                     updates: list[dict[str, Any]] = await self._pipeline.call(
                         "getUpdates",
@@ -108,6 +110,10 @@ class Poller:
                 self._after_call()
                 if updates:
                     await self._accept(lanes, updates)
+                else:
+                    # An empty answer that came early: space the polls (a no-op after a
+                    # real long poll, which took poll_timeout seconds).
+                    await trio.sleep_until(started + min_interval)
             self._scope = None
 
     async def _accept(self, lanes: ChatLanes[Inbound], updates: list[dict[str, Any]]) -> None:
