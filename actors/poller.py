@@ -3,6 +3,12 @@
 Fetched updates are committed to the durable inbox before the next ``getUpdates`` (whose
 advanced offset confirms them to Telegram), so an update is in SQLite before Telegram forgets
 it; the new ones then go to their chat lanes.
+
+An empty answer that came back early (``poll_timeout = 0``, or a server that ignores the
+timeout) is followed by the next poll no sooner than ``telegram.min_poll_interval`` after the
+previous one started; a poll that brought updates is followed by the next at once. Polls are
+``poll=True`` calls of the pipeline: their health and breaker run are kept apart from the
+bot's other calls (:mod:`actors.health`).
 """
 
 from __future__ import annotations
