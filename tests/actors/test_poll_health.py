@@ -7,14 +7,17 @@ import random
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
 from actors import BotStatus
+from actors.botapi import CircuitOpenError, TelegramError
 from actors.breaker import BreakerState, CircuitBreaker
 from actors.config import BreakerConfig, HealthConfig
 from actors.health import HealthTracker
 from actors.simulator import SimulatedBotApi
+from tests.actors.test_pipeline import Script, rig, telegram
 from tests.actors.transports import FailingMethod, ShortPolls
 from tests.harness import admin_client, running_fleet
 
@@ -121,3 +124,29 @@ async def test_a_bot_whose_every_send_fails_is_unhealthy_though_its_polls_succee
     assert summary["by_status"]["unhealthy"] == 1
     assert summary["polling_by_status"]["healthy"] == 1
     assert summary["calls_by_status"]["unhealthy"] == 1
+
+
+async def test_polls_through_the_pipeline_keep_their_own_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(breaker_config=BreakerConfig(failure_threshold=5))
+    # A send fails (1 + 2 retries); a poll succeeds; the send's run is not reset by it.
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("sendMessage", Script(*[telegram(500)] * 3), idempotent=True)
+    await r.pipeline.call("getUpdates", Script([]), rate_limited=False, poll=True)
+    assert r.breaker.statistics().consecutive_failures == 3
+    assert r.health.statistics().consecutive_failures == 3
+    # getUpdates answered 502 (1 + 2 retries), twice: the polls' run opens the breaker.
+    for _ in range(2):
+        with pytest.raises((TelegramError, CircuitOpenError)):
+            await r.pipeline.call(
+                "getUpdates",
+                Script(*[telegram(502, method="getUpdates")] * 3),
+                rate_limited=False,
+                poll=True,
+            )
+    stats = r.breaker.statistics()
+    assert stats.state is OPEN
+    assert stats.opened_by_polls
+    assert r.health.statistics().poll_consecutive_failures == 5
+    assert r.health.polling_status() is BotStatus.UNHEALTHY
