@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from actors.botapi import BotApiClient
+from actors.botapi import BotApiClient, BotApiError, ErrorCategory
 from actors.breaker import BreakerStatistics, BreakerTransition, CircuitBreaker
 from actors.config import BotConfig
 from actors.context import UpdateContext
@@ -54,7 +54,9 @@ log = logging.getLogger("botvisor.bot")
 class BotStatistics:
     user_id: int
     state: ActorState
-    status: BotStatus
+    status: BotStatus  # the worse of the two below (or SUSPENDED)
+    polling_status: BotStatus  # getUpdates alone
+    call_status: BotStatus  # every other call, with the breaker
     health: HealthStatistics
     breaker: BreakerStatistics
     retry: RetryStatistics
@@ -116,6 +118,7 @@ class BotActor:
             health=HealthTracker(services.health, wall_clock=services.wall_clock),
             rng=services.rng,
             on_suspend=self._suspend_after_error,
+            confirm_token=self._token_accepted,
         )
         self._state = ActorState.IDLE
         self._status = BotStatus.HEALTHY
@@ -218,6 +221,17 @@ class BotActor:
         else:
             self.request_stop()  # a second call failed the same way meanwhile
 
+    async def _token_accepted(self) -> bool | None:
+        """getMe, straight to Telegram: does it accept the token (None: cannot tell now)?"""
+        client = self._client
+        if client is None:
+            return None
+        try:
+            await client.get_me()
+        except BotApiError as exc:
+            return False if exc.category is ErrorCategory.PERMANENT else None
+        return True
+
     def _announce(self, event: str, detail: str = "") -> None:
         announced = LifecycleEvent(self.user_id, self._services.wall_clock(), event, detail)
         self._emit(announced)
@@ -268,6 +282,8 @@ class BotActor:
             user_id=self.user_id,
             state=self._state,
             status=health.status(breaker.state),
+            polling_status=health.polling_status(),
+            call_status=health.call_status(breaker.state),
             health=health.statistics(),
             breaker=breaker.statistics(),
             retry=pipeline.counters.statistics(),

@@ -14,6 +14,15 @@ the bot: a 429, a chat error, a cancellation). An outcome may name the breaker `
 its call was admitted in; an outcome of an earlier generation (a call that outlived a state
 change) is counted but moves no state, so a slow call from before an outage can never be
 mistaken for the HALF_OPEN probe.
+
+Polls (``poll=True``: the bot's ``getUpdates``) and calls (everything else) keep separate runs
+of consecutive failures, and either run reaching ``failure_threshold`` opens the breaker. A
+successful poll ends only the polls' run: it never resets the calls' run, and never closes a
+breaker the calls opened (in HALF_OPEN such a breaker admits polls beside its probe, without
+counting their successes; a failed poll opens it again). Polls keep an idle bot's updates
+flowing while its sends are probed, and a breaker that failing polls opened is closed by
+successful polls too, so a bot that sends nothing recovers. The failure-rate window counts
+calls only.
 """
 
 from __future__ import annotations
@@ -71,7 +80,9 @@ class BreakerTransition:
 @dataclass(frozen=True)
 class BreakerStatistics:
     state: BreakerState
-    consecutive_failures: int
+    consecutive_failures: int  # the calls' run (everything but getUpdates)
+    poll_consecutive_failures: int  # the polls' run
+    opened_by_polls: bool  # while OPEN or HALF_OPEN: the polls' run opened it
     failure_count: int  # every failure ever recorded
     success_count: int  # every success ever recorded
     rejected_count: int  # calls refused by try_acquire
@@ -182,6 +193,8 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED
         self._generation = 0
         self._consecutive_failures = 0
+        self._poll_failures = 0
+        self._opened_by_polls = False
         self._failure_count = 0
         self._success_count = 0
         self._rejected_count = 0
@@ -211,19 +224,21 @@ class CircuitBreaker:
         self._refresh()
         return self._generation
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, *, poll: bool = False) -> bool:
         """Admit a call (True) or refuse it (False, counted as rejected)."""
         self._refresh()
         state = self._state
         if state is BreakerState.CLOSED or state is BreakerState.DISABLED:
             return True
+        if state is BreakerState.HALF_OPEN and poll and not self._opened_by_polls:
+            return True  # beside the probe, not as one
         if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
             return True
         self._rejected_count += 1
         return False
 
-    def record_success(self, *, generation: int | None = None) -> None:
+    def record_success(self, *, generation: int | None = None, poll: bool = False) -> None:
         """The admitted call succeeded."""
         self._refresh()
         self._success_count += 1
@@ -231,11 +246,19 @@ class CircuitBreaker:
             return
         state = self._state
         if state is BreakerState.CLOSED:
+            if poll:
+                self._poll_failures = 0
+                return
             self._consecutive_failures = 0
             if self._window is not None:
                 self._window.add(self._clock(), failed=False)
         elif state is BreakerState.HALF_OPEN:
-            self._consecutive_failures = 0
+            if poll:
+                if not self._opened_by_polls:
+                    return  # admitted beside the probe: says nothing about the sends
+                self._poll_failures = 0
+            else:
+                self._consecutive_failures = 0
             self._probe_in_flight = False
             self._half_open_successes += 1
             if self._half_open_successes >= self._config.half_open_successes:
@@ -246,13 +269,24 @@ class CircuitBreaker:
             else:
                 self._notify()
 
-    def record_failure(self, *, generation: int | None = None) -> None:
+    def record_failure(self, *, generation: int | None = None, poll: bool = False) -> None:
         """The admitted call failed in a way that counts against the bot."""
         self._refresh()
         self._failure_count += 1
         if not self._is_current(generation):
             return
         state = self._state
+        if state is BreakerState.CLOSED and poll:
+            self._poll_failures += 1
+            if self._poll_failures >= self._config.failure_threshold:
+                self._open(f"{self._poll_failures} consecutive failed polls", by_polls=True)
+            return
+        if state is BreakerState.HALF_OPEN and poll and not self._opened_by_polls:
+            # Admitted beside the probe: the probe slot is the probe's, but Telegram is
+            # still failing.
+            self._poll_failures += 1
+            self._open("a poll failed while half open")
+            return
         if state is BreakerState.CLOSED:
             self._consecutive_failures += 1
             if self._consecutive_failures >= self._config.failure_threshold:
@@ -274,18 +308,23 @@ class CircuitBreaker:
                         f"{self._config.rate_window_seconds:g} s reached {rate:.0%}"
                     )
         elif state is BreakerState.HALF_OPEN:
-            self._consecutive_failures += 1
+            if poll:
+                self._poll_failures += 1
+            else:
+                self._consecutive_failures += 1
             self._probe_in_flight = False
             self._open("a probe call failed while half open")
 
-    def record_ignored(self, *, generation: int | None = None) -> None:
+    def record_ignored(self, *, generation: int | None = None, poll: bool = False) -> None:
         """The admitted call ended without saying anything about the bot's health."""
         self._refresh()
+        if poll and not self._opened_by_polls:
+            return  # a poll admitted beside the probe holds no probe slot
         if self._is_current(generation) and self._state is BreakerState.HALF_OPEN:
             self._probe_in_flight = False
             self._notify()
 
-    async def wait_admitting(self) -> None:
+    async def wait_admitting(self, *, poll: bool = False) -> None:
         """Return as soon as :meth:`try_acquire` would admit a call (it is not taken)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
@@ -293,7 +332,9 @@ class CircuitBreaker:
             state = self._state
             if state is BreakerState.CLOSED or state is BreakerState.DISABLED:
                 break
-            if state is BreakerState.HALF_OPEN and not self._probe_in_flight:
+            if state is BreakerState.HALF_OPEN and (
+                not self._probe_in_flight or (poll and not self._opened_by_polls)
+            ):
                 break
             if self._changed is None:
                 self._changed = trio.Event()
@@ -309,6 +350,7 @@ class CircuitBreaker:
         """Operator: close the breaker and clear the current episode's counters."""
         self._refresh()
         self._consecutive_failures = 0
+        self._poll_failures = 0
         if self._window is not None:
             self._window.clear()
         if self._state is BreakerState.CLOSED:
@@ -342,6 +384,8 @@ class CircuitBreaker:
         return BreakerStatistics(
             state=self._state,
             consecutive_failures=self._consecutive_failures,
+            poll_consecutive_failures=self._poll_failures,
+            opened_by_polls=self._opened_by_polls,
             failure_count=self._failure_count,
             success_count=self._success_count,
             rejected_count=self._rejected_count,
@@ -374,7 +418,10 @@ class CircuitBreaker:
                     at=due,
                 )
 
-    def _open(self, reason: str) -> None:
+    def _open(self, reason: str, *, by_polls: bool = False) -> None:
+        # An episode keeps who opened it: reopening from HALF_OPEN does not change it.
+        if self._state is BreakerState.CLOSED:
+            self._opened_by_polls = by_polls
         self._transition(BreakerState.OPEN, reason)
 
     def _transition(self, state: BreakerState, reason: str, *, at: float | None = None) -> None:
@@ -396,8 +443,11 @@ class CircuitBreaker:
             self._opened_at = None
         if state is BreakerState.CLOSED:
             self._consecutive_failures = 0
+            self._poll_failures = 0
             if self._window is not None:
                 self._window.clear()
+        if state is not BreakerState.OPEN and state is not BreakerState.HALF_OPEN:
+            self._opened_by_polls = False
         self._notify()
         if self._on_transition is not None:
             self._on_transition(BreakerTransition(previous, state, now, reason))

@@ -19,6 +19,7 @@ from actors.validation import (
     Flag,
     Fraction,
     NonNegative,
+    Number,
     Positive,
     WholeNumber,
     rule_error,
@@ -52,13 +53,19 @@ class TelegramConfig(BaseModel):
     model_config = FROZEN
 
     api_base: str = "https://api.telegram.org"
-    # getUpdates long-poll timeout in seconds; Telegram caps it at 50.
+    # getUpdates long-poll timeout in seconds; Telegram caps it at 50. 0 is accepted, with a
+    # warning (see ``warnings``): it short-polls.
     poll_timeout: Annotated[
         WholeNumber,
         Field(
             ge=0, le=50, json_schema_extra={"x-rule": "be a whole number of seconds from 0 to 50"}
         ),
     ] = 30
+    # An empty poll that comes back early (poll_timeout = 0, or a server that ignores the
+    # timeout) is followed by the next getUpdates no sooner than this many seconds after it
+    # started, so such a server is not asked hundreds of times a second. Polls that bring
+    # updates are never held back.
+    min_poll_interval: Annotated[Number, Field(ge=0.1, le=60)] = 1.0
     # The HTTP read timeout of getUpdates is poll_timeout + this margin.
     poll_http_margin: Positive = 10.0
     # HTTP timeout of every other call.
@@ -71,6 +78,18 @@ class TelegramConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise rule_error("", f"must start with http:// or https://, got {value!r}")
         return value
+
+    def warnings(self) -> tuple[str, ...]:
+        """Accepted settings an operator should hear about: logged when the daemon starts and
+        printed by ``check-config``."""
+        if self.poll_timeout == 0:
+            return (
+                "telegram.poll_timeout = 0 short-polls: getUpdates returns at once, so each "
+                f"bot asks for updates every {self.min_poll_interval:g} s "
+                "(telegram.min_poll_interval) and an update waits up to that long; set "
+                "poll_timeout to 1..50 (30 is usual) to long-poll",
+            )
+        return ()
 
 
 class LimitsConfig(BaseModel):

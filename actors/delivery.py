@@ -161,13 +161,14 @@ class Delivery:
         except BotApiError as exc:
             if exc.category is ErrorCategory.PERMANENT:
                 return  # the bot is suspended; the update stays undone
+            # A call the handler made (ctx.call, or a reply refused for good) failed and the
+            # handler let it through: the update was not handled as its author meant.
             self._handler_errors += 1
-            log.info("bot %s: update %s: %s", self._user_id, item.update_id, exc)
+            await self.dead_letter(item, f"the handler's {exc.method} call failed: {exc}")
         except Exception as exc:
             # A handler's bug must not crash-loop the bot on the same update: record it.
             self._handler_errors += 1
             reason = f"handler raised {type(exc).__name__}: {redact(str(exc))}"
-            log.warning("bot %s: update %s: %s", self._user_id, item.update_id, reason)
             await self.dead_letter(item, reason)
         self._handled += 1
         store, now = self._services.store, self._services.wall_clock()

@@ -43,6 +43,8 @@ STATUSES = tuple(s.value for s in BotStatus)
 class FleetSummary:
     total_bots: int
     by_status: dict[str, int]
+    polling_by_status: dict[str, int]  # bots by the status of their getUpdates alone
+    calls_by_status: dict[str, int]  # bots by the status of their other calls
     total_requests: int
     successful_requests: int
     failed_requests: int
@@ -58,9 +60,11 @@ class _Tally:
 
     __slots__ = (
         "by_status",
+        "calls_by_status",
         "dead",
         "failed",
         "handled",
+        "polling_by_status",
         "replies",
         "successful",
         "total",
@@ -69,6 +73,8 @@ class _Tally:
 
     def __init__(self) -> None:
         self.by_status = dict.fromkeys(STATUSES, 0)
+        self.polling_by_status = dict.fromkeys(STATUSES, 0)
+        self.calls_by_status = dict.fromkeys(STATUSES, 0)
         self.total = self.successful = self.failed = 0
         self.handled = self.replies = self.dead = 0
         self.weighted = 0.0
@@ -96,6 +102,8 @@ class _Tally:
 
     def add_statistics(self, s: BotStatistics) -> None:
         h = s.health
+        self.polling_by_status[s.polling_status.value] += 1
+        self.calls_by_status[s.call_status.value] += 1
         self.add(
             s.status,
             h.total_requests,
@@ -112,6 +120,8 @@ class _Tally:
         return FleetSummary(
             total_bots=bots,
             by_status=self.by_status,
+            polling_by_status=self.polling_by_status,
+            calls_by_status=self.calls_by_status,
             total_requests=total,
             successful_requests=self.successful,
             failed_requests=self.failed,
@@ -235,7 +245,10 @@ class FleetHealth:
                 stats = actor.statistics()
                 not_healthy.append(stats)
                 tally.add_statistics(stats)
+        # A HEALTHY bot's polls and calls are both HEALTHY (its status is the worse of them).
         tally.by_status[healthy.value] += healthy_count
+        tally.polling_by_status[healthy.value] += healthy_count
+        tally.calls_by_status[healthy.value] += healthy_count
         tally.total += total
         tally.successful += successful
         tally.failed += failed

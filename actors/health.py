@@ -9,6 +9,16 @@ Status rules (DESIGN.md, thresholds from :class:`~actors.config.HealthConfig`), 
   >= ``degraded_consecutive_failures``, or latency EMA above ``slow_response_ms``.
 - HEALTHY: otherwise.
 
+Polls and calls are tracked apart. A poll is the bot's own ``getUpdates``; a call is every
+other request (sends, ``ctx.call``). The window, its error rate, the run of
+``consecutive_failures`` and the latency average describe calls only, so successful empty polls
+can never hide that every send fails. Polls have their own run of consecutive failures, which
+gives the *polling status* (DEGRADED and UNHEALTHY at the same consecutive-failure thresholds);
+the rules above give the *call status*; the bot's status is the worse of the two (and
+SUSPENDED overrides both). The cumulative counters (``total_requests``,
+``successful_requests``, ``failed_requests``) and the last success, failure and error count
+every request, polls included, as the stored snapshot columns always have.
+
 What counts: a success or a failure is a call in the window; a chat error (400 on one request,
 403 blocked by a user) is a call that did not fail, since the Bot API answered and the bot is
 fine; a 429 is neither (it says we sent too much, not that anything is broken).
@@ -28,7 +38,7 @@ from actors.retry import RetryStatistics
 from actors.secrets import redact
 from storage import HealthRow
 
-__all__ = ["BotStatus", "HealthStatistics", "HealthTracker", "health_row"]
+__all__ = ["BotStatus", "HealthStatistics", "HealthTracker", "health_row", "worse"]
 
 # Longer error texts are cut: a snapshot row per bot must stay small.
 _MAX_ERROR_CHARS = 500
@@ -39,6 +49,19 @@ class BotStatus(enum.Enum):
     DEGRADED = "degraded"  # working, but erroring, slow or probing after an outage
     UNHEALTHY = "unhealthy"  # failing most calls, or its breaker is open
     SUSPENDED = "suspended"  # stopped until resumed: bad token, crash loop, or an operator
+
+
+_SEVERITY = {
+    BotStatus.HEALTHY: 0,
+    BotStatus.DEGRADED: 1,
+    BotStatus.UNHEALTHY: 2,
+    BotStatus.SUSPENDED: 3,
+}
+
+
+def worse(a: BotStatus, b: BotStatus) -> BotStatus:
+    """The more severe of two statuses."""
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
 
 
 @dataclass(frozen=True)
@@ -54,7 +77,11 @@ class HealthStatistics:
     window_failures: int
     error_rate: float  # window_failures / window_calls, 0.0 with no calls
     ema_latency_ms: float | None  # None until a latency was measured
-    consecutive_failures: int
+    consecutive_failures: int  # the calls' run (getUpdates not included)
+    polls: int  # getUpdates outcomes since start (not stored: a restart starts at 0)
+    poll_failures: int
+    poll_consecutive_failures: int
+    last_poll_at: float | None  # wall clock of the last successful poll
     last_success_at: float | None  # wall clock
     last_failure_at: float | None  # wall clock
     last_error: str | None  # redacted
@@ -85,6 +112,10 @@ class HealthTracker:
         self._chat_errors = 0
         self._ema_ms: float | None = None
         self._consecutive_failures = 0
+        self._polls = 0
+        self._poll_failures = 0
+        self._poll_run = 0
+        self._last_poll_at: float | None = None
         self._last_success_at: float | None = None
         self._last_failure_at: float | None = None
         self._last_error: str | None = None
@@ -148,6 +179,27 @@ class HealthTracker:
         self._window.add(self._clock(), failed=True)
         self._observe(latency)
 
+    def record_poll_success(self) -> None:
+        """A poll (getUpdates) succeeded: ends the polls' run, never the calls'."""
+        if self._poll_run:
+            self._version += 1
+            self._poll_run = 0
+        self._total += 1
+        self._successes += 1
+        self._polls += 1
+        self._last_poll_at = self._last_success_at = self._wall_clock()
+
+    def record_poll_failure(self, error: str) -> None:
+        """A poll failed in a way that counts against the bot."""
+        self._version += 1
+        self._total += 1
+        self._failures += 1
+        self._polls += 1
+        self._poll_failures += 1
+        self._poll_run += 1
+        self._last_failure_at = self._wall_clock()
+        self._last_error = redact(error)[:_MAX_ERROR_CHARS]
+
     def record_throttled(self) -> None:
         """A 429: counted apart, neither a success nor a failure."""
         self._total += 1
@@ -170,10 +222,28 @@ class HealthTracker:
         self._version += 1
         self._suspended_reason = None
         self._consecutive_failures = 0
+        self._poll_run = 0
         self._window.clear()
 
+    def polling_status(self) -> BotStatus:
+        """The polls' status: from their run of consecutive failures (SUSPENDED overrides)."""
+        if self._suspended_reason is not None:
+            return BotStatus.SUSPENDED
+        c = self._config
+        if self._poll_run >= c.unhealthy_consecutive_failures:
+            return BotStatus.UNHEALTHY
+        if self._poll_run >= c.degraded_consecutive_failures:
+            return BotStatus.DEGRADED
+        return BotStatus.HEALTHY
+
+    def call_status(self, breaker_state: BreakerState) -> BotStatus:
+        """The calls' status: window, run, latency and breaker (SUSPENDED overrides)."""
+        if self._suspended_reason is not None:
+            return BotStatus.SUSPENDED
+        return self._status(breaker_state)[0]
+
     def status(self, breaker_state: BreakerState) -> BotStatus:
-        """The bot's status now, given its breaker's state."""
+        """The bot's status now, given its breaker's state: the worse of polls and calls."""
         if self._suspended_reason is not None:
             return BotStatus.SUSPENDED
         remembered = self._remembered
@@ -184,6 +254,7 @@ class HealthTracker:
         ):
             return remembered[2]
         status, failures = self._status(breaker_state)
+        status = worse(status, self.polling_status())
         # With no failure in the window, time alone cannot change the status (an ageing
         # window only loses calls, and no failure means no error rate): it holds until the
         # next outcome or breaker transition. The fleet's summary reads every bot's status,
@@ -224,6 +295,10 @@ class HealthTracker:
             error_rate=failures / calls if calls else 0.0,
             ema_latency_ms=self._ema_ms,
             consecutive_failures=self._consecutive_failures,
+            polls=self._polls,
+            poll_failures=self._poll_failures,
+            poll_consecutive_failures=self._poll_run,
+            last_poll_at=self._last_poll_at,
             last_success_at=self._last_success_at,
             last_failure_at=self._last_failure_at,
             last_error=self._last_error,

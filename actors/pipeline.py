@@ -17,8 +17,11 @@ then, on an error, retry by its category (:class:`~actors.config.RetryConfig`):
 - TRANSIENT_NETWORK, UNKNOWN: retry after the policy's backoff; a non-idempotent call whose
   request may have reached the server is not retried unless ``retry_uncertain_sends``
   (:func:`actors.retry.forbids_repeat`, the rule delivery uses too).
-- PERMANENT: no retry; ``on_suspend(reason)`` tells the bot's owner (the actor suspends
-  itself) and the error is raised.
+- PERMANENT: no retry. A 401 is a bad token at once; a 404 (only getMe and getUpdates have
+  PERMANENT 404s) is a suspicion that ``confirm_token`` checks with getMe first. A refused
+  token: ``on_suspend(reason)`` tells the bot's owner (the actor suspends itself) and the error
+  is raised. A token getMe accepts (or that cannot be checked now): the 404 is logged at
+  WARNING and raised as UNKNOWN, so the caller backs off instead of suspending the bot.
 - CHAT: no retry; raised.
 
 Each category has its own retry budget. Exhausted retries raise the last error.
@@ -26,6 +29,7 @@ Each category has its own retry budget. Exhausted retries raise the last error.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +53,8 @@ from storage import HealthRow
 __all__ = ["PipelineStatistics", "RequestPipeline"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("botvisor.bot")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class RequestPipeline:
         health: HealthTracker,
         rng: random.Random,
         on_suspend: Callable[[str], None],
+        confirm_token: Callable[[], Awaitable[bool | None]] | None = None,
     ) -> None:
         self._user_id = user_id
         self._breaker = breaker
@@ -96,6 +103,9 @@ class RequestPipeline:
         self._health = health
         self._rng = rng
         self._on_suspend = on_suspend
+        # getMe, outside the pipeline: True if the token is accepted, False if refused, None
+        # if Telegram could not be asked. Without it a suspected bad token counts as refused.
+        self._confirm_token = confirm_token
         self._policies = {
             ErrorCategory.RATE_LIMIT: RetryPolicy.from_config(retry.rate_limit),
             ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
@@ -134,13 +144,16 @@ class RequestPipeline:
         idempotent: bool = True,
         rate_limited: bool = True,
         measure_latency: bool = True,
+        poll: bool = False,
     ) -> T:
         """Make the call ``send`` performs, with breaker, limits, retries and health records.
 
         ``idempotent=False`` marks calls that must not be repeated if they may have been
         delivered (sendMessage and the like). ``rate_limited=False`` (getUpdates) skips the
         chat, bot and process-wide limiters; the flood gate applies to every call.
-        ``measure_latency=False`` keeps long polls out of the latency average.
+        ``measure_latency=False`` keeps long polls out of the latency average. ``poll=True``
+        (the bot's getUpdates) keeps the outcome in the polls' health and breaker run, apart
+        from the calls' (see :mod:`actors.health` and :mod:`actors.breaker`).
         """
         self._counters.record_call()
         self._in_flight += 1
@@ -152,6 +165,7 @@ class RequestPipeline:
                 idempotent=idempotent,
                 rate_limited=rate_limited,
                 measure_latency=measure_latency,
+                poll=poll,
             )
         finally:
             self._in_flight -= 1
@@ -165,25 +179,26 @@ class RequestPipeline:
         idempotent: bool,
         rate_limited: bool,
         measure_latency: bool,
+        poll: bool,
     ) -> T:
         retries = 0
         retries_by_category: dict[ErrorCategory, int] = {}
         previous_delay: dict[ErrorCategory, float] = {}
         last_error: BotApiError | None = None
         while True:
-            if not self._breaker.try_acquire():
+            if not self._breaker.try_acquire(poll=poll):
                 self._refuse(method, last_error, exhausted=retries > 0)
             generation = self._breaker.generation
             try:
                 await self._wait_for_limits(chat_id, rate_limited)
             except BaseException:
-                self._breaker.record_ignored(generation=generation)
+                self._breaker.record_ignored(generation=generation, poll=poll)
                 raise
             if self._breaker.generation != generation:
                 # The breaker changed state while this call waited for its limits (a group
                 # chat's may take a minute): admission is decided again, so an OPEN breaker
                 # really keeps the bot off Telegram.
-                if not self._breaker.try_acquire():
+                if not self._breaker.try_acquire(poll=poll):
                     if rate_limited:
                         self._global_limiter.release()
                     self._refuse(method, last_error, exhausted=retries > 0)
@@ -195,28 +210,43 @@ class RequestPipeline:
             except BotApiError as error:
                 latency = trio.current_time() - started
                 failure = error
-                self._record_error(error, chat_id, latency if measure_latency else None, generation)
+                self._record_error(
+                    error, chat_id, latency if measure_latency else None, generation, poll=poll
+                )
                 last_error = error
             except BaseException:
                 # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
                 # a HALF_OPEN probe slot must not stay taken.
-                self._breaker.record_ignored(generation=generation)
+                self._breaker.record_ignored(generation=generation, poll=poll)
                 raise
             else:
-                self._breaker.record_success(generation=generation)
-                self._health.record_success(
-                    trio.current_time() - started if measure_latency else None
-                )
+                self._breaker.record_success(generation=generation, poll=poll)
+                if poll:
+                    self._health.record_poll_success()
+                else:
+                    self._health.record_success(
+                        trio.current_time() - started if measure_latency else None
+                    )
                 if retries:
                     self._counters.record_recovered()
                 return result
 
             category = failure.category
             if category is ErrorCategory.PERMANENT:
-                # The owner of the bot's lifecycle (the actor) suspends it; the pipeline only
-                # says why.
-                self._on_suspend(f"{method} failed permanently: {failure.message}")
-                raise failure
+                if await self._token_refused(failure):
+                    # The owner of the bot's lifecycle (the actor) suspends it; the pipeline
+                    # only says why.
+                    self._on_suspend(f"{method} failed permanently: {failure.message}")
+                    raise failure
+                assert isinstance(failure, TelegramError)  # only Telegram's answers are 404s
+                log.warning(
+                    "bot %s: %s answered 404 but getMe does not refuse the token; not "
+                    "suspending, backing off: %s",
+                    self._user_id,
+                    method,
+                    failure.message,
+                )
+                raise failure.recategorized(ErrorCategory.UNKNOWN) from failure
             if category is ErrorCategory.CHAT:
                 raise failure
             retry_after = failure.retry_after if isinstance(failure, TelegramError) else None
@@ -246,6 +276,15 @@ class RequestPipeline:
             retries += 1
             self._counters.record_retry(category)
             await trio.sleep(delay)
+
+    async def _token_refused(self, failure: BotApiError) -> bool:
+        """Whether a PERMANENT ``failure`` really means the token is bad: a 401 does; a 404
+        does only if getMe refuses the token too."""
+        if not isinstance(failure, TelegramError) or failure.error_code != 404:
+            return True
+        if self._confirm_token is None:
+            return True
+        return await self._confirm_token() is False
 
     async def _wait_for_limits(self, chat_id: int | str | None, rate_limited: bool) -> None:
         """Narrow limits first (chat, bot, flood gate), the global token last.
@@ -303,12 +342,14 @@ class RequestPipeline:
         chat_id: int | str | None,
         latency: float | None,
         generation: int,
+        *,
+        poll: bool,
     ) -> None:
         category = error.category
         if category.is_breaker_failure:
-            self._breaker.record_failure(generation=generation)
+            self._breaker.record_failure(generation=generation, poll=poll)
         else:
-            self._breaker.record_ignored(generation=generation)
+            self._breaker.record_ignored(generation=generation, poll=poll)
         if category is ErrorCategory.RATE_LIMIT:
             self._health.record_throttled()
         elif category is ErrorCategory.CHAT:
@@ -317,7 +358,10 @@ class RequestPipeline:
             # Only an answer from the server has a response time worth averaging; a timeout's
             # duration is the timeout setting.
             answered = isinstance(error, TelegramError)
-            self._health.record_failure(str(error), latency if answered else None)
+            if poll:
+                self._health.record_poll_failure(str(error))
+            else:
+                self._health.record_failure(str(error), latency if answered else None)
 
     def status(self) -> BotStatus:
         return self._health.status(self._breaker.state)

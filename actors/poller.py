@@ -3,6 +3,12 @@
 Fetched updates are committed to the durable inbox before the next ``getUpdates`` (whose
 advanced offset confirms them to Telegram), so an update is in SQLite before Telegram forgets
 it; the new ones then go to their chat lanes.
+
+An empty answer that came back early (``poll_timeout = 0``, or a server that ignores the
+timeout) is followed by the next poll no sooner than ``telegram.min_poll_interval`` after the
+previous one started; a poll that brought updates is followed by the next at once. Polls are
+``poll=True`` calls of the pipeline: their health and breaker run are kept apart from the
+bot's other calls (:mod:`actors.health`).
 """
 
 from __future__ import annotations
@@ -84,11 +90,13 @@ class Poller:
     async def run(self, client: BotApiClient, lanes: ChatLanes[Inbound]) -> None:
         """Poll until stopped, or until a permanent error (the bot is suspended then)."""
         timeout = self._services.telegram.poll_timeout
+        min_interval = self._services.telegram.min_poll_interval
         breaker = self._pipeline.breaker
         while not self._stop.is_set():
             with trio.CancelScope() as self._scope:
                 if self._stop.is_set():
                     break
+                started = trio.current_time()
                 try:
                     updates: list[dict[str, Any]] = await self._pipeline.call(
                         "getUpdates",
@@ -100,10 +108,11 @@ class Poller:
                         ),
                         rate_limited=False,
                         measure_latency=False,
+                        poll=True,
                     )
                 except CircuitOpenError:
                     self._after_call()
-                    await breaker.wait_admitting()
+                    await breaker.wait_admitting(poll=True)
                     continue
                 except BotApiError as exc:
                     self._after_call()
@@ -115,6 +124,10 @@ class Poller:
                 self._after_call()
                 if updates:
                     await self._accept(lanes, updates)
+                else:
+                    # An empty answer that came early: space the polls (a no-op after a
+                    # real long poll, which took poll_timeout seconds).
+                    await trio.sleep_until(started + min_interval)
             self._scope = None
 
     async def _accept(self, lanes: ChatLanes[Inbound], updates: list[dict[str, Any]]) -> None:

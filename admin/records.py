@@ -167,7 +167,13 @@ class BotHealth(Record):
     failed_requests: int
     error_rate: float
     avg_response_time_ms: float | None = Field(description="EMA; null until one was measured")
-    consecutive_failures: int
+    consecutive_failures: int = Field(description="the calls' run; getUpdates not included")
+    polling_status: BotStatus = Field(description="from getUpdates alone")
+    call_status: BotStatus = Field(description="from every other call, with the breaker")
+    polls: int = Field(description="getUpdates outcomes since the daemon started")
+    poll_failures: int
+    poll_consecutive_failures: int
+    last_poll_at: float | None = Field(description="the last successful getUpdates")
     rate_limited_count: int
     chat_errors: int
     last_success_at: float | None

@@ -140,6 +140,8 @@ def check_config(path: Path) -> int:
     print(
         f"  limits: global {config.limits.global_rps:g} rps, per bot {config.limits.bot_rps:g} rps"
     )
+    for warning in config.telegram.warnings():
+        print(f"  warning: {warning}")
     return EXIT_OK
 
 

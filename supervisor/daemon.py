@@ -177,6 +177,8 @@ class Daemon:
             await fleet.load(config.bots)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
+            for warning in config.telegram.warnings():
+                log.warning("%s", warning)
             log.info(
                 "botvisor running: %d bots, admin API %s",
                 len(fleet.actors()),

@@ -35,3 +35,15 @@ async def refuse_everything(update: Mapping[str, Any], ctx: HandlerContext) -> N
 
 def not_async(update: Mapping[str, Any], ctx: HandlerContext) -> None:
     """Wrong on purpose: handlers must be async."""
+
+
+async def call_a_misspelled_method(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Call a method Telegram does not know (it answers 404), then echo 'after' if it could."""
+    await ctx.call("sendMesage", chat_id=ctx.chat_id, text=_text(update))
+    await ctx.reply("after")
+
+
+async def call_then_echo(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """``ctx.call`` a message to chat 999 (which never wrote to the bot: 400), then echo."""
+    await ctx.call("sendMessage", chat_id=999, text="to nobody")
+    await ctx.reply(_text(update))

@@ -21,10 +21,16 @@ category                  examples                              retried         
 ========================  ====================================  ==============  ===========
 RATE_LIMIT                429 with retry_after                  yes, exactly    no failure
 TRANSIENT_NETWORK         connect error, timeout, 5xx, 409      yes, backoff    failure
-PERMANENT                 401, 404 (bad or revoked token)       no, suspends    failure
-CHAT                      400 for one request, 403 blocked      no              no failure
+PERMANENT                 401; 404 of getMe/getUpdates          no, suspends    failure
+CHAT                      400 for one request, 403 blocked,     no              no failure
+                          404 of any other method
 UNKNOWN                   anything else                         yes, cautious   failure
 ========================  ====================================  ==============  ===========
+
+Telegram answers 404 for an unknown method or object as well as for a bad token, so a 404 is
+the token's only where nothing else can be unknown: on ``getMe`` and ``getUpdates``
+(:data:`TOKEN_METHODS`). Even there it is a suspicion, which the pipeline confirms with
+``getMe`` before suspending the bot.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 from actors.secrets import redact
 
 __all__ = [
+    "TOKEN_METHODS",
     "BotApiError",
     "CircuitOpenError",
     "ErrorCategory",
@@ -43,6 +50,9 @@ __all__ = [
     "TransportError",
     "categorize",
 ]
+
+# The methods on which a 404 can only mean that the token is unknown.
+TOKEN_METHODS = frozenset({"getMe", "getUpdates"})
 
 
 class ErrorCategory(enum.Enum):
@@ -65,12 +75,20 @@ class ErrorCategory(enum.Enum):
         )
 
 
-def categorize(error_code: int) -> ErrorCategory:
-    """The category of a Bot API ``error_code`` (DESIGN.md's table)."""
+def categorize(error_code: int, method: str | None = None) -> ErrorCategory:
+    """The category of a Bot API ``error_code`` answered to ``method`` (DESIGN.md's table).
+
+    A 404 is PERMANENT (a suspected bad token) on :data:`TOKEN_METHODS` or when the method is
+    not known, and the request's own error (CHAT) on any other method.
+    """
     if error_code == 429:
         return ErrorCategory.RATE_LIMIT
-    if error_code in (401, 404):
+    if error_code == 401:
         return ErrorCategory.PERMANENT
+    if error_code == 404:
+        if method is None or method in TOKEN_METHODS:
+            return ErrorCategory.PERMANENT
+        return ErrorCategory.CHAT
     if error_code in (400, 403):
         return ErrorCategory.CHAT
     if error_code == 409 or 500 <= error_code <= 599:
@@ -104,11 +122,12 @@ class TelegramError(BotApiError):
         description: str,
         retry_after: float | None = None,
         migrate_to_chat_id: int | None = None,
+        category: ErrorCategory | None = None,
     ) -> None:
         super().__init__(
             f"{method} failed: {error_code} {description}",
             method=method,
-            category=categorize(error_code),
+            category=categorize(error_code, method) if category is None else category,
         )
         self.error_code = error_code
         self.description = redact(description)
@@ -126,6 +145,18 @@ class TelegramError(BotApiError):
             description=str(body.get("description") or "no description"),
             retry_after=float(retry_after) if retry_after is not None else None,
             migrate_to_chat_id=int(migrate) if migrate is not None else None,
+        )
+
+    def recategorized(self, category: ErrorCategory) -> TelegramError:
+        """The same answer under another category (a suspected bad token that getMe
+        cleared is not PERMANENT)."""
+        return TelegramError(
+            method=self.method,
+            error_code=self.error_code,
+            description=self.description,
+            retry_after=self.retry_after,
+            migrate_to_chat_id=self.migrate_to_chat_id,
+            category=category,
         )
 
 

@@ -39,6 +39,12 @@ BOT_HEALTH_KEYS = {
     "error_rate",
     "avg_response_time_ms",
     "consecutive_failures",
+    "polling_status",
+    "call_status",
+    "polls",
+    "poll_failures",
+    "poll_consecutive_failures",
+    "last_poll_at",
     "rate_limited_count",
     "chat_errors",
     "last_success_at",
@@ -55,6 +61,8 @@ BREAKER_KEYS = {
     "user_id",
     "state",
     "consecutive_failures",
+    "poll_consecutive_failures",
+    "opened_by_polls",
     "failure_count",
     "success_count",
     "rejected_count",
@@ -165,7 +173,8 @@ async def test_unhealthy_lists_exactly_the_bots_that_are_not_healthy_and_why(
     failing, revoked = by_id[2], by_id[3]
     assert failing["status"] == "unhealthy"
     assert failing["circuit_state"] == "open"
-    assert failing["consecutive_failures"] >= 5
+    # Every request fails: the polls' run or the calls' run reached the threshold.
+    assert max(failing["consecutive_failures"], failing["poll_consecutive_failures"]) >= 5
     assert "500" in failing["last_error"]
     assert failing["suspended_reason"] is None
     assert revoked["status"] == "suspended"
@@ -254,7 +263,7 @@ async def test_breaker_summary_and_detail_show_the_open_breaker(
     assert set(breaker) == BREAKER_KEYS
     assert breaker == body["not_closed"][0]
     assert breaker["state"] == "open"
-    assert breaker["consecutive_failures"] >= 5
+    assert max(breaker["consecutive_failures"], breaker["poll_consecutive_failures"]) >= 5
     assert breaker["failure_count"] >= 5
     # Wall-clock times, like every other time the API shows.
     assert breaker["opened_at"] == pytest.approx(EPOCH + opened_at, abs=1e-6)

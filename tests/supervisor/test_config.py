@@ -23,6 +23,7 @@ from actors import (
     JitterKind,
     LimitsConfig,
     RetryPolicyConfig,
+    TelegramConfig,
 )
 from admin import AdminConfig
 from storage import StorageConfig
@@ -67,6 +68,14 @@ BAD_FILES: list[tuple[str, list[str]]] = [
     (
         "[telegram]\npoll_timeout = 5.0\n",
         ["telegram.poll_timeout must be a whole number of seconds from 0 to 50, got 5.0"],
+    ),
+    (
+        "[telegram]\nmin_poll_interval = 0\n",
+        ["telegram.min_poll_interval must be from 0.1 to 60, got 0"],
+    ),
+    (
+        "[telegram]\nmin_poll_interval = 61\n",
+        ["telegram.min_poll_interval must be from 0.1 to 60, got 61"],
     ),
     (
         '[telegram]\napi_base = "ftp://example.com"\n',
@@ -549,3 +558,28 @@ def test_check_config_summarises_a_good_file_and_exits_zero(
         "  admin: http://127.0.0.1:8080, token NOT set (loopback only)",
         "  limits: global 20 rps, per bot 30 rps",
     ]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_check_config_accepts_poll_timeout_0_and_warns_that_it_short_polls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BOTVISOR_ADMIN_TOKEN", raising=False)
+    path = tmp_path / "short.toml"
+    path.write_text(f"[telegram]\npoll_timeout = 0\nmin_poll_interval = 2\n{BOT}")
+    assert main(["check-config", str(path)]) == 0
+    out, _err = capsys.readouterr()
+    warnings = [line for line in out.splitlines() if line.startswith("  warning:")]
+    assert warnings == [
+        "  warning: telegram.poll_timeout = 0 short-polls: getUpdates returns at once, so each "
+        "bot asks for updates every 2 s (telegram.min_poll_interval) and an update waits up to "
+        "that long; set poll_timeout to 1..50 (30 is usual) to long-poll"
+    ]
+
+
+def test_min_poll_interval_defaults_to_one_second_and_takes_whole_numbers() -> None:
+    assert TelegramConfig().min_poll_interval == 1.0
+    assert TelegramConfig().warnings() == ()
+    assert parse_config(tomllib.loads("[telegram]\nmin_poll_interval = 5\n"), {}).telegram == (
+        TelegramConfig(min_poll_interval=5.0)
+    )

@@ -126,7 +126,8 @@ TELEGRAM_ERRORS = [
     (429, ok_false(429, "Too Many Requests: retry after 7", retry_after=7),
      ErrorCategory.RATE_LIMIT, 7.0, None),
     (401, ok_false(401, "Unauthorized"), ErrorCategory.PERMANENT, None, None),
-    (404, ok_false(404, "Not Found"), ErrorCategory.PERMANENT, None, None),
+    # A 404 on sendMessage is the request's error; only getMe/getUpdates 404s are the token's.
+    (404, ok_false(404, "Not Found"), ErrorCategory.CHAT, None, None),
     (400, ok_false(400, "Bad Request: chat not found"), ErrorCategory.CHAT, None, None),
     (400, ok_false(400, "Bad Request: group chat was upgraded to a supergroup chat",
                    migrate_to_chat_id=-1001234567890),
