@@ -330,6 +330,8 @@ class BotActor:
                     self._delivery.handle,
                     max_concurrent=self._services.limits.max_concurrent_chats,
                     idle_seconds=self._services.limits.lane_idle_seconds,
+                    refill=poller.refill,
+                    position=_update_position,
                 )
                 self._lanes = lanes
                 nursery.start_soon(self._status_loop)
@@ -383,3 +385,7 @@ class BotActor:
 
     def _emit(self, event: BotEvent) -> None:
         self._services.events.emit(event)
+
+
+def _update_position(item: Inbound) -> int:
+    return item.update_id

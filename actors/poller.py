@@ -2,13 +2,15 @@
 
 Fetched updates are committed to the durable inbox before the next ``getUpdates`` (whose
 advanced offset confirms them to Telegram), so an update is in SQLite before Telegram forgets
-it; the new ones then go to their chat lanes.
+it; the new ones then go to their chat lanes. Handing them over never waits: a full lane
+leaves them in the inbox and re-reads them later (:meth:`Poller.refill`), so one busy chat
+never holds up polling or the bot's other chats.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any
 
@@ -16,7 +18,7 @@ import trio
 
 from actors.botapi import BotApiClient, BotApiError, CircuitOpenError, ErrorCategory
 from actors.delivery import Inbound
-from actors.lanes import ChatLanes, chat_key, update_chat_id
+from actors.lanes import ChatLanes, chat_key, lane_name, update_chat_id
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
 from storage import InboxEntry
@@ -72,11 +74,28 @@ class Poller:
     async def dispatch(
         self, lanes: ChatLanes[Inbound], update: Mapping[str, Any], received_at: float
     ) -> None:
-        """Hand one inbox update to its chat lane, with its delivery deadline."""
+        """Hand one inbox update to its chat lane (never waits: a full lane leaves it in the
+        inbox and re-reads it)."""
+        await lanes.dispatch(chat_key(update), self._inbound(update, received_at))
+
+    async def refill(self, key: Hashable, after: Inbound, limit: int) -> tuple[list[Inbound], bool]:
+        """A full lane's next undone updates from the inbox (the lanes' ``refill``)."""
+        rows = await self._services.store.inbox_lane_undone(
+            self._user_id, lane_name(key), after.update_id, limit
+        )
+        # Rows stored without a lane name (before it was recorded) are checked by the rule.
+        items = [
+            self._inbound(row["update"], row["received_at"])
+            for row in rows
+            if row["lane"] is not None or chat_key(row["update"]) == key
+        ]
+        return items, len(rows) < limit
+
+    def _inbound(self, update: Mapping[str, Any], received_at: float) -> Inbound:
+        """``update`` on its way to a lane, with its delivery deadline."""
         age = self._services.wall_clock() - received_at
         deadline = trio.current_time() + self._services.retry.delivery_deadline - age
-        item = Inbound(int(update["update_id"]), update, received_at, deadline)
-        await lanes.dispatch(chat_key(update), item)
+        return Inbound(int(update["update_id"]), update, received_at, deadline)
 
     async def run(self, client: BotApiClient, lanes: ChatLanes[Inbound]) -> None:
         """Poll until stopped, or until a permanent error (the bot is suspended then)."""
@@ -114,7 +133,10 @@ class Poller:
         now = self._services.wall_clock()
         next_offset = max(int(u["update_id"]) for u in updates) + 1
         store = self._services.store
-        entries = [InboxEntry(update, update_chat_id(update)) for update in updates]
+        entries = [
+            InboxEntry(update, update_chat_id(update), lane_name(chat_key(update)))
+            for update in updates
+        ]
         new_ids = set(await store.inbox_add(self._user_id, entries, next_offset, now))
         self._offset = next_offset
         for update in updates:
