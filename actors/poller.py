@@ -80,16 +80,22 @@ class Poller:
 
     async def refill(self, key: Hashable, after: Inbound, limit: int) -> tuple[list[Inbound], bool]:
         """A full lane's next undone updates from the inbox (the lanes' ``refill``)."""
-        rows = await self._services.store.inbox_lane_undone(
-            self._user_id, lane_name(key), after.update_id, limit
-        )
-        # Rows stored without a lane name (before it was recorded) are checked by the rule.
-        items = [
-            self._inbound(row["update"], row["received_at"])
-            for row in rows
-            if row["lane"] is not None or chat_key(row["update"]) == key
-        ]
-        return items, len(rows) < limit
+        name, after_id = lane_name(key), after.update_id
+        while True:
+            rows = await self._services.store.inbox_lane_undone(
+                self._user_id, name, after_id, limit
+            )
+            # Rows stored without a lane name (before it was recorded) are checked by the rule.
+            items = [
+                self._inbound(row["update"], row["received_at"])
+                for row in rows
+                if row["lane"] is not None or chat_key(row["update"]) == key
+            ]
+            exhausted = len(rows) < limit
+            if items or exhausted:
+                return items, exhausted
+            # A page of other lanes' unnamed rows only: read on past it.
+            after_id = rows[-1]["update_id"]
 
     def _inbound(self, update: Mapping[str, Any], received_at: float) -> Inbound:
         """``update`` on its way to a lane, with its delivery deadline."""

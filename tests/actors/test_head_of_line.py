@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+import sqlite3
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -23,6 +25,7 @@ from tests.actors.test_bot import with_handler
 from tests.harness import Fleet, running_fleet
 
 GROUP = -1_001_234_567
+OTHER = -1_009_999_999
 PRIVATE = 42
 BACKLOG = 1_000
 BUFFER = 64  # ChatLanes' default: the most updates one lane keeps in memory
@@ -71,22 +74,35 @@ async def test_a_group_with_a_thousand_undone_updates_does_not_delay_a_private_c
         assert fleet.handle.fleet.get(1).statistics().handled_updates == BACKLOG + 1
 
 
+@pytest.mark.parametrize("unnamed", [False, True], ids=["lane-named", "stored-before-v3"])
 async def test_a_thousand_undone_updates_left_at_a_restart_do_not_delay_a_private_chat(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, unnamed: bool
 ) -> None:
     db = tmp_path / "r.db"
     api = SimulatedBotApi(rng=random.Random(82), record=True)
     async with running_fleet(db, [1], api=api) as fleet:
+        # Another group's first: done long before the first group, it then finds only the
+        # first group's updates after its own.
+        for n in range(200):
+            api.send_user_message(fleet.tokens[1], OTHER, f"other {n}.", chat_type="supergroup")
         for n in range(BACKLOG):
             api.send_user_message(fleet.tokens[1], GROUP, f"group {n}.", chat_type="supergroup")
         await trio.sleep(30)
+    if unnamed:
+        # As rows stored before the inbox recorded lane names: every lane must pick its own
+        # out of them, and read on past pages of the other group's.
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE inbox SET lane = NULL")
+        conn.close()
     # Stopped with almost the whole backlog undone in the inbox: the restart dispatches it.
     async with running_fleet(db, [1], api=api) as fleet:
-        assert len(await fleet.handle.store.inbox_pending(1)) >= BACKLOG - 40
+        assert len(await fleet.handle.store.inbox_pending(1)) >= BACKLOG + 200 - 60
         await _private_chat_is_answered_at_once(api, fleet)
         await trio.sleep(3_100)
         texts = [text for _, text in _replies_to(api, fleet, GROUP)]
         assert texts == [f"group {n}." for n in range(BACKLOG)]
+        others = [text for _, text in _replies_to(api, fleet, OTHER)]
+        assert others == [f"other {n}." for n in range(200)]
         assert await fleet.handle.store.inbox_pending(1) == []
 
 
