@@ -22,7 +22,7 @@ import trio.testing
 from actors import ChatLanes, HandlerContext
 from actors.simulator import SimulatedBotApi
 from tests.actors.test_bot import with_handler
-from tests.harness import Fleet, running_fleet
+from tests.harness import Fleet, admin_client, running_fleet
 
 GROUP = -1_001_234_567
 OTHER = -1_009_999_999
@@ -62,6 +62,10 @@ async def test_a_group_with_a_thousand_undone_updates_does_not_delay_a_private_c
         assert lanes is not None
         assert lanes.overflowing_lanes == 1
         assert lanes.queued_updates <= BUFFER
+        async with admin_client(fleet) as admin:
+            scrape = (await admin.get("/metrics")).text
+        assert "\nbotvisor_lanes_overflowing 1.0\n" in scrape
+        assert f"\nbotvisor_lane_updates {float(lanes.queued_updates)}\n" in scrape
 
         await _private_chat_is_answered_at_once(api, fleet)
 
@@ -72,6 +76,9 @@ async def test_a_group_with_a_thousand_undone_updates_does_not_delay_a_private_c
         assert report.all_answered_once_in_order, report.summary()
         assert await fleet.handle.store.inbox_pending(1) == []
         assert fleet.handle.fleet.get(1).statistics().handled_updates == BACKLOG + 1
+        async with admin_client(fleet) as admin:
+            scrape = (await admin.get("/metrics")).text
+        assert "\nbotvisor_lanes_overflowing 0.0\n" in scrape
 
 
 @pytest.mark.parametrize("unnamed", [False, True], ids=["lane-named", "stored-before-v3"])
