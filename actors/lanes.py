@@ -17,7 +17,10 @@ Why order, at-least-once and dedupe hold: updates of one chat enter the inbox in
 order (Telegram numbers them increasingly) and the lane's cursor is the highest position it
 ever took, so a re-read returns exactly the undone updates it never took, in order. An update
 dispatched while a re-read is in flight may have committed after the read's snapshot: the lane
-then stays overflowed and reads once more, so nothing falls between the two.
+then stays overflowed and reads once more, so nothing falls between the two. An update whose
+dispatch comes after a re-read already took it is at or behind the cursor and is not taken
+twice (an update behind the cursor that was never taken, which Telegram's increasing ids do
+not produce, would wait in the inbox for the next start).
 """
 
 from __future__ import annotations
@@ -160,9 +163,9 @@ class ChatLanes(Generic[T]):
             self._nursery.start_soon(self._run_lane, key, lane)
         position = self._position(item)
         if position <= lane.last_position:
-            # Behind the cursor (not Telegram's order): a re-read would never return it, so
-            # keep it whatever the lane holds. Ids that only grow never come here.
-            lane.queue.append(item)
+            # At or behind the cursor: a re-read already took it (it committed, the lane read
+            # it, and only then did its dispatch come). Taking it again would handle it twice.
+            pass
         elif lane.overflow or len(lane.queue) >= self._buffer:
             lane.overflow = True
             lane.missed = True

@@ -230,3 +230,42 @@ async def test_an_update_dispatched_during_a_read_back_is_handled_after_it(
         assert handled[-1] == 7
         assert lanes.statistics().refills == reads_before
         await lanes.close()
+
+
+async def test_an_update_a_read_back_took_before_its_dispatch_is_handled_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    inbox: list[int] = []
+    handled: list[int] = []
+    reading = trio.Event()
+
+    async def refill(key: Hashable, after: int, limit: int) -> tuple[list[int], bool]:
+        reading.set()
+        snapshot = [i for i in inbox if i > after]
+        await trio.sleep(1)
+        return snapshot[:limit], len(snapshot) <= limit
+
+    async def process(item: int) -> None:
+        handled.append(item)
+        await trio.sleep(0.5)
+
+    async with trio.open_nursery() as nursery:
+        lanes = ChatLanes[int](
+            nursery,
+            process,
+            max_concurrent=4,
+            idle_seconds=60,
+            refill=refill,
+            position=lambda item: item,
+            buffer=2,
+        )
+        for item in range(1, 4):
+            inbox.append(item)
+            lanes.dispatch_nowait("chat", item)
+        inbox.append(4)  # committed; the poller has not dispatched it yet...
+        await reading.wait()
+        await trio.sleep(1.5)  # ...and the lane's read-back took it meanwhile
+        lanes.dispatch_nowait("chat", 4)
+        await trio.sleep(30)
+        assert handled == [1, 2, 3, 4]
+        await lanes.close()
