@@ -337,8 +337,7 @@ class BotActor:
                 nursery.start_soon(self._status_loop)
                 self._transition(ActorState.RUNNING)
                 task_status.started()
-                for row in pending:
-                    await poller.dispatch(lanes, row["update"], row["received_at"])
+                await poller.dispatch_pending(lanes, pending)
                 await poller.run(self._client, lanes)
                 self._transition(ActorState.STOPPING)
                 await lanes.close()

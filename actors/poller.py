@@ -78,6 +78,18 @@ class Poller:
         inbox and re-reads it)."""
         await lanes.dispatch(chat_key(update), self._inbound(update, received_at))
 
+    async def dispatch_pending(
+        self, lanes: ChatLanes[Inbound], pending: list[dict[str, Any]]
+    ) -> None:
+        """At a start: name the lanes of the undone updates (``inbox_pending`` rows) by the
+        current rule, so each lane's re-read finds its own, then dispatch them in order."""
+        await self._services.store.inbox_name_lanes(
+            self._user_id,
+            [(row["update_id"], lane_name(chat_key(row["update"]))) for row in pending],
+        )
+        for row in pending:
+            await self.dispatch(lanes, row["update"], row["received_at"])
+
     async def refill(self, key: Hashable, after: Inbound, limit: int) -> tuple[list[Inbound], bool]:
         """A full lane's next undone updates from the inbox (the lanes' ``refill``)."""
         name, after_id = lane_name(key), after.update_id

@@ -337,6 +337,15 @@ class Store:
         ``chat_id``, ``update`` (the update as Telegram sent it) and ``received_at``."""
         return await self._read(partial(_inbox_pending, user_id))
 
+    async def inbox_name_lanes(self, user_id: int, lanes: Iterable[tuple[int, str]]) -> int:
+        """Record the lane of undone updates, ``(update_id, lane)`` pairs (at a start, so rows
+        stored by an earlier version, or under an earlier rule, are found by their lane's
+        re-read); return how many rows changed."""
+        pairs = list(lanes)
+        if not pairs:
+            return 0
+        return await self.writer.submit(partial(_inbox_name_lanes, user_id, pairs))
+
     async def inbox_lane_undone(
         self, user_id: int, lane: str, after_update_id: int, limit: int
     ) -> list[dict[str, Any]]:
@@ -535,6 +544,14 @@ def _inbox_done(
     return conn.executemany(
         "UPDATE inbox SET done_at = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL",
         [(done_at, user_id, update_id) for update_id in update_ids],
+    ).rowcount
+
+
+def _inbox_name_lanes(user_id: int, pairs: list[tuple[int, str]], conn: sqlite3.Connection) -> int:
+    return conn.executemany(
+        "UPDATE inbox SET lane = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL "
+        "AND lane IS NOT ?",
+        [(lane, user_id, update_id, lane) for update_id, lane in pairs],
     ).rowcount
 
 

@@ -81,9 +81,13 @@ async def test_a_group_with_a_thousand_undone_updates_does_not_delay_a_private_c
         assert "\nbotvisor_lanes_overflowing 0.0\n" in scrape
 
 
-@pytest.mark.parametrize("unnamed", [False, True], ids=["lane-named", "stored-before-v3"])
+@pytest.mark.parametrize(
+    "stored_lane",
+    [None, "NULL", "'an earlier rule'"],
+    ids=["lane-named", "stored-before-v3", "named-by-another-rule"],
+)
 async def test_a_thousand_undone_updates_left_at_a_restart_do_not_delay_a_private_chat(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path, unnamed: bool
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, stored_lane: str | None
 ) -> None:
     db = tmp_path / "r.db"
     api = SimulatedBotApi(rng=random.Random(82), record=True)
@@ -95,11 +99,11 @@ async def test_a_thousand_undone_updates_left_at_a_restart_do_not_delay_a_privat
         for n in range(BACKLOG):
             api.send_user_message(fleet.tokens[1], GROUP, f"group {n}.", chat_type="supergroup")
         await trio.sleep(30)
-    if unnamed:
-        # As rows stored before the inbox recorded lane names: every lane must pick its own
-        # out of them, and read on past pages of the other group's.
+    if stored_lane is not None:
+        # As rows stored before the inbox recorded lane names, or by a version whose lane
+        # rule differed: every lane must still find its own.
         with sqlite3.connect(db) as conn:
-            conn.execute("UPDATE inbox SET lane = NULL")
+            conn.execute(f"UPDATE inbox SET lane = {stored_lane}")
         conn.close()
     # Stopped with almost the whole backlog undone in the inbox: the restart dispatches it.
     async with running_fleet(db, [1], api=api) as fleet:

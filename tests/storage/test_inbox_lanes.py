@@ -53,3 +53,14 @@ async def test_the_read_back_uses_the_lane_index(store: Store, db_path: Path) ->
         ).fetchall()
     conn.close()
     assert any("idx_inbox_lane_undone" in str(row) for row in plan), plan
+
+
+async def test_naming_lanes_at_a_start_changes_only_undone_rows_that_differ(store: Store) -> None:
+    entries = [InboxEntry(update(1, -7), -7, None), InboxEntry(update(2, -7), -7, "-7")]
+    entries.append(InboxEntry(update(3, -7), -7, "old"))
+    await store.inbox_add(1001, entries, 4, T0)
+    await store.inbox_done(1001, [3], T0)
+    assert await store.inbox_name_lanes(1001, [(1, "-7"), (2, "-7"), (3, "-7")]) == 1
+    assert await store.inbox_name_lanes(1001, []) == 0
+    rows = await store.inbox_lane_undone(1001, "-7", 0, 10)
+    assert [(row["update_id"], row["lane"]) for row in rows] == [(1, "-7"), (2, "-7")]
