@@ -358,13 +358,14 @@ class BotActor:
                     self._delivery.handle,
                     max_concurrent=self._services.limits.max_concurrent_chats,
                     idle_seconds=self._services.limits.lane_idle_seconds,
+                    refill=poller.refill,
+                    position=_update_position,
                 )
                 self._lanes = lanes
                 nursery.start_soon(self._status_loop)
                 self._transition(ActorState.RUNNING)
                 task_status.started()
-                for row in pending:
-                    await poller.dispatch(lanes, row["update"], row["received_at"])
+                await poller.dispatch_pending(lanes, pending)
                 await poller.run(self._client, lanes)
                 self._transition(ActorState.STOPPING)
                 await lanes.close()
@@ -411,3 +412,7 @@ class BotActor:
 
     def _emit(self, event: BotEvent) -> None:
         self._services.events.emit(event)
+
+
+def _update_position(item: Inbound) -> int:
+    return item.update_id

@@ -1,20 +1,46 @@
-"""Chat lanes: strict order within a chat, concurrency across chats.
+"""Chat lanes: strict order within a chat, concurrency across chats, no head-of-line blocking.
 
 Every chat with work gets a lane, a task that handles that chat's updates one at a time in
 arrival order. Lanes of different chats run concurrently, at most ``max_concurrent`` at once
 per bot; a lane with nothing to do for ``idle_seconds`` is reaped so a bot that talked to a
 million chats keeps only its active ones in memory.
+
+A lane never makes its dispatcher wait. It holds at most ``buffer`` updates in memory; when
+it is full it *overflows*: further updates of its chat are not kept (each is already committed
+to the durable inbox before it is dispatched), and once the lane has worked through what it
+holds it re-reads its chat's undone updates from the inbox, in order, after the last one it
+took (``refill``). So one group chat paced at Telegram's 20 messages a minute with thousands
+queued neither stops ``getUpdates`` nor delays any other chat of the bot, and memory per lane
+stays at ``buffer`` updates whatever the backlog.
+
+Why order, at-least-once and dedupe hold: updates of one chat enter the inbox in ``update_id``
+order (Telegram numbers them increasingly) and the lane's cursor is the highest position it
+ever took, so a re-read returns exactly the undone updates it never took, in order. An update
+dispatched while a re-read is in flight may have committed after the read's snapshot: the lane
+then stays overflowed and reads once more, so nothing falls between the two. An update whose
+dispatch comes after a re-read already took it is at or behind the cursor and is not taken
+twice (an update behind the cursor that was never taken, which Telegram's increasing ids do
+not produce, would wait in the inbox for the next start).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import trio
 
-__all__ = ["ChatLanes", "LaneStatistics", "chat_key", "update_chat_id", "update_payload"]
+__all__ = [
+    "ChatLanes",
+    "LaneStatistics",
+    "Refill",
+    "chat_key",
+    "lane_name",
+    "update_chat_id",
+    "update_payload",
+]
 
 Update = Mapping[str, Any]
 T = TypeVar("T")
@@ -84,22 +110,48 @@ def update_chat_id(update: Update) -> int | None:
     return key if isinstance(key, int) else None
 
 
+def lane_name(key: Hashable) -> str:
+    """The text the inbox stores for lane ``key`` (a :func:`chat_key` value), so a lane can
+    re-read its own undone updates: a chat id as its digits, any other key as its repr."""
+    return str(key) if isinstance(key, int) else repr(key)
+
+
+# ``refill(key, after, limit)``: up to ``limit`` of lane ``key``'s undone updates that come
+# after the item ``after``, in order, and whether that was all of them (fewer than ``limit``
+# rows were left).
+Refill = Callable[[Hashable, T, int], Awaitable[tuple[list[T], bool]]]
+
+
 @dataclass(frozen=True)
 class LaneStatistics:
     active_lanes: int
     busy_lanes: int
-    queued_updates: int
+    queued_updates: int  # held in memory, at most ``buffer`` per lane
     lanes_reaped: int
+    overflowing_lanes: int  # lanes whose further updates wait in the inbox, not in memory
+    refills: int  # re-reads of a lane's undone updates from the inbox
 
 
 class _Lane(Generic[T]):
-    def __init__(self, buffer: int) -> None:
-        self.send, self.receive = trio.open_memory_channel[T](buffer)
+    def __init__(self) -> None:
+        self.queue: deque[T] = deque()
+        self.wakeup = trio.Event()
         self.busy = False
+        # Full once: later updates of the chat are read back from the inbox, not kept here.
+        self.overflow = False
+        # An update was left to the inbox since the current (or last) re-read began.
+        self.missed = False
+        # The item taken last (the re-read cursor) and its position.
+        self.last: T | None = None
+        self.last_position = -1
 
 
 class ChatLanes(Generic[T]):
-    """Dispatches work items to per-chat lanes that run in the given nursery."""
+    """Dispatches work items to per-chat lanes that run in the given nursery.
+
+    ``position`` orders a chat's items (the update_id); ``refill`` re-reads an overflowed
+    lane's items from the durable store (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -108,33 +160,57 @@ class ChatLanes(Generic[T]):
         *,
         max_concurrent: int,
         idle_seconds: float,
+        refill: Refill[T],
+        position: Callable[[T], int],
         buffer: int = 64,
     ) -> None:
+        if buffer < 1:
+            raise ValueError(f"buffer must be >= 1, got {buffer}")
         self._nursery = nursery
         self._process = process
+        self._refill = refill
+        self._position = position
         self._limiter = trio.CapacityLimiter(max_concurrent)
         self._idle = idle_seconds
         self._buffer = buffer
         self._lanes: dict[Hashable, _Lane[T]] = {}
         self._closing = False
         self._reaped = 0
+        self._refills = 0
         self._all_done = trio.Event()
         self._all_done.set()
 
-    async def dispatch(self, key: Hashable, item: T) -> None:
-        """Queue ``item`` on lane ``key``; waits only when that lane's buffer is full."""
+    def dispatch_nowait(self, key: Hashable, item: T) -> None:
+        """Queue ``item`` on lane ``key``, or leave it to the inbox if that lane is full.
+
+        Never waits: ``item`` must already be committed to the inbox, where a full lane
+        finds it again.
+        """
         if self._closing:
             raise RuntimeError("chat lanes are closing; no update can be dispatched now")
         lane = self._lanes.get(key)
         if lane is None:
-            lane = _Lane[T](self._buffer)
+            lane = _Lane[T]()
             self._lanes[key] = lane
             self._all_done = trio.Event()
             self._nursery.start_soon(self._run_lane, key, lane)
-        try:
-            lane.send.send_nowait(item)
-        except trio.WouldBlock:
-            await lane.send.send(item)
+        position = self._position(item)
+        if position <= lane.last_position:
+            # At or behind the cursor: a re-read already took it (it committed, the lane read
+            # it, and only then did its dispatch come). Taking it again would handle it twice.
+            pass
+        elif lane.overflow or len(lane.queue) >= self._buffer:
+            lane.overflow = True
+            lane.missed = True
+        else:
+            lane.queue.append(item)
+            lane.last, lane.last_position = item, position
+        lane.wakeup.set()
+
+    async def dispatch(self, key: Hashable, item: T) -> None:
+        """:meth:`dispatch_nowait`, then a checkpoint (it never waits for the lane)."""
+        self.dispatch_nowait(key, item)
+        await trio.lowlevel.checkpoint()
 
     async def close(self) -> None:
         """Stop taking updates; each lane finishes the update in hand and exits.
@@ -144,23 +220,24 @@ class ChatLanes(Generic[T]):
         """
         self._closing = True
         for lane in self._lanes.values():
-            lane.send.close()
+            lane.wakeup.set()
         await self._all_done.wait()
 
     def statistics(self) -> LaneStatistics:
+        lanes = self._lanes.values()
         return LaneStatistics(
             active_lanes=len(self._lanes),
-            busy_lanes=sum(1 for lane in self._lanes.values() if lane.busy),
-            queued_updates=sum(
-                lane.receive.statistics().current_buffer_used for lane in self._lanes.values()
-            ),
+            busy_lanes=sum(1 for lane in lanes if lane.busy),
+            queued_updates=sum(len(lane.queue) for lane in lanes),
             lanes_reaped=self._reaped,
+            overflowing_lanes=sum(1 for lane in lanes if lane.overflow),
+            refills=self._refills,
         )
 
     async def _run_lane(self, key: Hashable, lane: _Lane[T]) -> None:
         try:
             while not self._closing:
-                item = await self._next(lane)
+                item = await self._next(key, lane)
                 if item is None:
                     break
                 lane.busy = True
@@ -172,20 +249,38 @@ class ChatLanes(Generic[T]):
         finally:
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
-            lane.receive.close()
             if not self._lanes:
                 self._all_done.set()
 
-    async def _next(self, lane: _Lane[T]) -> T | None:
-        """The lane's next update, or None when closed or idle long enough to be reaped."""
-        try:
+    async def _next(self, key: Hashable, lane: _Lane[T]) -> T | None:
+        """The lane's next update, or None when closing or idle long enough to be reaped."""
+        while not self._closing:
+            if lane.queue:
+                return lane.queue.popleft()
+            if lane.overflow and lane.last is not None:
+                await self._read_back(key, lane)
+                continue
+            lane.wakeup = trio.Event()
             with trio.move_on_after(self._idle):
-                return await lane.receive.receive()
-        except trio.EndOfChannel:
-            return None
-        # Idle: reap only if nothing arrived in the same instant (no await since the check).
-        try:
-            return lane.receive.receive_nowait()
-        except (trio.WouldBlock, trio.EndOfChannel):
-            self._reaped += 1
-            return None
+                await lane.wakeup.wait()
+                continue
+            # Idle: reap only if nothing arrived in the same instant (no await since the wait).
+            if not lane.queue and not lane.overflow:
+                self._reaped += 1
+                return None
+        return None
+
+    async def _read_back(self, key: Hashable, lane: _Lane[T]) -> None:
+        """Take the lane's next undone updates from the inbox, after its cursor."""
+        assert lane.last is not None
+        lane.missed = False
+        self._refills += 1
+        items, exhausted = await self._refill(key, lane.last, self._buffer)
+        for item in items:
+            position = self._position(item)
+            if position > lane.last_position:
+                lane.queue.append(item)
+                lane.last, lane.last_position = item, position
+        # Anything dispatched during the read may have committed after its snapshot.
+        if exhausted and not lane.missed:
+            lane.overflow = False

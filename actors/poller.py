@@ -2,7 +2,9 @@
 
 Fetched updates are committed to the durable inbox before the next ``getUpdates`` (whose
 advanced offset confirms them to Telegram), so an update is in SQLite before Telegram forgets
-it; the new ones then go to their chat lanes.
+it; the new ones then go to their chat lanes. Handing them over never waits: a full lane
+leaves them in the inbox and re-reads them later (:meth:`Poller.refill`), so one busy chat
+never holds up polling or the bot's other chats.
 
 An empty answer that came back early (``poll_timeout = 0``, or a server that ignores the
 timeout) is followed by the next poll no sooner than ``telegram.min_poll_interval`` after the
@@ -14,7 +16,7 @@ bot's other calls (:mod:`actors.health`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,7 +24,7 @@ import trio
 
 from actors.botapi import BotApiClient, BotApiError, CircuitOpenError, ErrorCategory
 from actors.delivery import Inbound
-from actors.lanes import ChatLanes, chat_key, update_chat_id
+from actors.lanes import ChatLanes, chat_key, lane_name, update_chat_id
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
 from storage import InboxEntry
@@ -81,11 +83,46 @@ class Poller:
     async def dispatch(
         self, lanes: ChatLanes[Inbound], update: Mapping[str, Any], received_at: float
     ) -> None:
-        """Hand one inbox update to its chat lane, with its delivery deadline."""
+        """Hand one inbox update to its chat lane (never waits: a full lane leaves it in the
+        inbox and re-reads it)."""
+        await lanes.dispatch(chat_key(update), self._inbound(update, received_at))
+
+    async def dispatch_pending(
+        self, lanes: ChatLanes[Inbound], pending: list[dict[str, Any]]
+    ) -> None:
+        """At a start: name the lanes of the undone updates (``inbox_pending`` rows) by the
+        current rule, so each lane's re-read finds its own, then dispatch them in order."""
+        await self._services.store.inbox_name_lanes(
+            self._user_id,
+            [(row["update_id"], lane_name(chat_key(row["update"]))) for row in pending],
+        )
+        for row in pending:
+            await self.dispatch(lanes, row["update"], row["received_at"])
+
+    async def refill(self, key: Hashable, after: Inbound, limit: int) -> tuple[list[Inbound], bool]:
+        """A full lane's next undone updates from the inbox (the lanes' ``refill``)."""
+        name, after_id = lane_name(key), after.update_id
+        while True:
+            rows = await self._services.store.inbox_lane_undone(
+                self._user_id, name, after_id, limit
+            )
+            # Rows stored without a lane name (before it was recorded) are checked by the rule.
+            items = [
+                self._inbound(row["update"], row["received_at"])
+                for row in rows
+                if row["lane"] is not None or chat_key(row["update"]) == key
+            ]
+            exhausted = len(rows) < limit
+            if items or exhausted:
+                return items, exhausted
+            # A page of other lanes' unnamed rows only: read on past it.
+            after_id = rows[-1]["update_id"]
+
+    def _inbound(self, update: Mapping[str, Any], received_at: float) -> Inbound:
+        """``update`` on its way to a lane, with its delivery deadline."""
         age = self._services.wall_clock() - received_at
         deadline = trio.current_time() + self._services.retry.delivery_deadline - age
-        item = Inbound(int(update["update_id"]), update, received_at, deadline)
-        await lanes.dispatch(chat_key(update), item)
+        return Inbound(int(update["update_id"]), update, received_at, deadline)
 
     async def run(self, client: BotApiClient, lanes: ChatLanes[Inbound]) -> None:
         """Poll until stopped, or until a permanent error (the bot is suspended then)."""
@@ -135,7 +172,10 @@ class Poller:
         now = self._services.wall_clock()
         next_offset = max(int(u["update_id"]) for u in updates) + 1
         store = self._services.store
-        entries = [InboxEntry(update, update_chat_id(update)) for update in updates]
+        entries = [
+            InboxEntry(update, update_chat_id(update), lane_name(chat_key(update)))
+            for update in updates
+        ]
         new_ids = set(await store.inbox_add(self._user_id, entries, next_offset, now))
         self._offset = next_offset
         for update in updates:

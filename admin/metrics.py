@@ -68,6 +68,8 @@ class _Totals:
     dead_letters: int = 0
     ambiguous_sends: int = 0
     handler_errors: int = 0
+    lane_updates: int = 0
+    lanes_overflowing: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     by_breaker: dict[str, int] = field(default_factory=dict)
 
@@ -162,6 +164,9 @@ class FleetCollector:
             totals.dead_letters += stats.dead_letters
             totals.ambiguous_sends += stats.ambiguous_sends
             totals.handler_errors += stats.handler_errors
+            if stats.lanes is not None:
+                totals.lane_updates += stats.lanes.queued_updates
+                totals.lanes_overflowing += stats.lanes.overflowing_lanes
             totals.by_status[stats.status.value] += 1
             totals.by_breaker[stats.breaker.state.value] += 1
             if not per_bot:
@@ -227,6 +232,16 @@ class FleetCollector:
         )
         yield _counter(
             "botvisor_handler_errors", f"Handler exceptions, {fleet}", totals.handler_errors
+        )
+        yield _gauge(
+            "botvisor_lane_updates",
+            f"Updates held in memory by chat lanes (at most 64 a lane), {fleet}",
+            totals.lane_updates,
+        )
+        yield _gauge(
+            "botvisor_lanes_overflowing",
+            f"Chat lanes behind, whose further updates wait in the inbox, {fleet}",
+            totals.lanes_overflowing,
         )
 
     def _daemon(self) -> Iterator[Metric]:

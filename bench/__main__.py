@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import chaos, fleet, limiter, memory, peers, pipeline, throughput
+from bench import arrivals, chaos, fleet, limiter, memory, peers, pipeline, throughput
 from bench import store as storage_bench
 from bench.common import ROOT, machine_facts
 from bench.notes import notes, summary
@@ -30,7 +30,17 @@ from bench.peers_env import ensure_peer_python
 
 __all__ = ["SECTIONS", "main"]
 
-SECTIONS = ("fleet", "memory", "peers", "throughput", "pipeline", "limiter", "chaos", "storage")
+SECTIONS = (
+    "fleet",
+    "memory",
+    "peers",
+    "throughput",
+    "pipeline",
+    "limiter",
+    "arrivals",
+    "chaos",
+    "storage",
+)
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "fleet": fleet.markdown,
@@ -39,6 +49,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "throughput": throughput.markdown,
     "pipeline": pipeline.markdown,
     "limiter": limiter.markdown,
+    "arrivals": arrivals.markdown,
     "chaos": chaos.markdown,
     "storage": storage_bench.markdown,
 }
@@ -108,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: throughput.run(quick),
         "pipeline": lambda: pipeline.run(quick, peer_python=peer_python, peer_error=peer_error),
         "limiter": lambda: limiter.run(quick),
+        "arrivals": lambda: arrivals.run(quick),
         "chaos": lambda: chaos.run(quick),
         "storage": lambda: storage_bench.run(quick),
     }

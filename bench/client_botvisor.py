@@ -4,7 +4,9 @@
 "rss_kib": ...}`` before building anything, ``{"event": "started", ...}`` once the daemon says
 it is up, and runs until SIGTERM. Production settings (threads for SQLite, a shared TLS context,
 default report interval) except that the rate limits are raised out of the way, so the
-throughput phase measures the pipeline's cost rather than Telegram's limits.
+throughput phase measures the pipeline's cost rather than Telegram's limits. With
+``--limits default`` the production limits apply instead (``--global-rps`` and
+``--global-burst`` override the global limiter's), for the arrivals benchmark.
 """
 
 from __future__ import annotations
@@ -40,13 +42,19 @@ RAISED_LIMITS = LimitsConfig(
 )
 
 
-def bench_config(api_base: str, tokens: list[str], db: Path, poll_timeout: int) -> Config:
+def bench_config(
+    api_base: str,
+    tokens: list[str],
+    db: Path,
+    poll_timeout: int,
+    limits: LimitsConfig = RAISED_LIMITS,
+) -> Config:
     return Config(
         telegram=TelegramConfig(api_base=api_base, poll_timeout=poll_timeout),
         storage=StorageConfig(path=str(db)),
         admin=AdminConfig(listen="127.0.0.1:0", enabled=False),
         supervisor=SupervisorConfig(graceful_timeout=2.0),
-        limits=RAISED_LIMITS,
+        limits=limits,
         bots=tuple(
             BotConfig(user_id=1 + i, token=BotToken(token)) for i, token in enumerate(tokens)
         ),
@@ -54,7 +62,11 @@ def bench_config(api_base: str, tokens: list[str], db: Path, poll_timeout: int) 
 
 
 async def _run(args: argparse.Namespace, tokens: list[str], db: Path) -> None:
-    config = bench_config(args.api, tokens, db, args.poll_timeout)
+    limits = RAISED_LIMITS
+    if args.limits == "default":
+        overrides = {"global_rps": args.global_rps, "global_burst": args.global_burst}
+        limits = LimitsConfig(**{k: v for k, v in overrides.items() if v is not None})
+    config = bench_config(args.api, tokens, db, args.poll_timeout, limits)
     daemon = Daemon(config, wall_clock=system_wall_clock(), rng=random.Random(1))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -80,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api", required=True)
     parser.add_argument("--tokens-file", type=Path, required=True)
     parser.add_argument("--poll-timeout", type=int, default=10)
+    parser.add_argument("--limits", choices=("raised", "default"), default="raised")
+    parser.add_argument("--global-rps", type=float, help="with --limits default")
+    parser.add_argument("--global-burst", type=int, help="with --limits default")
     args = parser.parse_args(argv)
     raise_fd_limit()
     tokens = json.loads(args.tokens_file.read_text())

@@ -9,6 +9,8 @@ port) and prints ``{"url": ..., "tokens": [...]}``. Then it answers one JSON lin
 - ``{"cmd": "wait", "replies": K, "timeout": T}``: waits until K replies were delivered in all;
   answers the seconds since the last post.
 - ``{"cmd": "report"}``: answered, unanswered, duplicates, out of order.
+- ``{"cmd": "arrivals", "method": "sendMessage"}`` (with ``--record``): the server's Trio time
+  of every call of that method as it arrived, oldest first.
 
 Its own process, so the clients' CPU and memory are measured without the server's.
 """
@@ -87,6 +89,10 @@ class _Control:
                 "replies": api.statistics().replies,
                 "elapsed": time.perf_counter() - self.posted_at,
             }
+        if cmd == "arrivals":
+            method = str(command.get("method", "sendMessage")).lower()
+            times = [c.time for c in api.calls if c.method.lower() == method]
+            return {"times": sorted(times), "recorded": len(api.calls)}
         if cmd == "report":
             r = api.report()
             return {
@@ -100,7 +106,8 @@ class _Control:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    api = SimulatedBotApi(rng=random.Random(args.seed))
+    # --record keeps every call's arrival (a few hundred bytes each: for short runs only).
+    api = SimulatedBotApi(rng=random.Random(args.seed), record=args.record, call_log_size=500_000)
     tokens = make_tokens(args.bots, args.seed)
     for token in tokens:
         api.add_bot(token)
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.simserver", description=__doc__)
     parser.add_argument("--bots", type=BOTS, required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--record", action="store_true", help="record calls for 'arrivals'")
     args = parser.parse_args(argv)
     raise_fd_limit()
     trio.run(_serve, args)

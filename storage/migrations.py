@@ -147,10 +147,22 @@ def _v3_chat_migrations(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v4_inbox_lanes(db: sqlite_utils.Database) -> None:
+    # The chat lane an update goes to (the actors' chat_key, as text): a lane that fell behind
+    # re-reads its own undone updates by it, in update_id order, instead of holding them all
+    # in memory. Rows stored before keep NULL (the reader checks those by the rule).
+    db.table("inbox").add_column("lane", str)
+    db.execute(
+        "CREATE INDEX idx_inbox_lane_undone ON inbox (user_id, lane, update_id) "
+        "WHERE done_at IS NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
     Migration(3, "chat_migrations", _v3_chat_migrations),
+    Migration(4, "inbox.lane and its undone index", _v4_inbox_lanes),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -11,14 +11,16 @@ __all__ = ["COUNTER_COLUMNS", "HEALTH_COLUMNS", "BotCounters", "HealthRow", "Inb
 
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
-    """An update to store in the inbox, with the chat it is about.
+    """An update to store in the inbox, with the chat it is about and the lane it goes to.
 
-    The caller names the chat (the actors, by the same rule their chat lanes use): storage
-    does not read Telegram updates, so the inbox row and the lane never disagree.
+    The caller names the chat and the lane (the actors, by the same rule their chat lanes
+    use): storage does not read Telegram updates, so the inbox row and the lane never
+    disagree. A full lane re-reads its undone updates by ``lane``.
     """
 
     update: Mapping[str, Any]  # as Telegram sent it; must have an integer update_id
     chat_id: int | None
+    lane: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -337,6 +337,24 @@ class Store:
         ``chat_id``, ``update`` (the update as Telegram sent it) and ``received_at``."""
         return await self._read(partial(_inbox_pending, user_id))
 
+    async def inbox_name_lanes(self, user_id: int, lanes: Iterable[tuple[int, str]]) -> int:
+        """Record the lane of undone updates, ``(update_id, lane)`` pairs (at a start, so rows
+        stored by an earlier version, or under an earlier rule, are found by their lane's
+        re-read); return how many rows changed."""
+        pairs = list(lanes)
+        if not pairs:
+            return 0
+        return await self.writer.submit(partial(_inbox_name_lanes, user_id, pairs))
+
+    async def inbox_lane_undone(
+        self, user_id: int, lane: str, after_update_id: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` of the bot's undone updates of ``lane`` (or stored without a lane)
+        whose ``update_id`` is above ``after_update_id``, by ``update_id``: the dicts of
+        :meth:`inbox_pending` plus ``lane``. Fewer than ``limit`` means there are no more."""
+        _check_limit(limit)
+        return await self._read(partial(_inbox_lane_undone, user_id, lane, after_update_id, limit))
+
     async def load_offset(self, user_id: int) -> int | None:
         """The bot's stored next ``getUpdates`` offset, or ``None`` if it never stored one."""
         return await self._read(partial(_load_offset, user_id))
@@ -519,12 +537,13 @@ def _inbox_add(
     new: list[int] = []
     for update_id, entry in zip(ids, entries, strict=True):
         cursor = conn.execute(
-            "INSERT OR IGNORE INTO inbox (user_id, update_id, chat_id, payload, received_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO inbox "
+            "(user_id, update_id, chat_id, lane, payload, received_at) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 user_id,
                 update_id,
                 entry.chat_id,
+                entry.lane,
                 json.dumps(entry.update, ensure_ascii=False, separators=(",", ":")),
                 received_at,
             ),
@@ -546,6 +565,14 @@ def _inbox_done(
     return conn.executemany(
         "UPDATE inbox SET done_at = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL",
         [(done_at, user_id, update_id) for update_id in update_ids],
+    ).rowcount
+
+
+def _inbox_name_lanes(user_id: int, pairs: list[tuple[int, str]], conn: sqlite3.Connection) -> int:
+    return conn.executemany(
+        "UPDATE inbox SET lane = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL "
+        "AND lane IS NOT ?",
+        [(lane, user_id, update_id, lane) for update_id, lane in pairs],
     ).rowcount
 
 
@@ -692,6 +719,32 @@ def _inbox_pending(user_id: int, db: sqlite_utils.Database) -> list[dict[str, An
             "received_at": received_at,
         }
         for update_id, chat_id, payload, received_at in rows
+    ]
+
+
+def _inbox_lane_undone(
+    user_id: int, lane: str, after: int, limit: int, db: sqlite_utils.Database
+) -> list[dict[str, Any]]:
+    # Two seeks on the partial (user_id, lane, update_id) index: the lane's rows and rows
+    # stored without a lane; merged by update_id and cut to ``limit`` (if either side had
+    # ``limit`` rows, the result has ``limit`` rows: "fewer means no more" holds).
+    select = (
+        "SELECT update_id, chat_id, lane, payload, received_at FROM inbox "
+        "WHERE user_id = ? AND {lane} AND update_id > ? AND done_at IS NULL "
+        "ORDER BY update_id LIMIT ?"
+    )
+    rows = db.execute(select.format(lane="lane = ?"), (user_id, lane, after, limit)).fetchall()
+    rows += db.execute(select.format(lane="lane IS NULL"), (user_id, after, limit)).fetchall()
+    rows.sort(key=operator.itemgetter(0))
+    return [
+        {
+            "update_id": update_id,
+            "chat_id": chat_id,
+            "lane": lane_name,
+            "update": json.loads(payload),
+            "received_at": received_at,
+        }
+        for update_id, chat_id, lane_name, payload, received_at in rows[:limit]
     ]
 
 

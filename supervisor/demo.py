@@ -155,7 +155,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--global-rps",
         type=bounded(float, 1, 100_000),
         default=100.0,
-        help="limits.global_rps of the fleet (default 100; a real deployment's default is 25)",
+        help=(
+            "limits.global_rps of the fleet (default 100; a real deployment's default is "
+            f"{LimitsConfig().global_rps:g})"
+        ),
     )
     parser.add_argument(
         "--faults",
