@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope, Send
 
 from actors import redact
-from storage import StorageError
 from admin.records import ErrorBody, ErrorDetail
+from storage import StorageError
 
 __all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
 
