@@ -84,6 +84,7 @@ from actors.validation import (
     describe_problems,
     format_loc,
     rule_error,
+    text_problems,
 )
 
 __all__ = [
@@ -177,6 +178,7 @@ __all__ = [
     "redact",
     "rule_error",
     "shared_ssl_context",
+    "text_problems",
     "update_chat_id",
     "user_id_problem",
 ]

@@ -27,6 +27,8 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
+from actors.text import valid_text
+
 __all__ = ["SECRET_PATTERN", "TOKEN_PATTERN", "BotToken", "RedactingFilter", "redact"]
 
 # The secret part is at least 20 characters of base64url; real ones are 35. Matching anywhere
@@ -41,8 +43,11 @@ _FULL_TOKEN = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 
 def redact(text: str) -> str:
     """Replace every bot token in ``text`` by its public id, ``123456:…``, and every bare
-    secret by ``…`` (see the module docstring for the shapes)."""
-    return SECRET_PATTERN.sub("…", TOKEN_PATTERN.sub(r"\1:…", text))
+    secret by ``…`` (see the module docstring for the shapes).
+
+    Everything that leaves the process passes here, so it also makes the text valid Unicode
+    (lone surrogates become U+FFFD, see :mod:`actors.text`)."""
+    return SECRET_PATTERN.sub("…", TOKEN_PATTERN.sub(r"\1:…", valid_text(text)))
 
 
 class BotToken:
