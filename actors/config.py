@@ -43,7 +43,6 @@ __all__ = [
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
-
 class TelegramConfig(BaseModel):
     """``[telegram]``: where the Bot API is and how to long-poll it."""
 

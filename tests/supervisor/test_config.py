@@ -173,8 +173,8 @@ BAD_FILES: list[tuple[str, list[str]]] = [
     (
         '[admin]\nip_rate_limit = "5/day"\n',
         [
-            "admin.ip_rate_limit must be 'N/second', 'N/minute' or 'N/hour' with N from 1 to 1000000, "
-            "or 'off', got '5/day'"
+            "admin.ip_rate_limit must be 'N/second', 'N/minute' or 'N/hour' with N from 1 "
+            "to 1000000, or 'off', got '5/day'"
         ],
     ),
     (
