@@ -13,7 +13,15 @@ import trio
 import trio.testing
 
 import storage.writer
-from storage import DatabaseFailedError, Store, StoreWriter, WriterState, run_inline
+from storage import (
+    DatabaseFailedError,
+    StorageError,
+    Store,
+    StoreWriter,
+    WriterState,
+    migrate_file,
+    run_inline,
+)
 
 
 def _failing_close(db: sqlite_utils.Database) -> None:
@@ -55,3 +63,21 @@ async def test_a_store_whose_close_fails_ends_its_nursery(
             failed += group.exceptions
     assert len(failed) == 1
     assert store.writer.state is WriterState.STOPPED
+
+
+def test_migrating_a_corrupt_file_is_one_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    migrate_file(path)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("create table filler (x)")
+        conn.executemany("insert into filler values (?)", [("x" * 500,)] * 100)
+    conn.close()  # the last connection: the WAL is checkpointed into the file
+    data = bytearray(path.read_bytes())
+    data[100:] = b"\xa5" * (len(data) - 100)  # everything after the 100-byte header
+    data[60:64] = (1).to_bytes(4, "big")  # user_version 1: a migration must read the schema
+    path.write_bytes(bytes(data))
+    with pytest.raises(StorageError) as caught:
+        migrate_file(path)
+    assert str(path) in str(caught.value)
+    assert "SQLite says" in str(caught.value)
