@@ -14,6 +14,7 @@ from storage.errors import (
     SchemaTooNewError,
     StorageError,
     StoreClosedError,
+    is_database_failure,
 )
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
 from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
@@ -53,6 +54,7 @@ __all__ = [
     "StoreWriter",
     "WriterState",
     "WriterStatistics",
+    "is_database_failure",
     "migrate",
     "migrate_file",
     "open_database",

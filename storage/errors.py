@@ -15,12 +15,15 @@ A job submitted to the writer that fails re-raises its own exception (``sqlite3.
 
 from __future__ import annotations
 
+import sqlite3
+
 __all__ = [
     "DatabaseFailedError",
     "NotADatabaseError",
     "SchemaTooNewError",
     "StorageError",
     "StoreClosedError",
+    "is_database_failure",
 ]
 
 
@@ -63,3 +66,12 @@ class DatabaseFailedError(StorageError):
 
 class StoreClosedError(StorageError):
     """The store (or its writer) was stopped: it accepts no more work."""
+
+
+def is_database_failure(error: BaseException | None) -> bool:
+    """Whether ``error`` is SQLite failing on the file itself (full disk, I/O, corruption), as
+    opposed to one job's data or SQL (an IntegrityError, a ProgrammingError)."""
+    return (
+        isinstance(error, (DatabaseFailedError, sqlite3.OperationalError))
+        or type(error) is sqlite3.DatabaseError
+    )

@@ -34,7 +34,7 @@ import sqlite_utils
 import trio
 
 from storage.db import open_database
-from storage.errors import DatabaseFailedError, StoreClosedError
+from storage.errors import DatabaseFailedError, StoreClosedError, is_database_failure
 from storage.migrations import migrate
 
 __all__ = ["Job", "Offload", "StoreWriter", "WriterState", "WriterStatistics", "run_inline"]
@@ -423,7 +423,7 @@ class StoreWriter:
         self._failed_jobs += report.failed
         self._rows += report.rows
         file_error = report.error or next(
-            (job.error for job in batch if _is_file_error(job.error)), None
+            (job.error for job in batch if is_database_failure(job.error)), None
         )
         if file_error is not None:
             self._failing = f"{type(file_error).__name__}: {file_error}"
@@ -475,11 +475,6 @@ class StoreWriter:
         finally:
             self._serving = False
             self._stopped.set()
-
-
-def _is_file_error(error: BaseException | None) -> bool:
-    """SQLite failing on the file (full, I/O, corrupt), not on one job's data or SQL."""
-    return isinstance(error, sqlite3.OperationalError) or type(error) is sqlite3.DatabaseError
 
 
 def _close(db: sqlite_utils.Database) -> None:
