@@ -57,3 +57,22 @@ async def test_a_lone_surrogate_anywhere_in_a_new_bot_is_a_422_naming_the_key(
         assert message.startswith("autoreply[0].reply must be valid UTF-8 text")
         assert token not in refused.text
         assert (await admin.http.get("/admin/bots/7")).status_code == 404
+
+
+async def test_an_encoded_token_in_a_suspend_reason_is_redacted_in_the_answer_and_the_store(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    from urllib.parse import quote
+
+    async with admin_fleet(tmp_path / "a.db", [1]) as admin:
+        token = admin.fleet.tokens[1]
+        secret = token.split(":")[1]
+        reason = f"leaked {quote(token)} and {secret}"
+        suspended = await admin.http.post("/admin/bots/1/suspend", json={"reason": reason})
+        assert suspended.status_code == 200, suspended.text
+        listing = await admin.http.get("/admin/bots")
+        record = await admin.fleet.handle.store.get_bot(1)
+    assert record is not None and record.suspended_reason is not None
+    for shown in (suspended.text, listing.text, record.suspended_reason):
+        assert secret not in shown
+    assert record.suspended_reason == f"leaked {token.split(':')[0]}:… and …"
