@@ -90,6 +90,7 @@ from actors.validation import (
     describe_problems,
     format_loc,
     rule_error,
+    text_problems,
 )
 
 __all__ = [
@@ -190,6 +191,7 @@ __all__ = [
     "reply_target",
     "rule_error",
     "shared_ssl_context",
+    "text_problems",
     "update_chat_id",
     "update_payload",
     "user_id_problem",

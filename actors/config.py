@@ -2,8 +2,10 @@
 
 Each section is declared once here, with its defaults and rules; the loader in ``supervisor``
 validates ``botvisor.toml`` against these models in one pass, and tests build them directly.
-A broken rule names its key (``breaker.open_seconds must be > 0, got -1``): see
-:mod:`actors.validation`.
+A broken rule names its key (``breaker.open_seconds must be from 0.01 to 86400, got -1``):
+see :mod:`actors.validation`. Every number has a finite ``[ge, le]`` range stated on its field
+(docs/OPERATIONS.md lists them; ``tests/supervisor/test_ranges.py`` checks that none is
+missing): ``rps = 1e308`` or ``5e-324`` is a typo, not a setting.
 """
 
 from __future__ import annotations
@@ -18,9 +20,7 @@ from actors.secrets import BotToken
 from actors.validation import (
     Flag,
     Fraction,
-    NonNegative,
     Number,
-    Positive,
     WholeNumber,
     rule_error,
 )
@@ -44,8 +44,6 @@ __all__ = [
 # not know is a mistake in the file, not something to ignore.
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 
-AtLeastOne = Annotated[WholeNumber, Field(ge=1)]
-
 
 class TelegramConfig(BaseModel):
     """``[telegram]``: where the Bot API is and how to long-poll it."""
@@ -67,10 +65,10 @@ class TelegramConfig(BaseModel):
     # updates are never held back.
     min_poll_interval: Annotated[Number, Field(ge=0.1, le=60)] = 1.0
     # The HTTP read timeout of getUpdates is poll_timeout + this margin.
-    poll_http_margin: Positive = 10.0
+    poll_http_margin: Annotated[Number, Field(ge=0.1, le=600)] = 10.0
     # HTTP timeout of every other call.
-    request_timeout: Positive = 30.0
-    connect_timeout: Positive = 10.0
+    request_timeout: Annotated[Number, Field(ge=0.1, le=600)] = 30.0
+    connect_timeout: Annotated[Number, Field(ge=0.1, le=600)] = 10.0
 
     @field_validator("api_base")
     @classmethod
@@ -105,16 +103,16 @@ class LimitsConfig(BaseModel):
     # (31–32 were seen on loopback). 22 rps and burst 3: 25 at d = 0, and still ≤ 30 for
     # d up to (30 − 3) / 22 − 1 ≈ 0.23 s. `make bench` measures it ("Global limit at the
     # receiving server"). A burst equal to the rate would allow twice the rate at first.
-    global_rps: Positive = 22.0
-    global_burst: AtLeastOne = 3
-    bot_rps: Positive = 30.0
-    bot_burst: AtLeastOne = 5
-    private_chat_per_second: Positive = 1.0
-    group_chat_per_minute: Positive = 20.0
+    global_rps: Annotated[Number, Field(ge=0.01, le=100_000)] = 22.0
+    global_burst: Annotated[WholeNumber, Field(ge=1, le=100_000)] = 3
+    bot_rps: Annotated[Number, Field(ge=0.01, le=100_000)] = 30.0
+    bot_burst: Annotated[WholeNumber, Field(ge=1, le=100_000)] = 5
+    private_chat_per_second: Annotated[Number, Field(ge=0.01, le=1000)] = 1.0
+    group_chat_per_minute: Annotated[Number, Field(ge=0.1, le=60_000)] = 20.0
     # Chats of one bot handled concurrently; updates of one chat are always in order.
-    max_concurrent_chats: AtLeastOne = 16
+    max_concurrent_chats: Annotated[WholeNumber, Field(ge=1, le=10_000)] = 16
     # A chat lane with nothing to do for this long is reaped.
-    lane_idle_seconds: Positive = 60.0
+    lane_idle_seconds: Annotated[Number, Field(ge=0.1, le=86_400)] = 60.0
 
 
 class BreakerConfig(BaseModel):
@@ -122,14 +120,14 @@ class BreakerConfig(BaseModel):
 
     model_config = FROZEN
 
-    failure_threshold: AtLeastOne = 5
-    open_seconds: Positive = 60.0
-    half_open_successes: AtLeastOne = 2
+    failure_threshold: Annotated[WholeNumber, Field(ge=1, le=10_000)] = 5
+    open_seconds: Annotated[Number, Field(ge=0.01, le=86_400)] = 60.0
+    half_open_successes: Annotated[WholeNumber, Field(ge=1, le=10_000)] = 2
     # Optional failure-rate rule: OPEN when, over the last ``rate_window_seconds``, at least
     # ``rate_minimum_calls`` calls were made and the failed share reached ``failure_rate``.
     failure_rate: Fraction | None = None
-    rate_window_seconds: Positive = 60.0
-    rate_minimum_calls: AtLeastOne = 20
+    rate_window_seconds: Annotated[Number, Field(ge=0.01, le=86_400)] = 60.0
+    rate_minimum_calls: Annotated[WholeNumber, Field(ge=1, le=1_000_000)] = 20
 
 
 class BackoffKind(enum.Enum):
@@ -166,8 +164,8 @@ class RetryPolicyConfig(BaseModel):
     max_retries: Annotated[WholeNumber, Field(ge=0, le=100)]
     backoff: BackoffKind = BackoffKind.EXPONENTIAL
     jitter: JitterKind = JitterKind.FULL
-    base_delay: NonNegative = 0.5
-    max_delay: Positive = 30.0
+    base_delay: Annotated[Number, Field(ge=0, le=3600)] = 0.5
+    max_delay: Annotated[Number, Field(ge=0.001, le=3600)] = 30.0
 
     @model_validator(mode="after")
     def _base_within_max(self) -> RetryPolicyConfig:
@@ -204,7 +202,7 @@ class RetryConfig(BaseModel):
     retry_uncertain_sends: Flag = False
     # A reply that exhausted its quick retries is parked and re-sent until this many seconds
     # after its update arrived; then it is dead-lettered.
-    delivery_deadline: Positive = 900.0
+    delivery_deadline: Annotated[Number, Field(ge=0.1, le=86_400)] = 900.0
 
     @field_validator(*POLICIES, mode="before")
     @classmethod
@@ -223,14 +221,14 @@ class HealthConfig(BaseModel):
 
     model_config = FROZEN
 
-    window_seconds: Positive = 300.0
+    window_seconds: Annotated[Number, Field(ge=0.1, le=86_400)] = 300.0
     degraded_error_rate: Fraction = 0.10
     unhealthy_error_rate: Fraction = 0.50
     # The error-rate rules apply only with at least this many calls in the window.
-    minimum_volume: AtLeastOne = 10
-    degraded_consecutive_failures: AtLeastOne = 3
-    unhealthy_consecutive_failures: AtLeastOne = 5
-    slow_response_ms: Positive = 2000.0
+    minimum_volume: Annotated[WholeNumber, Field(ge=1, le=1_000_000)] = 10
+    degraded_consecutive_failures: Annotated[WholeNumber, Field(ge=1, le=10_000)] = 3
+    unhealthy_consecutive_failures: Annotated[WholeNumber, Field(ge=1, le=10_000)] = 5
+    slow_response_ms: Annotated[Number, Field(ge=1, le=600_000)] = 2000.0
     ema_alpha: Fraction = 0.2
 
     @model_validator(mode="after")
@@ -324,7 +322,7 @@ class BotConfig(BaseModel):
     autoreply_default: str | None = Field(
         default=None, description="the reply when no autoreply rule matches; null sends nothing"
     )
-    rps: Positive | None = Field(
+    rps: Annotated[Number, Field(ge=0.01, le=100_000)] | None = Field(
         default=None, description="this bot's requests per second; null means limits.bot_rps"
     )
     allowed_updates: Annotated[

@@ -10,6 +10,7 @@ store's single writer. It also deletes rows older than ``retention_days``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import trio
 
 from actors.events import BotEvent
 from actors.fleet_health import FleetHealth, FleetSummary
-from storage import Store
+from storage import StorageError, Store
 
 __all__ = ["MetricsActor", "MetricsStatistics", "Subscription"]
 
@@ -232,19 +233,28 @@ class MetricsActor:
             next_at += self._persist_interval
             try:
                 await self.persist_now()
-            except Exception:
-                log.exception("health snapshot failed; will try again next interval")
+            except Exception as exc:
+                _log_failure("health snapshot failed; will try again next interval", exc)
             # Done inbox rows are only needed until the stored offset passes them; pruning on
             # the snapshot cadence keeps the inbox near the size of the work in flight.
             try:
                 await self.prune_inbox_now()
-            except Exception:
-                log.exception("inbox pruning failed; will try again next interval")
+            except Exception as exc:
+                _log_failure("inbox pruning failed; will try again next interval", exc)
 
     async def _retention_loop(self) -> None:
         while True:
             try:
                 await self.cleanup_now()
-            except Exception:
-                log.exception("retention cleanup failed; will try again next interval")
+            except Exception as exc:
+                _log_failure("retention cleanup failed; will try again next interval", exc)
             await trio.sleep(self._retention_check)
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """The database failing (full disk, corrupt page) is one line: SQLite's message says it
+    all and repeats every interval; anything else is a bug and keeps its traceback."""
+    if isinstance(exc, (StorageError, sqlite3.DatabaseError)):
+        log.error("%s: %s: %s", what, type(exc).__name__, exc)
+    else:
+        log.error("%s", what, exc_info=exc)

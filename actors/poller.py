@@ -27,7 +27,7 @@ from actors.delivery import Inbound
 from actors.lanes import ChatLanes, chat_key, lane_name, update_chat_id
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
-from storage import InboxEntry
+from storage import InboxEntry, is_database_failure
 
 __all__ = ["POLL_ERROR_PAUSE", "Poller"]
 
@@ -160,7 +160,22 @@ class Poller:
                     continue
                 self._after_call()
                 if updates:
-                    await self._accept(lanes, updates)
+                    try:
+                        await self._accept(lanes, updates)
+                    except Exception as exc:
+                        if not is_database_failure(exc):
+                            raise
+                        # A full disk or an I/O error: the offset was not advanced, so
+                        # Telegram sends these updates again; nothing is lost, and the bot
+                        # does not crash into its restart intensity over the store.
+                        log.warning(
+                            "bot %s: cannot store updates (%s: %s); polling them again in %g s",
+                            self._user_id,
+                            type(exc).__name__,
+                            exc,
+                            POLL_ERROR_PAUSE,
+                        )
+                        await trio.sleep(POLL_ERROR_PAUSE)
                 else:
                     # An empty answer that came early: space the polls (a no-op after a
                     # real long poll, which took poll_timeout seconds).

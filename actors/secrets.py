@@ -3,6 +3,18 @@
 A Telegram bot token looks like ``123456789:AAE...`` (a numeric bot id, a colon, and a
 35-character secret). Everything that might print a token goes through :func:`redact`, and the
 token itself travels as a :class:`BotToken`, whose ``str`` and ``repr`` show ``123456789:…``.
+
+Redaction matches the token's SHAPE, not a list of the fleet's tokens: it needs no state (the
+log filter works before any bot is loaded, and for tokens the fleet never knew, such as one
+pasted into a wrong request), and a token never has to be copied into a registry of secrets.
+Shapes caught, anywhere in a text:
+
+- ``<id>:<secret>`` with the colon as is, URL-encoded (``%3A``, or ``%253A`` encoded twice) or
+  JSON/JavaScript-escaped (``\\u003a``): what ``quote``, ``quote_plus``, ``json.dumps`` and
+  URLs in error descriptions make of a token (the secret's alphabet is URL-safe base64, which
+  none of them change);
+- the secret alone: BotFather's secrets are ``AA`` and 33 base64url characters, so any such
+  run of exactly 35 characters not inside a longer word is replaced by ``…``.
 """
 
 from __future__ import annotations
@@ -15,17 +27,27 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-__all__ = ["TOKEN_PATTERN", "BotToken", "RedactingFilter", "redact"]
+from actors.text import valid_text
+
+__all__ = ["SECRET_PATTERN", "TOKEN_PATTERN", "BotToken", "RedactingFilter", "redact"]
 
 # The secret part is at least 20 characters of base64url; real ones are 35. Matching anywhere
 # in a string (a URL path, an exception message) is what makes redaction reliable.
-TOKEN_PATTERN = re.compile(r"(?<![0-9])([0-9]{3,20}):[A-Za-z0-9_-]{20,}")
+TOKEN_PATTERN = re.compile(
+    r"(?<![0-9])([0-9]{3,20})(:|%3A|%253A|\\u003A)[A-Za-z0-9_-]{20,}", re.IGNORECASE
+)
+# A secret without its id: Telegram's are ``AA`` + 33 base64url characters (35 in all).
+SECRET_PATTERN = re.compile(r"(?<![A-Za-z0-9_-])AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])")
 _FULL_TOKEN = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 
 
 def redact(text: str) -> str:
-    """Replace every bot token in ``text`` by its public id, ``123456:…``."""
-    return TOKEN_PATTERN.sub(r"\1:…", text)
+    """Replace every bot token in ``text`` by its public id, ``123456:…``, and every bare
+    secret by ``…`` (see the module docstring for the shapes).
+
+    Everything that leaves the process passes here, so it also makes the text valid Unicode
+    (lone surrogates become U+FFFD, see :mod:`actors.text`)."""
+    return SECRET_PATTERN.sub("…", TOKEN_PATTERN.sub(r"\1:…", valid_text(text)))
 
 
 class BotToken:

@@ -27,6 +27,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from actors.secrets import redact
+from actors.text import surrogate_locations
 
 __all__ = [
     "CONFIG_RULE",
@@ -41,6 +42,7 @@ __all__ = [
     "describe_problems",
     "format_loc",
     "rule_error",
+    "text_problems",
 ]
 
 # A number from the file: an int is accepted for a float, a bool or a string is not, and
@@ -115,6 +117,19 @@ def describe_problems(
             seen.add(problem.message)
             problems.append(problem)
     return problems
+
+
+def text_problems(data: Any, *, prefix: Loc = ()) -> list[Problem]:
+    """One :class:`Problem` per string (or key) of decoded JSON ``data`` that is not valid
+    Unicode text (a lone surrogate such as ``"\\ud800"``, which UTF-8 cannot encode)."""
+    return [
+        Problem(
+            (*prefix, *loc),
+            f"{format_loc((*prefix, *loc)) or 'the value'} must be valid UTF-8 text, got a lone "
+            f"surrogate U+{point:04X} (send the character itself, or a surrogate pair)",
+        )
+        for loc, point in surrogate_locations(data)
+    ]
 
 
 # --- translating one error -------------------------------------------------------------------

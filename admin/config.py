@@ -18,7 +18,8 @@ __all__ = ["AdminConfig", "is_loopback", "parse_rate_limit", "split_listen"]
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _LISTEN_RULE = "be 'host:port' with a port from 0 to 65535"
 _PROXIES_RULE = 'be a list of addresses or networks such as "10.0.0.0/8"'
-_RATE_RULE = "be 'N/second', 'N/minute' or 'N/hour' with N >= 1, or 'off'"
+_RATE_MAX = 1_000_000
+_RATE_RULE = f"be 'N/second', 'N/minute' or 'N/hour' with N from 1 to {_RATE_MAX}, or 'off'"
 # Shorter bearer tokens are guessable by anyone who can reach the port.
 MIN_TOKEN_LENGTH = 16
 
@@ -28,7 +29,14 @@ def parse_rate_limit(text: str) -> tuple[int, float] | None:
     if text == "off":
         return None
     count, sep, period = text.partition("/")
-    if not (sep and count.isascii() and count.isdigit() and int(count) >= 1 and period in _PERIODS):
+    if not (
+        sep
+        and count.isascii()
+        and count.isdigit()
+        and len(count) <= len(str(_RATE_MAX))
+        and 1 <= int(count) <= _RATE_MAX
+        and period in _PERIODS
+    ):
         raise ValueError(f"a rate limit must {_RATE_RULE}, got {text!r}")
     return int(count), _PERIODS[period]
 
@@ -77,7 +85,7 @@ class AdminConfig(BaseModel):
     # requests refilled over the period), or "off".
     ip_rate_limit: str = "600/minute"
     # At most this many client addresses are tracked; idle ones are forgotten first.
-    ip_rate_limit_clients: Annotated[WholeNumber, Field(ge=1)] = 10_000
+    ip_rate_limit_clients: Annotated[WholeNumber, Field(ge=1, le=10_000_000)] = 10_000
     # Addresses or networks of reverse proxies whose X-Forwarded-For header is believed.
     trusted_proxies: Annotated[
         tuple[Annotated[str, AfterValidator(_network)], ...],

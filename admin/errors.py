@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
@@ -14,6 +15,7 @@ from starlette.types import Scope, Send
 
 from actors import redact
 from admin.records import ErrorBody, ErrorDetail
+from storage import StorageError
 
 __all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
 
@@ -125,6 +127,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, headers=exc.headers)
 
 
+async def _database_failed(request: Request, exc: Exception) -> Response:
+    # The database failing (full disk, corrupt page, I/O) is not a bug of the request: 503
+    # with one log line, and the daemon keeps answering what needs no database.
+    log.error(
+        "admin %s %s: the database failed: %s",
+        request.method,
+        request.url.path,
+        redact(f"{type(exc).__name__}: {exc}"),
+    )
+    return error_response(
+        503,
+        f"the database cannot answer now ({type(exc).__name__}: {exc}); GET /readyz says why",
+        headers={"Retry-After": "30"},
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.error(
         "admin %s %s failed: %s",
@@ -138,5 +156,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 exception_handlers = {
     ApiError: _api_error,
     HTTPException: _http_error,
+    # Handled by the exception middleware (only the bare Exception handler goes to Starlette's
+    # server-error middleware, which re-raises to the server after answering).
+    StorageError: _database_failed,
+    sqlite3.DatabaseError: _database_failed,
     Exception: _unexpected,
 }

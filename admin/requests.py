@@ -19,7 +19,14 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from actors import USER_ID_RULE, UserId, describe_problems, rule_error, user_id_problem
+from actors import (
+    USER_ID_RULE,
+    UserId,
+    describe_problems,
+    rule_error,
+    text_problems,
+    user_id_problem,
+)
 from admin.errors import ApiError
 
 __all__ = [
@@ -112,6 +119,9 @@ class SuspendRequest(RequestModel):
 
 def parse(model: type[Model], data: Mapping[str, Any]) -> Model:
     """``data`` as ``model``, or a 422 whose message names every wrong field."""
+    # Text that is not valid UTF-8 would fail later, in SQLite or in a response: refused here.
+    if bad_text := text_problems(data):
+        raise ApiError(422, "; ".join(p.message for p in bad_text))
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -8,7 +8,14 @@ Other packages import from here only::
 
 from storage.config import StorageConfig
 from storage.db import migrate_file, open_database
-from storage.errors import NotADatabaseError, SchemaTooNewError, StorageError, StoreClosedError
+from storage.errors import (
+    DatabaseFailedError,
+    NotADatabaseError,
+    SchemaTooNewError,
+    StorageError,
+    StoreClosedError,
+    is_database_failure,
+)
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
 from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
 from storage.store import (
@@ -30,6 +37,7 @@ __all__ = [
     "UNHEALTHY_STATUSES",
     "BotCounters",
     "BotRecord",
+    "DatabaseFailedError",
     "DeadLetter",
     "HealthRow",
     "InboxEntry",
@@ -46,6 +54,7 @@ __all__ = [
     "StoreWriter",
     "WriterState",
     "WriterStatistics",
+    "is_database_failure",
     "migrate",
     "migrate_file",
     "open_database",

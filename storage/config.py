@@ -24,6 +24,6 @@ class StorageConfig(BaseModel):
     persist_interval: Annotated[
         _Seconds, Field(ge=60, le=3600, json_schema_extra={"x-rule": "be from 60 to 3600 seconds"})
     ] = 300.0
-    retention_days: Annotated[_Seconds, Field(gt=0)] = 30.0
+    retention_days: Annotated[_Seconds, Field(ge=0.001, le=36_500)] = 30.0
     # How often old rows are looked for.
-    retention_check_interval: Annotated[_Seconds, Field(gt=0)] = 3600.0
+    retention_check_interval: Annotated[_Seconds, Field(ge=0.01, le=86_400)] = 3600.0

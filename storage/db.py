@@ -16,7 +16,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from storage.errors import NotADatabaseError, SchemaTooNewError
+from storage.errors import DatabaseFailedError, NotADatabaseError, SchemaTooNewError
 from storage.migrations import SCHEMA_VERSION, migrate, read_schema_version, refuse_foreign
 
 __all__ = ["BUSY_TIMEOUT_MS", "migrate_file", "open_database"]
@@ -108,10 +108,14 @@ def _make_private(name: str) -> None:
 def migrate_file(path: str | os.PathLike[str]) -> tuple[int, int]:
     """Open ``path`` (creating it), apply pending migrations, close; ``(before, after)``.
 
-    Blocking: for the command line, or ``trio.to_thread.run_sync`` in async code.
+    Blocking: for the command line, or ``trio.to_thread.run_sync`` in async code. SQLite
+    failing on the file (corrupt, full disk) raises :class:`DatabaseFailedError`.
     """
-    db = open_database(path)
     try:
-        return migrate(db)
-    finally:
-        db.close()
+        db = open_database(path)
+        try:
+            return migrate(db)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseFailedError(os.fspath(path), "migrating the schema", exc) from None

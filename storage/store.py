@@ -25,7 +25,7 @@ import sqlite_utils
 import trio
 
 from storage.db import open_database
-from storage.errors import StoreClosedError
+from storage.errors import DatabaseFailedError, StoreClosedError
 from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
 from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
@@ -154,7 +154,10 @@ class Store:
             await self.writer.open()
             # Readers open after the migration: they need the schema it creates.
             for _ in range(self._reader_count):
-                db = await self._offload(partial(open_database, self.path, readonly=True))
+                try:
+                    db = await self._offload(partial(open_database, self.path, readonly=True))
+                except sqlite3.DatabaseError as exc:
+                    raise DatabaseFailedError(self.path, "opening a reader", exc) from None
                 self._readers_open += 1
                 self._pool_send.send_nowait(db)
             self._reading = True
@@ -176,6 +179,8 @@ class Store:
         state = self.writer.state
         if state is not WriterState.RUNNING:
             return False, f"the store writer is {state.value}"
+        if (failing := self.writer.failing) is not None:
+            return False, f"the last write failed: {failing}"
         with trio.move_on_after(within):
             try:
                 await self.writer.submit(_take_write_lock)
@@ -422,6 +427,9 @@ class Store:
             self._reads += 1
             result: T = await self._offload(query, db)
             return result
+        except sqlite3.DatabaseError as exc:
+            # The file itself failed (a corrupt page, an I/O error): one line that names it.
+            raise DatabaseFailedError(self.path, "reading", exc) from None
         finally:
             self._pool_send.send_nowait(db)
 

@@ -10,10 +10,18 @@ each under a SAVEPOINT; see ``_run_batch``).
 Shutdown: ``stop()`` refuses new jobs, lets the writer drain and commit everything already
 queued, closes the connection and returns. If ``run`` is cancelled instead, jobs still queued
 fail with :class:`StoreClosedError` (their submitters are told, nobody waits forever).
+
+Failures of the file itself: SQLite failing to open or migrate it (corrupt pages, a full
+disk, an I/O error) raises :class:`DatabaseFailedError` with SQLite's message, one line. The
+writer reaches STOPPED on every path, even when closing the connection fails (``PRAGMA
+optimize`` on a corrupt file raises): the connection is closed anyway, and the first
+``stop()`` to return afterwards raises that :class:`DatabaseFailedError`, so the daemon's
+shutdown ends instead of waiting for a writer that never reports stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -26,7 +34,7 @@ import sqlite_utils
 import trio
 
 from storage.db import open_database
-from storage.errors import StoreClosedError
+from storage.errors import DatabaseFailedError, StoreClosedError, is_database_failure
 from storage.migrations import migrate
 
 __all__ = ["Job", "Offload", "StoreWriter", "WriterState", "WriterStatistics", "run_inline"]
@@ -162,9 +170,12 @@ def _run_batch(conn: sqlite3.Connection, jobs: list[_Job[Any]]) -> _BatchReport:
         except Exception as exc:
             # BEGIN, COMMIT or a savepoint statement failed (locked for longer than
             # busy_timeout, I/O error): nothing of this attempt is in the file, so every job of
-            # it that did not fail on its own fails with that error.
+            # it that did not fail on its own fails with that error. On a corrupt file the
+            # ROLLBACK can fail too; the transaction is over either way, and the writer must
+            # live on to tell every submitter.
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             for job in pending:
                 if job.error is None:
                     job.error = exc
@@ -208,6 +219,11 @@ class StoreWriter:
         self._serving = False
         self._opening = False
         self._stopped = trio.Event()
+        # Closing the connection failed: raised once, by the first stop() to see it.
+        self._close_error: DatabaseFailedError | None = None
+        # The file's last failure (disk full, I/O) while no write has succeeded since: the
+        # store is not ready although an empty probe transaction would still commit.
+        self._failing: str | None = None
         self._batches = 0
         self._jobs = 0
         self._failed_jobs = 0
@@ -221,6 +237,13 @@ class StoreWriter:
     @property
     def state(self) -> WriterState:
         return self._state
+
+    @property
+    def failing(self) -> str | None:
+        """Why writes fail now (``"OperationalError: database or disk is full"``), or None:
+        set when a transaction or a job fails on the file itself, cleared by the next batch
+        that writes rows."""
+        return self._failing
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -278,19 +301,23 @@ class StoreWriter:
         """Accept no more jobs, commit every queued one, close the connection, return.
 
         After it returns, every job submitted before the call has been committed (or has
-        failed on its own). Idempotent.
+        failed on its own). Idempotent. Raises :class:`DatabaseFailedError` (once) if closing
+        the connection failed; the writer is STOPPED and the connection closed all the same.
         """
         if self._state is WriterState.NEW:
             await self._finish()
-            return
-        if self._state in (WriterState.RUNNING, WriterState.OPENING):
-            self._state = WriterState.STOPPING
-        self._send.close()
-        if self._serving or self._opening:
-            await self._stopped.wait()
-        elif self._db is not None:
-            # Opened but never served (its owner failed to start): drain it here.
-            await self.serve()
+        else:
+            if self._state in (WriterState.RUNNING, WriterState.OPENING):
+                self._state = WriterState.STOPPING
+            self._send.close()
+            if self._serving or self._opening:
+                await self._stopped.wait()
+            elif self._db is not None:
+                # Opened but never served (its owner failed to start): drain it here.
+                await self.serve()
+        error, self._close_error = self._close_error, None
+        if error is not None:
+            raise error
 
     # --- submitting ----------------------------------------------------------------------
 
@@ -357,11 +384,16 @@ class StoreWriter:
         )
 
     def _open_and_migrate(self) -> sqlite_utils.Database:
-        db = open_database(self.path)
+        try:
+            db = open_database(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseFailedError(self.path, "opening the database", exc) from None
         try:
             before, after = migrate(db)
-        except BaseException:
+        except BaseException as exc:
             db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise DatabaseFailedError(self.path, "migrating the schema", exc) from None
             raise
         if before != after:
             logger.info("%s: schema migrated from version %d to %d", self.path, before, after)
@@ -390,6 +422,13 @@ class StoreWriter:
         self._jobs += report.committed
         self._failed_jobs += report.failed
         self._rows += report.rows
+        file_error = report.error or next(
+            (job.error for job in batch if is_database_failure(job.error)), None
+        )
+        if file_error is not None:
+            self._failing = f"{type(file_error).__name__}: {file_error}"
+        elif report.rows:
+            self._failing = None
         if report.error is None:
             self._batches += 1
         else:
@@ -425,14 +464,22 @@ class StoreWriter:
                 job.finished.set()
         self._receive.close()
         db, self._db = self._db, None
-        if db is not None:
-            with trio.CancelScope(shield=True):
-                await self._offload(_close, db)
-        self._serving = False
-        self._stopped.set()
+        try:
+            if db is not None:
+                with trio.CancelScope(shield=True):
+                    await self._offload(_close, db)
+        except Exception as exc:
+            self._close_error = DatabaseFailedError(self.path, "closing the database", exc)
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            logger.error("%s", self._close_error)
+        finally:
+            self._serving = False
+            self._stopped.set()
 
 
 def _close(db: sqlite_utils.Database) -> None:
+    """``PRAGMA optimize`` then close; the connection is closed even when optimize fails
+    (it does on a corrupt file), and that failure is raised afterwards."""
     try:
         # Keeps the query planner's statistics fresh for the next start; cheap when unneeded.
         db.execute("PRAGMA optimize")

@@ -172,7 +172,7 @@ def run_command(path: Path) -> int:
     try:
         trio.run(run_daemon, config, open_files)
     except Exception as exc:
-        setup = setup_error(exc)
+        setup = setup_error(exc, database=config.storage.path)
         if setup is not None:
             log.error("%s", setup)
             return EXIT_CONFIG

@@ -16,9 +16,7 @@ from actors import (
     BreakerConfig,
     HealthConfig,
     LimitsConfig,
-    NonNegative,
     Number,
-    Positive,
     RetryConfig,
     TelegramConfig,
     WholeNumber,
@@ -36,19 +34,19 @@ class SupervisorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # More than max_restarts crashes within restart_period seconds suspend the bot.
-    max_restarts: Annotated[WholeNumber, Field(ge=0)] = 5
-    restart_period: Positive = 60.0
-    restart_backoff_min: Positive = 1.0
-    restart_backoff_max: Positive = 60.0
+    max_restarts: Annotated[WholeNumber, Field(ge=0, le=10_000)] = 5
+    restart_period: Annotated[Number, Field(ge=0.01, le=86_400)] = 60.0
+    restart_backoff_min: Annotated[Number, Field(ge=0.001, le=3600)] = 1.0
+    restart_backoff_max: Annotated[Number, Field(ge=0.001, le=86_400)] = 60.0
     # Each backoff is scaled by a random factor in [1 - jitter, 1 + jitter].
     restart_jitter: Annotated[Number, Field(ge=0, le=1)] = 0.2
     # The backoff resets after a child ran restart_backoff_min × this without crashing.
-    backoff_reset_factor: Annotated[Number, Field(ge=1)] = 10.0
+    backoff_reset_factor: Annotated[Number, Field(ge=1, le=1000)] = 10.0
     # Seconds in-flight handlers get at shutdown.
-    graceful_timeout: NonNegative = 10.0
+    graceful_timeout: Annotated[Number, Field(ge=0, le=3600)] = 10.0
     # How often each bot re-checks its own status, to announce what time alone changes
     # (failures ageing out of the health window).
-    report_interval: Positive = 5.0
+    report_interval: Annotated[Number, Field(ge=0.01, le=3600)] = 5.0
 
     @model_validator(mode="after")
     def _backoff_range(self) -> SupervisorConfig:

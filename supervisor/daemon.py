@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,7 +38,14 @@ from actors import (
     shared_ssl_context,
 )
 from admin import AdminContext, AdminListenError, AdminServer, create_app
-from storage import Offload, StorageError, Store
+from storage import (
+    DatabaseFailedError,
+    NotADatabaseError,
+    Offload,
+    SchemaTooNewError,
+    StorageError,
+    Store,
+)
 from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
@@ -215,10 +223,20 @@ async def _polling_bots(config: Config, store: Store) -> int:
     )
 
 
-def setup_error(exc: BaseException) -> Exception | None:
+def setup_error(exc: BaseException, *, database: str = "the database") -> Exception | None:
     """The operator-fixable error (database, admin address, open-files limit, a token of two
-    tenants) behind a failed start, looking through Trio's exception groups; None for anything
-    else."""
+    tenants) behind a failed start or run, looking through Trio's exception groups; None for
+    anything else.
+
+    SQLite failing on the file itself (``sqlite3.DatabaseError`` from a write: disk full, a
+    corrupt page, an I/O error) counts as a database error of ``database``."""
+    # The cause before its consequences: a failed file closes the store, and whoever wrote
+    # next met StoreClosedError.
+    for kind in (DatabaseFailedError, NotADatabaseError, SchemaTooNewError):
+        if (found := find_exception(exc, kind)) is not None:
+            return found
+    if (failed := find_exception(exc, sqlite3.DatabaseError)) is not None:
+        return DatabaseFailedError(database, "writing", failed)
     return (
         find_exception(exc, StorageError)
         or find_exception(exc, AdminListenError)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from actors import RedactingFilter
-from actors.secrets import TOKEN_PATTERN
+from actors.secrets import SECRET_PATTERN, TOKEN_PATTERN
 
 
 class _Capture(logging.Handler):
@@ -49,5 +49,9 @@ def no_token_in_logs() -> Iterator[None]:
     finally:
         root.removeHandler(capture)
         root.setLevel(previous)
-    leaked = [line for line in capture.lines + raw if TOKEN_PATTERN.search(line)]
+    leaked = [
+        line
+        for line in capture.lines + raw
+        if TOKEN_PATTERN.search(line) or SECRET_PATTERN.search(line)
+    ]
     assert not leaked, f"a bot token reached the logs: {leaked[:3]}"

@@ -28,6 +28,7 @@ from actors.botapi.errors import (
 )
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
+from actors.text import may_hold_surrogates, valid_data
 
 __all__ = [
     "BOT_CONNECTIONS",
@@ -238,6 +239,9 @@ def _result(method: str, response: httpx.Response) -> Any:
         body = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         body = None
+    if may_hold_surrogates(response.content):
+        # A lone surrogate would fail later in SQLite or a response: replaced, see actors.text.
+        body = valid_data(body)
     if isinstance(body, dict) and isinstance(body.get("ok"), bool):
         if body["ok"] and "result" in body:
             return body["result"]

@@ -88,7 +88,7 @@ policy_configs = st.builds(
     st.sampled_from(BackoffKind),
     st.sampled_from(JitterKind),
     st.floats(0, 100, allow_nan=False),
-    st.floats(1e-6, 1000, allow_nan=False),
+    st.floats(1e-3, 1000, allow_nan=False),
     st.integers(0, 100),
 )
 

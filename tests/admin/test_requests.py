@@ -40,7 +40,11 @@ HOURS_RULE = "hours must be a whole number from 1 to 168"
             "colour: unknown field (known: allowed_updates, autoreply, autoreply_default, handler, "
             "rps, token, user_id)",
         ),
-        (BotConfig, {"user_id": 7, "token": TOKEN, "rps": -1}, "rps must be > 0, got -1"),
+        (
+            BotConfig,
+            {"user_id": 7, "token": TOKEN, "rps": -1},
+            "rps must be from 0.01 to 100000, got -1",
+        ),
         (BotConfig, {"user_id": 7, "token": TOKEN, "rps": "5"}, "rps must be a number, got '5'"),
         (BotConfig, {"user_id": 7, "token": TOKEN, "rps": True}, "rps must be a number, got True"),
         (
@@ -67,7 +71,7 @@ HOURS_RULE = "hours must be a whole number from 1 to 168"
         (
             BotConfig,
             {"user_id": 0, "token": TOKEN, "rps": 0},
-            f"{USER_ID_RULE}, got 0; rps must be > 0, got 0",
+            f"{USER_ID_RULE}, got 0; rps must be from 0.01 to 100000, got 0",
         ),
         (SuspendRequest, {"reason": "  "}, f"{REASON_RULE}, got '  '"),
         (SuspendRequest, {"reason": 5}, "reason must be a string, got 5"),

@@ -100,6 +100,6 @@ async def test_a_bad_config_exits_one_naming_the_key(tmp_path: Path) -> None:
     )
     err = result.stderr.decode()
     assert result.returncode == 1
-    assert "limits.global_rps must be > 0, got 0" in err
+    assert "limits.global_rps must be from 0.01 to 100000, got 0" in err
     assert "bots[0].token_env: the environment variable NOPE_X is not set" in err
     assert "Traceback" not in err

@@ -81,19 +81,25 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         '[telegram]\napi_base = "ftp://example.com"\n',
         ["telegram.api_base must start with http:// or https://, got 'ftp://example.com'"],
     ),
-    ("[telegram]\nrequest_timeout = inf\n", ["telegram.request_timeout must be > 0, got inf"]),
+    (
+        "[telegram]\nrequest_timeout = inf\n",
+        ["telegram.request_timeout must be from 0.1 to 600, got inf"],
+    ),
     # [limits]: numbers, whole numbers, and bools that are neither
-    ("[limits]\nglobal_rps = 0\n", ["limits.global_rps must be > 0, got 0"]),
-    ("[limits]\nbot_rps = nan\n", ["limits.bot_rps must be > 0, got nan"]),
+    ("[limits]\nglobal_rps = 0\n", ["limits.global_rps must be from 0.01 to 100000, got 0"]),
+    ("[limits]\nbot_rps = nan\n", ["limits.bot_rps must be from 0.01 to 100000, got nan"]),
     ("[limits]\nglobal_rps = true\n", ["limits.global_rps must be a number, got True"]),
     ('[limits]\nbot_rps = "30"\n', ["limits.bot_rps must be a number, got '30'"]),
-    ("[limits]\nglobal_burst = 0\n", ["limits.global_burst must be a whole number >= 1, got 0"]),
+    (
+        "[limits]\nglobal_burst = 0\n",
+        ["limits.global_burst must be a whole number from 1 to 100000, got 0"],
+    ),
     (
         "[limits]\nmax_concurrent_chats = 2.5\n",
-        ["limits.max_concurrent_chats must be a whole number >= 1, got 2.5"],
+        ["limits.max_concurrent_chats must be a whole number from 1 to 10000, got 2.5"],
     ),
     # [breaker], [health]
-    ("[breaker]\nopen_seconds = -1\n", ["breaker.open_seconds must be > 0, got -1"]),
+    ("[breaker]\nopen_seconds = -1\n", ["breaker.open_seconds must be from 0.01 to 86400, got -1"]),
     ("[breaker]\nfailure_rate = 1.5\n", ["breaker.failure_rate must be in (0, 1], got 1.5"]),
     (
         "[health]\ndegraded_error_rate = 0.6\n",
@@ -119,7 +125,7 @@ BAD_FILES: list[tuple[str, list[str]]] = [
     ),
     (
         "[supervisor]\nmax_restarts = -1\n",
-        ["supervisor.max_restarts must be a whole number >= 0, got -1"],
+        ["supervisor.max_restarts must be a whole number from 0 to 10000, got -1"],
     ),
     (
         "[supervisor]\nrestart_jitter = 2\n",
@@ -178,8 +184,8 @@ BAD_FILES: list[tuple[str, list[str]]] = [
     (
         '[admin]\nip_rate_limit = "5/day"\n',
         [
-            "admin.ip_rate_limit must be 'N/second', 'N/minute' or 'N/hour' with N >= 1, "
-            "or 'off', got '5/day'"
+            "admin.ip_rate_limit must be 'N/second', 'N/minute' or 'N/hour' with N from 1 "
+            "to 1000000, or 'off', got '5/day'"
         ],
     ),
     (
@@ -280,7 +286,7 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         f'{BOT}handler = "nope"\n',
         ["bots[0].handler must be 'echo', 'autoreply' or 'package.module:function', got 'nope'"],
     ),
-    (f"{BOT}rps = -1\n", ["bots[0].rps must be > 0, got -1"]),
+    (f"{BOT}rps = -1\n", ["bots[0].rps must be from 0.01 to 100000, got -1"]),
     (
         f'{BOT}[[bots.autoreply]]\ncontains = ""\nreply = "x"\n',
         ["bots[0].autoreply[0] must be a table with non-empty strings 'contains' and 'reply'"],
@@ -323,8 +329,8 @@ def test_every_problem_of_every_section_and_bot_is_reported_in_one_pass() -> Non
     assert problems_of(text) == [
         f"nope: unknown section (known: {SECTIONS})",
         "telegram.poll_timeout must be a whole number of seconds from 0 to 50, got 60",
-        "limits.global_rps must be > 0, got 0",
-        "limits.bot_burst must be a whole number >= 1, got 0",
+        "limits.global_rps must be from 0.01 to 100000, got 0",
+        "limits.bot_burst must be a whole number from 1 to 100000, got 0",
         "retry.chat: chat errors are never retried; remove this table",
         "supervisor.restart_backoff_max must be >= restart_backoff_min (2.0), got 1.0",
         "bots[0]: a bot needs token_env (recommended) or token",
@@ -338,8 +344,8 @@ def test_the_error_says_how_many_problems_and_lists_each() -> None:
         parse_config({"limits": {"global_rps": 0, "bot_rps": -1}}, {}, source="botvisor.toml")
     assert str(caught.value) == (
         "botvisor.toml: 2 problem(s):\n"
-        "  - limits.global_rps must be > 0, got 0\n"
-        "  - limits.bot_rps must be > 0, got -1"
+        "  - limits.global_rps must be from 0.01 to 100000, got 0\n"
+        "  - limits.bot_rps must be from 0.01 to 100000, got -1"
     )
 
 
@@ -535,7 +541,7 @@ def test_check_config_prints_every_problem_and_exits_one(
         f"botvisor: {path}: 3 problem(s):\n"
         "  - storage.nope: unknown key (known: path, persist_interval, "
         "retention_check_interval, retention_days)\n"
-        "  - limits.global_rps must be > 0, got 0\n"
+        "  - limits.global_rps must be from 0.01 to 100000, got 0\n"
         "  - bots[0].token_env: the environment variable NOPE_X is not set\n"
     )
 
