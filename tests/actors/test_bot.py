@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +100,32 @@ async def test_a_failing_handler_dead_letters_its_update_and_the_bot_goes_on(
         assert len(letters) == 1
         assert "cannot take 'boom'" in letters[0].reason
         assert await store.inbox_pending(1) == []
+
+
+async def test_a_handler_error_is_logged_and_stored_without_the_token_it_carries(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.handlers_for_tests import LEAKED_TOKEN
+
+    caplog.set_level(logging.WARNING, logger="botvisor")
+    api = SimulatedBotApi(rng=random.Random(5))
+    db = tmp_path / "b.db"
+    async with running_fleet(
+        db, [1], api=api, configure=with_handler("tests.handlers_for_tests:leak_a_token")
+    ) as fleet:
+        api.send_user_message(fleet.tokens[1], 7, "hello")
+        await trio.sleep(30)
+        assert fleet.handle.fleet.get(1).statistics().handler_errors == 1
+    secret = LEAKED_TOKEN.split(":")[1]
+    logged = [r.getMessage() for r in caplog.records if "handler raised" in r.getMessage()]
+    assert logged, "the handler's error is logged"
+    for message in logged:
+        assert secret not in message
+        assert "bot123456789:…/sendPhoto" in message
+    async with _open(db) as store:
+        (letter,) = await store.list_dead_letters(1)
+        assert secret not in letter.reason
+        assert "RuntimeError" in letter.reason
 
 
 class _open:
