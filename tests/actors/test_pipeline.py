@@ -15,6 +15,7 @@ import trio.testing
 from actors.botapi.errors import CircuitOpenError, ErrorCategory, TelegramError, TransportError
 from actors.breaker import BreakerState, CircuitBreaker
 from actors.config import (
+    BackoffKind,
     BreakerConfig,
     HealthConfig,
     JitterKind,
@@ -179,6 +180,41 @@ async def test_unknown_errors_have_their_own_budget(autojump_clock: trio.testing
         await r.pipeline.call("getMe", send)
     assert send.calls == [0, 2, 6]
     assert r.counters.statistics().retries_by_category["unknown"] == 2
+
+
+async def test_unknown_errors_are_breaker_failures(autojump_clock: trio.testing.MockClock) -> None:
+    # An unclassified answer (HTTP 418) is a failure of the bot's calls, like a 5xx: three in
+    # a row open a breaker whose threshold is 3, and the next call is refused at once.
+    r = rig(breaker_config=BreakerConfig(failure_threshold=3, open_seconds=60))
+    send = Script(telegram(418), telegram(418), telegram(418), "never")
+    with pytest.raises(TelegramError) as caught:
+        await r.pipeline.call("getMe", send)
+    assert caught.value.category is ErrorCategory.UNKNOWN
+    assert r.breaker.state is BreakerState.OPEN
+    assert r.breaker.statistics().consecutive_failures == 3
+    assert r.health.statistics().failed_requests == 3
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("getMe", send)
+    assert len(send.calls) == 3
+    assert r.pipeline.statistics().status is BotStatus.UNHEALTHY
+
+
+async def test_429_waits_retry_after_even_when_the_backoff_is_longer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The rate_limit policy's own backoff (here 20 s) is for a 429 without retry_after; when
+    # Telegram says 2 s, the retry goes out after exactly 2 s, not 20.
+    slow_backoff = RetryPolicyConfig(
+        max_retries=3, jitter=JitterKind.NONE, backoff=BackoffKind.FIXED, base_delay=20.0
+    )
+    r = rig(retry=EXACT_RETRY.model_copy(update={"rate_limit": slow_backoff}))
+    send = Script(telegram(429, retry_after=2), telegram(429, retry_after=3), "sent")
+    assert await r.pipeline.call("sendMessage", send) == "sent"
+    assert send.calls == [0, 2, 5]
+    # Without retry_after, the policy's backoff is all there is.
+    again = Script(telegram(429), "sent")
+    assert await r.pipeline.call("sendMessage", again) == "sent"
+    assert again.calls == [5, 25]
 
 
 async def test_uncertain_send_of_a_message_is_not_retried(
