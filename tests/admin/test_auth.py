@@ -200,12 +200,36 @@ async def test_bearer_auth_accepts_only_the_whole_token(credentials: str) -> Non
             refused = await http.get(path, headers={"Authorization": f"Bearer {credentials}"})
             assert refused.status_code == 401, (path, credentials)
         assert reached == []
-        for scheme in ("Bearer", "bearer", "BEARER"):
-            allowed = await http.get(
-                "/admin/bots", headers={"Authorization": f"{scheme} {ADMIN_TOKEN}"}
-            )
-            assert allowed.status_code == 204
+        # The scheme in any case, and the blanks a hand-typed header may carry.
+        for value in (
+            f"Bearer {ADMIN_TOKEN}",
+            f"bearer {ADMIN_TOKEN}",
+            f"BEARER  {ADMIN_TOKEN} ",
+        ):
+            allowed = await http.get("/admin/bots", headers={"Authorization": value})
+            assert allowed.status_code == 204, value
         # Paths outside the prefix are not guarded (and not mistaken for it).
         for path in ("/healthz", "/administrator", "/metricsx"):
             assert (await http.get(path)).status_code == 204, path
     assert reached == ["/admin/bots"] * 3 + ["/healthz", "/administrator", "/metricsx"]
+
+
+async def test_a_request_without_any_header_is_refused_not_an_error() -> None:
+    # ASGI servers always send a header list, but the middleware must not depend on it.
+    sent: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not be reached")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    auth = BearerAuth(inner, token=ADMIN_TOKEN)
+    scope = {"type": "http", "method": "GET", "path": "/admin/bots", "query_string": b""}
+    await auth(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 401
+    assert json.loads(sent[1]["body"])["error"]["code"] == "unauthorized"
