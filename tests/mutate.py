@@ -49,6 +49,7 @@ MODULES: dict[str, Target] = {
     "actors/secrets.py": Target(
         (
             "tests/actors/test_secrets.py",
+            "tests/actors/test_bot_token.py",
             "tests/actors/botapi/test_client.py",
             "tests/actors/test_health.py",
         )
