@@ -6,10 +6,12 @@ import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from actors.botapi.errors import CircuitOpenError, ErrorCategory, TelegramError, TransportError
@@ -397,3 +399,187 @@ async def test_statistics_row_and_restore(autojump_clock: trio.testing.MockClock
     assert fresh.counters.statistics().retries == 1
     assert fresh.breaker.statistics().failure_count == 1
     assert ErrorCategory.RATE_LIMIT.value in r.pipeline.statistics().retry.retries_by_category
+
+
+NO_TRANSIENT_RETRY = EXACT_RETRY.model_copy(
+    update={"transient_network": RetryPolicyConfig(max_retries=0, jitter=JitterKind.NONE)}
+)
+
+
+async def test_a_refusal_names_the_method_and_what_failed_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    failing = Script(telegram(502), "never")
+
+    async def operator_opens_the_breaker() -> None:
+        await trio.sleep(0.25)  # while the call waits to retry
+        r.breaker.force_open()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator_opens_the_breaker)
+        with pytest.raises(CircuitOpenError) as caught:
+            await r.pipeline.call("getChat", failing)
+    # The retry was refused when it came due: a given-up call, caused by the 502.
+    assert trio.current_time() == 0.5
+    assert failing.calls == [0]
+    assert caught.value.method == "getChat"
+    assert "getChat not attempted" in str(caught.value)
+    assert isinstance(caught.value.__cause__, TelegramError)
+    assert caught.value.__cause__.error_code == 502
+    assert r.counters.statistics().exhausted == 1
+    # A fresh call refused at once was never tried: nothing was given up on, nothing caused it.
+    with pytest.raises(CircuitOpenError) as fresh:
+        await r.pipeline.call("sendMessage", Script("never"))
+    assert fresh.value.method == "sendMessage"
+    assert fresh.value.__cause__ is None
+    assert r.counters.statistics().exhausted == 1
+
+
+async def test_a_breaker_change_while_waiting_for_limits_is_decided_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The bot's own limit makes the second call wait a second; meanwhile the breaker is
+    # forced open: the call must not go out, and its global token goes back.
+    r = rig(bot_limiter=TokenBucket(rate=1, burst=1))
+    assert await r.pipeline.call("sendMessage", Script("first")) == "first"
+    waiting = Script("never")
+
+    async def operator(action: Callable[[], None]) -> None:
+        await trio.sleep(0.5)
+        action()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator, r.breaker.force_open)
+        with pytest.raises(CircuitOpenError) as caught:
+            await r.pipeline.call("sendMessage", waiting)
+    assert trio.current_time() == 1.0
+    assert waiting.calls == []
+    assert caught.value.method == "sendMessage"
+    assert caught.value.__cause__ is None
+    assert r.counters.statistics().exhausted == 0
+    global_before = r.global_limiter.statistics()
+    # A reset while waiting is a change too: the breaker admits, so the call goes out.
+    r.breaker.reset()
+    assert await r.pipeline.call("sendMessage", Script("second")) == "second"
+    late = Script("third")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator, r.breaker.reset)
+        assert await r.pipeline.call("sendMessage", late) == "third"
+    assert late.calls == [3.0]
+    assert r.global_limiter.statistics() != global_before
+
+
+async def test_a_failing_answer_counts_its_response_time_a_timeout_does_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(retry=NO_TRANSIENT_RETRY)
+    await trio.sleep(10)  # calls start at t=10, not 0
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getChat", Script(telegram(500), latency=0.25))
+    assert r.health.statistics().ema_latency_ms == 250
+    assert r.health.statistics().last_error == "sendMessage failed: 500 error 500"
+    with pytest.raises(TransportError):
+        await r.pipeline.call("getChat", Script(timeout(sent=False), latency=5))
+    assert r.health.statistics().ema_latency_ms == 250  # a timeout's length is a setting
+    # A long poll's duration is not a response time, whether it succeeds or fails.
+    quiet = rig(retry=NO_TRANSIENT_RETRY)
+    await quiet.pipeline.call("getUpdates", Script([], latency=30), measure_latency=False)
+    with pytest.raises(TelegramError):
+        await quiet.pipeline.call(
+            "getUpdates", Script(telegram(500), latency=3), measure_latency=False
+        )
+    assert quiet.health.statistics().ema_latency_ms is None
+    answered = rig()
+    await trio.sleep(5)
+    await answered.pipeline.call("getMe", Script("me", latency=0.5))
+    assert answered.health.statistics().ema_latency_ms == 500
+
+
+async def test_a_retry_is_not_waited_for_if_the_breaker_will_refuse_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Forced open (by an operator) during the failing attempt: refused at once, no backoff.
+    r = rig()
+
+    async def failing_while_forced_open() -> object:
+        r.breaker.force_open()
+        raise telegram(502)
+
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("getChat", failing_while_forced_open)
+    assert trio.current_time() == 0
+
+
+async def test_a_retry_due_exactly_when_the_breaker_half_opens_is_made(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One failure opens the breaker for 0.5 s; the transient backoff is 0.5 s: the retry is
+    # the half-open probe, at exactly t=0.5, and it succeeds.
+    r = rig(breaker_config=BreakerConfig(failure_threshold=1, open_seconds=0.5))
+    send = Script(telegram(502), "ok")
+    assert await r.pipeline.call("getChat", send) == "ok"
+    assert send.calls == [0, 0.5]
+    assert r.counters.statistics().recovered == 1
+
+
+async def test_calls_in_flight_are_counted_while_they_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(user_id=4242)
+    assert r.pipeline.statistics().in_flight == 0
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(r.pipeline.call, "getMe", Script("me", latency=1))
+        await trio.sleep(0.5)
+        assert r.pipeline.statistics().in_flight == 2
+    stats = r.pipeline.statistics()
+    assert stats.in_flight == 0
+    assert stats.user_id == 4242
+    assert stats.health == r.health.statistics()
+    assert stats.flood_open_at is None
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getMe", Script(telegram(429, retry_after=5), *[telegram(429)] * 3))
+    assert r.pipeline.statistics().flood_open_at is not None
+    row = r.pipeline.health_row(1_700_000_123.0)
+    assert (row.user_id, row.recorded_at) == (4242, 1_700_000_123.0)
+
+
+async def test_a_private_chat_gets_one_message_a_second_other_chats_are_not_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    first, again, other = Script("a"), Script("b"), Script("c")
+    async with trio.open_nursery() as nursery:
+        for script, chat in ((first, 5), (again, 5), (other, 6)):
+            nursery.start_soon(partial(r.pipeline.call, "sendMessage", script, chat_id=chat))
+    assert sorted(first.calls + again.calls) == [0, 1]  # chat 5: one now, one a second later
+    assert other.calls == [0]
+
+
+async def test_waiting_tenants_share_the_global_limit_round_robin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = GlobalRateLimiter(rate=1, burst=1)
+    busy, light = rig(user_id=1, global_limiter=shared), rig(user_id=2, global_limiter=shared)
+    served: list[str] = []
+
+    def named(name: str) -> Script:
+        script = Script(name)
+        original = script.__call__
+
+        async def call() -> object:
+            served.append(name)
+            return await original()
+
+        return call  # type: ignore[return-value]
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(busy.pipeline.call, "getChat", named(f"busy{n}"))
+            await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(light.pipeline.call, "getChat", named("light"))
+    # The light tenant asked last but is served at its first turn, not after the busy one's
+    # whole backlog.
+    assert served == ["busy0", "busy1", "light", "busy2"]
