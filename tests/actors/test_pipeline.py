@@ -583,3 +583,27 @@ async def test_waiting_tenants_share_the_global_limit_round_robin(
     # The light tenant asked last but is served at its first turn, not after the busy one's
     # whole backlog.
     assert served == ["busy0", "busy1", "light", "busy2"]
+
+
+async def test_an_outcome_from_before_a_breaker_reset_does_not_count(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A slow call was admitted, then the operator forced the breaker open and reset it: the
+    # call's failure belongs to the old episode and must not open the new one (threshold 1).
+    r = rig(retry=NO_TRANSIENT_RETRY, breaker_config=BreakerConfig(failure_threshold=1))
+
+    async def reset_soon() -> None:
+        await trio.sleep(1)
+        r.breaker.force_open()
+        r.breaker.reset()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reset_soon)
+        with pytest.raises(TelegramError):
+            await r.pipeline.call("getChat", Script(telegram(500), latency=2))
+    assert r.breaker.state is BreakerState.CLOSED
+    assert r.breaker.statistics().consecutive_failures == 0
+    # The same failure without a reset in between opens it.
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getChat", Script(telegram(500), latency=2))
+    assert r.breaker.state is BreakerState.OPEN
