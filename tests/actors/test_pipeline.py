@@ -282,6 +282,7 @@ async def test_open_breaker_refuses_at_once(autojump_clock: trio.testing.MockClo
     assert send.calls == [0, 0.5]
     assert trio.current_time() == 0.5
     assert caught.value.retry_at == 60.5
+    assert caught.value.method == "sendMessage"
     assert isinstance(caught.value.__cause__, TelegramError)
     assert r.counters.statistics().exhausted == 1
 
