@@ -607,4 +607,4 @@ async def test_an_outcome_from_before_a_breaker_reset_does_not_count(
     # The same failure without a reset in between opens it.
     with pytest.raises(TelegramError):
         await r.pipeline.call("getChat", Script(telegram(500), latency=2))
-    assert r.breaker.state is BreakerState.OPEN
+    assert r.breaker.statistics().state is BreakerState.OPEN
