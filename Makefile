@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-full clean
+.PHONY: demo test lint bench bench-full mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed-run: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-mutate: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q -e '.[test,mutate]'
 	touch $@
 
 demo: $(VENV)/.installed-run
@@ -35,5 +39,11 @@ bench: $(VENV)/.installed-test
 bench-full: $(VENV)/.installed-test
 	$(BIN)/python -m bench --full
 
+# Mutation testing, one core module at a time against that module's own tests; the score and
+# the survivors go to docs/TESTING.md. Not part of `make test` (it takes long on 2 cores).
+# `make mutate MODULES="actors/breaker.py admin/auth.py"` runs only those.
+mutate: $(VENV)/.installed-mutate
+	$(BIN)/python -m tests.mutate $(MODULES)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .mutate

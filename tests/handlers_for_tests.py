@@ -47,3 +47,18 @@ async def call_then_echo(update: Mapping[str, Any], ctx: HandlerContext) -> None
     """``ctx.call`` a message to chat 999 (which never wrote to the bot: 400), then echo."""
     await ctx.call("sendMessage", chat_id=999, text="to nobody")
     await ctx.reply(_text(update))
+
+
+# A token-shaped secret a handler's own error may carry (a URL of its own Bot API call).
+LEAKED_TOKEN = "123456789:AAEhBP0av28bM4Nq2mY9sGkPmQ4DkX0aBcD"
+
+
+async def leak_a_token(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Raise an error whose message carries a bot token, as a careless handler's would."""
+    raise RuntimeError(f"POST https://api.telegram.org/bot{LEAKED_TOKEN}/sendPhoto failed")
+
+
+async def call_send_message(update: Mapping[str, Any], ctx: HandlerContext) -> None:
+    """Reply through ``ctx.call`` (not ``ctx.reply``): a Bot API error reaches the handler."""
+    await trio.sleep(50)
+    await ctx.call("sendMessage", chat_id=ctx.chat_id, text=_text(update))

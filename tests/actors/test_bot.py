@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -63,8 +67,9 @@ async def test_an_update_cut_off_by_shutdown_is_handled_after_the_restart(
         await trio.sleep(10)  # fetched, in the inbox, the handler is 'working' (100 s)
         assert api.report().answered == 0
     # The shutdown's grace (5 s) cut the handler off: nothing was answered and the update is
-    # still undone in the inbox. Telegram will also send it again (no later getUpdates
-    # confirmed it): after the restart it must be handled once, not twice.
+    # still undone in the inbox: after the restart it must be handled once. (The first run's
+    # next poll confirmed it, so Telegram does not send it again here; the redelivery of an
+    # undone update is test_an_undone_update_delivered_again_after_a_restart_is_handled_once.)
     assert api.report().answered == 0
     async with _open(db) as store:
         assert [row["update_id"] for row in await store.inbox_pending(1)] == [update_id]
@@ -99,6 +104,217 @@ async def test_a_failing_handler_dead_letters_its_update_and_the_bot_goes_on(
         assert len(letters) == 1
         assert "cannot take 'boom'" in letters[0].reason
         assert await store.inbox_pending(1) == []
+
+
+async def test_a_handler_error_is_logged_and_stored_without_the_token_it_carries(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.handlers_for_tests import LEAKED_TOKEN
+
+    caplog.set_level(logging.WARNING, logger="botvisor")
+    api = SimulatedBotApi(rng=random.Random(5))
+    db = tmp_path / "b.db"
+    async with running_fleet(
+        db, [1], api=api, configure=with_handler("tests.handlers_for_tests:leak_a_token")
+    ) as fleet:
+        api.send_user_message(fleet.tokens[1], 7, "hello")
+        await trio.sleep(30)
+        assert fleet.handle.fleet.get(1).statistics().handler_errors == 1
+    secret = LEAKED_TOKEN.split(":")[1]
+    logged = [r.getMessage() for r in caplog.records if "handler raised" in r.getMessage()]
+    assert logged, "the handler's error is logged"
+    for message in logged:
+        assert secret not in message
+        assert "bot123456789:…/sendPhoto" in message
+    async with _open(db) as store:
+        (letter,) = await store.list_dead_letters(1)
+        assert secret not in letter.reason
+        assert "RuntimeError" in letter.reason
+
+
+class Interposer(httpx.AsyncBaseTransport):
+    """Between the bots and the simulated Bot API: ``answer(method)`` may answer a call
+    itself (a response), or let it through (None)."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        answer: Callable[[str], httpx.Response | None],
+    ) -> None:
+        self.inner = inner
+        self.answer = answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        method = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        answered = self.answer(method)
+        if answered is not None:
+            await request.aread()
+            return answered
+        return await self.inner.handle_async_request(request)
+
+
+def unauthorized_for(methods: set[str], *, enabled: list[bool]) -> Callable[[str], Any]:
+    """Answer ``methods`` with Telegram's 401 while ``enabled[0]`` (a revoked token as the
+    reply sees it; getUpdates goes on)."""
+
+    def answer(method: str) -> httpx.Response | None:
+        if enabled[0] and method in methods:
+            body = {"ok": False, "error_code": 401, "description": "Unauthorized"}
+            return httpx.Response(401, json=body)
+        return None
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "handler", ["tests.handlers_for_tests:slow_echo", "tests.handlers_for_tests:call_send_message"]
+)
+async def test_an_update_whose_bot_is_suspended_mid_handler_stays_undone(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, handler: str
+) -> None:
+    # The handler is working when Telegram starts refusing the token: its reply's 401
+    # suspends the bot. The update was not answered, so it must stay in the inbox, undone,
+    # and be answered once the bot is resumed.
+    api = SimulatedBotApi(rng=random.Random(8))
+    db = tmp_path / "b.db"
+    refusing = [True]
+    async with running_fleet(
+        db,
+        [1],
+        api=api,
+        configure=with_handler(handler),
+        wrap_transport=lambda inner: Interposer(
+            inner, unauthorized_for({"sendMessage"}, enabled=refusing)
+        ),
+    ) as fleet:
+        update_id = api.send_user_message(fleet.tokens[1], 42, "keep me")
+        await trio.sleep(200)
+        bot = fleet.handle.fleet.get(1)
+        assert bot.status() is BotStatus.SUSPENDED
+        assert bot.statistics().handled_updates == 0
+        assert api.report().answered == 0
+        await fleet.handle.store.flush()
+        assert [r["update_id"] for r in await fleet.handle.store.inbox_pending(1)] == [update_id]
+        # Telegram takes the token again; the operator resumes the bot.
+        refusing[0] = False
+        await fleet.handle.fleet.resume(1)
+        await trio.sleep(200)
+        assert api.report().answered == 1
+        assert api.report().duplicates == 0
+        assert bot.statistics().handled_updates == 1
+
+
+async def test_the_undone_inbox_is_replayed_in_order_after_a_restart(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "b.db"
+    api = SimulatedBotApi(rng=random.Random(9))
+    texts = [f"m{n}" for n in range(5)]
+    async with running_fleet(
+        db, [1], api=api, configure=with_handler("tests.handlers_for_tests:slow_echo")
+    ) as fleet:
+        for text in texts:
+            api.send_user_message(fleet.tokens[1], 42, text)
+        await trio.sleep(10)  # all five in the inbox; the first one's handler is 'working'
+    async with _open(db) as store:
+        assert len(await store.inbox_pending(1)) == 5
+    async with running_fleet(db, [1], api=api):  # echo: answers at once
+        await trio.sleep(60)
+        report = api.report()
+        assert report.answered == 5
+        assert report.out_of_order == 0, report.summary()
+        assert report.duplicates == 0
+
+
+class Redelivery:
+    """Makes the next ``getUpdates`` answer the last batch of updates again, as Telegram
+    does for updates whose confirmation it did not see (at-least-once delivery)."""
+
+    def __init__(self) -> None:
+        self.last_batch: bytes | None = None
+        self.armed = False
+        self.replayed = 0
+
+    def wrap(self, inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        redelivery = self
+
+        class Transport(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                is_poll = request.url.path.endswith("/getUpdates")
+                if is_poll and redelivery.armed and redelivery.last_batch is not None:
+                    redelivery.armed = False
+                    redelivery.replayed += 1
+                    await request.aread()
+                    return httpx.Response(
+                        200,
+                        content=redelivery.last_batch,
+                        headers={"content-type": "application/json"},
+                    )
+                response = await inner.handle_async_request(request)
+                if is_poll:
+                    body = await response.aread()
+                    if json.loads(body).get("result"):
+                        redelivery.last_batch = body
+                    return httpx.Response(
+                        response.status_code, content=body, headers=response.headers
+                    )
+                return response
+
+        return Transport()
+
+
+async def test_an_update_telegram_delivers_twice_is_handled_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(10))
+    redelivery = Redelivery()
+    async with running_fleet(tmp_path / "b.db", [1], api=api, wrap_transport=redelivery.wrap) as f:
+        api.send_user_message(f.tokens[1], 42, "once")
+        await trio.sleep(10)
+        assert api.report().answered == 1
+        redelivery.armed = True
+        api.send_user_message(f.tokens[1], 42, "twice")  # wakes the long poll
+        await trio.sleep(60)
+        assert redelivery.replayed == 1
+        report = api.report()
+        assert report.answered == 2
+        assert report.replies == 2, report.summary()
+        assert f.handle.fleet.get(1).statistics().handled_updates == 2
+
+
+async def test_an_undone_update_delivered_again_after_a_restart_is_handled_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The first run stored the update but was stopped before handling it; the second run
+    # replays it from the inbox AND Telegram delivers it again: one answer, not two.
+    db = tmp_path / "b.db"
+    api = SimulatedBotApi(rng=random.Random(11))
+    redelivery = Redelivery()
+    async with running_fleet(
+        db,
+        [1],
+        api=api,
+        configure=with_handler("tests.handlers_for_tests:slow_echo"),
+        wrap_transport=redelivery.wrap,
+    ) as fleet:
+        update_id = api.send_user_message(fleet.tokens[1], 42, "remember me")
+        await trio.sleep(10)
+    async with _open(db) as store:
+        assert [row["update_id"] for row in await store.inbox_pending(1)] == [update_id]
+    redelivery.armed = True
+    async with running_fleet(
+        db,
+        [1],
+        api=api,
+        configure=with_handler("tests.handlers_for_tests:slow_echo"),
+        wrap_transport=redelivery.wrap,
+    ):
+        await trio.sleep(300)
+        assert redelivery.replayed == 1
+        report = api.report()
+        assert report.answered == 1
+        assert report.replies == 1, report.summary()
+        assert report.duplicates == 0
 
 
 class _open:

@@ -473,3 +473,80 @@ class BreakerMachine(RuleBasedStateMachine):
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+async def test_every_transition_says_why(autojump_clock: trio.testing.MockClock) -> None:
+    seen: list[tuple[str, str, str]] = []
+    breaker = CircuitBreaker(
+        BreakerConfig(failure_threshold=1, open_seconds=10, half_open_successes=2),
+        on_transition=lambda t: seen.append((t.previous.value, t.state.value, t.reason)),
+    )
+    assert breaker.try_acquire()
+    breaker.record_failure()
+    await trio.sleep(10)
+    assert breaker.try_acquire()  # the probe
+    breaker.record_failure()
+    await trio.sleep(10)
+    for _ in range(2):
+        assert breaker.try_acquire()
+        breaker.record_success()
+    breaker.force_open()
+    breaker.disable()
+    breaker.reset()
+    reasons = [reason for _, _, reason in seen]
+    assert [(a, b) for a, b, _ in seen] == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+        ("closed", "forced_open"),
+        ("forced_open", "disabled"),
+        ("disabled", "closed"),
+    ]
+    assert reasons[1] == reasons[3] == "open for 10 s; admitting a probe"
+    assert reasons[2] == "a probe call failed while half open"
+    assert reasons[4] == "2 probe calls succeeded"
+    assert reasons[5:] == [
+        "forced open by an operator",
+        "disabled by an operator",
+        "reset by an operator",
+    ]
+    assert all(isinstance(reason, str) and reason for reason in reasons)
+
+
+async def test_statistics_count_the_failure_rate_window_only_when_that_rule_is_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    plain = CircuitBreaker(BreakerConfig(failure_threshold=100))
+    windowed = CircuitBreaker(
+        BreakerConfig(
+            failure_threshold=100,
+            failure_rate=0.9,
+            rate_minimum_calls=100,
+            rate_window_seconds=60,
+        )
+    )
+    for breaker in (plain, windowed):
+        for failed in (True, False, True):
+            assert breaker.try_acquire()
+            if failed:
+                breaker.record_failure()
+            else:
+                breaker.record_success()
+    assert (plain.statistics().window_calls, plain.statistics().window_failures) == (0, 0)
+    stats = windowed.statistics()
+    assert (stats.window_calls, stats.window_failures) == (3, 2)
+    assert stats.consecutive_failures == 1
+    assert (stats.opened_at, stats.half_open_at) == (None, None)
+
+
+def test_restore_seeds_the_failure_count_and_refuses_a_negative_one() -> None:
+    breaker = CircuitBreaker(BreakerConfig())
+    breaker.restore(failure_count=0)
+    assert breaker.statistics().failure_count == 0
+    breaker.restore(failure_count=7)
+    assert breaker.statistics().failure_count == 7
+    with pytest.raises(ValueError) as caught:
+        breaker.restore(failure_count=-1)
+    assert str(caught.value) == "failure_count must be >= 0, got -1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -77,3 +79,62 @@ def test_never_more_than_rate_times_t_plus_burst(
             granted.append(now)
     span = granted[-1] - granted[0] if granted else 0.0
     assert len(granted) <= rate * span + burst + 1e-9
+
+
+def test_a_fresh_bucket_is_full_and_ready_now() -> None:
+    bucket = TokenBucketCore(rate=2, burst=4)
+    assert bucket.full_at() == -math.inf
+    assert bucket.ready_at() == -math.inf
+    assert bucket.available(0.0) == 4
+
+
+def test_full_at_ready_at_and_available_as_tokens_are_taken() -> None:
+    bucket = TokenBucketCore(rate=2, burst=4)
+    for _ in range(2):
+        bucket.take(10.0)
+    # Two tokens out, each refilled in half a second: full again at 11, a token ready now.
+    assert bucket.full_at() == 11.0
+    assert bucket.ready_at() == -math.inf
+    assert bucket.available(10.0) == 2
+    assert bucket.available(10.5) == 3
+    assert bucket.available(12.0) == 4
+    bucket.take(10.0)  # the last token but one: still ready now
+    assert bucket.ready_at() == -math.inf
+    bucket.take(10.0)  # empty: the next one comes back half a second later
+    assert bucket.ready_at() == 10.5
+    assert bucket.available(10.0) == 0
+
+
+def test_a_token_taken_while_owed_is_owed_until_its_time() -> None:
+    # take() is for a caller that waits its turn after taking: the debt moves ready_at on.
+    bucket = TokenBucketCore(rate=1, burst=2)
+    for _ in range(3):
+        bucket.take(0.0)
+    assert (bucket.ready_at(), bucket.full_at()) == (2.0, 3.0)
+    bucket.give_back()
+    assert (bucket.ready_at(), bucket.full_at()) == (1.0, 2.0)
+    # After the bucket was full again, a take starts over from that moment.
+    bucket.take(7.0)
+    assert (bucket.ready_at(), bucket.full_at()) == (-math.inf, 8.0)
+
+
+def test_a_bucket_refilled_after_a_pause_starts_counting_from_the_new_grant() -> None:
+    bucket = TokenBucketCore(rate=2, burst=1)
+    assert bucket.try_take(0.0) == 0.0
+    assert bucket.try_take(0.5) == 0.0  # exactly when the token is back
+    assert bucket.try_take(0.9) == pytest.approx(0.1)
+    assert bucket.try_take(1.2) == 0.0  # after a pause: full since 1.0
+    assert bucket.try_take(1.2) == 0.5
+
+
+@pytest.mark.parametrize("method", ["take", "try_take"])
+def test_steady_grants_fall_on_exact_multiples_of_the_interval(method: str) -> None:
+    # A caller taking each token the moment it is back keeps the anchor where it was: the
+    # 1000th grant is at 1000 × 0.1 exactly, not at a sum of 1000 float steps.
+    bucket = TokenBucketCore(rate=10, burst=1)
+    grant = getattr(bucket, method)
+    grant(0.0)
+    for _ in range(1000):
+        grant(bucket.full_at())
+    assert bucket.full_at() == 1001 * 0.1
+    assert bucket.ready_at() == bucket.full_at()  # burst 1: the next token is the last

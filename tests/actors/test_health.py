@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -87,6 +88,25 @@ async def test_slow_responses_degrade(autojump_clock: trio.testing.MockClock) ->
     assert health.statistics().ema_latency_ms == 2500
     health.record_success(0.5)  # 1500 ms
     assert health.status(CLOSED) is BotStatus.HEALTHY
+
+
+async def test_the_latency_average_weighs_a_new_sample_by_alpha(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # α = 0.2 (the default): a new sample moves the average a fifth of the way towards it,
+    # so one slow answer does not make the bot look slow.
+    health = tracker()
+    health.record_success(1.0)
+    assert health.statistics().ema_latency_ms == 1000
+    health.record_success(2.0)
+    assert health.statistics().ema_latency_ms == pytest.approx(1200)
+    health.record_success(0.2)
+    assert health.statistics().ema_latency_ms == pytest.approx(1000)
+    # α = 0.9 follows the newest sample closely.
+    quick = tracker(ema_alpha=0.9)
+    quick.record_success(1.0)
+    quick.record_success(2.0)
+    assert quick.statistics().ema_latency_ms == pytest.approx(1900)
 
 
 async def test_suspension_wins_until_resumed(autojump_clock: trio.testing.MockClock) -> None:

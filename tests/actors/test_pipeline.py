@@ -6,15 +6,18 @@ import inspect
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from actors.botapi.errors import CircuitOpenError, ErrorCategory, TelegramError, TransportError
 from actors.breaker import BreakerState, CircuitBreaker
 from actors.config import (
+    BackoffKind,
     BreakerConfig,
     HealthConfig,
     JitterKind,
@@ -181,6 +184,41 @@ async def test_unknown_errors_have_their_own_budget(autojump_clock: trio.testing
     assert r.counters.statistics().retries_by_category["unknown"] == 2
 
 
+async def test_unknown_errors_are_breaker_failures(autojump_clock: trio.testing.MockClock) -> None:
+    # An unclassified answer (HTTP 418) is a failure of the bot's calls, like a 5xx: three in
+    # a row open a breaker whose threshold is 3, and the next call is refused at once.
+    r = rig(breaker_config=BreakerConfig(failure_threshold=3, open_seconds=60))
+    send = Script(telegram(418), telegram(418), telegram(418), "never")
+    with pytest.raises(TelegramError) as caught:
+        await r.pipeline.call("getMe", send)
+    assert caught.value.category is ErrorCategory.UNKNOWN
+    assert r.breaker.state is BreakerState.OPEN
+    assert r.breaker.statistics().consecutive_failures == 3
+    assert r.health.statistics().failed_requests == 3
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("getMe", send)
+    assert len(send.calls) == 3
+    assert r.pipeline.statistics().status is BotStatus.UNHEALTHY
+
+
+async def test_429_waits_retry_after_even_when_the_backoff_is_longer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The rate_limit policy's own backoff (here 20 s) is for a 429 without retry_after; when
+    # Telegram says 2 s, the retry goes out after exactly 2 s, not 20.
+    slow_backoff = RetryPolicyConfig(
+        max_retries=3, jitter=JitterKind.NONE, backoff=BackoffKind.FIXED, base_delay=20.0
+    )
+    r = rig(retry=EXACT_RETRY.model_copy(update={"rate_limit": slow_backoff}))
+    send = Script(telegram(429, retry_after=2), telegram(429, retry_after=3), "sent")
+    assert await r.pipeline.call("sendMessage", send) == "sent"
+    assert send.calls == [0, 2, 5]
+    # Without retry_after, the policy's backoff is all there is.
+    again = Script(telegram(429), "sent")
+    assert await r.pipeline.call("sendMessage", again) == "sent"
+    assert again.calls == [5, 25]
+
+
 async def test_uncertain_send_of_a_message_is_not_retried(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -244,6 +282,7 @@ async def test_open_breaker_refuses_at_once(autojump_clock: trio.testing.MockClo
     assert send.calls == [0, 0.5]
     assert trio.current_time() == 0.5
     assert caught.value.retry_at == 60.5
+    assert caught.value.method == "sendMessage"
     assert isinstance(caught.value.__cause__, TelegramError)
     assert r.counters.statistics().exhausted == 1
 
@@ -361,3 +400,211 @@ async def test_statistics_row_and_restore(autojump_clock: trio.testing.MockClock
     assert fresh.counters.statistics().retries == 1
     assert fresh.breaker.statistics().failure_count == 1
     assert ErrorCategory.RATE_LIMIT.value in r.pipeline.statistics().retry.retries_by_category
+
+
+NO_TRANSIENT_RETRY = EXACT_RETRY.model_copy(
+    update={"transient_network": RetryPolicyConfig(max_retries=0, jitter=JitterKind.NONE)}
+)
+
+
+async def test_a_refusal_names_the_method_and_what_failed_before_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    failing = Script(telegram(502), "never")
+
+    async def operator_opens_the_breaker() -> None:
+        await trio.sleep(0.25)  # while the call waits to retry
+        r.breaker.force_open()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator_opens_the_breaker)
+        with pytest.raises(CircuitOpenError) as caught:
+            await r.pipeline.call("getChat", failing)
+    # The retry was refused when it came due: a given-up call, caused by the 502.
+    assert trio.current_time() == 0.5
+    assert failing.calls == [0]
+    assert caught.value.method == "getChat"
+    assert "getChat not attempted" in str(caught.value)
+    assert isinstance(caught.value.__cause__, TelegramError)
+    assert caught.value.__cause__.error_code == 502
+    assert r.counters.statistics().exhausted == 1
+    # A fresh call refused at once was never tried: nothing was given up on, nothing caused it.
+    with pytest.raises(CircuitOpenError) as fresh:
+        await r.pipeline.call("sendMessage", Script("never"))
+    assert fresh.value.method == "sendMessage"
+    assert fresh.value.__cause__ is None
+    assert r.counters.statistics().exhausted == 1
+
+
+async def test_a_breaker_change_while_waiting_for_limits_is_decided_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The bot's own limit makes the second call wait a second; meanwhile the breaker is
+    # forced open: the call must not go out, and its global token goes back.
+    r = rig(bot_limiter=TokenBucket(rate=1, burst=1))
+    assert await r.pipeline.call("sendMessage", Script("first")) == "first"
+    waiting = Script("never")
+
+    async def operator(action: Callable[[], None]) -> None:
+        await trio.sleep(0.5)
+        action()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator, r.breaker.force_open)
+        with pytest.raises(CircuitOpenError) as caught:
+            await r.pipeline.call("sendMessage", waiting)
+    assert trio.current_time() == 1.0
+    assert waiting.calls == []
+    assert caught.value.method == "sendMessage"
+    assert caught.value.__cause__ is None
+    assert r.counters.statistics().exhausted == 0
+    global_before = r.global_limiter.statistics()
+    # A reset while waiting is a change too: the breaker admits, so the call goes out.
+    r.breaker.reset()
+    assert await r.pipeline.call("sendMessage", Script("second")) == "second"
+    late = Script("third")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator, r.breaker.reset)
+        assert await r.pipeline.call("sendMessage", late) == "third"
+    assert late.calls == [3.0]
+    assert r.global_limiter.statistics() != global_before
+
+
+async def test_a_failing_answer_counts_its_response_time_a_timeout_does_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(retry=NO_TRANSIENT_RETRY)
+    await trio.sleep(10)  # calls start at t=10, not 0
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getChat", Script(telegram(500), latency=0.25))
+    assert r.health.statistics().ema_latency_ms == 250
+    assert r.health.statistics().last_error == "sendMessage failed: 500 error 500"
+    with pytest.raises(TransportError):
+        await r.pipeline.call("getChat", Script(timeout(sent=False), latency=5))
+    assert r.health.statistics().ema_latency_ms == 250  # a timeout's length is a setting
+    # A long poll's duration is not a response time, whether it succeeds or fails.
+    quiet = rig(retry=NO_TRANSIENT_RETRY)
+    await quiet.pipeline.call("getUpdates", Script([], latency=30), measure_latency=False)
+    with pytest.raises(TelegramError):
+        await quiet.pipeline.call(
+            "getUpdates", Script(telegram(500), latency=3), measure_latency=False
+        )
+    assert quiet.health.statistics().ema_latency_ms is None
+    answered = rig()
+    await trio.sleep(5)
+    await answered.pipeline.call("getMe", Script("me", latency=0.5))
+    assert answered.health.statistics().ema_latency_ms == 500
+
+
+async def test_a_retry_is_not_waited_for_if_the_breaker_will_refuse_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Forced open (by an operator) during the failing attempt: refused at once, no backoff.
+    r = rig()
+
+    async def failing_while_forced_open() -> object:
+        r.breaker.force_open()
+        raise telegram(502)
+
+    with pytest.raises(CircuitOpenError):
+        await r.pipeline.call("getChat", failing_while_forced_open)
+    assert trio.current_time() == 0
+
+
+async def test_a_retry_due_exactly_when_the_breaker_half_opens_is_made(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One failure opens the breaker for 0.5 s; the transient backoff is 0.5 s: the retry is
+    # the half-open probe, at exactly t=0.5, and it succeeds.
+    r = rig(breaker_config=BreakerConfig(failure_threshold=1, open_seconds=0.5))
+    send = Script(telegram(502), "ok")
+    assert await r.pipeline.call("getChat", send) == "ok"
+    assert send.calls == [0, 0.5]
+    assert r.counters.statistics().recovered == 1
+
+
+async def test_calls_in_flight_are_counted_while_they_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(user_id=4242)
+    assert r.pipeline.statistics().in_flight == 0
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(r.pipeline.call, "getMe", Script("me", latency=1))
+        await trio.sleep(0.5)
+        assert r.pipeline.statistics().in_flight == 2
+    stats = r.pipeline.statistics()
+    assert stats.in_flight == 0
+    assert stats.user_id == 4242
+    assert stats.health == r.health.statistics()
+    assert stats.flood_open_at is None
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getMe", Script(telegram(429, retry_after=5), *[telegram(429)] * 3))
+    assert r.pipeline.statistics().flood_open_at is not None
+    row = r.pipeline.health_row(1_700_000_123.0)
+    assert (row.user_id, row.recorded_at) == (4242, 1_700_000_123.0)
+
+
+async def test_a_private_chat_gets_one_message_a_second_other_chats_are_not_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig()
+    first, again, other = Script("a"), Script("b"), Script("c")
+    async with trio.open_nursery() as nursery:
+        for script, chat in ((first, 5), (again, 5), (other, 6)):
+            nursery.start_soon(partial(r.pipeline.call, "sendMessage", script, chat_id=chat))
+    assert sorted(first.calls + again.calls) == [0, 1]  # chat 5: one now, one a second later
+    assert other.calls == [0]
+
+
+async def test_waiting_tenants_share_the_global_limit_round_robin(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = GlobalRateLimiter(rate=1, burst=1)
+    busy, light = rig(user_id=1, global_limiter=shared), rig(user_id=2, global_limiter=shared)
+    served: list[str] = []
+
+    def named(name: str) -> Script:
+        script = Script(name)
+        original = script.__call__
+
+        async def call() -> object:
+            served.append(name)
+            return await original()
+
+        return call  # type: ignore[return-value]
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(busy.pipeline.call, "getChat", named(f"busy{n}"))
+            await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(light.pipeline.call, "getChat", named("light"))
+    # The light tenant asked last but is served at its first turn, not after the busy one's
+    # whole backlog.
+    assert served == ["busy0", "busy1", "light", "busy2"]
+
+
+async def test_an_outcome_from_before_a_breaker_reset_does_not_count(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A slow call was admitted, then the operator forced the breaker open and reset it: the
+    # call's failure belongs to the old episode and must not open the new one (threshold 1).
+    r = rig(retry=NO_TRANSIENT_RETRY, breaker_config=BreakerConfig(failure_threshold=1))
+
+    async def reset_soon() -> None:
+        await trio.sleep(1)
+        r.breaker.force_open()
+        r.breaker.reset()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reset_soon)
+        with pytest.raises(TelegramError):
+            await r.pipeline.call("getChat", Script(telegram(500), latency=2))
+    assert r.breaker.state is BreakerState.CLOSED
+    assert r.breaker.statistics().consecutive_failures == 0
+    # The same failure without a reset in between opens it.
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getChat", Script(telegram(500), latency=2))
+    assert r.breaker.statistics().state is BreakerState.OPEN

@@ -7,6 +7,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -14,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from admin import AdminConfig, AdminServer
+from admin.auth import BearerAuth
 from tests.admin.helpers import ADMIN_TOKEN, AUTH, admin_fleet, client, make_app
 
 OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json"}
@@ -21,6 +23,13 @@ WRONG = [
     {},
     {"Authorization": "Bearer wrong-token-0123456789abcdef"},
     {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+    # Prefixes of the token, down to nothing: only the whole token opens the API.
+    {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+    {"Authorization": f"Bearer {ADMIN_TOKEN[:1]}"},
+    {"Authorization": "Bearer "},
+    # The token with one character changed, at the start and at the end.
+    {"Authorization": f"Bearer X{ADMIN_TOKEN[1:]}"},
+    {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}X"},
     {"Authorization": f"Basic {ADMIN_TOKEN}"},
     {"Authorization": ADMIN_TOKEN},
 ]
@@ -160,3 +169,67 @@ async def test_tokens_never_appear_in_answers(
                 assert secret not in text
                 assert secret.split(":")[1] not in text
         assert f"{admin.fleet.bot_id(1)}:…" in texts[0]
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        ADMIN_TOKEN[:-1],
+        ADMIN_TOKEN[:1],
+        "",
+        ADMIN_TOKEN + "x",
+        "x" + ADMIN_TOKEN,
+        ADMIN_TOKEN.upper(),
+        ADMIN_TOKEN[::-1],
+    ],
+)
+async def test_bearer_auth_accepts_only_the_whole_token(credentials: str) -> None:
+    """The middleware alone, over a bare ASGI app: a near miss is a 401, never a pass."""
+    reached: list[str] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    auth = BearerAuth(inner, token=ADMIN_TOKEN, paths=["/metrics"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(auth), base_url="http://admin.test"
+    ) as http:
+        for path in ("/admin", "/admin/bots", "/metrics"):
+            refused = await http.get(path, headers={"Authorization": f"Bearer {credentials}"})
+            assert refused.status_code == 401, (path, credentials)
+        assert reached == []
+        # The scheme in any case, and the blanks a hand-typed header may carry.
+        for value in (
+            f"Bearer {ADMIN_TOKEN}",
+            f"bearer {ADMIN_TOKEN}",
+            f"BEARER  {ADMIN_TOKEN} ",
+        ):
+            allowed = await http.get("/admin/bots", headers={"Authorization": value})
+            assert allowed.status_code == 204, value
+        # Paths outside the prefix are not guarded (and not mistaken for it).
+        for path in ("/healthz", "/administrator", "/metricsx"):
+            assert (await http.get(path)).status_code == 204, path
+    assert reached == ["/admin/bots"] * 3 + ["/healthz", "/administrator", "/metricsx"]
+
+
+async def test_a_request_without_any_header_is_refused_not_an_error() -> None:
+    # ASGI servers always send a header list, but the middleware must not depend on it.
+    sent: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("the app must not be reached")
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
+
+    auth = BearerAuth(inner, token=ADMIN_TOKEN)
+    scope = {"type": "http", "method": "GET", "path": "/admin/bots", "query_string": b""}
+    await auth(scope, receive, send)
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 401
+    assert json.loads(sent[1]["body"])["error"]["code"] == "unauthorized"

@@ -33,8 +33,12 @@ KILLS = 20
 BOTS = 3
 CHATS = 4  # private chats per bot
 SEND_EVERY = 0.01  # seconds between two user messages (to the next bot and chat in turn)
-# When the kill comes, in seconds after the process was spawned (start-up takes about 1 s).
-KILL_AFTER_SPAWN = (0.5, 1.8)
+# When the kill comes. Start-up takes as long as it takes on this machine, so the moments are
+# measured from readiness (the admin API listening), not guessed from the spawn: every
+# STARTUP_KILL_EVERY-th kill lands in start-up, at a random fraction of the start-up time the
+# previous run took; the others AFTER_READY seconds after the daemon was ready.
+STARTUP_KILL_EVERY = 4
+AFTER_READY = (0.1, 1.0)
 
 
 @dataclass
@@ -93,16 +97,25 @@ async def test_kill_minus_nine_twenty_times_loses_no_update(tmp_path: Path) -> N
             stop_users = trio.Event()
             nursery.start_soon(users, api, list(tokens.values()), stop_users)
 
-            for _ in range(KILLS):
+            startup: float | None = None  # how long the last measured start-up took
+            for n in range(KILLS):
                 duplicates_before = duplicate_replies()
                 daemon = DaemonProcess(config_path, env=ADMIN_ENV)
                 daemons.append(daemon)
-                # The moment counts from the spawn: some kills land in start-up (migrating,
-                # loading, replaying), most while updates stream through.
-                after = rng.uniform(*KILL_AFTER_SPAWN)
-                kill_at = trio.current_time() + after
-                with trio.move_on_at(kill_at):
+                spawned = trio.current_time()
+                if startup is not None and n % STARTUP_KILL_EVERY == 1:
+                    # In start-up (migrating, loading, replaying): before the moment the last
+                    # run was ready.
+                    kill_at = spawned + rng.uniform(0.1, 0.9) * startup
+                    with trio.move_on_at(kill_at):
+                        await daemon.start(nursery)
+                else:
+                    # While updates stream through: counted from readiness, however long
+                    # start-up took on this machine.
                     await daemon.start(nursery)
+                    startup = trio.current_time() - spawned
+                    kill_at = trio.current_time() + rng.uniform(*AFTER_READY)
+                after = kill_at - spawned
                 await trio.sleep_until(kill_at)
                 daemon.kill()
                 assert await daemon.wait() == -signal.SIGKILL

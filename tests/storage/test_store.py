@@ -274,6 +274,29 @@ async def test_inbox_returns_only_new_updates(store: Store) -> None:
     }
 
 
+async def test_undone_updates_come_back_oldest_first_for_every_bot(store: Store) -> None:
+    # Stored in three batches, the later ones with lower ids first inside the batch: the
+    # replay after a restart is by update_id (Telegram's order), per bot.
+    await store.inbox_add(1001, [entry(20), entry(21)], 22, T0)
+    await store.inbox_add(2002, [entry(7), entry(5)], 8, T0)
+    await store.inbox_add(1001, [entry(23), entry(22)], 24, T0 + 1)
+    await store.inbox_done(1001, [21], T0 + 2)
+    assert [p["update_id"] for p in await store.inbox_pending(1001)] == [20, 22, 23]
+    assert [p["update_id"] for p in await store.inbox_pending(2002)] == [5, 7]
+    every = await store.inbox_pending_all()
+    assert {uid: [p["update_id"] for p in rows] for uid, rows in every.items()} == {
+        1001: [20, 22, 23],
+        2002: [5, 7],
+    }
+    assert every[1001][0] == {
+        "update_id": 20,
+        "chat_id": 555,
+        "update": message(20),
+        "received_at": T0,
+    }
+    assert await store.load_offsets() == {1001: 24, 2002: 8}
+
+
 async def test_the_offset_is_stored_with_the_updates(store: Store) -> None:
     assert await store.load_offset(1001) is None
     await store.inbox_add(1001, [entry(10)], 11, T0)

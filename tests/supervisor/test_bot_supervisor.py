@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable
 
@@ -270,3 +271,89 @@ async def test_starting_after_stop_is_refused(autojump_clock: trio.testing.MockC
         await sup.stop()
     with pytest.raises(RuntimeError, match="not running"):
         await sup.start_child(1, ScriptedChild([("run", None)]))
+
+
+async def test_a_restart_exactly_restart_period_old_no_longer_counts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Crashes at once, restarted every 10 s (fixed backoff); restart_period = 10 and
+    # max_restarts = 1: each crash sees the previous one exactly 10 s old, outside the window,
+    # so the child is restarted for ever and never suspended.
+    child = ScriptedChild([("crash", 0)])
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sup = await run_supervisor(
+            nursery,
+            config(
+                max_restarts=1,
+                restart_period=10.0,
+                restart_backoff_min=10.0,
+                restart_backoff_max=10.0,
+            ),
+            events,
+        )
+        await sup.start_child(1, child)
+        await trio.sleep(95)
+        assert sup.child_state(1) is ChildState.RESTARTING
+        assert child.starts == [0, 10, 20, 30, 40, 50, 60, 70, 80, 90]
+        assert "suspended" not in kinds(events)
+        await sup.stop()
+
+
+async def test_one_more_crash_inside_the_window_suspends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The same child with a window a hair longer than the backoff: two crashes 10 s apart
+    # are within 10.5 s, more than max_restarts = 1.
+    child = ScriptedChild([("crash", 0)])
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sup = await run_supervisor(
+            nursery,
+            config(
+                max_restarts=1,
+                restart_period=10.5,
+                restart_backoff_min=10.0,
+                restart_backoff_max=10.0,
+            ),
+            events,
+        )
+        await sup.start_child(1, child)
+        await trio.sleep(95)
+        assert sup.child_state(1) is ChildState.SUSPENDED
+        assert child.starts == [0, 10]
+        await sup.stop()
+
+
+async def test_a_crash_is_logged_and_announced_without_the_token_it_carries(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = "123456789:AAEhBP0av28bM4Nq2mY9sGkPmQ4DkX0aBcD"
+
+    class LeakyChild(ScriptedChild):
+        async def run(
+            self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
+            self.starts.append(trio.current_time())
+            task_status.started()
+            raise Crash(f"GET https://api.telegram.org/bot{token}/getMe: connection reset")
+
+    caplog.set_level(logging.WARNING, logger="botvisor")
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sup = await run_supervisor(nursery, config(max_restarts=1), events)
+        await sup.start_child(1, LeakyChild([("run", None)]))
+        await trio.sleep(30)
+        assert sup.child_state(1) is ChildState.SUSPENDED
+        await sup.stop()
+    secret = token.split(":")[1]
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("botvisor")]
+    assert any("crashed" in m for m in logged)
+    assert any("suspended" in m for m in logged)
+    details = [e.detail for e in events if e.kind in ("crashed", "restarting", "suspended")]
+    assert details
+    for text in [*logged, *details]:
+        assert secret not in text
+    assert any("bot123456789:…/getMe" in text for text in details)
+    stats = sup.child_statistics(1)
+    assert stats is not None and secret not in (stats.last_error or "")
