@@ -6,6 +6,7 @@ The tree (what a request to add, remove, suspend or resume a bot can fail with):
     ├── UnknownBot           no bot with that user_id is registered (also a KeyError)
     ├── BotExists            the user_id is already registered
     │   └── TokenInUse       the bot (its token) is already registered for another user_id
+    ├── HandlerNotAllowed    the handler's module is not in [handlers] allowed_modules
     ├── TokenRejected        Telegram, or the token's own format, refuses the token
     └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
 
@@ -20,6 +21,7 @@ from typing import TypeVar
 __all__ = [
     "BotExists",
     "FleetError",
+    "HandlerNotAllowed",
     "TelegramUnreachable",
     "TokenInUse",
     "TokenRejected",
@@ -52,6 +54,11 @@ class TokenInUse(BotExists):
     def __init__(self, message: str, *, owner: int) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+class HandlerNotAllowed(FleetError):
+    """A ``module:function`` handler whose module ``[handlers] allowed_modules`` does not
+    allow: refused before anything is imported, stored or asked of Telegram."""
 
 
 class TokenRejected(FleetError):

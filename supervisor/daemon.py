@@ -30,6 +30,7 @@ from actors import (
     FleetHealth,
     FleetServices,
     GlobalRateLimiter,
+    HandlerNotAllowed,
     MetricsActor,
     TokenInUse,
     find_exception,
@@ -122,6 +123,7 @@ class Daemon:
             wall_clock=self._wall_clock,
             http_client=http_client,
             rng=self._rng,
+            handlers=config.handlers,
         )
         fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
@@ -222,4 +224,5 @@ def setup_error(exc: BaseException) -> Exception | None:
         or find_exception(exc, AdminListenError)
         or find_exception(exc, OpenFilesLimitError)
         or find_exception(exc, TokenInUse)
+        or find_exception(exc, HandlerNotAllowed)
     )

@@ -31,11 +31,13 @@ from actors import (
     FleetError,
     FleetServices,
     HandlerError,
+    HandlerNotAllowed,
     LifecycleEvent,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    handler_module_problem,
     load_handler,
 )
 from storage import BotRecord, HealthRow, StoreClosedError
@@ -106,6 +108,11 @@ def _refuse_shared_tokens(configured: list[BotConfig], stored: Iterable[BotRecor
             )
 
 
+def _sentence(problem: str) -> str:
+    """A rule's text after a subject: ``: module … is not allowed`` or `` must be …``."""
+    return problem if problem[:1] == ":" else f" {problem}"
+
+
 class Fleet:
     """Every tenant bot of the daemon, supervised by one BotSupervisor."""
 
@@ -129,6 +136,7 @@ class Fleet:
         stored = {record.user_id: record for record in await store.list_bots()}
         wanted = {bot.user_id for bot in configured}
         _refuse_shared_tokens(configured, stored.values())
+        self._refuse_disallowed_handlers(configured, stored.values())
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 log.info(
@@ -171,6 +179,31 @@ class Fleet:
                     nursery.start_soon(self._start, registered.actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
+    @property
+    def _allowed_modules(self) -> tuple[str, ...]:
+        return self._services.handlers.allowed_modules
+
+    def _refuse_disallowed_handlers(
+        self, configured: list[BotConfig], stored: Iterable[BotRecord]
+    ) -> None:
+        """HandlerNotAllowed naming every bot, of the file or added through the API, whose
+        handler module ``[handlers] allowed_modules`` does not allow; nothing is imported,
+        stored or started then."""
+        wanted = {bot.user_id for bot in configured}
+        bots = [(f"bots[{i}] (user_id {b.user_id})", b.handler) for i, b in enumerate(configured)]
+        bots += [
+            (f"user_id {record.user_id} (added through the admin API)", record.handler)
+            for record in stored
+            if record.source != "config" and record.user_id not in wanted
+        ]
+        problems = [
+            f"{where}: handler {handler!r}{_sentence(problem)}"
+            for where, handler in bots
+            if (problem := handler_module_problem(handler, self._allowed_modules)) is not None
+        ]
+        if problems:
+            raise HandlerNotAllowed("; ".join(problems))
+
     # --- queries -------------------------------------------------------------------------
 
     def get(self, user_id: int) -> BotActor:
@@ -210,11 +243,16 @@ class Fleet:
                     "one bot serves one tenant; remove that bot first to move it",
                     owner=owner,
                 )
+            problem = handler_module_problem(bot.handler, self._allowed_modules)
+            if problem is not None:
+                raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+            # Telegram accepts the token before the handler's module is imported: importing
+            # runs the module's code, which a refused token must not get to run.
+            await self.validate_token(bot.token)
             try:
                 load_handler(bot)
             except HandlerError as exc:
                 raise FleetError(str(exc)) from None
-            await self.validate_token(bot.token)
             now = self._services.wall_clock()
             await self._services.store.upsert_bot(bot_record(bot, source, now))
             actor = self._new_actor(bot)

@@ -20,7 +20,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from actors import BotConfig, BotToken, Problem, describe_problems
+from actors import (
+    BotConfig,
+    BotToken,
+    HandlersConfig,
+    Problem,
+    describe_problems,
+    handler_module_problem,
+    handler_syntax_problem,
+)
 from admin import AdminConfig
 from supervisor.config import Config
 
@@ -83,6 +91,7 @@ def parse_config(
     _admin_token(document, env, problems)
     _refused_retry_tables(document, problems)
     _bot_tokens(document, env, problems, stated)
+    _handler_modules(document, problems)
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
@@ -138,6 +147,26 @@ def _refused_retry_tables(document: dict[str, Any], problems: list[Problem]) -> 
                 )
             )
     document["retry"] = table
+
+
+def _handler_modules(document: dict[str, Any], problems: list[Problem]) -> None:
+    """State each ``[[bots]]`` handler whose module ``[handlers] allowed_modules`` does not
+    allow, in the same pass as every other problem (a path that is no handler path at all is
+    the model's to state)."""
+    bots = document.get("bots")
+    try:
+        allowed = HandlersConfig.model_validate(document.get("handlers", {})).allowed_modules
+    except ValidationError:
+        return  # the [handlers] table's own problem is stated by the model
+    if not isinstance(bots, list):
+        return
+    for index, item in enumerate(bots):
+        handler = item.get("handler") if isinstance(item, dict) else None
+        if not isinstance(handler, str) or handler_syntax_problem(handler) is not None:
+            continue
+        problem = handler_module_problem(handler, allowed)
+        if problem is not None:
+            problems.append(Problem(("bots", index, "handler"), f"bots[{index}].handler{problem}"))
 
 
 def _bot_tokens(
