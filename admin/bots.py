@@ -18,6 +18,7 @@ from actors import (
     BotExists,
     FleetError,
     LifecycleError,
+    OwnedByConfig,
     TelegramUnreachable,
     UnknownBot,
 )
@@ -66,7 +67,7 @@ def _actor(ctx: AdminContext, user_id: int) -> BotActor:
 def _fleet_error(exc: FleetError) -> ApiError:
     if isinstance(exc, UnknownBot):
         return ApiError(404, str(exc))
-    if isinstance(exc, BotExists):
+    if isinstance(exc, (BotExists, OwnedByConfig)):
         return ApiError(409, str(exc))
     if isinstance(exc, TelegramUnreachable):
         return ApiError(503, f"{exc}; try again later", headers={"Retry-After": "30"})
@@ -124,10 +125,11 @@ async def get_bot(request: Request) -> Response:
 
 
 @operation(
-    "Stop the bot and unregister it; its health history is kept",
+    "Stop the bot and unregister it; its health history is kept. A bot the config file "
+    "declares is the file's: 409 (suspend it, or remove it from the file)",
     {200: Removed},
     path=UserIdPath,
-    errors=(404,),
+    errors=(404, 409),
     tag="bots",
 )
 async def remove_bot(request: Request) -> Response:

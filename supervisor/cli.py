@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, type=Path, help="path to botvisor.toml")
+    run.add_argument(
+        "--prune-config-bots",
+        action="store_true",
+        help="when the file declares no [[bots]], unregister the stored bots an earlier file "
+        "declared (without it such a start is refused)",
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
@@ -93,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return migrate_command(args.config)
         if args.command == "run":
-            return run_command(args.config)
+            return run_command(args.config, prune_config_bots=args.prune_config_bots)
         if args.command in ("bots", "watch"):
             from supervisor.remote import bots_command, watch_command
 
@@ -159,7 +165,7 @@ def migrate_command(path: Path) -> int:
     return EXIT_OK
 
 
-def run_command(path: Path) -> int:
+def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
     config = _load(path)
     if config is None:
         return EXIT_CONFIG
@@ -168,7 +174,7 @@ def run_command(path: Path) -> int:
     if open_files.soft != open_files.before:
         log.info("open-files limit raised from %d to %d", open_files.before, open_files.soft)
     try:
-        trio.run(run_daemon, config, open_files)
+        trio.run(run_daemon, config, open_files, prune_config_bots)
     except Exception as exc:
         setup = setup_error(exc)
         if setup is not None:
@@ -179,12 +185,18 @@ def run_command(path: Path) -> int:
     return EXIT_OK
 
 
-async def run_daemon(config: Config, open_files: OpenFilesLimit | None = None) -> None:
+async def run_daemon(
+    config: Config, open_files: OpenFilesLimit | None = None, prune_config_bots: bool = False
+) -> None:
     """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
     from supervisor.clock import system_wall_clock
 
     daemon = Daemon(
-        config, wall_clock=system_wall_clock(), rng=random.Random(), open_files=open_files
+        config,
+        wall_clock=system_wall_clock(),
+        rng=random.Random(),
+        open_files=open_files,
+        prune_config_bots=prune_config_bots,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

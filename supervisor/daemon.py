@@ -32,6 +32,7 @@ from actors import (
     GlobalRateLimiter,
     HandlerNotAllowed,
     MetricsActor,
+    OwnershipError,
     TokenInUse,
     find_exception,
     make_http_client,
@@ -76,6 +77,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         store_offload: Offload | None = None,
         open_files: OpenFilesLimit | None = None,
+        prune_config_bots: bool = False,
     ) -> None:
         self.config = config
         self._wall_clock = wall_clock
@@ -85,6 +87,9 @@ class Daemon:
         # The process's open-files limit, checked against the fleet before any socket is
         # opened; None skips the check (a daemon inside a test process).
         self._open_files = open_files
+        # Unregister every stored config bot when the file declares none (botvisor run
+        # --prune-config-bots); without it such a start is refused.
+        self._prune_config_bots = prune_config_bots
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
 
@@ -176,7 +181,7 @@ class Daemon:
                 check_open_files(await _polling_bots(config, store), self._open_files)
             await root.start(metrics.run)
             await root.start(supervisor.run)
-            await fleet.load(config.bots)
+            await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             log.info(
@@ -225,4 +230,5 @@ def setup_error(exc: BaseException) -> Exception | None:
         or find_exception(exc, OpenFilesLimitError)
         or find_exception(exc, TokenInUse)
         or find_exception(exc, HandlerNotAllowed)
+        or find_exception(exc, OwnershipError)
     )

@@ -27,12 +27,15 @@ from actors import (
     BotConfig,
     BotExists,
     BotToken,
+    ConfigBotsVanished,
     ErrorCategory,
     FleetError,
     FleetServices,
     HandlerError,
     HandlerNotAllowed,
     LifecycleEvent,
+    OwnedByConfig,
+    OwnershipConflict,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
@@ -113,6 +116,31 @@ def _sentence(problem: str) -> str:
     return problem if problem[:1] == ":" else f" {problem}"
 
 
+def _listing(user_ids: list[int], most: int = 10) -> str:
+    shown = ", ".join(str(uid) for uid in user_ids[:most])
+    return shown + (f", … ({len(user_ids) - most} more)" if len(user_ids) > most else "")
+
+
+def _refuse_taken_user_ids(configured: list[BotConfig], stored: dict[int, BotRecord]) -> None:
+    """OwnershipConflict naming every ``[[bots]]`` entry whose user_id belongs to a bot added
+    through the admin API: the file does not take a bot over (its token, its handler)."""
+    taken = [
+        (index, bot.user_id)
+        for index, bot in enumerate(configured)
+        if bot.user_id in stored and stored[bot.user_id].source != "config"
+    ]
+    if taken:
+        raise OwnershipConflict(
+            "; ".join(
+                f"bots[{index}] (user_id {user_id}) has the user_id of a bot added through the "
+                f"admin API (user_id {user_id}, token {BotToken(stored[user_id].token).redacted})"
+                for index, user_id in taken
+            )
+            + ": a config file does not take over an API bot; remove the API bot "
+            "(DELETE /admin/bots/{user_id}) or give the [[bots]] entry another user_id"
+        )
+
+
 class Fleet:
     """Every tenant bot of the daemon, supervised by one BotSupervisor."""
 
@@ -127,22 +155,42 @@ class Fleet:
 
     # --- start-up ------------------------------------------------------------------------
 
-    async def load(self, configured: Iterable[BotConfig]) -> list[HealthRow]:
+    async def load(
+        self, configured: Iterable[BotConfig], *, prune_config_bots: bool = False
+    ) -> list[HealthRow]:
         """Register the config file's bots and those added through the API, restore their
-        health from the latest snapshots, and start every bot that is not suspended."""
+        health from the latest snapshots, and start every bot that is not suspended.
+
+        The file owns the bots it declares, the API those it added: a ``[[bots]]`` user_id of
+        an API bot is OwnershipConflict, and a file with no ``[[bots]]`` while bots of an
+        earlier file are stored is ConfigBotsVanished unless ``prune_config_bots``; either
+        way before anything stored changes. Stored config bots the file no longer declares
+        are unregistered, each with a warning."""
         store = self._services.store
         now = self._services.wall_clock()
         configured = list(configured)
         stored = {record.user_id: record for record in await store.list_bots()}
         wanted = {bot.user_id for bot in configured}
+        _refuse_taken_user_ids(configured, stored)
         _refuse_shared_tokens(configured, stored.values())
         self._refuse_disallowed_handlers(configured, stored.values())
-        for record in stored.values():
-            if record.source == "config" and record.user_id not in wanted:
-                log.info(
-                    "bot %s was removed from the config file; unregistering it", record.user_id
-                )
-                await store.remove_bot(record.user_id)
+        vanished = sorted(
+            uid for uid, record in stored.items() if record.source == "config" and uid not in wanted
+        )
+        if vanished and not configured and not prune_config_bots:
+            raise ConfigBotsVanished(
+                f"the config file declares no [[bots]], but {len(vanished)} bot(s) registered "
+                f"from it are stored (user_id {_listing(vanished)}); starting would unregister "
+                "every one of them. If that is what you want, start once with "
+                "--prune-config-bots; otherwise put the [[bots]] back"
+            )
+        for user_id in vanished:
+            log.warning(
+                "bot %s is no longer declared in the config file: unregistering it "
+                "(its health history stays)",
+                user_id,
+            )
+            await store.remove_bot(user_id)
         records = []
         for bot in configured:
             previous = stored.get(bot.user_id)
@@ -262,8 +310,14 @@ class Fleet:
         return actor
 
     async def remove(self, user_id: int) -> None:
-        """Stop the bot and unregister it; its health history stays."""
+        """Stop the bot and unregister it; its health history stays. OwnedByConfig for a
+        bot the config file declares: the file would bring it back at the next start."""
         actor = self.get(user_id)
+        if self._bots[user_id].source == "config":
+            raise OwnedByConfig(
+                f"user_id {user_id} is declared in the config file, which owns it: remove its "
+                "[[bots]] entry and restart to unregister it (suspend and resume work here)"
+            )
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         await self._services.store.remove_bot(user_id)
