@@ -148,7 +148,8 @@ class Fleet:
         self._supervisor = supervisor
         self._services = services
         self._bots: dict[int, _Registered] = {}
-        self._lock = trio.Lock()
+        # Adds in progress (user_id -> the token's bot id), reserved while getMe runs.
+        self._adding: dict[int, int] = {}
         # Announced suspensions not yet queued to the store (user_id -> reason, None for a
         # resumption; the latest announcement of a bot wins).
         self._unsaved: dict[int, str | None] = {}
@@ -280,20 +281,16 @@ class Fleet:
     # --- management ----------------------------------------------------------------------
 
     async def add(self, bot: BotConfig, *, source: str = "api") -> BotActor:
-        """Validate the token with getMe, persist the bot, and start it at once."""
-        async with self._lock:
-            if bot.user_id in self._bots:
-                raise BotExists(f"user_id {bot.user_id} is already registered")
-            owner = self._owner_of(bot.token)
-            if owner is not None:
-                raise TokenInUse(
-                    f"the token {bot.token.redacted} is already registered for user_id {owner}: "
-                    "one bot serves one tenant; remove that bot first to move it",
-                    owner=owner,
-                )
-            problem = handler_module_problem(bot.handler, self._allowed_modules)
-            if problem is not None:
-                raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+        """Validate the token with getMe, persist the bot, and start it at once.
+
+        No lock is held while Telegram is asked: the user_id and the token's bot are reserved
+        first, so adds of other bots (and every other request) go on meanwhile, and a second
+        add of the same user_id or bot is refused as if the first were done."""
+        problem = handler_module_problem(bot.handler, self._allowed_modules)
+        if problem is not None:
+            raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+        self._reserve(bot)
+        try:
             # Telegram accepts the token before the handler's module is imported: importing
             # runs the module's code, which a refused token must not get to run.
             await self.validate_token(bot.token)
@@ -306,8 +303,27 @@ class Fleet:
             actor = self._new_actor(bot)
             self._bots[bot.user_id] = _Registered(actor, source)
             self._emit(bot.user_id, "added")
+        finally:
+            del self._adding[bot.user_id]
         await self._start(actor)
         return actor
+
+    def _reserve(self, bot: BotConfig) -> None:
+        """Claim the user_id and the token's bot for an add in progress, or refuse."""
+        if bot.user_id in self._bots or bot.user_id in self._adding:
+            raise BotExists(f"user_id {bot.user_id} is already registered")
+        owner = self._owner_of(bot.token)
+        if owner is None:
+            owner = next(
+                (uid for uid, bot_id in self._adding.items() if bot_id == bot.token.bot_id), None
+            )
+        if owner is not None:
+            raise TokenInUse(
+                f"the token {bot.token.redacted} is already registered for user_id {owner}: "
+                "one bot serves one tenant; remove that bot first to move it",
+                owner=owner,
+            )
+        self._adding[bot.user_id] = bot.token.bot_id
 
     async def remove(self, user_id: int) -> None:
         """Stop the bot and unregister it; its health history stays. OwnedByConfig for a
