@@ -60,7 +60,7 @@ from actors.events import (
     StatusChanged,
 )
 from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
-from actors.handlers import HandlerContext, HandlerError, load_handler
+from actors.handlers import HandlerContext, HandlerError, import_handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id, update_payload
@@ -199,6 +199,7 @@ __all__ = [
     "handler_module_problem",
     "handler_syntax_problem",
     "health_row",
+    "import_handler",
     "load_handler",
     "make_http_client",
     "migration_announced",

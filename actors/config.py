@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -73,6 +74,15 @@ class TelegramConfig(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise rule_error("", f"must start with http:// or https://, got {value!r}")
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises for a port out of range or not a number)
+        except ValueError:
+            raise rule_error(
+                "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
+            ) from None
+        if not parts.hostname:
+            raise rule_error("", f"must name a host (https://api.telegram.org), got {value!r}")
         return value
 
 

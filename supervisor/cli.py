@@ -116,16 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _load(path: Path) -> Config | None:
+def _load(path: Path, *, check_environment: bool = False) -> Config | None:
     try:
-        return load_config(path, os.environ)
+        return load_config(path, os.environ, check_environment=check_environment)
     except ConfigError as exc:
         print(f"botvisor: {exc}", file=sys.stderr)
         return None
 
 
 def check_config(path: Path) -> int:
-    config = _load(path)
+    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config."""
+    config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     print(f"ok: {path}")
@@ -166,7 +167,7 @@ def migrate_command(path: Path) -> int:
 
 
 def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
-    config = _load(path)
+    config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     # Before any socket is opened; the daemon checks the fleet fits once it knows the fleet.
