@@ -141,13 +141,17 @@ def check_config(path: Path) -> int:
         f"kept {config.storage.retention_days:g} days)"
     )
     print(
-        f"  admin: {'http://' + config.admin.listen if config.admin.enabled else 'disabled'}, "
+        f"  admin: {_admin_url(config) if config.admin.enabled else 'disabled'}, "
         f"token {'set' if config.admin.token else 'NOT set (loopback only)'}"
     )
     print(
         f"  limits: global {config.limits.global_rps:g} rps, per bot {config.limits.bot_rps:g} rps"
     )
     return EXIT_OK
+
+
+def _admin_url(config: Config) -> str:
+    return f"{'https' if config.admin.tls else 'http'}://{config.admin.listen}"
 
 
 def migrate_command(path: Path) -> int:

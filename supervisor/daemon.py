@@ -173,7 +173,12 @@ class Daemon:
                     trusted_proxies=config.admin.trusted_proxies,
                 )
             )
-            admin = AdminServer(app, host=config.admin.host, port=config.admin.port)
+            tls = (
+                (config.admin.tls_cert, config.admin.tls_key)
+                if config.admin.tls_cert is not None and config.admin.tls_key is not None
+                else None
+            )
+            admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
         async with trio.open_nursery() as root:
             await root.start(store.run)

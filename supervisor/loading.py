@@ -13,6 +13,7 @@ refused with a sentence saying what to do instead. Every problem names its key::
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -106,6 +107,7 @@ def parse_config(
     _bot_tokens(document, env, problems, stated)
     _handler_modules(document, problems)
     if check_environment:
+        _admin_tls(document, problems)
         _storage_path(document, problems)
         _handler_imports(document, problems)
     try:
@@ -183,6 +185,25 @@ def _handler_modules(document: dict[str, Any], problems: list[Problem]) -> None:
         problem = handler_module_problem(handler, allowed)
         if problem is not None:
             problems.append(Problem(("bots", index, "handler"), f"bots[{index}].handler{problem}"))
+
+
+def _admin_tls(document: dict[str, Any], problems: list[Problem]) -> None:
+    """The admin API's certificate and key load together, as Hypercorn will load them."""
+    table = document.get("admin", {})
+    cert = table.get("tls_cert") if isinstance(table, dict) else None
+    key = table.get("tls_key") if isinstance(table, dict) else None
+    if not (isinstance(cert, str) and isinstance(key, str)):
+        return  # none, or the model states what is wrong
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        problems.append(
+            Problem(
+                ("admin", "tls_cert"),
+                f"admin.tls_cert / admin.tls_key: cannot load {cert!r} with {key!r}: "
+                f"{exc.strerror or exc}",
+            )
+        )
 
 
 def _storage_path(document: dict[str, Any], problems: list[Problem]) -> None:
