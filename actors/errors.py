@@ -10,7 +10,7 @@ The tree (what a request to add, remove, suspend or resume a bot can fail with):
     │   ├── OwnedByConfig    the API may not remove a bot the config file declares
     │   ├── OwnershipConflict  a [[bots]] user_id belongs to a bot added through the API
     │   └── ConfigBotsVanished  the file declares no bots: all of its stored bots would go
-    ├── HandlerNotAllowed    the handler's module is not in [handlers] allowed_modules
+    ├── HandlerNotAllowed    the handler's module is not allowed, or cannot be imported
     ├── TokenRejected        Telegram, or the token's own format, refuses the token
     └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
 
@@ -86,7 +86,8 @@ class ConfigBotsVanished(OwnershipError):
 
 class HandlerNotAllowed(FleetError):
     """A ``module:function`` handler whose module ``[handlers] allowed_modules`` does not
-    allow: refused before anything is imported, stored or asked of Telegram."""
+    allow (refused before anything is imported, stored or asked of Telegram), or, at start,
+    one that cannot be imported."""
 
 
 class TokenRejected(FleetError):

@@ -41,6 +41,7 @@ from actors import (
     TokenRejected,
     UnknownBot,
     handler_module_problem,
+    import_handler,
     load_handler,
 )
 from storage import BotRecord, HealthRow, StoreClosedError
@@ -236,8 +237,8 @@ class Fleet:
         self, configured: list[BotConfig], stored: Iterable[BotRecord]
     ) -> None:
         """HandlerNotAllowed naming every bot, of the file or added through the API, whose
-        handler module ``[handlers] allowed_modules`` does not allow; nothing is imported,
-        stored or started then."""
+        handler module ``[handlers] allowed_modules`` does not allow (nothing is imported) or
+        cannot be imported; nothing is stored or started then."""
         wanted = {bot.user_id for bot in configured}
         bots = [(f"bots[{i}] (user_id {b.user_id})", b.handler) for i, b in enumerate(configured)]
         bots += [
@@ -245,11 +246,16 @@ class Fleet:
             for record in stored
             if record.source != "config" and record.user_id not in wanted
         ]
-        problems = [
-            f"{where}: handler {handler!r}{_sentence(problem)}"
-            for where, handler in bots
-            if (problem := handler_module_problem(handler, self._allowed_modules)) is not None
-        ]
+        problems = []
+        for where, handler in bots:
+            problem = handler_module_problem(handler, self._allowed_modules)
+            if problem is None and handler not in ("echo", "autoreply"):
+                # Allowed, so imported now rather than inside a bot's start: a module gone
+                # since the bot was added is named here, not a traceback.
+                imported = import_handler(handler)
+                problem = f": {imported}" if isinstance(imported, str) else None
+            if problem is not None:
+                problems.append(f"{where}: handler {handler!r}{_sentence(problem)}")
         if problems:
             raise HandlerNotAllowed("; ".join(problems))
 

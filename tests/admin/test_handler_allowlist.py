@@ -129,3 +129,33 @@ async def test_a_stored_api_bot_whose_module_is_no_longer_allowed_stops_the_star
     assert error is not None
     assert "user_id 7 (added through the admin API)" in str(error)
     assert "handlers.allowed_modules" in str(error)
+
+
+async def test_a_stored_api_bot_whose_module_is_gone_stops_the_start_naming_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "tenant_handlers_x.py").write_text("async def handle(update, ctx):\n    pass\n")
+    monkeypatch.syspath_prepend(str(modules))
+    allowed = {"handlers": HandlersConfig(allowed_modules=("tenant_handlers_x",))}
+    db = tmp_path / "a.db"
+    async with admin_fleet(db, [1], config=allowed) as admin:
+        token = bot_token(7)
+        admin.api.add_bot(token)
+        added = await admin.http.post(
+            "/admin/bots",
+            json={"user_id": 7, "token": token, "handler": "tenant_handlers_x:handle"},
+        )
+        assert added.status_code == 201, added.text
+    (modules / "tenant_handlers_x.py").unlink()
+    monkeypatch.delitem(sys.modules, "tenant_handlers_x")
+    with pytest.raises(Exception) as raised:
+        async with admin_fleet(db, [1], config=allowed):
+            pass
+    error = setup_error(raised.value)
+    assert error is not None, raised.value
+    assert str(error) == (
+        "user_id 7 (added through the admin API): handler 'tenant_handlers_x:handle': "
+        "cannot import module 'tenant_handlers_x': No module named 'tenant_handlers_x'"
+    )
