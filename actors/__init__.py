@@ -25,18 +25,26 @@ from actors.config import (
     BackoffKind,
     BotConfig,
     BreakerConfig,
+    HandlersConfig,
     HealthConfig,
     JitterKind,
     LimitsConfig,
     RetryConfig,
     RetryPolicyConfig,
     TelegramConfig,
+    handler_module_problem,
+    handler_syntax_problem,
 )
 from actors.context import reply_target
 from actors.delivery import DeliveryFailed
 from actors.errors import (
     BotExists,
+    ConfigBotsVanished,
     FleetError,
+    HandlerNotAllowed,
+    OwnedByConfig,
+    OwnershipConflict,
+    OwnershipError,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
@@ -52,7 +60,7 @@ from actors.events import (
     StatusChanged,
 )
 from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
-from actors.handlers import HandlerContext, HandlerError, load_handler
+from actors.handlers import HandlerContext, HandlerError, import_handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
 from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id, update_payload
@@ -123,6 +131,7 @@ __all__ = [
     "ChatMigrations",
     "CircuitBreaker",
     "CircuitOpenError",
+    "ConfigBotsVanished",
     "DeliveryFailed",
     "ErrorCategory",
     "EventSink",
@@ -139,6 +148,8 @@ __all__ = [
     "GlobalRateLimiter",
     "HandlerContext",
     "HandlerError",
+    "HandlerNotAllowed",
+    "HandlersConfig",
     "HealthConfig",
     "HealthPull",
     "HealthSample",
@@ -154,6 +165,9 @@ __all__ = [
     "MetricsStatistics",
     "NonNegative",
     "Number",
+    "OwnedByConfig",
+    "OwnershipConflict",
+    "OwnershipError",
     "PipelineStatistics",
     "Positive",
     "Problem",
@@ -183,7 +197,10 @@ __all__ = [
     "describe_problems",
     "find_exception",
     "format_loc",
+    "handler_module_problem",
+    "handler_syntax_problem",
     "health_row",
+    "import_handler",
     "load_handler",
     "make_http_client",
     "migration_announced",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -32,12 +33,15 @@ __all__ = [
     "BackoffKind",
     "BotConfig",
     "BreakerConfig",
+    "HandlersConfig",
     "HealthConfig",
     "JitterKind",
     "LimitsConfig",
     "RetryConfig",
     "RetryPolicyConfig",
     "TelegramConfig",
+    "handler_module_problem",
+    "handler_syntax_problem",
 ]
 
 # Configuration is immutable (hashable, safe to share between actors) and a key the model does
@@ -75,6 +79,15 @@ class TelegramConfig(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise rule_error("", f"must start with http:// or https://, got {value!r}")
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (raises for a port out of range or not a number)
+        except ValueError:
+            raise rule_error(
+                "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
+            ) from None
+        if not parts.hostname:
+            raise rule_error("", f"must name a host (https://api.telegram.org), got {value!r}")
         return value
 
     def warnings(self) -> tuple[str, ...]:
@@ -251,6 +264,70 @@ class HealthConfig(BaseModel):
 
 NonEmpty = Annotated[str, Field(strict=True, min_length=1)]
 
+BUILTIN_HANDLERS = ("echo", "autoreply")
+
+
+def _is_module_path(name: str) -> bool:
+    """``package.module``: dotted Python identifiers, absolute (no leading dot)."""
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def handler_syntax_problem(handler: str) -> str | None:
+    """Why ``handler`` is not ``echo``, ``autoreply`` or an absolute ``package.module:function``
+    path, or None. A relative path (``.x:y``) has no package to be relative to."""
+    if handler in BUILTIN_HANDLERS:
+        return None
+    module, colon, function = handler.partition(":")
+    if colon and _is_module_path(module) and function.isidentifier():
+        return None
+    return (
+        "must be 'echo', 'autoreply' or an absolute 'package.module:function' path, "
+        f"got {handler!r}"
+    )
+
+
+def handler_module_problem(handler: str, allowed_modules: tuple[str, ...]) -> str | None:
+    """Why ``handler`` may not be imported under ``[handlers] allowed_modules``, or None. The
+    built-ins are always allowed; a module is allowed if it equals an entry or is below it."""
+    problem = handler_syntax_problem(handler)
+    if problem is not None or handler in BUILTIN_HANDLERS:
+        return problem
+    module = handler.partition(":")[0]
+    if any(module == entry or module.startswith(entry + ".") for entry in allowed_modules):
+        return None
+    listed = ", ".join(repr(entry) for entry in allowed_modules) or "none"
+    return (
+        f": module {module!r} is not allowed; a handler's module must equal or be below an "
+        f"entry of handlers.allowed_modules (now: {listed}); add it there, "
+        f"or use 'echo' or 'autoreply'"
+    )
+
+
+class HandlersConfig(BaseModel):
+    """``[handlers]``: which Python modules a ``package.module:function`` handler may come
+    from, for the config file's bots and the admin API's alike (so the admin token alone
+    cannot import arbitrary code). The built-in echo and autoreply are always allowed."""
+
+    model_config = FROZEN
+
+    allowed_modules: Annotated[
+        tuple[Annotated[str, Field(strict=True)], ...],
+        Field(json_schema_extra={"x-rule": "be a list of absolute module names ('pkg.mod')"}),
+    ] = ()
+
+    @field_validator("allowed_modules")
+    @classmethod
+    def _module_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not _is_module_path(name)]
+        if bad:
+            raise rule_error(
+                "",
+                "must list absolute module names such as 'mycompany.bots', "
+                f"got {', '.join(repr(name) for name in bad)}",
+            )
+        return value
+
+
 # The update types of Bot API 9.x: the fields of ``Update`` besides ``update_id``, the names
 # ``getUpdates`` takes in ``allowed_updates``.
 UPDATE_TYPES: tuple[str, ...] = (
@@ -339,10 +416,9 @@ class BotConfig(BaseModel):
     @field_validator("handler")
     @classmethod
     def _known_handler(cls, value: str) -> str:
-        if not value or not (value in ("echo", "autoreply") or ":" in value):
-            raise rule_error(
-                "", f"must be 'echo', 'autoreply' or 'package.module:function', got {value!r}"
-            )
+        problem = handler_syntax_problem(value)
+        if problem is not None:
+            raise rule_error("", problem)
         return value
 
     @field_validator("allowed_updates")

@@ -6,6 +6,11 @@ The tree (what a request to add, remove, suspend or resume a bot can fail with):
     ├── UnknownBot           no bot with that user_id is registered (also a KeyError)
     ├── BotExists            the user_id is already registered
     │   └── TokenInUse       the bot (its token) is already registered for another user_id
+    ├── OwnershipError       the config file and the admin API disagree about who owns a bot
+    │   ├── OwnedByConfig    the API may not remove a bot the config file declares
+    │   ├── OwnershipConflict  a [[bots]] user_id belongs to a bot added through the API
+    │   └── ConfigBotsVanished  the file declares no bots: all of its stored bots would go
+    ├── HandlerNotAllowed    the handler's module is not allowed, or cannot be imported
     ├── TokenRejected        Telegram, or the token's own format, refuses the token
     └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
 
@@ -19,7 +24,12 @@ from typing import TypeVar
 
 __all__ = [
     "BotExists",
+    "ConfigBotsVanished",
     "FleetError",
+    "HandlerNotAllowed",
+    "OwnedByConfig",
+    "OwnershipConflict",
+    "OwnershipError",
     "TelegramUnreachable",
     "TokenInUse",
     "TokenRejected",
@@ -52,6 +62,32 @@ class TokenInUse(BotExists):
     def __init__(self, message: str, *, owner: int) -> None:
         super().__init__(message)
         self.owner = owner
+
+
+class OwnershipError(FleetError):
+    """The config file and the admin API disagree about who owns a bot: a bot declared in the
+    file is the file's (the API may suspend and resume it, not remove it); one added through
+    the API is the API's."""
+
+
+class OwnedByConfig(OwnershipError):
+    """The API was asked to remove a bot the config file declares."""
+
+
+class OwnershipConflict(OwnershipError):
+    """A ``[[bots]]`` entry has the user_id of a bot added through the admin API: nothing is
+    stored or started; the operator decides which one keeps the user_id."""
+
+
+class ConfigBotsVanished(OwnershipError):
+    """The config file declares no ``[[bots]]`` while bots registered from it are stored:
+    unregistering every one of them takes an explicit flag."""
+
+
+class HandlerNotAllowed(FleetError):
+    """A ``module:function`` handler whose module ``[handlers] allowed_modules`` does not
+    allow (refused before anything is imported, stored or asked of Telegram), or, at start,
+    one that cannot be imported."""
 
 
 class TokenRejected(FleetError):

@@ -21,6 +21,7 @@ __all__ = [
     "answer_callback_query",
     "autoreply_handler",
     "echo",
+    "import_handler",
     "load_handler",
 ]
 
@@ -117,18 +118,29 @@ def load_handler(bot: BotConfig) -> Handler:
         return echo
     if bot.handler == "autoreply":
         return autoreply_handler(bot)
-    module_name, _, attr = bot.handler.partition(":")
     where = f"bots[user_id={bot.user_id}].handler = {bot.handler!r}"
+    handler = import_handler(bot.handler)
+    if isinstance(handler, str):
+        raise HandlerError(f"{where}: {handler}")
+    return handler
+
+
+def import_handler(path: str) -> Handler | str:
+    """Import the ``package.module:function`` handler ``path`` (running the module's code):
+    the handler, or the sentence saying why it cannot be used."""
+    module_name, _, attr = path.partition(":")
     if not module_name or not attr:
-        raise HandlerError(f"{where}: write 'package.module:function'")
+        return "write 'package.module:function'"
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise HandlerError(f"{where}: cannot import module {module_name!r}: {exc}") from None
+        return f"cannot import module {module_name!r}: {exc}"
+    except Exception as exc:  # the module's own code failed: say so, not a traceback
+        return f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
     handler = getattr(module, attr, None)
     if handler is None:
-        raise HandlerError(f"{where}: module {module_name!r} has no attribute {attr!r}")
+        return f"module {module_name!r} has no attribute {attr!r}"
     if not inspect.iscoroutinefunction(handler):
-        raise HandlerError(f"{where}: must be an 'async def {attr}(update, ctx)' function")
+        return f"must be an 'async def {attr}(update, ctx)' function"
     result: Handler = handler
     return result

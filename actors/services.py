@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
-from actors.config import BreakerConfig, HealthConfig, LimitsConfig, RetryConfig, TelegramConfig
+from actors.config import (
+    BreakerConfig,
+    HandlersConfig,
+    HealthConfig,
+    LimitsConfig,
+    RetryConfig,
+    TelegramConfig,
+)
 from actors.events import EventSink
 from actors.limits import GlobalRateLimiter
 from storage import Store
@@ -34,3 +41,5 @@ class FleetServices:
     wall_clock: Callable[[], float]
     http_client: Callable[[], httpx.AsyncClient]
     rng: random.Random
+    # Where module:function handlers may come from (config and API bots alike).
+    handlers: HandlersConfig = field(default_factory=HandlersConfig)

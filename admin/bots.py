@@ -7,6 +7,9 @@ format here and with getMe there before anything is stored; a bot added here is 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +21,7 @@ from actors import (
     BotExists,
     FleetError,
     LifecycleError,
+    OwnedByConfig,
     TelegramUnreachable,
     UnknownBot,
 )
@@ -66,7 +70,7 @@ def _actor(ctx: AdminContext, user_id: int) -> BotActor:
 def _fleet_error(exc: FleetError) -> ApiError:
     if isinstance(exc, UnknownBot):
         return ApiError(404, str(exc))
-    if isinstance(exc, BotExists):
+    if isinstance(exc, (BotExists, OwnedByConfig)):
         return ApiError(409, str(exc))
     if isinstance(exc, TelegramUnreachable):
         return ApiError(503, f"{exc}; try again later", headers={"Retry-After": "30"})
@@ -75,16 +79,33 @@ def _fleet_error(exc: FleetError) -> ApiError:
 
 
 class _Management:
-    """Bot-management requests run one at a time: an add racing a delete of the same bot
-    would otherwise interleave inside the fleet."""
+    """Bot-management requests of one bot run one at a time (an add racing a delete of the
+    same bot would otherwise interleave inside the fleet); those of different bots never wait
+    on each other, so a slow getMe of one bot's add or resume holds up no other bot."""
 
     def __init__(self) -> None:
-        self.lock = trio.Lock()
+        # user_id -> its lock and how many requests hold or wait for it; dropped at zero,
+        # so the table stays as small as the requests in flight.
+        self._locks: dict[int, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def of(self, user_id: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(user_id, (trio.Lock(), 0))
+        self._locks[user_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[user_id]
+            if users == 1:
+                del self._locks[user_id]
+            else:
+                self._locks[user_id] = (lock, users - 1)
 
 
-def _lock(request: Request) -> trio.Lock:
+def _lock(request: Request, user_id: int) -> AbstractAsyncContextManager[None]:
     management: _Management = request.app.state.bot_management
-    return management.lock
+    return management.of(user_id)
 
 
 @operation(
@@ -98,7 +119,7 @@ def _lock(request: Request) -> trio.Lock:
 async def add_bot(request: Request) -> Response:
     ctx = context_of(request)
     bot = await parse_body(request, BotConfig)
-    async with _lock(request):
+    async with _lock(request, bot.user_id):
         try:
             actor = await ctx.fleet.add(bot, source="api")
         except FleetError as exc:
@@ -124,16 +145,17 @@ async def get_bot(request: Request) -> Response:
 
 
 @operation(
-    "Stop the bot and unregister it; its health history is kept",
+    "Stop the bot and unregister it; its health history is kept. A bot the config file "
+    "declares is the file's: 409 (suspend it, or remove it from the file)",
     {200: Removed},
     path=UserIdPath,
-    errors=(404,),
+    errors=(404, 409),
     tag="bots",
 )
 async def remove_bot(request: Request) -> Response:
     ctx = context_of(request)
     user_id = _user_id(request)
-    async with _lock(request):
+    async with _lock(request, user_id):
         _actor(ctx, user_id)
         try:
             await ctx.fleet.remove(user_id)
@@ -155,7 +177,7 @@ async def suspend_bot(request: Request) -> Response:
     ctx = context_of(request)
     user_id = _user_id(request)
     reason = (await parse_body(request, SuspendRequest)).reason
-    async with _lock(request):
+    async with _lock(request, user_id):
         actor = _actor(ctx, user_id)
         try:
             await ctx.fleet.suspend(user_id, reason.strip())
@@ -176,7 +198,7 @@ async def suspend_bot(request: Request) -> Response:
 async def resume_bot(request: Request) -> Response:
     ctx = context_of(request)
     user_id = _user_id(request)
-    async with _lock(request):
+    async with _lock(request, user_id):
         actor = _actor(ctx, user_id)
         try:
             await ctx.fleet.resume(user_id)

@@ -95,6 +95,10 @@ class AdminConfig(BaseModel):
     metrics_public: Flag = False
     # Per-bot series on /metrics (9 per bot); false keeps only fleet totals (large fleets).
     metrics_per_bot: Flag = True
+    # Serve HTTPS with this certificate chain and private key (PEM files; both or neither):
+    # the bearer token then never crosses the network in clear.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @field_validator("listen")
     @classmethod
@@ -113,6 +117,25 @@ class AdminConfig(BaseModel):
         except ValueError:
             raise rule_error("", f"must {_RATE_RULE}, got {value!r}") from None
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AdminConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = (
+                ("tls_cert", "tls_key")
+                if self.tls_key is None
+                else (
+                    "tls_key",
+                    "tls_cert",
+                )
+            )
+            raise rule_error(missing, f"must be set with {given} (HTTPS needs both), got None")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the admin API serves HTTPS."""
+        return self.tls_cert is not None
 
     @model_validator(mode="after")
     def _token_guards_the_listener(self) -> AdminConfig:

@@ -18,9 +18,13 @@ __all__ = ["AdminServer", "serve_app"]
 log = logging.getLogger("botvisor.admin")
 
 
-def _hypercorn_config(host: str, port: int, graceful_timeout: float) -> HypercornConfig:
+def _hypercorn_config(
+    host: str, port: int, graceful_timeout: float, tls: tuple[str, str] | None = None
+) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if tls is not None:
+        config.certfile, config.keyfile = tls
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("botvisor.hypercorn")
@@ -35,10 +39,12 @@ async def serve_app(
     port: int,
     shutdown: trio.Event,
     graceful_timeout: float = 1.0,
+    tls: tuple[str, str] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` until ``shutdown`` is set; ``started()`` gets the base URL."""
-    config = _hypercorn_config(host, port, graceful_timeout)
+    """Serve ``app`` until ``shutdown`` is set; ``started()`` gets the base URL. ``tls``,
+    (certificate chain file, private key file), serves HTTPS."""
+    config = _hypercorn_config(host, port, graceful_timeout, tls)
 
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(
@@ -63,7 +69,13 @@ class AdminServer:
     """
 
     def __init__(
-        self, app: Starlette, *, host: str, port: int, graceful_timeout: float = 1.0
+        self,
+        app: Starlette,
+        *,
+        host: str,
+        port: int,
+        graceful_timeout: float = 1.0,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         context = getattr(app.state, "admin", None)
         if context is not None and context.admin_token is None and not is_loopback(host):
@@ -75,6 +87,7 @@ class AdminServer:
         self._host = host
         self._port = port
         self._graceful_timeout = graceful_timeout
+        self._tls = tls
         self._shutdown = trio.Event()
         self._done = trio.Event()
         self.url: str | None = None
@@ -119,6 +132,7 @@ class AdminServer:
             port=self._port,
             shutdown=self._shutdown,
             graceful_timeout=self._graceful_timeout,
+            tls=self._tls,
             task_status=task_status,
         )
 

@@ -6,7 +6,7 @@ Other packages import from here only::
     await store.insert_snapshots(rows)
 """
 
-from storage.config import StorageConfig
+from storage.config import StorageConfig, storage_path_problem
 from storage.db import migrate_file, open_database
 from storage.errors import (
     DatabaseFailedError,
@@ -59,4 +59,5 @@ __all__ = [
     "migrate_file",
     "open_database",
     "run_inline",
+    "storage_path_problem",
 ]

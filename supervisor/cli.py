@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, type=Path, help="path to botvisor.toml")
+    run.add_argument(
+        "--prune-config-bots",
+        action="store_true",
+        help="when the file declares no [[bots]], unregister the stored bots an earlier file "
+        "declared (without it such a start is refused)",
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
@@ -93,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return migrate_command(args.config)
         if args.command == "run":
-            return run_command(args.config)
+            return run_command(args.config, prune_config_bots=args.prune_config_bots)
         if args.command in ("bots", "watch"):
             from supervisor.remote import bots_command, watch_command
 
@@ -110,16 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _load(path: Path) -> Config | None:
+def _load(path: Path, *, check_environment: bool = False) -> Config | None:
     try:
-        return load_config(path, os.environ)
+        return load_config(path, os.environ, check_environment=check_environment)
     except ConfigError as exc:
         print(f"botvisor: {exc}", file=sys.stderr)
         return None
 
 
 def check_config(path: Path) -> int:
-    config = _load(path)
+    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config."""
+    config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     print(f"ok: {path}")
@@ -134,7 +141,7 @@ def check_config(path: Path) -> int:
         f"kept {config.storage.retention_days:g} days)"
     )
     print(
-        f"  admin: {'http://' + config.admin.listen if config.admin.enabled else 'disabled'}, "
+        f"  admin: {_admin_url(config) if config.admin.enabled else 'disabled'}, "
         f"token {'set' if config.admin.token else 'NOT set (loopback only)'}"
     )
     print(
@@ -143,6 +150,10 @@ def check_config(path: Path) -> int:
     for warning in config.telegram.warnings():
         print(f"  warning: {warning}")
     return EXIT_OK
+
+
+def _admin_url(config: Config) -> str:
+    return f"{'https' if config.admin.tls else 'http'}://{config.admin.listen}"
 
 
 def migrate_command(path: Path) -> int:
@@ -161,8 +172,8 @@ def migrate_command(path: Path) -> int:
     return EXIT_OK
 
 
-def run_command(path: Path) -> int:
-    config = _load(path)
+def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
+    config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     # Before any socket is opened; the daemon checks the fleet fits once it knows the fleet.
@@ -170,7 +181,7 @@ def run_command(path: Path) -> int:
     if open_files.soft != open_files.before:
         log.info("open-files limit raised from %d to %d", open_files.before, open_files.soft)
     try:
-        trio.run(run_daemon, config, open_files)
+        trio.run(run_daemon, config, open_files, prune_config_bots)
     except Exception as exc:
         setup = setup_error(exc, database=config.storage.path)
         if setup is not None:
@@ -181,12 +192,18 @@ def run_command(path: Path) -> int:
     return EXIT_OK
 
 
-async def run_daemon(config: Config, open_files: OpenFilesLimit | None = None) -> None:
+async def run_daemon(
+    config: Config, open_files: OpenFilesLimit | None = None, prune_config_bots: bool = False
+) -> None:
     """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
     from supervisor.clock import system_wall_clock
 
     daemon = Daemon(
-        config, wall_clock=system_wall_clock(), rng=random.Random(), open_files=open_files
+        config,
+        wall_clock=system_wall_clock(),
+        rng=random.Random(),
+        open_files=open_files,
+        prune_config_bots=prune_config_bots,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from actors import (
     BotConfig,
     BreakerConfig,
+    HandlersConfig,
     HealthConfig,
     LimitsConfig,
     Number,
@@ -72,6 +73,7 @@ class Config(BaseModel):
     retry: RetryConfig = RetryConfig()
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    handlers: HandlersConfig = HandlersConfig()
     bots: Annotated[
         tuple[BotConfig, ...],
         Field(json_schema_extra={"x-rule": "be an array of tables ([[bots]] for each bot)"}),

@@ -31,7 +31,9 @@ from actors import (
     FleetHealth,
     FleetServices,
     GlobalRateLimiter,
+    HandlerNotAllowed,
     MetricsActor,
+    OwnershipError,
     TokenInUse,
     find_exception,
     make_http_client,
@@ -83,6 +85,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         store_offload: Offload | None = None,
         open_files: OpenFilesLimit | None = None,
+        prune_config_bots: bool = False,
     ) -> None:
         self.config = config
         self._wall_clock = wall_clock
@@ -92,6 +95,9 @@ class Daemon:
         # The process's open-files limit, checked against the fleet before any socket is
         # opened; None skips the check (a daemon inside a test process).
         self._open_files = open_files
+        # Unregister every stored config bot when the file declares none (botvisor run
+        # --prune-config-bots); without it such a start is refused.
+        self._prune_config_bots = prune_config_bots
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
 
@@ -130,6 +136,7 @@ class Daemon:
             wall_clock=self._wall_clock,
             http_client=http_client,
             rng=self._rng,
+            handlers=config.handlers,
         )
         fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
@@ -174,7 +181,12 @@ class Daemon:
                     trusted_proxies=config.admin.trusted_proxies,
                 )
             )
-            admin = AdminServer(app, host=config.admin.host, port=config.admin.port)
+            tls = (
+                (config.admin.tls_cert, config.admin.tls_key)
+                if config.admin.tls_cert is not None and config.admin.tls_key is not None
+                else None
+            )
+            admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
         async with trio.open_nursery() as root:
             await root.start(store.run)
@@ -182,7 +194,7 @@ class Daemon:
                 check_open_files(await _polling_bots(config, store), self._open_files)
             await root.start(metrics.run)
             await root.start(supervisor.run)
-            await fleet.load(config.bots)
+            await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             for warning in config.telegram.warnings():
@@ -242,4 +254,6 @@ def setup_error(exc: BaseException, *, database: str = "the database") -> Except
         or find_exception(exc, AdminListenError)
         or find_exception(exc, OpenFilesLimitError)
         or find_exception(exc, TokenInUse)
+        or find_exception(exc, HandlerNotAllowed)
+        or find_exception(exc, OwnershipError)
     )

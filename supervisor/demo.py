@@ -45,6 +45,8 @@ __all__ = [
 
 log = logging.getLogger("botvisor.demo")
 
+# The demo's database unless --db names one: recreated at each run.
+DEMO_DB = "botvisor-demo.db"
 FIRST_BOT_ID = 7_000_000_001
 # The supergroup the last bot's basic group becomes halfway through the run.
 MIGRATED_SUPERGROUP = -1_009_000_000_000
@@ -169,8 +171,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         type=Path,
-        default=Path("botvisor-demo.db"),
-        help="SQLite file (default ./botvisor-demo.db)",
+        default=None,
+        help=f"SQLite file to keep across runs (default: a fresh ./{DEMO_DB} each run)",
     )
     parser.add_argument(
         "--admin-port",
@@ -261,7 +263,20 @@ def _apply_scenario(
     return None
 
 
+def _demo_database(named: Path | None) -> Path:
+    """The database the demo uses: the one ``--db`` names, kept as it is (its bots from an
+    earlier run with other ``--bots`` are unregistered, each with a warning), or else a fresh
+    ``./botvisor-demo.db``: each run starts from nothing, whatever the last one ran."""
+    if named is not None:
+        return named
+    path = Path(DEMO_DB)
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+    return path
+
+
 async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> DemoResult:
+    db = _demo_database(args.db)
     rng = random.Random(args.seed)
     scenario = SCENARIOS[args.faults]
     wall_clock = system_wall_clock()
@@ -279,7 +294,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
         api_url = await outer.start(serve_sim, api)
         config = Config(
             telegram=TelegramConfig(api_base=api_url, poll_timeout=10, request_timeout=5.0),
-            storage=StorageConfig(path=str(args.db), persist_interval=60),
+            storage=StorageConfig(path=str(db), persist_interval=60),
             limits=LimitsConfig(global_rps=args.global_rps, global_burst=int(args.global_rps)),
             admin=AdminConfig(listen=f"127.0.0.1:{args.admin_port}", token=admin_token),
             supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=1.0),
@@ -294,7 +309,8 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
                 f"botvisor demo: {args.bots} bots, {args.chats} chats each at {args.rate:g} "
                 f"msg/s, faults: {args.faults} ({scenario.description})"
             )
-            say(f"  simulated Bot API {api_url}; database {args.db}")
+            kept = "" if args.db is not None else " (fresh; --db PATH keeps one across runs)"
+            say(f"  simulated Bot API {api_url}; database {db}{kept}")
             say(f"  admin API {handle.admin_url}  (Authorization: Bearer {admin_token})")
             say(
                 f"  try: curl -H 'Authorization: Bearer {admin_token}' "
@@ -319,7 +335,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
 
     report = api.report()
     _print_summary(say, rows, report)
-    return DemoResult(report, rows, args.db)
+    return DemoResult(report, rows, db)
 
 
 async def _run_users(api: SimulatedBotApi, scope: trio.CancelScope) -> None:

@@ -27,15 +27,21 @@ from actors import (
     BotConfig,
     BotExists,
     BotToken,
+    ConfigBotsVanished,
     ErrorCategory,
     FleetError,
     FleetServices,
     HandlerError,
+    HandlerNotAllowed,
     LifecycleEvent,
+    OwnedByConfig,
+    OwnershipConflict,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    handler_module_problem,
+    import_handler,
     load_handler,
 )
 from storage import BotRecord, HealthRow, StoreClosedError
@@ -106,6 +112,36 @@ def _refuse_shared_tokens(configured: list[BotConfig], stored: Iterable[BotRecor
             )
 
 
+def _sentence(problem: str) -> str:
+    """A rule's text after a subject: ``: module … is not allowed`` or `` must be …``."""
+    return problem if problem[:1] == ":" else f" {problem}"
+
+
+def _listing(user_ids: list[int], most: int = 10) -> str:
+    shown = ", ".join(str(uid) for uid in user_ids[:most])
+    return shown + (f", … ({len(user_ids) - most} more)" if len(user_ids) > most else "")
+
+
+def _refuse_taken_user_ids(configured: list[BotConfig], stored: dict[int, BotRecord]) -> None:
+    """OwnershipConflict naming every ``[[bots]]`` entry whose user_id belongs to a bot added
+    through the admin API: the file does not take a bot over (its token, its handler)."""
+    taken = [
+        (index, bot.user_id)
+        for index, bot in enumerate(configured)
+        if bot.user_id in stored and stored[bot.user_id].source != "config"
+    ]
+    if taken:
+        raise OwnershipConflict(
+            "; ".join(
+                f"bots[{index}] (user_id {user_id}) has the user_id of a bot added through the "
+                f"admin API (user_id {user_id}, token {BotToken(stored[user_id].token).redacted})"
+                for index, user_id in taken
+            )
+            + ": a config file does not take over an API bot; remove the API bot "
+            "(DELETE /admin/bots/{user_id}) or give the [[bots]] entry another user_id"
+        )
+
+
 class Fleet:
     """Every tenant bot of the daemon, supervised by one BotSupervisor."""
 
@@ -113,28 +149,50 @@ class Fleet:
         self._supervisor = supervisor
         self._services = services
         self._bots: dict[int, _Registered] = {}
-        self._lock = trio.Lock()
+        # Adds in progress (user_id -> the token's bot id), reserved while getMe runs.
+        self._adding: dict[int, int] = {}
         # Announced suspensions not yet queued to the store (user_id -> reason, None for a
         # resumption; the latest announcement of a bot wins).
         self._unsaved: dict[int, str | None] = {}
 
     # --- start-up ------------------------------------------------------------------------
 
-    async def load(self, configured: Iterable[BotConfig]) -> list[HealthRow]:
+    async def load(
+        self, configured: Iterable[BotConfig], *, prune_config_bots: bool = False
+    ) -> list[HealthRow]:
         """Register the config file's bots and those added through the API, restore their
-        health from the latest snapshots, and start every bot that is not suspended."""
+        health from the latest snapshots, and start every bot that is not suspended.
+
+        The file owns the bots it declares, the API those it added: a ``[[bots]]`` user_id of
+        an API bot is OwnershipConflict, and a file with no ``[[bots]]`` while bots of an
+        earlier file are stored is ConfigBotsVanished unless ``prune_config_bots``; either
+        way before anything stored changes. Stored config bots the file no longer declares
+        are unregistered, each with a warning."""
         store = self._services.store
         now = self._services.wall_clock()
         configured = list(configured)
         stored = {record.user_id: record for record in await store.list_bots()}
         wanted = {bot.user_id for bot in configured}
+        _refuse_taken_user_ids(configured, stored)
         _refuse_shared_tokens(configured, stored.values())
-        for record in stored.values():
-            if record.source == "config" and record.user_id not in wanted:
-                log.info(
-                    "bot %s was removed from the config file; unregistering it", record.user_id
-                )
-                await store.remove_bot(record.user_id)
+        self._refuse_disallowed_handlers(configured, stored.values())
+        vanished = sorted(
+            uid for uid, record in stored.items() if record.source == "config" and uid not in wanted
+        )
+        if vanished and not configured and not prune_config_bots:
+            raise ConfigBotsVanished(
+                f"the config file declares no [[bots]], but {len(vanished)} bot(s) registered "
+                f"from it are stored (user_id {_listing(vanished)}); starting would unregister "
+                "every one of them. If that is what you want, start once with "
+                "--prune-config-bots; otherwise put the [[bots]] back"
+            )
+        for user_id in vanished:
+            log.warning(
+                "bot %s is no longer declared in the config file: unregistering it "
+                "(its health history stays)",
+                user_id,
+            )
+            await store.remove_bot(user_id)
         records = []
         for bot in configured:
             previous = stored.get(bot.user_id)
@@ -171,6 +229,36 @@ class Fleet:
                     nursery.start_soon(self._start, registered.actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
+    @property
+    def _allowed_modules(self) -> tuple[str, ...]:
+        return self._services.handlers.allowed_modules
+
+    def _refuse_disallowed_handlers(
+        self, configured: list[BotConfig], stored: Iterable[BotRecord]
+    ) -> None:
+        """HandlerNotAllowed naming every bot, of the file or added through the API, whose
+        handler module ``[handlers] allowed_modules`` does not allow (nothing is imported) or
+        cannot be imported; nothing is stored or started then."""
+        wanted = {bot.user_id for bot in configured}
+        bots = [(f"bots[{i}] (user_id {b.user_id})", b.handler) for i, b in enumerate(configured)]
+        bots += [
+            (f"user_id {record.user_id} (added through the admin API)", record.handler)
+            for record in stored
+            if record.source != "config" and record.user_id not in wanted
+        ]
+        problems = []
+        for where, handler in bots:
+            problem = handler_module_problem(handler, self._allowed_modules)
+            if problem is None and handler not in ("echo", "autoreply"):
+                # Allowed, so imported now rather than inside a bot's start: a module gone
+                # since the bot was added is named here, not a traceback.
+                imported = import_handler(handler)
+                problem = f": {imported}" if isinstance(imported, str) else None
+            if problem is not None:
+                problems.append(f"{where}: handler {handler!r}{_sentence(problem)}")
+        if problems:
+            raise HandlerNotAllowed("; ".join(problems))
+
     # --- queries -------------------------------------------------------------------------
 
     def get(self, user_id: int) -> BotActor:
@@ -199,33 +287,59 @@ class Fleet:
     # --- management ----------------------------------------------------------------------
 
     async def add(self, bot: BotConfig, *, source: str = "api") -> BotActor:
-        """Validate the token with getMe, persist the bot, and start it at once."""
-        async with self._lock:
-            if bot.user_id in self._bots:
-                raise BotExists(f"user_id {bot.user_id} is already registered")
-            owner = self._owner_of(bot.token)
-            if owner is not None:
-                raise TokenInUse(
-                    f"the token {bot.token.redacted} is already registered for user_id {owner}: "
-                    "one bot serves one tenant; remove that bot first to move it",
-                    owner=owner,
-                )
+        """Validate the token with getMe, persist the bot, and start it at once.
+
+        No lock is held while Telegram is asked: the user_id and the token's bot are reserved
+        first, so adds of other bots (and every other request) go on meanwhile, and a second
+        add of the same user_id or bot is refused as if the first were done."""
+        problem = handler_module_problem(bot.handler, self._allowed_modules)
+        if problem is not None:
+            raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+        self._reserve(bot)
+        try:
+            # Telegram accepts the token before the handler's module is imported: importing
+            # runs the module's code, which a refused token must not get to run.
+            await self.validate_token(bot.token)
             try:
                 load_handler(bot)
             except HandlerError as exc:
                 raise FleetError(str(exc)) from None
-            await self.validate_token(bot.token)
             now = self._services.wall_clock()
             await self._services.store.upsert_bot(bot_record(bot, source, now))
             actor = self._new_actor(bot)
             self._bots[bot.user_id] = _Registered(actor, source)
             self._emit(bot.user_id, "added")
+        finally:
+            del self._adding[bot.user_id]
         await self._start(actor)
         return actor
 
+    def _reserve(self, bot: BotConfig) -> None:
+        """Claim the user_id and the token's bot for an add in progress, or refuse."""
+        if bot.user_id in self._bots or bot.user_id in self._adding:
+            raise BotExists(f"user_id {bot.user_id} is already registered")
+        owner = self._owner_of(bot.token)
+        if owner is None:
+            owner = next(
+                (uid for uid, bot_id in self._adding.items() if bot_id == bot.token.bot_id), None
+            )
+        if owner is not None:
+            raise TokenInUse(
+                f"the token {bot.token.redacted} is already registered for user_id {owner}: "
+                "one bot serves one tenant; remove that bot first to move it",
+                owner=owner,
+            )
+        self._adding[bot.user_id] = bot.token.bot_id
+
     async def remove(self, user_id: int) -> None:
-        """Stop the bot and unregister it; its health history stays."""
+        """Stop the bot and unregister it; its health history stays. OwnedByConfig for a
+        bot the config file declares: the file would bring it back at the next start."""
         actor = self.get(user_id)
+        if self._bots[user_id].source == "config":
+            raise OwnedByConfig(
+                f"user_id {user_id} is declared in the config file, which owns it: remove its "
+                "[[bots]] entry and restart to unregister it (suspend and resume work here)"
+            )
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         await self._services.store.remove_bot(user_id)

@@ -13,6 +13,7 @@ refused with a sentence saying what to do instead. Every problem names its key::
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -20,8 +21,18 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from actors import BotConfig, BotToken, Problem, describe_problems
+from actors import (
+    BotConfig,
+    BotToken,
+    HandlersConfig,
+    Problem,
+    describe_problems,
+    handler_module_problem,
+    handler_syntax_problem,
+    import_handler,
+)
 from admin import AdminConfig
+from storage import StorageConfig, storage_path_problem
 from supervisor.config import Config
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
@@ -48,8 +59,14 @@ class ConfigError(Exception):
         super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
 
 
-def load_config(path: str | Path, env: Mapping[str, str]) -> Config:
-    """Read and validate a ``botvisor.toml``; raise ConfigError listing every problem."""
+def load_config(
+    path: str | Path, env: Mapping[str, str], *, check_environment: bool = False
+) -> Config:
+    """Read and validate a ``botvisor.toml``; raise ConfigError listing every problem.
+
+    ``check_environment`` adds what ``run`` needs of this machine before it touches Telegram
+    (the storage path usable, every ``[[bots]]`` handler importable): ``run`` and
+    ``check-config`` ask for it, so a file check-config passes does not fail at start."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -69,13 +86,18 @@ def load_config(path: str | Path, env: Mapping[str, str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"is not valid TOML: {exc}"]) from None
-    return parse_config(data, env, source=str(path))
+    return parse_config(data, env, source=str(path), check_environment=check_environment)
 
 
 def parse_config(
-    data: Mapping[str, Any], env: Mapping[str, str], *, source: str = "config"
+    data: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    source: str = "config",
+    check_environment: bool = False,
 ) -> Config:
-    """Validate a parsed TOML document in one pass; raise ConfigError listing every problem."""
+    """Validate a parsed TOML document in one pass; raise ConfigError listing every problem
+    (with ``check_environment``, also the machine's: see :func:`load_config`)."""
     problems: list[Problem] = []
     # Keys whose problem was already stated here: pydantic's "is required" would repeat it.
     stated: list[Loc] = []
@@ -83,6 +105,11 @@ def parse_config(
     _admin_token(document, env, problems)
     _refused_retry_tables(document, problems)
     _bot_tokens(document, env, problems, stated)
+    _handler_modules(document, problems)
+    if check_environment:
+        _admin_tls(document, problems)
+        _storage_path(document, problems)
+        _handler_imports(document, problems)
     try:
         config = Config.model_validate(document)
     except ValidationError as exc:
@@ -138,6 +165,80 @@ def _refused_retry_tables(document: dict[str, Any], problems: list[Problem]) -> 
                 )
             )
     document["retry"] = table
+
+
+def _handler_modules(document: dict[str, Any], problems: list[Problem]) -> None:
+    """State each ``[[bots]]`` handler whose module ``[handlers] allowed_modules`` does not
+    allow, in the same pass as every other problem (a path that is no handler path at all is
+    the model's to state)."""
+    bots = document.get("bots")
+    try:
+        allowed = HandlersConfig.model_validate(document.get("handlers", {})).allowed_modules
+    except ValidationError:
+        return  # the [handlers] table's own problem is stated by the model
+    if not isinstance(bots, list):
+        return
+    for index, item in enumerate(bots):
+        handler = item.get("handler") if isinstance(item, dict) else None
+        if not isinstance(handler, str) or handler_syntax_problem(handler) is not None:
+            continue
+        problem = handler_module_problem(handler, allowed)
+        if problem is not None:
+            problems.append(Problem(("bots", index, "handler"), f"bots[{index}].handler{problem}"))
+
+
+def _admin_tls(document: dict[str, Any], problems: list[Problem]) -> None:
+    """The admin API's certificate and key load together, as Hypercorn will load them."""
+    table = document.get("admin", {})
+    cert = table.get("tls_cert") if isinstance(table, dict) else None
+    key = table.get("tls_key") if isinstance(table, dict) else None
+    if not (isinstance(cert, str) and isinstance(key, str)):
+        return  # none, or the model states what is wrong
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        problems.append(
+            Problem(
+                ("admin", "tls_cert"),
+                f"admin.tls_cert / admin.tls_key: cannot load {cert!r} with {key!r}: "
+                f"{exc.strerror or exc}",
+            )
+        )
+
+
+def _storage_path(document: dict[str, Any], problems: list[Problem]) -> None:
+    table = document.get("storage", {})
+    path = (
+        table.get("path", StorageConfig.model_fields["path"].default)
+        if isinstance(table, dict)
+        else None
+    )
+    if isinstance(path, str) and path:
+        problem = storage_path_problem(path)
+        if problem is not None:
+            problems.append(Problem(("storage", "path"), f"storage.path: {problem}"))
+
+
+def _handler_imports(document: dict[str, Any], problems: list[Problem]) -> None:
+    """Import every allowed ``[[bots]]`` handler as ``run`` would, stating each that fails."""
+    bots = document.get("bots")
+    try:
+        allowed = HandlersConfig.model_validate(document.get("handlers", {})).allowed_modules
+    except ValidationError:
+        return
+    if not isinstance(bots, list):
+        return
+    for index, item in enumerate(bots):
+        handler = item.get("handler") if isinstance(item, dict) else None
+        if not isinstance(handler, str) or handler_module_problem(handler, allowed) is not None:
+            continue  # the built-ins, and paths stated already
+        if handler in ("echo", "autoreply"):
+            continue
+        imported = import_handler(handler)
+        if isinstance(imported, str):
+            problems.append(
+                Problem(("bots", index, "handler"), f"bots[{index}].handler: {imported}")
+            )
 
 
 def _bot_tokens(

@@ -196,6 +196,7 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_target(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
     """The URL and token from the arguments, the config file and the environment."""
     listen: str | None = None
+    scheme = "http"
     token_env = args.admin_token_env
     if args.config is not None:
         try:
@@ -204,13 +205,14 @@ def resolve_target(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
             raise RemoteError(None, f"{args.config}: cannot be read: {exc}", "usage") from None
         admin = data.get("admin", {}) if isinstance(data.get("admin", {}), dict) else {}
         listen = admin.get("listen", "127.0.0.1:8080")
+        scheme = "https" if admin.get("tls_cert") else "http"
         token_env = token_env or admin.get("token_env")
     url = args.url or env.get(URL_ENV)
     if url is None and listen is not None:
         host, _, port = listen.rpartition(":")
         if host in ("0.0.0.0", "::", "[::]", ""):
             host = "127.0.0.1"
-        url = f"http://{host}:{port}"
+        url = f"{scheme}://{host}:{port}"
     token_env = token_env or TOKEN_ENV
     return Target(url=(url or DEFAULT_URL).rstrip("/"), token=env.get(token_env) or None)
 

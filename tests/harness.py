@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import trio
 
-from actors import BotConfig, BotEvent, BotToken, EventSink, TelegramConfig
+from actors import BotConfig, BotEvent, BotToken, EventSink, HandlersConfig, TelegramConfig
 from actors.simulator import SimulatedBotApi, SimulatedTransport
 from admin import AdminConfig, AdminContext, create_app
 from storage import StorageConfig, run_inline
@@ -59,6 +59,8 @@ def make_config(
         storage=StorageConfig(path=str(db_path), persist_interval=300),
         admin=AdminConfig(listen="127.0.0.1:0", enabled=admin),
         supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=5.0, restart_jitter=0.0),
+        # The tests' own handlers (tests.handlers_for_tests, ...) are allowed.
+        handlers=HandlersConfig(allowed_modules=("tests",)),
         bots=tuple(
             BotConfig(user_id=uid, token=BotToken(tokens[uid])) for i, uid in enumerate(user_ids)
         ),

@@ -63,6 +63,20 @@ class AdminFleet:
         return self.fleet.api
 
 
+async def add_api_bot(admin: AdminFleet, user_id: int, **fields: Any) -> str:
+    """Register a bot through ``POST /admin/bots`` (source ``api``, so the API may remove it,
+    unlike the config file's bots); returns its token."""
+    from tests.harness import bot_token
+
+    token = bot_token(user_id)
+    admin.api.add_bot(token)
+    response = await admin.http.post(
+        "/admin/bots", json={"user_id": user_id, "token": token, **fields}
+    )
+    assert response.status_code == 201, response.text
+    return token
+
+
 @asynccontextmanager
 async def admin_fleet(
     db_path: Path,

@@ -55,9 +55,13 @@ async def test_unknown_update_types_are_refused_naming_them(
 async def test_a_token_registered_for_another_tenant_is_refused_and_nothing_changes(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with admin_fleet(tmp_path / "a.db", [1, 2]) as admin:
+    async with admin_fleet(tmp_path / "a.db", [2]) as admin:
         store = admin.fleet.handle.store
-        taken = admin.fleet.tokens[1]
+        # The owner is added through the API (a config file's bot could not be removed here).
+        taken = bot_token(1)
+        admin.api.add_bot(taken)
+        owner = await admin.http.post("/admin/bots", json={"user_id": 1, "token": taken})
+        assert owner.status_code == 201, owner.text
         before = await store.list_bots()
         response = await admin.http.post(
             "/admin/bots", json={"user_id": 9, "token": taken, "handler": "autoreply"}

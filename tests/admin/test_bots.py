@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from actors.simulator import SimulatedBotApi
-from tests.admin.helpers import AdminFleet, admin_fleet
+from tests.admin.helpers import AdminFleet, add_api_bot, admin_fleet
 from tests.harness import bot_token
 
 
@@ -104,8 +104,8 @@ async def test_telegram_unreachable_is_503_and_a_taken_user_id_is_409(
 async def test_removing_a_bot_stops_it_and_keeps_its_history(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with admin_fleet(tmp_path / "a.db", [1, 2]) as admin:
-        token = admin.fleet.tokens[2]
+    async with admin_fleet(tmp_path / "a.db", [1]) as admin:
+        token = await add_api_bot(admin, 2)
         admin.api.send_user_message(token, 42, "before")
         await trio.sleep(5)
         assert (await admin.http.post("/admin/system/bot-health/persist-now")).status_code == 200

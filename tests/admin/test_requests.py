@@ -55,7 +55,8 @@ HOURS_RULE = "hours must be a whole number from 1 to 168"
         (
             BotConfig,
             {"user_id": 7, "token": TOKEN, "handler": "nope"},
-            "handler must be 'echo', 'autoreply' or 'package.module:function', got 'nope'",
+            "handler must be 'echo', 'autoreply' or an absolute 'package.module:function' path, "
+            "got 'nope'",
         ),
         (BotConfig, {"user_id": 7, "token": TOKEN, "autoreply": [1]}, f"{AUTOREPLY_RULE}, got 1"),
         (

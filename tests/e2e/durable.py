@@ -52,6 +52,8 @@ def write_durable_config(
         f"graceful_timeout = {graceful_timeout}",
         "report_interval = 1",
     ]
+    if ":" in handler:
+        lines += ["[handlers]", 'allowed_modules = ["tests"]']
     for user_id, token in bots.items():
         lines += [
             "[[bots]]",

@@ -50,6 +50,9 @@ def write_config(
         "report_interval = 1",
         extra,
     ]
+    if ":" in handler:
+        # Handler modules come from the allowlist; the tests' own live under tests.
+        lines += ["[handlers]", 'allowed_modules = ["tests"]']
     for user_id, token in bots.items():
         lines += [
             "[[bots]]",
@@ -70,8 +73,11 @@ class DaemonProcess:
         *,
         env: Mapping[str, str] | None = None,
         preexec_fn: Callable[[], object] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.config = config
+        # More options of ``botvisor run`` (``--prune-config-bots``).
+        self.args = args
         # Run in the child before botvisor starts (resource limits).
         self.preexec_fn = preexec_fn
         self.env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
@@ -82,7 +88,7 @@ class DaemonProcess:
     async def start(self, nursery: trio.Nursery, *, within: float = 30) -> str:
         """Start the daemon and wait until its admin API listens; return its URL."""
         self.process = await trio.lowlevel.open_process(
-            [BOTVISOR, "run", "--config", str(self.config)],
+            [BOTVISOR, "run", "--config", str(self.config), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

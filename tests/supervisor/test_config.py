@@ -38,7 +38,7 @@ ENV = {"BOT_TOKEN": TOKEN, "SHORT": "too-short"}
 MAX = "9223372036854775807"
 BOT = f'[[bots]]\nuser_id = 1\ntoken = "{TOKEN}"\n'
 BOT_KEYS = "allowed_updates, autoreply, autoreply_default, handler, rps, token, token_env, user_id"
-SECTIONS = "admin, bots, breaker, health, limits, retry, storage, supervisor, telegram"
+SECTIONS = "admin, bots, breaker, handlers, health, limits, retry, storage, supervisor, telegram"
 
 # (a TOML document, the problems it produces in order)
 BAD_FILES: list[tuple[str, list[str]]] = [
@@ -284,7 +284,10 @@ BAD_FILES: list[tuple[str, list[str]]] = [
     ("[[bots]]\nuser_id = 1\ntoken = 5\n", ["bots[0].token must be a string"]),
     (
         f'{BOT}handler = "nope"\n',
-        ["bots[0].handler must be 'echo', 'autoreply' or 'package.module:function', got 'nope'"],
+        [
+            "bots[0].handler must be 'echo', 'autoreply' or an absolute "
+            "'package.module:function' path, got 'nope'"
+        ],
     ),
     (f"{BOT}rps = -1\n", ["bots[0].rps must be from 0.01 to 100000, got -1"]),
     (
@@ -296,6 +299,28 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         [
             "bots[0].autoreply[0] must be a table with non-empty strings 'contains' and "
             "'reply', got 'hi'"
+        ],
+    ),
+    (
+        f'{BOT}handler = "mycompany.bots:handle"\n',
+        [
+            "bots[0].handler: module 'mycompany.bots' is not allowed; a handler's module must "
+            "equal or be below an entry of handlers.allowed_modules (now: none); add it there, "
+            "or use 'echo' or 'autoreply'"
+        ],
+    ),
+    (
+        f'[handlers]\nallowed_modules = ["mycompany"]\n{BOT}handler = ".bots:handle"\n',
+        [
+            "bots[0].handler must be 'echo', 'autoreply' or an absolute "
+            "'package.module:function' path, got '.bots:handle'"
+        ],
+    ),
+    (
+        '[handlers]\nallowed_modules = ["mycompany", ".rel", ""]\n',
+        [
+            "handlers.allowed_modules must list absolute module names such as "
+            "'mycompany.bots', got '.rel', ''"
         ],
     ),
     (
@@ -335,7 +360,8 @@ def test_every_problem_of_every_section_and_bot_is_reported_in_one_pass() -> Non
         "supervisor.restart_backoff_max must be >= restart_backoff_min (2.0), got 1.0",
         "bots[0]: a bot needs token_env (recommended) or token",
         f"bots[1].user_id must be a whole number from 1 to {MAX}, got 'x'",
-        "bots[1].handler must be 'echo', 'autoreply' or 'package.module:function', got 'nope'",
+        "bots[1].handler must be 'echo', 'autoreply' or an absolute "
+        "'package.module:function' path, got 'nope'",
     ]
 
 
