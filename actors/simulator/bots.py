@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 import trio
 
 from actors.bucket import TokenBucketCore
+from actors.config import DEFAULT_ALLOWED_UPDATES as _CONFIG_DEFAULT_ALLOWED_UPDATES
+from actors.config import UPDATE_TYPES
 from actors.secrets import BotToken
 from actors.simulator.faults import FaultKind, FaultProfile
 from actors.simulator.report import DeliveryLog
@@ -28,38 +30,8 @@ __all__ = [
     "token_key",
 ]
 
-# The update types of Bot API 9.x, and those a bot gets when it never chose (Telegram's
-# default leaves out chat_member, message_reaction and message_reaction_count).
-UPDATE_TYPES = (
-    "message",
-    "edited_message",
-    "channel_post",
-    "edited_channel_post",
-    "business_connection",
-    "business_message",
-    "edited_business_message",
-    "deleted_business_messages",
-    "message_reaction",
-    "message_reaction_count",
-    "inline_query",
-    "chosen_inline_result",
-    "callback_query",
-    "shipping_query",
-    "pre_checkout_query",
-    "purchased_paid_media",
-    "poll",
-    "poll_answer",
-    "my_chat_member",
-    "chat_member",
-    "chat_join_request",
-    "chat_boost",
-    "removed_chat_boost",
-)
-DEFAULT_ALLOWED_UPDATES = frozenset(UPDATE_TYPES) - {
-    "chat_member",
-    "message_reaction",
-    "message_reaction_count",
-}
+# Those a bot gets when it never chose: Telegram's default, declared once in actors.config.
+DEFAULT_ALLOWED_UPDATES = frozenset(_CONFIG_DEFAULT_ALLOWED_UPDATES)
 
 
 def token_key(token: str | BotToken) -> str:
