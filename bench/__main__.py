@@ -197,7 +197,7 @@ def render(
         "(botvisor for the peers, the bare call for the pipeline, the fault-free run for the "
         f"chaos scenarios). Medians, with min–max of the runs in parentheses.{load}",
         "",
-        "Every client talks to botvisor's simulated Bot API (`actors/botapi`), in process or "
+        "Every client talks to botvisor's simulated Bot API (`actors/simulator`), in process or "
         "over HTTP on 127.0.0.1 from a separate process; nothing reaches Telegram.",
         "",
         "## Targets",
