@@ -249,10 +249,6 @@ class BotActor:
         """Seed the delivery counters (handled updates, replies...) from the stored ones."""
         self._delivery.restore(counters)
 
-    def counters(self, recorded_at: float) -> BotCounters:
-        """The delivery counters now, as a snapshot stores them (``recorded_at``: wall clock)."""
-        return self._delivery.counters(recorded_at)
-
     def health_row(self, recorded_at: float) -> HealthRow:
         """This bot's ``bot_health_metrics`` row now (``recorded_at``: wall clock)."""
         return self.pipeline.health_row(recorded_at)

@@ -135,18 +135,6 @@ class Delivery:
         self._ambiguous = counters.ambiguous_sends
         self._handler_errors = counters.handler_errors
 
-    def counters(self, recorded_at: float) -> BotCounters:
-        """The counters now, as a snapshot stores them (``recorded_at``: wall clock)."""
-        return BotCounters(
-            user_id=self._user_id,
-            recorded_at=recorded_at,
-            handled_updates=self._handled,
-            replies_sent=self._replies,
-            dead_letters=self._dead_letters,
-            ambiguous_sends=self._ambiguous,
-            handler_errors=self._handler_errors,
-        )
-
     async def handle(self, item: Inbound) -> None:
         """A chat lane's handler: run the bot's handler on ``item``, then mark it done."""
         announced = migration_announced(item.update)

@@ -37,6 +37,7 @@ __all__ = [
     "LaneStatistics",
     "Refill",
     "chat_key",
+    "key_chat_id",
     "lane_name",
     "update_chat_id",
     "update_payload",
@@ -106,7 +107,11 @@ def chat_key(update: Update) -> Hashable:
 
 def update_chat_id(update: Update) -> int | None:
     """The chat an update is about, by :func:`chat_key`'s rule; ``None`` if it names none."""
-    key = chat_key(update)
+    return key_chat_id(chat_key(update))
+
+
+def key_chat_id(key: Hashable) -> int | None:
+    """The chat of a lane key from :func:`chat_key` (a per-user or per-kind key has none)."""
     return key if isinstance(key, int) else None
 
 

@@ -24,7 +24,7 @@ import trio
 
 from actors.botapi import BotApiClient, BotApiError, CircuitOpenError, ErrorCategory
 from actors.delivery import Inbound
-from actors.lanes import ChatLanes, chat_key, lane_name, update_chat_id
+from actors.lanes import ChatLanes, chat_key, key_chat_id, lane_name
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
 from storage import InboxEntry, is_database_failure
@@ -81,23 +81,29 @@ class Poller:
             self._scope.cancel()
 
     async def dispatch(
-        self, lanes: ChatLanes[Inbound], update: Mapping[str, Any], received_at: float
+        self,
+        lanes: ChatLanes[Inbound],
+        update: Mapping[str, Any],
+        received_at: float,
+        key: Hashable | None = None,
     ) -> None:
         """Hand one inbox update to its chat lane (never waits: a full lane leaves it in the
-        inbox and re-reads it)."""
-        await lanes.dispatch(chat_key(update), self._inbound(update, received_at))
+        inbox and re-reads it); ``key`` is its ``chat_key`` when the caller has it already."""
+        lane = chat_key(update) if key is None else key
+        await lanes.dispatch(lane, self._inbound(update, received_at))
 
     async def dispatch_pending(
         self, lanes: ChatLanes[Inbound], pending: list[dict[str, Any]]
     ) -> None:
         """At a start: name the lanes of the undone updates (``inbox_pending`` rows) by the
         current rule, so each lane's re-read finds its own, then dispatch them in order."""
+        keys = [chat_key(row["update"]) for row in pending]
         await self._services.store.inbox_name_lanes(
             self._user_id,
-            [(row["update_id"], lane_name(chat_key(row["update"]))) for row in pending],
+            [(row["update_id"], lane_name(key)) for row, key in zip(pending, keys, strict=True)],
         )
-        for row in pending:
-            await self.dispatch(lanes, row["update"], row["received_at"])
+        for row, key in zip(pending, keys, strict=True):
+            await self.dispatch(lanes, row["update"], row["received_at"], key)
 
     async def refill(self, key: Hashable, after: Inbound, limit: int) -> tuple[list[Inbound], bool]:
         """A full lane's next undone updates from the inbox (the lanes' ``refill``)."""
@@ -187,12 +193,14 @@ class Poller:
         now = self._services.wall_clock()
         next_offset = max(int(u["update_id"]) for u in updates) + 1
         store = self._services.store
+        # The chat rule once per update: the inbox row's chat and lane and the dispatch share it.
+        keys = [chat_key(update) for update in updates]
         entries = [
-            InboxEntry(update, update_chat_id(update), lane_name(chat_key(update)))
-            for update in updates
+            InboxEntry(update, key_chat_id(key), lane_name(key))
+            for update, key in zip(updates, keys, strict=True)
         ]
         new_ids = set(await store.inbox_add(self._user_id, entries, next_offset, now))
         self._offset = next_offset
-        for update in updates:
+        for update, key in zip(updates, keys, strict=True):
             if int(update["update_id"]) in new_ids:
-                await self.dispatch(lanes, update, now)
+                await self.dispatch(lanes, update, now, key)

@@ -86,37 +86,20 @@ def render_update(update: SimUpdate | RawUpdate) -> dict[str, Any]:
         chat["first_name"] = f"User{update.user_id}"
     else:
         chat["title"] = f"Group {abs(update.chat_id)}"
+    message: dict[str, Any] = {
+        "message_id": update.message_id,
+        "from": {
+            "id": update.user_id,
+            "is_bot": False,
+            "first_name": f"User{update.user_id}",
+            "language_code": "en",
+        },
+        "chat": chat,
+        "date": update.date,
+        "text": update.text,
+    }
     if update.thread_id is not None:
         chat["is_forum"] = True
-        return {
-            "update_id": update.update_id,
-            "message": {
-                "message_id": update.message_id,
-                "from": {
-                    "id": update.user_id,
-                    "is_bot": False,
-                    "first_name": f"User{update.user_id}",
-                    "language_code": "en",
-                },
-                "chat": chat,
-                "date": update.date,
-                "message_thread_id": update.thread_id,
-                "is_topic_message": True,
-                "text": update.text,
-            },
-        }
-    return {
-        "update_id": update.update_id,
-        "message": {
-            "message_id": update.message_id,
-            "from": {
-                "id": update.user_id,
-                "is_bot": False,
-                "first_name": f"User{update.user_id}",
-                "language_code": "en",
-            },
-            "chat": chat,
-            "date": update.date,
-            "text": update.text,
-        },
-    }
+        message["message_thread_id"] = update.thread_id
+        message["is_topic_message"] = True
+    return {"update_id": update.update_id, "message": message}
