@@ -13,6 +13,8 @@ Shapes caught, anywhere in a text:
   JSON/JavaScript-escaped (``\\u003a``): what ``quote``, ``quote_plus``, ``json.dumps`` and
   URLs in error descriptions make of a token (the secret's alphabet is URL-safe base64, which
   none of them change);
+- a webhook ``secret_token`` botvisor derived (``bvw_`` and 43 base64url characters, see
+  :mod:`actors.webhook.secret`), replaced by ``bvw_…``;
 - the secret alone: BotFather's secrets are ``AA`` and 33 base64url characters, so any such
   run of exactly 35 characters not inside a longer word is replaced by ``…``.
 """
@@ -38,6 +40,8 @@ TOKEN_PATTERN = re.compile(
 )
 # A secret without its id: Telegram's are ``AA`` + 33 base64url characters (35 in all).
 SECRET_PATTERN = re.compile(r"(?<![A-Za-z0-9_-])AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])")
+# A webhook secret_token botvisor derived (actors.webhook.secret): ``bvw_`` and 43 base64url.
+WEBHOOK_SECRET_PATTERN = re.compile(r"bvw_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 _FULL_TOKEN = re.compile(r"[0-9]{3,20}:[A-Za-z0-9_-]{20,}")
 
 
@@ -47,7 +51,8 @@ def redact(text: str) -> str:
 
     Everything that leaves the process passes here, so it also makes the text valid Unicode
     (lone surrogates become U+FFFD, see :mod:`actors.text`)."""
-    return SECRET_PATTERN.sub("…", TOKEN_PATTERN.sub(r"\1:…", valid_text(text)))
+    text = TOKEN_PATTERN.sub(r"\1:…", valid_text(text))
+    return WEBHOOK_SECRET_PATTERN.sub("bvw_…", SECRET_PATTERN.sub("…", text))
 
 
 class BotToken:

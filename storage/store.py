@@ -302,10 +302,11 @@ class Store:
         self,
         user_id: int,
         entries: Sequence[InboxEntry],
-        next_offset: int,
+        next_offset: int | None,
         received_at: float,
     ) -> list[int]:
-        """Store fetched updates and the bot's next ``getUpdates`` offset in one transaction.
+        """Store fetched updates and the bot's next ``getUpdates`` offset in one transaction
+        (``next_offset`` None: pushed by a webhook, there is no offset to keep).
 
         Return the ``update_id`` of every update that was NEW, in the given order; an update
         already in the inbox (done or not) is a duplicate and is left out.
@@ -538,7 +539,7 @@ def _inbox_add(
     user_id: int,
     ids: list[int],
     entries: list[InboxEntry],
-    next_offset: int,
+    next_offset: int | None,
     received_at: float,
     conn: sqlite3.Connection,
 ) -> list[int]:
@@ -558,6 +559,8 @@ def _inbox_add(
         )
         if cursor.rowcount == 1:
             new.append(update_id)
+    if next_offset is None:
+        return new
     conn.execute(
         "INSERT INTO offsets (user_id, next_offset, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT (user_id) DO UPDATE SET next_offset = excluded.next_offset, "

@@ -1,0 +1,26 @@
+"""What the webhook receiver needs of the fleet, as a Protocol (the fleet lives above actors)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any, Protocol
+
+__all__ = ["WebhookBots"]
+
+
+class WebhookBots(Protocol):
+    """The registered bots, as the receiver sees them."""
+
+    def webhook_secret(self, user_id: int) -> str | None:
+        """The bot's ``secret_token`` (derived, see :mod:`actors.webhook.secret`), or None
+        when no bot has this user_id (the receiver answers 404)."""
+        ...
+
+    def webhook_stored(
+        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+    ) -> None:
+        """A NEW update of the bot is committed to its inbox (``key``: its ``chat_key``): hand
+        it to the bot — to its chat lane if it runs, else wake it (a dormant webhook bot has
+        no task) or leave it in the inbox (a suspended bot handles it after resume). Never
+        blocks: the receiver answers 200 right after."""
+        ...
