@@ -3,6 +3,7 @@
 Other packages import from here only.
 """
 
+from actors.addresses import LISTEN_RULE, is_loopback, split_listen
 from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
     BOT_CONNECTIONS,
@@ -24,6 +25,7 @@ from actors.config import (
     AutoreplyRule,
     BackoffKind,
     BotConfig,
+    BotMode,
     BreakerConfig,
     HandlersConfig,
     HealthConfig,
@@ -32,6 +34,7 @@ from actors.config import (
     RetryConfig,
     RetryPolicyConfig,
     TelegramConfig,
+    WebhookConfig,
     handler_module_problem,
     handler_syntax_problem,
 )
@@ -104,6 +107,7 @@ from actors.validation import (
 __all__ = [
     "BOT_CONNECTIONS",
     "DEFAULT_ALLOWED_UPDATES",
+    "LISTEN_RULE",
     "MAX_USER_ID",
     "UPDATE_TYPES",
     "USER_ID_RULE",
@@ -118,6 +122,7 @@ __all__ = [
     "BotConfig",
     "BotEvent",
     "BotExists",
+    "BotMode",
     "BotStatistics",
     "BotStatus",
     "BotToken",
@@ -191,6 +196,7 @@ __all__ = [
     "TransportError",
     "UnknownBot",
     "UserId",
+    "WebhookConfig",
     "WholeNumber",
     "chat_key",
     "combine_retry_statistics",
@@ -201,6 +207,7 @@ __all__ = [
     "handler_syntax_problem",
     "health_row",
     "import_handler",
+    "is_loopback",
     "load_handler",
     "make_http_client",
     "migration_announced",
@@ -208,6 +215,7 @@ __all__ = [
     "reply_target",
     "rule_error",
     "shared_ssl_context",
+    "split_listen",
     "text_problems",
     "update_chat_id",
     "update_payload",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from actors.addresses import LISTEN_RULE, split_listen
 from actors.ids import UserId
 from actors.secrets import BotToken
 from actors.validation import (
@@ -32,6 +33,7 @@ __all__ = [
     "AutoreplyRule",
     "BackoffKind",
     "BotConfig",
+    "BotMode",
     "BreakerConfig",
     "HandlersConfig",
     "HealthConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "RetryConfig",
     "RetryPolicyConfig",
     "TelegramConfig",
+    "WebhookConfig",
     "handler_module_problem",
     "handler_syntax_problem",
 ]
@@ -303,6 +306,104 @@ def handler_module_problem(handler: str, allowed_modules: tuple[str, ...]) -> st
     )
 
 
+class BotMode(enum.Enum):
+    """How a bot receives its updates."""
+
+    POLLING = "polling"  # botvisor long-polls getUpdates
+    WEBHOOK = "webhook"  # Telegram POSTs each update to the webhook listener
+
+
+_WEBHOOK_PATH_RULE = "be an https:// (or http://) URL with a host, no query or fragment"
+
+
+class WebhookConfig(BaseModel):
+    """``[webhook]``: the public listener Telegram pushes updates to, for bots whose ``mode``
+    is ``"webhook"``. A bot's URL is ``{public_url}/{user_id}``; the listener serves the path
+    of ``public_url`` followed by ``/{user_id}`` on ``listen``.
+
+    Each bot's ``secret_token`` derives from the master secret read from ``$secret_env``
+    (:mod:`actors.webhook.secret`), so no webhook secret is stored; rotating the master
+    registers every webhook bot again."""
+
+    model_config = FROZEN
+
+    listen: str = "127.0.0.1:8443"
+    # Where Telegram reaches the listener (through a TLS proxy, or served directly with
+    # tls_cert/tls_key). None: no bot may use webhooks.
+    public_url: str | None = None
+    secret_env: str = "BOTVISOR_WEBHOOK_SECRET"
+    # The master secret, read from ``secret_env`` by the loader. Never printed.
+    secret: str | None = Field(default=None, repr=False)
+    # setWebhook's max_connections: how many deliveries Telegram keeps in flight per bot.
+    max_connections: Annotated[WholeNumber, Field(ge=1, le=100)] = 40
+    # Serve HTTPS directly and upload tls_cert with setWebhook (a self-signed certificate).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # A delivery's body above this answers 413 (Telegram's updates are a few KiB).
+    max_body_bytes: Annotated[WholeNumber, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # A webhook bot's getWebhookInfo (pending updates, Telegram's last delivery error) is read
+    # about this often, the fleet's checks spread over the interval.
+    info_interval: Annotated[Number, Field(ge=10, le=86_400)] = 3600.0
+    # A webhook bot with nothing to do for this long goes dormant (no task, no connection);
+    # the next delivery wakes it.
+    idle_seconds: Annotated[Number, Field(ge=1, le=86_400)] = 300.0
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        try:
+            split_listen(value)
+        except ValueError:
+            raise rule_error("", f"must {LISTEN_RULE}, got {value!r}") from None
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise rule_error("", f"must {_WEBHOOK_PATH_RULE}, got {value!r}")
+        if parts.query or parts.fragment:
+            raise rule_error("", f"must {_WEBHOOK_PATH_RULE}, got {value!r}")
+        try:
+            parts.port  # noqa: B018 (raises for a port out of range or not a number)
+        except ValueError:
+            raise rule_error(
+                "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
+            ) from None
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebhookConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = (
+                ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            )
+            raise rule_error(missing, f"must be set with {given} (HTTPS needs both), got None")
+        return self
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+    @property
+    def path(self) -> str:
+        """The path prefix the listener serves (``/tg`` for ``https://host/tg``; "" for none)."""
+        return "" if self.public_url is None else urlsplit(self.public_url).path.rstrip("/")
+
+    def bot_url(self, user_id: int) -> str:
+        """The URL given to setWebhook for the bot ``user_id``."""
+        if self.public_url is None:
+            raise ValueError("webhook.public_url is not set")
+        return f"{self.public_url}/{user_id}"
+
+
 class HandlersConfig(BaseModel):
     """``[handlers]``: which Python modules a ``package.module:function`` handler may come
     from, for the config file's bots and the admin API's alike (so the admin token alone
@@ -412,6 +513,10 @@ class BotConfig(BaseModel):
             json_schema_extra={"x-rule": "be a list of Bot API update type names"},
         ),
     ] = DEFAULT_ALLOWED_UPDATES
+    mode: BotMode = Field(
+        default=BotMode.POLLING,
+        description="'polling' (getUpdates) or 'webhook' (Telegram pushes to [webhook])",
+    )
 
     @field_validator("handler")
     @classmethod

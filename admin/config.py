@@ -11,12 +11,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actors import Flag, WholeNumber, rule_error
+from actors import LISTEN_RULE as _LISTEN_RULE
+from actors import Flag, WholeNumber, is_loopback, rule_error, split_listen
 
 __all__ = ["AdminConfig", "is_loopback", "parse_rate_limit", "split_listen"]
 
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
-_LISTEN_RULE = "be 'host:port' with a port from 0 to 65535"
 _PROXIES_RULE = 'be a list of addresses or networks such as "10.0.0.0/8"'
 _RATE_MAX = 1_000_000
 _RATE_RULE = f"be 'N/second', 'N/minute' or 'N/hour' with N from 1 to {_RATE_MAX}, or 'off'"
@@ -39,27 +39,6 @@ def parse_rate_limit(text: str) -> tuple[int, float] | None:
     ):
         raise ValueError(f"a rate limit must {_RATE_RULE}, got {text!r}")
     return int(count), _PERIODS[period]
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"`` -> ``("127.0.0.1", 8080)``; ``"[::1]:80"`` -> ``("::1", 80)``."""
-    host, sep, port_text = listen.rpartition(":")
-    if not (sep and host and port_text.isascii() and port_text.isdigit()):
-        raise ValueError(f"a listen address must {_LISTEN_RULE}, got {listen!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise ValueError(f"a listen address must {_LISTEN_RULE}, got {listen!r}")
-    return host.strip("[]"), port
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name, an address, or ``[ipv6]``) is this machine's loopback."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _network(proxy: str) -> str:

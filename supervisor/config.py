@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from actors import (
     BotConfig,
+    BotMode,
     BreakerConfig,
     HandlersConfig,
     HealthConfig,
@@ -20,6 +21,7 @@ from actors import (
     Number,
     RetryConfig,
     TelegramConfig,
+    WebhookConfig,
     WholeNumber,
     rule_error,
 )
@@ -74,6 +76,7 @@ class Config(BaseModel):
     health: HealthConfig = HealthConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     handlers: HandlersConfig = HandlersConfig()
+    webhook: WebhookConfig = WebhookConfig()
     bots: Annotated[
         tuple[BotConfig, ...],
         Field(json_schema_extra={"x-rule": "be an array of tables ([[bots]] for each bot)"}),
@@ -90,6 +93,26 @@ class Config(BaseModel):
                 )
             seen.add(bot.user_id)
         return bots
+
+    @model_validator(mode="after")
+    def _webhook_bots_have_a_listener(self) -> Config:
+        webhook_bots = [index for index, bot in enumerate(self.bots) if bot.mode is BotMode.WEBHOOK]
+        if not webhook_bots:
+            return self
+        first = webhook_bots[0]
+        if self.webhook.public_url is None:
+            raise rule_error(
+                "webhook.public_url",
+                f"must be set: bots[{first}] (user_id {self.bots[first].user_id}) has "
+                f'mode = "webhook"; set it to the URL Telegram reaches the listener at',
+            )
+        if self.webhook.secret is None:
+            raise rule_error(
+                "webhook.secret_env",
+                f": the master webhook secret in ${self.webhook.secret_env} is not set, and "
+                f'bots[{first}] (user_id {self.bots[first].user_id}) has mode = "webhook"',
+            )
+        return self
 
     @field_validator("bots")
     @classmethod

@@ -26,6 +26,7 @@ from actors import (
     BotToken,
     HandlersConfig,
     Problem,
+    WebhookConfig,
     describe_problems,
     handler_module_problem,
     handler_syntax_problem,
@@ -40,10 +41,12 @@ __all__ = ["ConfigError", "load_config", "parse_config"]
 Loc = tuple[str | int, ...]
 
 # The keys a table of the file may hold, where they differ from its model's fields: the admin
-# token never comes from the file, a bot's token may come from the environment.
+# token and the webhook secret never come from the file; a bot's token may come from the
+# environment.
 _FILE_KEYS: Mapping[type[BaseModel], Collection[str]] = {
     AdminConfig: frozenset(AdminConfig.model_fields) - {"token"},
     BotConfig: frozenset(BotConfig.model_fields) | {"token_env"},
+    WebhookConfig: frozenset(WebhookConfig.model_fields) - {"secret"},
 }
 # Problems are listed in the order of the file's sections (unknown sections first).
 _SECTION_ORDER = {name: index for index, name in enumerate(Config.model_fields)}
@@ -103,6 +106,7 @@ def parse_config(
     stated: list[Loc] = []
     document = dict(data)
     _admin_token(document, env, problems)
+    _webhook_secret(document, env, problems)
     _refused_retry_tables(document, problems)
     _bot_tokens(document, env, problems, stated)
     _handler_modules(document, problems)
@@ -148,6 +152,28 @@ def _admin_token(document: dict[str, Any], env: Mapping[str, str], problems: lis
     # An empty variable is no token (the loopback rule then applies).
     table["token"] = (env.get(token_env) if isinstance(token_env, str) else None) or None
     document["admin"] = table
+
+
+def _webhook_secret(
+    document: dict[str, Any], env: Mapping[str, str], problems: list[Problem]
+) -> None:
+    """Put the master secret from ``$<webhook.secret_env>`` into ``[webhook]``; refuse one in
+    the file."""
+    table = document.get("webhook", {})
+    if not isinstance(table, dict):
+        return
+    table = dict(table)
+    if table.pop("secret", None) is not None:
+        problems.append(
+            Problem(
+                ("webhook", "secret"),
+                "webhook.secret: the webhook secret is never written in the file; "
+                "set webhook.secret_env to the name of an environment variable",
+            )
+        )
+    secret_env = table.get("secret_env", WebhookConfig.model_fields["secret_env"].default)
+    table["secret"] = (env.get(secret_env) if isinstance(secret_env, str) else None) or None
+    document["webhook"] = table
 
 
 def _refused_retry_tables(document: dict[str, Any], problems: list[Problem]) -> None:

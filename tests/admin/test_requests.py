@@ -38,7 +38,7 @@ HOURS_RULE = "hours must be a whole number from 1 to 168"
             BotConfig,
             {"user_id": 7, "token": TOKEN, "colour": 1},
             "colour: unknown field (known: allowed_updates, autoreply, autoreply_default, handler, "
-            "rps, token, user_id)",
+            "mode, rps, token, user_id)",
         ),
         (
             BotConfig,

@@ -37,8 +37,12 @@ ENV = {"BOT_TOKEN": TOKEN, "SHORT": "too-short"}
 
 MAX = "9223372036854775807"
 BOT = f'[[bots]]\nuser_id = 1\ntoken = "{TOKEN}"\n'
-BOT_KEYS = "allowed_updates, autoreply, autoreply_default, handler, rps, token, token_env, user_id"
-SECTIONS = "admin, bots, breaker, handlers, health, limits, retry, storage, supervisor, telegram"
+BOT_KEYS = (
+    "allowed_updates, autoreply, autoreply_default, handler, mode, rps, token, token_env, user_id"
+)
+SECTIONS = (
+    "admin, bots, breaker, handlers, health, limits, retry, storage, supervisor, telegram, webhook"
+)
 
 # (a TOML document, the problems it produces in order)
 BAD_FILES: list[tuple[str, list[str]]] = [
