@@ -6,9 +6,10 @@ records what arrives and answers as each test tells it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from actors.simulator.webhooks import CONFLICT_WEBHOOK, next_retry, queue_key
 from tests import payloads
 
 URL = "http://127.0.0.1:8443/tg/1"
-Scope = dict[str, Any]
+Scope = MutableMapping[str, Any]
 Answer = tuple[int, dict[str, str]]
 
 
@@ -87,11 +88,10 @@ def token(api: SimulatedBotApi) -> str:
 @asynccontextmanager
 async def pushing(api: SimulatedBotApi, receiver: Receiver) -> AsyncIterator[None]:
     transport = httpx.ASGITransport(app=receiver)
-    async with httpx.AsyncClient(transport=transport) as client:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(api.push_webhooks, client)
-            yield
-            nursery.cancel_scope.cancel()
+    async with httpx.AsyncClient(transport=transport) as client, trio.open_nursery() as nursery:
+        await nursery.start(api.push_webhooks, client)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 async def call(api: SimulatedBotApi, token: str, method: str, **params: Any) -> dict[str, Any]:
@@ -259,10 +259,9 @@ async def test_queue_keys_follow_telegram() -> None:
 
 def test_the_retry_schedule_doubles_up_to_a_random_60_to_120_seconds() -> None:
     rng = random.Random(3)
-    delay, fails, waits = 1, 0, []
-    for _ in range(12):
+    delay, waits = 1, []
+    for fails in range(12):
         delay, wait = next_retry(delay, fails, 0, rng)
-        fails += 1
         waits.append(wait)
     assert waits[:7] == [0, 2, 4, 8, 16, 32, 64]
     assert all(60 <= w <= 120 for w in waits[7:])
@@ -334,7 +333,7 @@ async def test_a_chats_order_holds_while_chats_are_delivered_in_parallel(
     for d in receiver.deliveries:
         by_chat.setdefault(d.update["message"]["chat"]["id"], []).append(d.time)
     for chat, times in by_chat.items():
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(g >= 1 + chat % 7 for g in gaps)
     report = api.report()
     assert report.bots[0].out_of_order == 0 and report.bots[0].updates_pending == 0
