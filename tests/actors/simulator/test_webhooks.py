@@ -9,17 +9,25 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import httpx
 import pytest
 import trio
 import trio.testing
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
 
-from actors.simulator import SIM_EPOCH, SimulatedBotApi
+from actors.botapi import BotApiClient, make_http_client, shared_ssl_context
+from actors.config import TelegramConfig
+from actors.secrets import BotToken
+from actors.simulator import SIM_EPOCH, SimulatedBotApi, serve_sim
 from actors.simulator.webhooks import CONFLICT_WEBHOOK, next_retry, queue_key
 from tests import payloads
 
@@ -527,3 +535,55 @@ def _always(status: int) -> Callable[[Delivery], Awaitable[Answer]]:
         return status, {}
 
     return answer
+
+
+# -- over real HTTP ---------------------------------------------------------------------------
+
+BOUND = 30  # a safety bound for real sockets, not an assertion about speed
+
+
+async def test_webhooks_over_real_http_on_127_0_0_1(api: SimulatedBotApi, token: str) -> None:
+    """The bot registers through the real client over serve_sim; the pusher POSTs to a
+    Hypercorn receiver; a closed port shows as Connection refused."""
+    done = trio.Event()
+
+    async def count(delivery: Delivery) -> Answer:
+        if len(receiver.deliveries) == 3:
+            done.set()
+        return 200, {}
+
+    receiver = Receiver(answer=count)
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            sim_url = await nursery.start(partial(serve_sim, api))
+            binds = await nursery.start(partial(serve, cast(ASGIFramework, receiver), config))
+            hook_url = f"{binds[0]}/tg/4242"
+            telegram = TelegramConfig(api_base=sim_url)
+            async with (
+                make_http_client(ssl_context=shared_ssl_context(), telegram=telegram) as http,
+                httpx.AsyncClient() as pusher,
+            ):
+                client = BotApiClient(http, token=BotToken(token), telegram=telegram)
+                assert await client.call(
+                    "setWebhook", {"url": hook_url, "secret_token": "sEcReT_1"}
+                )
+                await nursery.start(api.push_webhooks, pusher)
+                sent = [api.send_user_message(token, 9, f"m{n}") for n in range(3)]
+                await done.wait()
+                assert receiver.ids() == sent
+                assert {
+                    d.headers["x-telegram-bot-api-secret-token"] for d in receiver.deliveries
+                } == {"sEcReT_1"}
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    closed_port = probe.getsockname()[1]
+                await client.call("setWebhook", {"url": f"http://127.0.0.1:{closed_port}/tg"})
+                api.send_user_message(token, 9, "nobody listens")
+                while "last_error_message" not in (info := await client.call("getWebhookInfo", {})):
+                    await trio.sleep(0.05)
+                assert info["last_error_message"] == "Connection refused"
+                assert info["pending_update_count"] == 1
+            nursery.cancel_scope.cancel()
