@@ -542,6 +542,24 @@ def _always(status: int) -> Callable[[Delivery], Awaitable[Answer]]:
 BOUND = 30  # a safety bound for real sockets, not an assertion about speed
 
 
+class CountingRefusals(httpx.AsyncHTTPTransport):
+    """A real transport that sets ``refused`` at the ``after``-th refused connection."""
+
+    def __init__(self, refused: trio.Event, *, after: int) -> None:
+        super().__init__()
+        self._refused = refused
+        self._left = after
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectError:
+            self._left -= 1
+            if self._left == 0:
+                self._refused.set()
+            raise
+
+
 async def test_webhooks_over_real_http_on_127_0_0_1(api: SimulatedBotApi, token: str) -> None:
     """The bot registers through the real client over serve_sim; the pusher POSTs to a
     Hypercorn receiver; a closed port shows as Connection refused."""
@@ -553,6 +571,8 @@ async def test_webhooks_over_real_http_on_127_0_0_1(api: SimulatedBotApi, token:
         return 200, {}
 
     receiver = Receiver(answer=count)
+    refused = trio.Event()
+    transport = CountingRefusals(refused, after=2)
     config = Config()
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
@@ -564,7 +584,7 @@ async def test_webhooks_over_real_http_on_127_0_0_1(api: SimulatedBotApi, token:
             telegram = TelegramConfig(api_base=sim_url)
             async with (
                 make_http_client(ssl_context=shared_ssl_context(), telegram=telegram) as http,
-                httpx.AsyncClient() as pusher,
+                httpx.AsyncClient(transport=transport) as pusher,
             ):
                 client = BotApiClient(http, token=BotToken(token), telegram=telegram)
                 assert await client.call(
@@ -582,8 +602,9 @@ async def test_webhooks_over_real_http_on_127_0_0_1(api: SimulatedBotApi, token:
                     closed_port = probe.getsockname()[1]
                 await client.call("setWebhook", {"url": f"http://127.0.0.1:{closed_port}/tg"})
                 api.send_user_message(token, 9, "nobody listens")
-                while "last_error_message" not in (info := await client.call("getWebhookInfo", {})):
-                    await trio.sleep(0.05)
+                # The second try starts only after the first one's failure was noted.
+                await refused.wait()
+                info = await client.call("getWebhookInfo", {})
                 assert info["last_error_message"] == "Connection refused"
                 assert info["pending_update_count"] == 1
             nursery.cancel_scope.cancel()
