@@ -72,7 +72,6 @@ from actors.simulator.bots import (
     BusinessConnection,
     CallRecord,
     RawUpdate,
-    SentMessage,
     SimBot,
     SimUpdate,
     token_key,
@@ -84,13 +83,10 @@ from actors.simulator.faults import (
     OutageMode,
     SimulatedFault,
 )
-from actors.simulator.flood import flood_wait
 from actors.simulator.protocol import (
     CONFLICT,
-    MAX_TEXT,
     BadRequest,
     Response,
-    chat_json,
     error,
     int_param,
     ok,
@@ -107,13 +103,10 @@ from actors.simulator.report import (
 )
 from actors.simulator.sending import (
     answer_callback_query,
-    callback_buttons,
     edit_message_text,
-    json_object,
-    keep_message,
     landing_place,
     new_message_id,
-    replied_message,
+    send_message,
     target_chat,
 )
 from actors.simulator.users import ChatTraffic, UserTraffic
@@ -1103,7 +1096,7 @@ class SimulatedBotApi:
         if name == "getupdates":
             return await self._get_updates(bot, params)
         if name == "sendmessage":
-            return self._send_message(bot, params)
+            return send_message(bot, params, self._date(), self._flood, self._counts)
         if name == "getme":
             return ok(bot.user())
         if name == "editmessagetext":
@@ -1182,58 +1175,3 @@ class SimulatedBotApi:
                 self._counts["unauthorized"] += 1
                 return error(401, "Unauthorized")
         return ok([render_update(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
-
-    def _send_message(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        chat_id, log = target_chat(bot, params)
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
-            raise BadRequest("Bad Request: message is too long")
-        place = landing_place(bot, chat_id, params)
-        reply_to = replied_message(bot, chat_id, params)
-        buttons = callback_buttons(params)
-        if bot.blocked is not None and chat_id in bot.blocked and place[1] is None:
-            return error(403, "Forbidden: bot was blocked by the user")
-        if self._flood is not None:
-            wait = flood_wait(bot, self._flood, chat_id, log.chat_type, trio.current_time())
-            if wait > 0:
-                self._counts["flood_limited"] += 1
-                return error(429, f"Too Many Requests: retry after {wait}", wait)
-        message_id = new_message_id(bot)
-        bot.log.reply(chat_id, text, place)
-        self._counts["replies"] += 1
-        keep_message(bot, chat_id, message_id, text, buttons)
-        thread_id, connection_id, dm_topic_id = place
-        if bot.sent is not None:
-            bot.sent.append(
-                SentMessage(
-                    trio.current_time(),
-                    chat_id,
-                    message_id,
-                    text,
-                    message_thread_id=thread_id,
-                    business_connection_id=connection_id,
-                    direct_messages_topic_id=dm_topic_id,
-                    reply_to_message_id=reply_to,
-                )
-            )
-        message: dict[str, Any] = {
-            "message_id": message_id,
-            "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
-            "chat": chat_json(chat_id, log),
-            "date": self._date(),
-        }
-        if thread_id is not None:
-            message["message_thread_id"] = thread_id
-            message["is_topic_message"] = True
-        if connection_id is not None:
-            message["business_connection_id"] = connection_id
-        if dm_topic_id is not None:
-            message["direct_messages_topic"] = {"topic_id": dm_topic_id}
-        if reply_to is not None:
-            message["reply_to_message"] = {"message_id": reply_to, "chat": message["chat"]}
-        message["text"] = text
-        if buttons:
-            message["reply_markup"] = json_object(params, "reply_markup", "reply keyboard markup")
-        return ok(message)
