@@ -211,6 +211,7 @@ class Webhook:
         "max_connections",
         "max_in_flight",
         "queues",
+        "running",
         "scope",
         "secret",
         "seq",
@@ -239,6 +240,7 @@ class Webhook:
         self.max_in_flight = 0  # the most deliveries in flight at once, since it was set
         self.wake = trio.Event()
         self.scope: trio.CancelScope | None = None
+        self.running = False  # a pusher task serves it (only while it has updates)
         self.first_410: float | None = None
         self.last_error_date: int | None = None
         self.last_error_message: str | None = None
@@ -346,9 +348,7 @@ class WebhookHub:
         date = self._date()
         for update in bot.pending:
             born = update.date if isinstance(update, SimUpdate) else date
-            self._queue(wanted, update, born)
-        if self._start is not None:
-            self._start(bot, wanted)
+            self._queue(bot, wanted, update, born)
         return _true("Webhook was set")
 
     def delete_webhook(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
@@ -437,9 +437,9 @@ class WebhookHub:
     def queue(self, bot: SimBot, update: SimUpdate | RawUpdate) -> None:
         """A new update of a bot with a webhook (called when it is made)."""
         if bot.webhook is not None:
-            self._queue(bot.webhook, update, self._date())
+            self._queue(bot, bot.webhook, update, self._date())
 
-    def _queue(self, hook: Webhook, update: SimUpdate | RawUpdate, born: int) -> None:
+    def _queue(self, bot: SimBot, hook: Webhook, update: SimUpdate | RawUpdate, born: int) -> None:
         key = queue_key(update)
         queue = hook.queues.get(key)
         if queue is None:
@@ -447,6 +447,9 @@ class WebhookHub:
         queue.append(_Entry(update, born + UPDATE_LIFETIME))
         if len(queue) == 1:
             hook.due(_now(), key)
+        if not hook.running and self._start is not None:
+            hook.running = True
+            self._start(bot, hook)
 
     def _pop(self, hook: Webhook, key: QueueKey) -> None:
         queue = hook.queues[key]
@@ -475,20 +478,24 @@ class WebhookHub:
             self._start = start
             try:
                 for bot in list(self._bots.values()):
-                    if bot.webhook is not None:
-                        start(bot, bot.webhook)
+                    hook = bot.webhook
+                    if hook is not None and hook.queues and not hook.running:
+                        hook.running = True
+                        start(bot, hook)
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self._start = None
 
     async def _push_bot(self, bot: SimBot, hook: Webhook, client: httpx.AsyncClient) -> None:
+        """Push one webhook's updates while it has any: an idle webhook costs no task."""
         with trio.CancelScope() as scope:
             if bot.webhook is not hook:
+                hook.running = False
                 return  # replaced or removed before it started
             hook.scope = scope
             async with trio.open_nursery() as sends:
-                while True:
+                while hook.queues or hook.in_flight:
                     now = trio.current_time()
                     paused = self._paused_until()
                     if now < paused:
@@ -508,6 +515,8 @@ class WebhookHub:
                     hook.wake = trio.Event()
                     with trio.move_on_at(due):
                         await hook.wake.wait()
+                # Nothing left: the next update starts a new task (even while this one ends).
+                hook.running = False
 
     def _expire(self, bot: SimBot, hook: Webhook, key: QueueKey, entry: _Entry) -> None:
         self._counts["expired"] += 1
