@@ -15,7 +15,10 @@ It speaks real Telegram (see :mod:`actors.simulator.api` for the rules and the c
 methods): every update type can be injected (``send_update``) and the simulated users write in
 forum topics, edit and press buttons; replies must land in the right topic, business
 connection or direct-messages topic; a basic group can be upgraded mid-conversation
-(``migrate_group``); ``allowed_updates`` is kept per bot as Telegram keeps it.
+(``migrate_group``); ``allowed_updates`` is kept per bot as Telegram keeps it. Webhooks are
+pushed as Telegram pushes them (:mod:`actors.simulator.webhooks`): start
+``await nursery.start(api.push_webhooks, httpx_client)`` once and bots' setWebhook URLs get
+their updates, with per-chat order, retries and getWebhookInfo's errors.
 """
 
 from actors.simulator.api import SIM_EPOCH, SimStatistics, SimulatedBotApi
@@ -36,6 +39,7 @@ from actors.simulator.faults import (
 )
 from actors.simulator.report import BotReport, SimReport, edited_text, tagged_text
 from actors.simulator.transport import SimulatedTransport
+from actors.simulator.webhooks import WebhookStatistics
 
 __all__ = [
     "DEFAULT_ALLOWED_UPDATES",
@@ -54,6 +58,7 @@ __all__ = [
     "SimulatedBotApi",
     "SimulatedFault",
     "SimulatedTransport",
+    "WebhookStatistics",
     "create_sim_app",
     "edited_text",
     "serve_sim",

@@ -10,8 +10,9 @@ client would see. Simulated users (``add_users`` + ``run``) write to the bots, a
 (the matching rule is in :mod:`actors.simulator.report`).
 
 Methods: getMe, getUpdates, sendMessage, sendChatAction, editMessageText,
-answerCallbackQuery, deleteWebhook, getWebhookInfo; any other -> 404 Not Found, as Telegram
-answers. Method names are case-insensitive, as Telegram's. Telegram's rules that handlers meet:
+answerCallbackQuery, setWebhook, deleteWebhook, getWebhookInfo; any other -> 404 Not Found, as
+Telegram answers. Method names are case-insensitive, as Telegram's. Telegram's rules that
+handlers meet:
 
 - sendMessage only reaches chats that wrote to the bot first (else 400 chat not found);
   ``message_thread_id`` must name a topic of the forum (400 message thread not found);
@@ -30,7 +31,12 @@ answers. Method names are case-insensitive, as Telegram's. Telegram's rules that
 - getUpdates' ``allowed_updates`` is kept per bot until a call names another; without one
   ever, Telegram's default (every type but chat_member, message_reaction and
   message_reaction_count; an empty list means the default too). As in Telegram, the setting
-  decides when an update is created: a type not allowed then is never queued.
+  decides when an update is created: a type not allowed then is never queued. setWebhook's
+  ``allowed_updates`` is the same kept setting.
+- While a webhook is set, getUpdates answers 409 and :meth:`SimulatedBotApi.push_webhooks`
+  POSTs each update to it, per-chat queues, retries and expiry as Telegram's (the rules are in
+  :mod:`actors.simulator.webhooks`); an update answered 2xx is confirmed like one a getUpdates
+  offset confirms.
 
 Control methods (what users, groups and Telegram do; those that queue an update return its
 id, the others what they created: a topic's thread id, a connection's or a query's id):
@@ -55,6 +61,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+import httpx
 import trio
 
 from actors.secrets import BotToken, redact
@@ -65,7 +72,6 @@ from actors.simulator.bots import (
     BusinessConnection,
     CallRecord,
     RawUpdate,
-    SentMessage,
     SimBot,
     SimUpdate,
     token_key,
@@ -77,13 +83,10 @@ from actors.simulator.faults import (
     OutageMode,
     SimulatedFault,
 )
-from actors.simulator.flood import flood_wait
 from actors.simulator.protocol import (
     CONFLICT,
-    MAX_TEXT,
     BadRequest,
     Response,
-    chat_json,
     error,
     int_param,
     ok,
@@ -100,16 +103,19 @@ from actors.simulator.report import (
 )
 from actors.simulator.sending import (
     answer_callback_query,
-    callback_buttons,
     edit_message_text,
-    json_object,
-    keep_message,
     landing_place,
     new_message_id,
-    replied_message,
+    send_message,
     target_chat,
 )
 from actors.simulator.users import ChatTraffic, UserTraffic
+from actors.simulator.webhooks import (
+    WebhookHub,
+    WebhookStatistics,
+    conflict,
+    parse_allowed_updates,
+)
 
 __all__ = ["SIM_EPOCH", "SimStatistics", "SimulatedBotApi"]
 
@@ -150,6 +156,7 @@ class SimStatistics:
     simulated_chats: int
     calls_by_method: Mapping[str, int]
     filtered_updates: int = 0  # not queued: the bot's allowed_updates left their type out
+    webhooks: WebhookStatistics | None = None  # pushed deliveries (see push_webhooks)
 
 
 class SimulatedBotApi:
@@ -210,6 +217,14 @@ class SimulatedBotApi:
         )
         self._fault_counts: dict[FaultKind, int] = dict.fromkeys(FaultKind, 0)
         self._by_method: dict[str, int] = {}
+        self._hooks = WebhookHub(
+            rng=rng,
+            date=self._date,
+            acknowledge=self._acknowledge,
+            forget=self._forget,
+            drop_pending=lambda bot: self._confirm(bot, bot.next_update_id),
+            paused_until=lambda: self._outage_until,
+        )
 
     # -- bots ---------------------------------------------------------------------------------
 
@@ -783,6 +798,8 @@ class SimulatedBotApi:
         self._counts["pending_updates"] += 1
         if bot.waiter is not None:
             bot.waiter.set()
+        if bot.webhook is not None:
+            self._hooks.queue(bot, bot.pending[-1])
         return update_id
 
     def _enqueue(self, bot: SimBot, kind: str, payload: dict[str, Any]) -> int:
@@ -796,6 +813,8 @@ class SimulatedBotApi:
         self._counts["pending_updates"] += 1
         if bot.waiter is not None:
             bot.waiter.set()
+        if bot.webhook is not None:
+            self._hooks.queue(bot, bot.pending[-1])
         return update_id
 
     def _learn(self, bot: SimBot, kind: str, payload: Mapping[str, Any]) -> None:
@@ -935,7 +954,22 @@ class SimulatedBotApi:
             simulated_chats=self._users.statistics().chats,
             calls_by_method=MappingProxyType(dict(self._by_method)),
             filtered_updates=c["filtered_updates"],
+            webhooks=self._hooks.statistics(),
         )
+
+    async def push_webhooks(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """POST the updates of every bot with a webhook through ``client``, until cancelled.
+
+        Start it once, ``await nursery.start(api.push_webhooks, client)``, before or after
+        bots call setWebhook. ``client`` is the caller's: an ``httpx.AsyncClient`` over a real
+        network to 127.0.0.1, or over an in-process transport on a MockClock in tests.
+        """
+        await self._hooks.push(client, task_status=task_status)
 
     # -- the server ---------------------------------------------------------------------------
 
@@ -1051,7 +1085,7 @@ class SimulatedBotApi:
         if name == "getupdates":
             # The offset is applied; the updates this poll would return stay pending.
             offset = int_param(params, "offset")
-            if offset is not None:
+            if offset is not None and bot.webhook is None:
                 self._confirm(bot, offset)
         elif self._rng.random() < profile.deliver_before_fault_rate:
             status, _ = await self._dispatch(bot, name, params)
@@ -1062,7 +1096,7 @@ class SimulatedBotApi:
         if name == "getupdates":
             return await self._get_updates(bot, params)
         if name == "sendmessage":
-            return self._send_message(bot, params)
+            return send_message(bot, params, self._date(), self._flood, self._counts)
         if name == "getme":
             return ok(bot.user())
         if name == "editmessagetext":
@@ -1073,19 +1107,25 @@ class SimulatedBotApi:
             chat_id, _ = target_chat(bot, params)
             landing_place(bot, chat_id, params)
             return ok(True)
+        if name == "setwebhook":
+            return self._hooks.set_webhook(bot, params)
         if name == "deletewebhook":
-            if params.get("drop_pending_updates") in (True, "true", "True", "1"):
-                self._confirm(bot, bot.next_update_id)
-            return ok(True)
+            return self._hooks.delete_webhook(bot, params)
         if name == "getwebhookinfo":
-            return ok(
-                {
-                    "url": "",
-                    "has_custom_certificate": False,
-                    "pending_update_count": len(bot.pending),
-                }
-            )
+            return self._hooks.info(bot)
         return error(404, "Not Found")
+
+    def _acknowledge(self, bot: SimBot, update: SimUpdate | RawUpdate) -> None:
+        """A pushed update answered 2xx: confirmed, as a getUpdates offset confirms."""
+        bot.pending.remove(update)
+        bot.updates_confirmed += 1
+        self._counts["updates_confirmed"] += 1
+        self._counts["pending_updates"] -= 1
+
+    def _forget(self, bot: SimBot, update: SimUpdate | RawUpdate) -> None:
+        """A pushed update expired unanswered: dropped, as Telegram drops it."""
+        bot.pending.remove(update)
+        self._counts["pending_updates"] -= 1
 
     def _confirm(self, bot: SimBot, offset: int) -> None:
         pending = bot.pending
@@ -1105,25 +1145,19 @@ class SimulatedBotApi:
         self._counts["pending_updates"] -= drop
 
     async def _get_updates(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
+        if bot.webhook is not None:
+            self._counts["conflicts"] += 1
+            return conflict()
         offset = int_param(params, "offset")
         limit = min(100, max(1, int_param(params, "limit") or 100))
         timeout = max(0, int_param(params, "timeout") or 0)
-        allowed = params.get("allowed_updates")
-        if isinstance(allowed, str):
-            try:
-                allowed = json.loads(allowed)
-            except ValueError:
-                raise BadRequest("Bad Request: can't parse allowed_updates JSON array") from None
-        if allowed is not None and not isinstance(allowed, list):
-            raise BadRequest("Bad Request: allowed_updates must be an Array")
+        allowed = parse_allowed_updates(params)
         if bot.polling:
             self._counts["conflicts"] += 1
             return error(409, CONFLICT)
         if allowed is not None:
-            # Kept until a call names another; unknown names are ignored, and an empty
-            # choice means the default, as Telegram's.
-            chosen = frozenset(k for k in allowed if isinstance(k, str)) & set(UPDATE_TYPES)
-            bot.allowed_updates = chosen or DEFAULT_ALLOWED_UPDATES
+            # Kept until a call names another (see parse_allowed_updates).
+            bot.allowed_updates = allowed
         if offset is not None:
             self._confirm(bot, offset)
         if timeout > 0 and not bot.pending:
@@ -1141,58 +1175,3 @@ class SimulatedBotApi:
                 self._counts["unauthorized"] += 1
                 return error(401, "Unauthorized")
         return ok([render_update(u) for u, _ in zip(bot.pending, range(limit), strict=False)])
-
-    def _send_message(self, bot: SimBot, params: Mapping[str, Any]) -> Response:
-        chat_id, log = target_chat(bot, params)
-        text = params.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("Bad Request: message text is empty")
-        if len(text) > MAX_TEXT:
-            raise BadRequest("Bad Request: message is too long")
-        place = landing_place(bot, chat_id, params)
-        reply_to = replied_message(bot, chat_id, params)
-        buttons = callback_buttons(params)
-        if bot.blocked is not None and chat_id in bot.blocked and place[1] is None:
-            return error(403, "Forbidden: bot was blocked by the user")
-        if self._flood is not None:
-            wait = flood_wait(bot, self._flood, chat_id, log.chat_type, trio.current_time())
-            if wait > 0:
-                self._counts["flood_limited"] += 1
-                return error(429, f"Too Many Requests: retry after {wait}", wait)
-        message_id = new_message_id(bot)
-        bot.log.reply(chat_id, text, place)
-        self._counts["replies"] += 1
-        keep_message(bot, chat_id, message_id, text, buttons)
-        thread_id, connection_id, dm_topic_id = place
-        if bot.sent is not None:
-            bot.sent.append(
-                SentMessage(
-                    trio.current_time(),
-                    chat_id,
-                    message_id,
-                    text,
-                    message_thread_id=thread_id,
-                    business_connection_id=connection_id,
-                    direct_messages_topic_id=dm_topic_id,
-                    reply_to_message_id=reply_to,
-                )
-            )
-        message: dict[str, Any] = {
-            "message_id": message_id,
-            "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
-            "chat": chat_json(chat_id, log),
-            "date": self._date(),
-        }
-        if thread_id is not None:
-            message["message_thread_id"] = thread_id
-            message["is_topic_message"] = True
-        if connection_id is not None:
-            message["business_connection_id"] = connection_id
-        if dm_topic_id is not None:
-            message["direct_messages_topic"] = {"topic_id": dm_topic_id}
-        if reply_to is not None:
-            message["reply_to_message"] = {"message_id": reply_to, "chat": message["chat"]}
-        message["text"] = text
-        if buttons:
-            message["reply_markup"] = json_object(params, "reply_markup", "reply keyboard markup")
-        return ok(message)

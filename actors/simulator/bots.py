@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -15,6 +15,9 @@ from actors.config import UPDATE_TYPES
 from actors.secrets import BotToken
 from actors.simulator.faults import FaultKind, FaultProfile
 from actors.simulator.report import DeliveryLog
+
+if TYPE_CHECKING:
+    from actors.simulator.webhooks import Webhook
 
 __all__ = [
     "DEFAULT_ALLOWED_UPDATES",
@@ -158,6 +161,7 @@ class SimBot:
         "updates_confirmed",
         "username",
         "waiter",
+        "webhook",
     )
 
     def __init__(self, token: str, bot_id: int, username: str, first_update_id: int) -> None:
@@ -186,6 +190,7 @@ class SimBot:
         # Flood-limit buckets per chat, and the bot's own under the key None.
         self.buckets: dict[int | None, TokenBucketCore] | None = None
         self.sent: deque[SentMessage] | None = None
+        self.webhook: Webhook | None = None  # set by setWebhook: updates are pushed
 
     def __repr__(self) -> str:
         return f"<SimBot id={self.bot_id} username={self.username!r}>"

@@ -12,9 +12,21 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import trio
+
 from actors.simulator import updates as shapes
-from actors.simulator.bots import BotMessage, SimBot
-from actors.simulator.protocol import MAX_TEXT, BadRequest, Response, chat_json, int_param, ok
+from actors.simulator.bots import BotMessage, SentMessage, SimBot
+from actors.simulator.faults import FloodLimits
+from actors.simulator.flood import flood_wait
+from actors.simulator.protocol import (
+    MAX_TEXT,
+    BadRequest,
+    Response,
+    chat_json,
+    error,
+    int_param,
+    ok,
+)
 from actors.simulator.report import ChatLog, Place
 
 __all__ = [
@@ -29,6 +41,7 @@ __all__ = [
     "landing_place",
     "new_message_id",
     "replied_message",
+    "send_message",
     "target_chat",
 ]
 
@@ -198,3 +211,67 @@ def callback_buttons(params: Mapping[str, Any]) -> tuple[str, ...]:
         for button in row
         if isinstance(button, Mapping) and "callback_data" in button
     )
+
+
+def send_message(
+    bot: SimBot,
+    params: Mapping[str, Any],
+    date: int,
+    flood: FloodLimits | None,
+    counts: dict[str, int],
+) -> Response:
+    """sendMessage: checks as Telegram's, the flood limits, then the message is kept and
+    recorded (``counts`` gets ``replies`` and ``flood_limited``)."""
+    chat_id, log = target_chat(bot, params)
+    text = params.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise BadRequest("Bad Request: message text is empty")
+    if len(text) > MAX_TEXT:
+        raise BadRequest("Bad Request: message is too long")
+    place = landing_place(bot, chat_id, params)
+    reply_to = replied_message(bot, chat_id, params)
+    buttons = callback_buttons(params)
+    if bot.blocked is not None and chat_id in bot.blocked and place[1] is None:
+        return error(403, "Forbidden: bot was blocked by the user")
+    if flood is not None:
+        wait = flood_wait(bot, flood, chat_id, log.chat_type, trio.current_time())
+        if wait > 0:
+            counts["flood_limited"] += 1
+            return error(429, f"Too Many Requests: retry after {wait}", wait)
+    message_id = new_message_id(bot)
+    bot.log.reply(chat_id, text, place)
+    counts["replies"] += 1
+    keep_message(bot, chat_id, message_id, text, buttons)
+    thread_id, connection_id, dm_topic_id = place
+    if bot.sent is not None:
+        bot.sent.append(
+            SentMessage(
+                trio.current_time(),
+                chat_id,
+                message_id,
+                text,
+                message_thread_id=thread_id,
+                business_connection_id=connection_id,
+                direct_messages_topic_id=dm_topic_id,
+                reply_to_message_id=reply_to,
+            )
+        )
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "from": shapes.bot_user(bot.bot_id, bot.first_name, bot.username),
+        "chat": chat_json(chat_id, log),
+        "date": date,
+    }
+    if thread_id is not None:
+        message["message_thread_id"] = thread_id
+        message["is_topic_message"] = True
+    if connection_id is not None:
+        message["business_connection_id"] = connection_id
+    if dm_topic_id is not None:
+        message["direct_messages_topic"] = {"topic_id": dm_topic_id}
+    if reply_to is not None:
+        message["reply_to_message"] = {"message_id": reply_to, "chat": message["chat"]}
+    message["text"] = text
+    if buttons:
+        message["reply_markup"] = json_object(params, "reply_markup", "reply keyboard markup")
+    return ok(message)
