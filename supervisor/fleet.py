@@ -12,8 +12,10 @@ suspension). A request the bot's state does not allow raises :class:`actors.Life
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -26,6 +28,7 @@ from actors import (
     BotApiError,
     BotConfig,
     BotExists,
+    BotMode,
     BotToken,
     ConfigBotsVanished,
     ErrorCategory,
@@ -40,16 +43,22 @@ from actors import (
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    derive_secret_token,
     handler_module_problem,
     import_handler,
     load_handler,
+    secret_fingerprint,
 )
-from storage import BotRecord, HealthRow, StoreClosedError
+from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
-__all__ = ["Fleet"]
+__all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
 
 log = logging.getLogger("botvisor.fleet")
+
+# setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
+# needs no running bot, and does not hold 100,000 connections open.
+REGISTRATION_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = 
         "autoreply_default": bot.autoreply_default,
         "rps": bot.rps,
         "allowed_updates": list(bot.allowed_updates),
+        "mode": bot.mode.value,
     }
     return BotRecord(
         user_id=bot.user_id,
@@ -88,6 +98,7 @@ def bot_config(record: BotRecord) -> BotConfig:
         rps=settings.get("rps"),
         # A bot stored before allowed_updates existed gets the default.
         allowed_updates=tuple(settings.get("allowed_updates") or DEFAULT_ALLOWED_UPDATES),
+        mode=BotMode(settings.get("mode") or BotMode.POLLING.value),
     )
 
 
@@ -154,6 +165,13 @@ class Fleet:
         # Announced suspensions not yet queued to the store (user_id -> reason, None for a
         # resumption; the latest announcement of a bot wins).
         self._unsaved: dict[int, str | None] = {}
+        # Webhook bots: each bot's derived secret_token, derived once (user_id -> token), and
+        # what setWebhook was last told (as stored).
+        self._secrets: dict[int, str] = {}
+        self._registrations: dict[int, WebhookRegistration] = {}
+        # Webhook bots waiting for setWebhook (user ids; the registration task takes them).
+        self._register_send, self._register_receive = trio.open_memory_channel[int](math.inf)
+        self._webhook_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -205,6 +223,7 @@ class Fleet:
         offsets = await store.load_offsets()
         pending = await store.inbox_pending_all()
         migrations = await store.load_chat_migrations()
+        self._registrations = await store.load_webhook_registrations()
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
@@ -216,17 +235,28 @@ class Fleet:
                 actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
                 actor.restore_suspension(record.suspended_reason)
-            actor.preload(
-                offsets.get(record.user_id),
-                pending.get(record.user_id, []),
-                migrations.get(record.user_id, {}),
-            )
+            undone = pending.get(record.user_id, [])
+            if not actor.webhook_mode or undone:
+                actor.preload(
+                    offsets.get(record.user_id), undone, migrations.get(record.user_id, {})
+                )
+            # A dormant webhook bot reads its own when a delivery wakes it (what was read
+            # now would be stale by then).
             self._bots[record.user_id] = _Registered(actor, record.source)
+            if actor.webhook_mode:
+                self._queue_registration(actor)
+            elif self._registrations.pop(record.user_id, None) is not None:
+                # The actor deletes it (and its stored row) before its first poll.
+                actor.leftover_webhook = True
         # All at once: each start is short, but 10,000 of them one after the other add up.
         async with trio.open_nursery() as nursery:
-            for registered in self._bots.values():
-                if registered.actor.suspended_reason is None:
-                    nursery.start_soon(self._start, registered.actor)
+            for uid, registered in self._bots.items():
+                actor = registered.actor
+                if actor.suspended_reason is not None:
+                    continue
+                if actor.webhook_mode and uid not in pending:
+                    continue  # dormant: no task until a delivery wakes it
+                nursery.start_soon(self._start, actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
     @property
@@ -444,7 +474,134 @@ class Fleet:
             del self._unsaved[user_id]
 
     async def _start(self, actor: BotActor) -> None:
-        await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)
+        await self._supervisor.start_child(
+            actor.user_id, actor, restart=RestartType.TRANSIENT, forget=actor.webhook_mode
+        )
+
+    # --- webhook bots (the receiver's port, actors.WebhookBots) -------------------------
+
+    def webhook_secret(self, user_id: int) -> str | None:
+        """The bot's ``secret_token``, or None for an unknown bot (or no master secret).
+
+        A polling bot gets its token too: a delivery that Telegram sent just before a switch
+        to polling took effect is still the bot's own update, so it is stored and handled,
+        never refused."""
+        secret = self._secrets.get(user_id)
+        if secret is not None:
+            return secret
+        registered = self._bots.get(user_id)
+        master = self._services.webhook.secret
+        if registered is None or master is None:
+            return None
+        secret = derive_secret_token(master, registered.actor.config.token.bot_id)
+        self._secrets[user_id] = secret
+        return secret
+
+    def webhook_stored(
+        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+    ) -> None:
+        """A new update of the bot is in its inbox: to its lane if it runs, else wake a
+        dormant webhook bot; a suspended bot (or one stopping) finds it in the inbox when it
+        next starts. Never blocks."""
+        registered = self._bots.get(user_id)
+        if registered is None:
+            return
+        actor = registered.actor
+        if actor.suspended_reason is not None or actor.push(update, key, received_at):
+            return
+        if actor.webhook_mode:
+            self._supervisor.wake(user_id, actor, restart=RestartType.TRANSIENT)
+
+    def wanted_registration(self, actor: BotActor) -> WebhookRegistration:
+        """What setWebhook should be told for ``actor`` now (``registered_at``: now)."""
+        webhook = self._services.webhook
+        secret = self.webhook_secret(actor.user_id)
+        if secret is None:
+            raise RuntimeError("webhook bots need the master secret (webhook.secret_env)")
+        return WebhookRegistration(
+            user_id=actor.user_id,
+            url=webhook.bot_url(actor.user_id),
+            secret_fingerprint=secret_fingerprint(secret),
+            allowed_updates=tuple(actor.config.allowed_updates),
+            max_connections=webhook.max_connections,
+            registered_at=self._services.wall_clock(),
+        )
+
+    def registration(self, user_id: int) -> WebhookRegistration | None:
+        """The bot's stored webhook registration, if any."""
+        return self._registrations.get(user_id)
+
+    def _queue_registration(self, actor: BotActor) -> None:
+        """Queue setWebhook for a webhook bot whose stored registration is not the wanted
+        one (a new bot, a changed url, allowed_updates or max_connections, a rotated master
+        secret); one whose registration is current costs no Bot API call."""
+        if actor.suspended_reason is not None:
+            return
+        if self.wanted_registration(actor).same_as(self._registrations.get(actor.user_id)):
+            return
+        self._register_send.send_nowait(actor.user_id)
+
+    async def run_webhook_tasks(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The fleet-wide registration queue: up to :data:`REGISTRATION_CONCURRENCY`
+        setWebhook calls at once, each through its bot's pipeline (retries, breaker, limits)
+        but with no incarnation of the bot. Runs until :meth:`stop_webhook_tasks`."""
+        with trio.CancelScope() as self._webhook_scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(REGISTRATION_CONCURRENCY):
+                    nursery.start_soon(self._registration_worker)
+                task_status.started()
+
+    def stop_webhook_tasks(self) -> None:
+        """End :meth:`run_webhook_tasks` (at shutdown; unfinished registrations are made at
+        the next start, since they are not stored)."""
+        if self._webhook_scope is not None:
+            self._webhook_scope.cancel()
+
+    async def _registration_worker(self) -> None:
+        async with self._services.http_client() as http:
+            async for user_id in self._register_receive:
+                registered = self._bots.get(user_id)
+                if registered is None or not registered.actor.webhook_mode:
+                    continue
+                await self._register(registered.actor, http)
+
+    async def _register(self, actor: BotActor, http: Any) -> bool:
+        """setWebhook for ``actor`` (pending updates kept), stored on success."""
+        wanted = self.wanted_registration(actor)
+        if wanted.same_as(self._registrations.get(actor.user_id)):
+            return True
+        secret = self.webhook_secret(actor.user_id)
+        assert secret is not None  # wanted_registration checked it
+        client = BotApiClient(http, token=actor.config.token, telegram=self._services.telegram)
+        try:
+            await actor.pipeline.call(
+                "setWebhook",
+                partial(
+                    client.set_webhook,
+                    url=wanted.url,
+                    secret_token=secret,
+                    max_connections=wanted.max_connections,
+                    allowed_updates=wanted.allowed_updates,
+                    drop_pending_updates=False,
+                ),
+                # Not a message: the message limits (global_rps...) would make a first
+                # registration of 100,000 bots take an hour; the queue's concurrency bounds
+                # it, and the bot's flood gate still honours a 429's retry_after.
+                rate_limited=False,
+            )
+        except BotApiError as exc:
+            log.warning(
+                "bot %s: setWebhook failed (%s); it is registered again at the next start",
+                actor.user_id,
+                exc,
+            )
+            return False
+        await self._services.store.upsert_webhook_registration(wanted)
+        self._registrations[actor.user_id] = wanted
+        log.info("bot %s: webhook registered at %s", actor.user_id, wanted.url)
+        return True
 
     def _emit(self, user_id: int, kind: str, detail: str = "") -> None:
         self._services.events.emit(
