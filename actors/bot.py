@@ -349,10 +349,6 @@ class BotActor:
         """Poll (or, in webhook mode, take deliveries), persist and handle updates until asked
         to stop or suspended; a webhook incarnation also ends, normally, after
         ``webhook.idle_seconds`` with nothing to do (the bot is dormant then)."""
-        if self._state is ActorState.SUSPENDED:
-            # Woken by a delivery just as it was suspended: it stays in the inbox.
-            task_status.started()
-            return
         self._transition(ActorState.STARTING)
         self._early = []
         try:

@@ -325,6 +325,8 @@ class Fleet:
         problem = handler_module_problem(bot.handler, self._allowed_modules)
         if problem is not None:
             raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+        if bot.mode is BotMode.WEBHOOK:
+            self._require_webhook_config()
         self._reserve(bot)
         try:
             # Telegram accepts the token before the handler's module is imported: importing
@@ -341,7 +343,10 @@ class Fleet:
             self._emit(bot.user_id, "added")
         finally:
             del self._adding[bot.user_id]
-        await self._start(actor)
+        if actor.webhook_mode:
+            self._queue_registration(actor)  # dormant until its first delivery
+        else:
+            await self._start(actor)
         return actor
 
     def _reserve(self, bot: BotConfig) -> None:
@@ -374,6 +379,8 @@ class Fleet:
             await self._supervisor.stop_child(user_id)
         await self._services.store.remove_bot(user_id)
         del self._bots[user_id]
+        self._secrets.pop(user_id, None)
+        self._registrations.pop(user_id, None)
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
@@ -395,6 +402,8 @@ class Fleet:
         actor.resume()
         await self.save_suspensions()
         await self._start(actor)
+        if actor.webhook_mode:
+            self._queue_registration(actor)  # switched to webhooks while suspended
 
     async def save_suspensions(self) -> None:
         """Wait until every announced suspension and resumption is stored."""
@@ -477,6 +486,56 @@ class Fleet:
         await self._supervisor.start_child(
             actor.user_id, actor, restart=RestartType.TRANSIENT, forget=actor.webhook_mode
         )
+
+    async def set_mode(self, user_id: int, mode: BotMode) -> BotActor:
+        """Switch the bot between polling and webhooks at run time, persisted in its stored
+        settings; OwnedByConfig for a bot of the config file (its mode is the file's).
+
+        Nothing is lost: polling → webhook stops the poller first (what it fetched is
+        committed), then ``setWebhook`` (Telegram keeps the rest and pushes it); webhook →
+        polling has the bot ``deleteWebhook`` keeping pending updates before its first poll.
+        Either way the new incarnation reads the undone inbox. A suspended bot keeps the new
+        mode for its resumption."""
+        actor = self.get(user_id)
+        source = self._bots[user_id].source
+        if source == "config":
+            raise OwnedByConfig(
+                f"user_id {user_id} is declared in the config file, which owns its mode: "
+                "change its bots[].mode there and restart"
+            )
+        if actor.config.mode is mode:
+            return actor
+        if mode is BotMode.WEBHOOK:
+            self._require_webhook_config()
+        if self._supervisor.child_state(user_id) is not None:
+            await self._supervisor.stop_child(user_id)
+        actor.config = actor.config.model_copy(update={"mode": mode})
+        now = self._services.wall_clock()
+        record = bot_record(actor.config, source, now, actor.suspended_reason)
+        await self._services.store.upsert_bot(record)
+        self._emit(user_id, "mode", mode.value)
+        if mode is BotMode.POLLING:
+            self._registrations.pop(user_id, None)
+            actor.leftover_webhook = True  # deleted by the bot itself before it polls
+        elif actor.suspended_reason is None:
+            async with self._services.http_client() as http:
+                registered = await self._register(actor, http)
+            if not registered:
+                self._queue_registration(actor)  # once more from the fleet's queue
+        if actor.suspended_reason is None:
+            # A webhook bot handles its undone inbox, then goes dormant.
+            await self._start(actor)
+        return actor
+
+    def _require_webhook_config(self) -> None:
+        """FleetError unless the daemon can run webhook bots ([webhook] public_url, secret)."""
+        webhook = self._services.webhook
+        if webhook.public_url is None or webhook.secret is None:
+            raise FleetError(
+                "mode 'webhook' needs webhook.public_url and the master secret "
+                f"(${webhook.secret_env}) in the daemon's config; use mode 'polling' or "
+                "configure [webhook]"
+            )
 
     # --- webhook bots (the receiver's port, actors.WebhookBots) -------------------------
 

@@ -11,12 +11,12 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorState, BotMode, WebhookConfig, chat_key
+from actors import ActorState, BotConfig, BotMode, BotToken, WebhookConfig, chat_key
 from actors.lanes import key_chat_id, lane_name
 from storage import InboxEntry
 from supervisor import Config
 from tests import payloads
-from tests.harness import Fleet, running_fleet
+from tests.harness import Fleet, admin_client, bot_token, running_fleet
 from tests.supervisor.webhook_telegram import WebhookTelegram
 
 PUBLIC_URL = "https://bots.example.com/tg"
@@ -224,3 +224,53 @@ async def test_a_409_for_an_active_webhook_deletes_it_and_polling_goes_on(
         deletes = [c.params for c in telegram.calls if c.method == "deleteWebhook"]
         assert deletes == [{"drop_pending_updates": False}]
         assert [p["text"] for p in telegram.sent()] == ["pending"]
+
+
+async def test_a_mode_switch_at_run_time_loses_no_update(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db",
+        [1],
+        configure=webhook_mode(mode=BotMode.POLLING),
+        wrap_transport=telegram.wrap,
+    ) as fleet:
+        fleet.api.add_bot(bot_token(2))
+        await fleet.handle.fleet.add(BotConfig(user_id=2, token=BotToken(bot_token(2))))
+        bot = BotToken(bot_token(2)).bot_id
+        telegram.keep(bot, payloads.message(1, chat_id=111, text="one"))
+        await trio.sleep(5)
+        async with admin_client(fleet) as admin:
+            # A config file's bot: its mode is the file's.
+            refused = await admin.post("/admin/bots/1/mode", json={"mode": "webhook"})
+            assert refused.status_code == 409
+            assert "bots[].mode" in refused.json()["error"]["message"]
+            bad = await admin.post("/admin/bots/2/mode", json={"mode": "carrier-pigeon"})
+            assert bad.status_code == 422
+
+            switched = await admin.post("/admin/bots/2/mode", json={"mode": "webhook"})
+            assert switched.status_code == 200
+            assert switched.json()["mode"] == "webhook"
+            assert telegram.bot(bot).webhook is not None
+            # Telegram kept what came meanwhile and pushes it.
+            telegram.keep(bot, payloads.message(2, chat_id=111, text="two"))
+            for update in telegram.bot(bot).pending[-1:]:
+                await deliver(fleet, 2, update)
+            await trio.sleep(5)
+            telegram.bot(bot).pending.clear()
+            # Pending at Telegram when the switch back comes: fetched by the first poll.
+            telegram.keep(bot, payloads.callback_query(3, chat_id=111))
+            telegram.keep(bot, payloads.message(4, chat_id=111, text="four"))
+            back = await admin.post("/admin/bots/2/mode", json={"mode": "polling"})
+            assert back.status_code == 200
+            assert back.json()["mode"] == "polling"
+            await trio.sleep(5)
+        methods = telegram.methods(bot)
+        assert methods.index("setWebhook") < methods.index("deleteWebhook")
+        after_switch = methods[methods.index("deleteWebhook") :]
+        assert after_switch[:2] == ["deleteWebhook", "getUpdates"]
+        assert [p["text"] for p in telegram.sent()] == ["one", "two", "four"]
+        assert await fleet.handle.store.inbox_pending(2) == []
+        stored = await fleet.handle.store.get_bot(2)
+        assert stored is not None and stored.settings["mode"] == "polling"
