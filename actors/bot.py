@@ -343,6 +343,17 @@ class BotActor:
         self._last_push = trio.current_time()
         return True
 
+    @property
+    def last_push_at(self) -> float:
+        """When (Trio time) the bot last took a webhook delivery; 0 if never."""
+        return self._last_push
+
+    def record_webhook_info(self, problem: str | None) -> None:
+        """The fleet's getWebhookInfo check of this bot (``problem``: Telegram's delivery
+        error, or None); the status follows (:data:`actors.health.WEBHOOK_UNHEALTHY_CHECKS`)."""
+        self.pipeline.health.record_webhook_info(problem)
+        self._check_status(problem or "webhook delivery recovered")
+
     # --- an incarnation ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -47,6 +47,7 @@ from actors import (
     handler_module_problem,
     import_handler,
     load_handler,
+    redact,
     secret_fingerprint,
 )
 from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
@@ -610,6 +611,7 @@ class Fleet:
             async with trio.open_nursery() as nursery:
                 for _ in range(REGISTRATION_CONCURRENCY):
                     nursery.start_soon(self._registration_worker)
+                nursery.start_soon(self._check_webhooks)
                 task_status.started()
 
     def stop_webhook_tasks(self) -> None:
@@ -625,6 +627,63 @@ class Fleet:
                 if registered is None or not registered.actor.webhook_mode:
                     continue
                 await self._register(registered.actor, http)
+
+    async def _check_webhooks(self) -> None:
+        """getWebhookInfo of each webhook bot about every ``webhook.info_interval``, the
+        checks spread evenly over it (one task for the fleet, none per bot). A bot that took
+        a delivery within the interval is skipped: Telegram reaches it."""
+        interval = self._services.webhook.info_interval
+        async with self._services.http_client() as http:
+            while True:
+                bots = [
+                    r.actor
+                    for r in self._bots.values()
+                    if r.actor.webhook_mode and r.actor.suspended_reason is None
+                ]
+                if not bots:
+                    await trio.sleep(interval)
+                    continue
+                gap = interval / len(bots)
+                for actor in bots:
+                    await trio.sleep(gap)
+                    if self._bots.get(actor.user_id) is None or not actor.webhook_mode:
+                        continue  # removed or switched meanwhile
+                    pushed = actor.last_push_at
+                    if pushed and trio.current_time() - pushed < interval:
+                        actor.record_webhook_info(None)
+                        continue
+                    await self._check_webhook(actor, http)
+
+    async def _check_webhook(self, actor: BotActor, http: Any) -> None:
+        client = BotApiClient(http, token=actor.config.token, telegram=self._services.telegram)
+        try:
+            info = await actor.pipeline.call(
+                "getWebhookInfo", client.get_webhook_info, rate_limited=False
+            )
+        except BotApiError as exc:
+            log.info("bot %s: getWebhookInfo failed: %s", actor.user_id, exc)
+            return
+        registered = self._registrations.get(actor.user_id)
+        url = info.get("url") or ""
+        if registered is not None and url != registered.url:
+            log.warning(
+                "bot %s: Telegram reports another webhook (%s) than botvisor registered; "
+                "registering it again",
+                actor.user_id,
+                redact(url) or "none",
+            )
+            del self._registrations[actor.user_id]
+            self._queue_registration(actor)
+        problem = None
+        error_date = info.get("last_error_date")
+        pending = info.get("pending_update_count") or 0
+        recent = self._services.wall_clock() - self._services.webhook.info_interval
+        if isinstance(error_date, int | float) and error_date >= recent and pending > 0:
+            message = str(info.get("last_error_message") or "no message")
+            problem = redact(
+                f"Telegram cannot deliver to the webhook ({pending} updates pending): {message}"
+            )
+        actor.record_webhook_info(problem)
 
     async def _register(self, actor: BotActor, http: Any) -> bool:
         """setWebhook for ``actor`` (pending updates kept), stored on success."""

@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorState, BotConfig, BotMode, BotToken, WebhookConfig, chat_key
+from actors import ActorState, BotConfig, BotMode, BotStatus, BotToken, WebhookConfig, chat_key
 from actors.lanes import key_chat_id, lane_name
 from storage import InboxEntry
 from supervisor import Config
@@ -86,7 +86,7 @@ async def test_dormant_webhook_bots_cost_no_task_and_a_restart_makes_no_call(
         assert fleet.handle.supervisor.statistics().children == 0
     calls_before = len(telegram.calls)
     async with running_fleet(db, bots, configure=webhook_mode(), wrap_transport=telegram.wrap):
-        await trio.sleep(IDLE * 3)
+        await trio.sleep(30)
     # Unchanged registrations: a start makes no Bot API call at all for webhook bots.
     assert telegram.methods()[calls_before:] == []
 
@@ -274,3 +274,43 @@ async def test_a_mode_switch_at_run_time_loses_no_update(
         assert await fleet.handle.store.inbox_pending(2) == []
         stored = await fleet.handle.store.get_bot(2)
         assert stored is not None and stored.settings["mode"] == "polling"
+
+
+async def test_telegram_failing_to_deliver_makes_the_bot_degraded_then_unhealthy(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+
+    def configure(config: Config) -> Config:
+        config = webhook_mode()(config)
+        webhook = config.webhook.model_copy(update={"info_interval": 100.0})
+        return config.model_copy(update={"webhook": webhook})
+
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=configure, wrap_transport=telegram.wrap
+    ) as fleet:
+        bot = telegram.bot(fleet.bot_id(1))
+        actor = fleet.handle.fleet.get(1)
+        await trio.sleep(1)
+        assert bot.webhook is not None
+        bot.pending.append(payloads.message(91))
+        now = int(1_800_000_000 + trio.current_time())
+        bot.last_error = (now, "Connection timed out")
+        await trio.sleep(100)  # the first check
+        assert actor.status() is BotStatus.DEGRADED
+        assert "Connection timed out" in (actor.statistics().health.last_error or "")
+        # Telegram keeps retrying and failing: the error's date moves on.
+        bot.last_error = (int(1_800_000_000 + trio.current_time()), "Connection timed out")
+        await trio.sleep(100)  # the second check reports it again
+        assert actor.status() is BotStatus.UNHEALTHY
+        bot.last_error = None
+        await trio.sleep(100)
+        assert actor.status() is BotStatus.HEALTHY
+        assert telegram.methods().count("getWebhookInfo") == 3
+        # The dormant bot was never woken for any of it.
+        assert fleet.handle.supervisor.child_state(1) is None
+        # Someone set another webhook: botvisor registers its own again.
+        bot.webhook = {"url": "https://elsewhere.example/hook"}
+        await trio.sleep(100)
+        assert bot.webhook["url"] == f"{PUBLIC_URL}/1"
+        assert telegram.methods().count("setWebhook") == 2

@@ -42,6 +42,8 @@ class _Bot:
     webhook: dict[str, Any] | None = None
     pending: list[dict[str, Any]] = field(default_factory=list)
     arrived: trio.Event = field(default_factory=trio.Event)
+    # What getWebhookInfo reports of the last failed delivery (unix date, message).
+    last_error: tuple[int, str] | None = None
 
 
 class WebhookTelegram(httpx.AsyncBaseTransport):
@@ -103,6 +105,8 @@ class WebhookTelegram(httpx.AsyncBaseTransport):
                 "has_custom_certificate": False,
                 "pending_update_count": len(state.pending),
             }
+            if state.last_error is not None:
+                result["last_error_date"], result["last_error_message"] = state.last_error
         elif method == "sendMessage":
             self._message_id += 1
             chat_id = params.get("chat_id")
