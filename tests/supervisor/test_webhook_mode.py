@@ -132,6 +132,17 @@ async def test_a_delivery_wakes_a_dormant_bot_which_handles_it_once_then_sleeps(
         assert actor.state is ActorState.IDLE
         assert fleet.handle.supervisor.child_state(1) is None
         assert await fleet.handle.store.inbox_pending(1) == []
+        # The operator sees the dormant bot, with its counters, without waking it.
+        async with admin_client(fleet) as admin:
+            shown = (await admin.get("/admin/bots/1")).json()
+            summary = (await admin.get("/admin/system/bot-health/summary")).json()
+        assert (shown["mode"], shown["state"], shown["supervisor_state"]) == (
+            "webhook",
+            "idle",
+            None,
+        )
+        assert summary["total_bots"] == 1
+        assert fleet.handle.supervisor.child_state(1) is None
         # And a later delivery wakes it once more.
         await deliver(fleet, 1, payloads.message(43, chat_id=222, text="again"))
         await trio.sleep(1)
