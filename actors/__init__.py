@@ -103,6 +103,7 @@ from actors.validation import (
     rule_error,
     text_problems,
 )
+from actors.webhook import WebhookBots, derive_secret_token, secret_fingerprint
 
 __all__ = [
     "BOT_CONNECTIONS",
@@ -196,10 +197,12 @@ __all__ = [
     "TransportError",
     "UnknownBot",
     "UserId",
+    "WebhookBots",
     "WebhookConfig",
     "WholeNumber",
     "chat_key",
     "combine_retry_statistics",
+    "derive_secret_token",
     "describe_problems",
     "find_exception",
     "format_loc",
@@ -214,6 +217,7 @@ __all__ = [
     "redact",
     "reply_target",
     "rule_error",
+    "secret_fingerprint",
     "shared_ssl_context",
     "split_listen",
     "text_problems",

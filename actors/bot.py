@@ -15,15 +15,16 @@ resumption as a :class:`~actors.events.LifecycleEvent`, which the fleet persists
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import trio
 
 from actors.botapi import BotApiClient, BotApiError, ErrorCategory
 from actors.breaker import BreakerStatistics, BreakerTransition, CircuitBreaker
-from actors.config import BotConfig
+from actors.config import BotConfig, BotMode
 from actors.context import UpdateContext
 from actors.delivery import Delivery, DeliveryFailed, Inbound
 from actors.events import BotEvent, BreakerChanged, LifecycleEvent, StatusChanged
@@ -33,7 +34,7 @@ from actors.lanes import ChatLanes, LaneStatistics
 from actors.lifecycle import ActorState, LifecycleError, check_transition
 from actors.limits import ChatLimiters, FloodGate, TokenBucket
 from actors.pipeline import RequestPipeline
-from actors.poller import Poller
+from actors.poller import POLL_ERROR_PAUSE, Poller
 from actors.retry import RetryCounters, RetryStatistics
 from actors.services import FleetServices
 from storage import BotCounters, HealthRow
@@ -130,6 +131,7 @@ class BotActor:
             services=services,
             after_call=self._check_status,
             allowed_updates=bot.allowed_updates,
+            on_webhook_conflict=self._delete_webhook,
         )
         self._delivery = Delivery(
             user_id=bot.user_id,
@@ -141,6 +143,14 @@ class BotActor:
             context=UpdateContext,
         )
         self._runs = 0  # incarnations started
+        # Webhook deliveries that arrived while an incarnation was starting: dispatched after
+        # the undone inbox it read (the lanes skip what that read already held).
+        self._early: list[tuple[Mapping[str, Any], Hashable, float]] | None = None
+        # When the running webhook incarnation last got a delivery (its idle clock).
+        self._last_push = 0.0
+        # A polling bot with a webhook registration left over: delete it before the first poll.
+        self.leftover_webhook = False
+        self._idle_wait: trio.CancelScope | None = None
         self._preloaded: tuple[int | None, list[dict[str, Any]]] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -312,14 +322,50 @@ class BotActor:
             ),
         )
 
+    @property
+    def webhook_mode(self) -> bool:
+        """Whether Telegram pushes this bot's updates (no poller; dormant when idle)."""
+        return self.config.mode is BotMode.WEBHOOK
+
+    def push(self, update: Mapping[str, Any], key: Hashable, received_at: float) -> bool:
+        """A webhook delivery, already committed to the inbox (``key``: its ``chat_key``).
+
+        Returns whether the running (or starting) incarnation took it. False when there is
+        none, or it is going dormant or stopping: the update waits in the inbox for the next
+        start, which the caller may make now (:meth:`BotSupervisor.wake`). Never waits."""
+        state = self._state
+        if self._early is not None:
+            self._early.append((update, key, received_at))
+        elif state is ActorState.RUNNING and self._lanes is not None:
+            self._poller.dispatch_nowait(self._lanes, update, received_at, key)
+        else:
+            return False
+        self._last_push = trio.current_time()
+        return True
+
+    @property
+    def last_push_at(self) -> float:
+        """When (Trio time) the bot last took a webhook delivery; 0 if never."""
+        return self._last_push
+
+    def record_webhook_info(self, problem: str | None) -> None:
+        """The fleet's getWebhookInfo check of this bot (``problem``: Telegram's delivery
+        error, or None); the status follows (:data:`actors.health.WEBHOOK_UNHEALTHY_CHECKS`)."""
+        self.pipeline.health.record_webhook_info(problem)
+        self._check_status(problem or "webhook delivery recovered")
+
     # --- an incarnation ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Poll, persist and handle updates until asked to stop or suspended."""
+        """Poll (or, in webhook mode, take deliveries), persist and handle updates until asked
+        to stop or suspended; a webhook incarnation also ends, normally, after
+        ``webhook.idle_seconds`` with nothing to do (the bot is dormant then)."""
         self._transition(ActorState.STARTING)
+        self._early = []
         try:
             await self._run(task_status)
         finally:
+            self._early = None
             self._client = None
             if self._state is not ActorState.STOPPING:
                 self._transition(ActorState.STOPPING)  # a crash, or a start that failed
@@ -362,14 +408,66 @@ class BotActor:
                 self._transition(ActorState.RUNNING)
                 task_status.started()
                 await poller.dispatch_pending(lanes, pending)
-                await poller.run(self._client, lanes)
-                self._transition(ActorState.STOPPING)
+                early, self._early = self._early or [], None
+                for update, key, received_at in early:
+                    poller.dispatch_nowait(lanes, update, received_at, key)
+                if self.webhook_mode:
+                    await self._serve_webhook(lanes)
+                else:
+                    if self.leftover_webhook:
+                        await self._delete_webhook()
+                    await poller.run(self._client, lanes)
+                if self._state is not ActorState.STOPPING:
+                    self._transition(ActorState.STOPPING)
                 await lanes.close()
                 nursery.cancel_scope.cancel()
+
+    async def _serve_webhook(self, lanes: ChatLanes[Inbound]) -> None:
+        """Handle pushed updates until stopped, or until ``webhook.idle_seconds`` passed with
+        no delivery and no lane at work: then go dormant (end this incarnation normally)."""
+        idle = self._services.webhook.idle_seconds
+        poller = self._poller
+        self._last_push = trio.current_time()
+        while True:
+            with trio.move_on_at(self._last_push + idle):
+                await poller.wait_stop()
+                return
+            if trio.current_time() < self._last_push + idle:
+                continue  # a delivery came meanwhile
+            if lanes.idle:
+                # No await between the check and the state change: a delivery from here on
+                # finds the bot STOPPING, stays in the inbox and wakes the bot again.
+                self._transition(ActorState.STOPPING)
+                log.debug("bot %s: idle for %g s, going dormant", self.user_id, idle)
+                return
+            # A lane still works (or is not reaped yet): look again once none is left.
+            with trio.CancelScope() as self._idle_wait:
+                if poller.stop_requested:
+                    return
+                await lanes.wait_idle()
+            self._idle_wait = None
+
+    async def _delete_webhook(self) -> None:
+        """deleteWebhook keeping pending updates (so getUpdates fetches them), and forget the
+        stored registration. A failure is logged; the poll's 409 brings it back here."""
+        client = self._require_client()
+        try:
+            await self.pipeline.call(
+                "deleteWebhook", partial(client.delete_webhook, drop_pending_updates=False)
+            )
+        except BotApiError as exc:
+            log.warning("bot %s: could not delete its webhook: %s", self.user_id, exc)
+            await trio.sleep(POLL_ERROR_PAUSE)
+            return
+        self.leftover_webhook = False
+        await self._services.store.delete_webhook_registration(self.user_id)
+        log.info("bot %s: webhook deleted (pending updates kept); polling", self.user_id)
 
     def request_stop(self) -> None:
         """Stop polling now; in-flight handlers finish (the supervisor sets the deadline)."""
         self._poller.stop()
+        if self._idle_wait is not None:
+            self._idle_wait.cancel()
 
     def _require_client(self) -> BotApiClient:
         if self._client is None:

@@ -38,7 +38,19 @@ from actors.retry import RetryStatistics
 from actors.secrets import redact
 from storage import HealthRow
 
-__all__ = ["BotStatus", "HealthStatistics", "HealthTracker", "health_row", "worse"]
+__all__ = [
+    "WEBHOOK_UNHEALTHY_CHECKS",
+    "BotStatus",
+    "HealthStatistics",
+    "HealthTracker",
+    "health_row",
+    "worse",
+]
+
+# A webhook Telegram reports it cannot deliver to (getWebhookInfo: a recent last_error_date
+# with updates pending) makes the bot DEGRADED at the first such check, UNHEALTHY once this
+# many checks in a row report it; a clean check clears it.
+WEBHOOK_UNHEALTHY_CHECKS = 2
 
 # Longer error texts are cut: a snapshot row per bot must stay small.
 _MAX_ERROR_CHARS = 500
@@ -120,6 +132,8 @@ class HealthTracker:
         self._last_failure_at: float | None = None
         self._last_error: str | None = None
         self._suspended_reason: str | None = None
+        # Consecutive getWebhookInfo checks that reported a delivery problem.
+        self._webhook_run = 0
         # Moves on every change that may change the status; with the breaker state it keys
         # a remembered status (see ``status``).
         self._version = 0
@@ -225,6 +239,26 @@ class HealthTracker:
         self._poll_run = 0
         self._window.clear()
 
+    def record_webhook_info(self, problem: str | None) -> None:
+        """A getWebhookInfo check: ``problem`` is Telegram's delivery error (None: clean)."""
+        self._version += 1
+        if problem is None:
+            self._webhook_run = 0
+            return
+        self._webhook_run += 1
+        self._last_error = redact(problem)[:_MAX_ERROR_CHARS]
+        self._last_failure_at = self._wall_clock()
+
+    def webhook_status(self) -> BotStatus:
+        """The webhook's status as Telegram reports it (SUSPENDED overrides)."""
+        if self._suspended_reason is not None:
+            return BotStatus.SUSPENDED
+        if self._webhook_run >= WEBHOOK_UNHEALTHY_CHECKS:
+            return BotStatus.UNHEALTHY
+        if self._webhook_run:
+            return BotStatus.DEGRADED
+        return BotStatus.HEALTHY
+
     def polling_status(self) -> BotStatus:
         """The polls' status: from their run of consecutive failures (SUSPENDED overrides)."""
         if self._suspended_reason is not None:
@@ -254,7 +288,7 @@ class HealthTracker:
         ):
             return remembered[2]
         status, failures = self._status(breaker_state)
-        status = worse(status, self.polling_status())
+        status = worse(worse(status, self.polling_status()), self.webhook_status())
         # With no failure in the window, time alone cannot change the status (an ageing
         # window only loses calls, and no failure means no error rate): it holds until the
         # next outcome or breaker transition. The fleet's summary reads every bot's status,

@@ -228,6 +228,15 @@ class ChatLanes(Generic[T]):
             lane.wakeup.set()
         await self._all_done.wait()
 
+    @property
+    def idle(self) -> bool:
+        """No lane exists: nothing queued, in hand or waiting in the inbox for a re-read."""
+        return not self._lanes
+
+    async def wait_idle(self) -> None:
+        """Return once no lane exists (each reaped after ``idle_seconds`` without work)."""
+        await self._all_done.wait()
+
     def statistics(self) -> LaneStatistics:
         lanes = self._lanes.values()
         return LaneStatistics(

@@ -16,20 +16,26 @@ bot's other calls (:mod:`actors.health`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import trio
 
-from actors.botapi import BotApiClient, BotApiError, CircuitOpenError, ErrorCategory
+from actors.botapi import (
+    BotApiClient,
+    BotApiError,
+    CircuitOpenError,
+    ErrorCategory,
+    TelegramError,
+)
 from actors.delivery import Inbound
 from actors.lanes import ChatLanes, chat_key, key_chat_id, lane_name
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
 from storage import InboxEntry, is_database_failure
 
-__all__ = ["POLL_ERROR_PAUSE", "Poller"]
+__all__ = ["POLL_ERROR_PAUSE", "Poller", "webhook_is_set"]
 
 log = logging.getLogger("botvisor.bot")
 
@@ -49,6 +55,7 @@ class Poller:
         services: FleetServices,
         after_call: Callable[[], None],
         allowed_updates: Sequence[str],
+        on_webhook_conflict: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._user_id = user_id
         # Sent on every poll: Telegram would otherwise keep a list another deployment sent.
@@ -57,6 +64,8 @@ class Poller:
         self._services = services
         # The actor looks at its status after every poll (and announces a change).
         self._after_call = after_call
+        # getUpdates answered 409 because a webhook is set: delete it, then poll again.
+        self._on_webhook_conflict = on_webhook_conflict
         self._offset: int | None = None
         self._stop = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -73,6 +82,15 @@ class Poller:
     def prepare(self, offset: int | None) -> None:
         """Poll from ``offset`` (the stored one) on."""
         self._offset = offset
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stop(self) -> None:
+        """Return once :meth:`stop` was called (a webhook bot's incarnation, which does not
+        poll, waits on this)."""
+        await self._stop.wait()
 
     def stop(self) -> None:
         """End the loop now, cancelling a long poll in flight."""
@@ -91,6 +109,16 @@ class Poller:
         inbox and re-reads it); ``key`` is its ``chat_key`` when the caller has it already."""
         lane = chat_key(update) if key is None else key
         await lanes.dispatch(lane, self._inbound(update, received_at))
+
+    def dispatch_nowait(
+        self,
+        lanes: ChatLanes[Inbound],
+        update: Mapping[str, Any],
+        received_at: float,
+        key: Hashable,
+    ) -> None:
+        """:meth:`dispatch` for a synchronous caller (a webhook delivery just committed)."""
+        lanes.dispatch_nowait(key, self._inbound(update, received_at))
 
     async def dispatch_pending(
         self, lanes: ChatLanes[Inbound], pending: list[dict[str, Any]]
@@ -161,6 +189,14 @@ class Poller:
                     self._after_call()
                     if exc.category is ErrorCategory.PERMANENT:
                         break
+                    if self._on_webhook_conflict is not None and webhook_is_set(exc):
+                        log.warning(
+                            "bot %s: getUpdates refused, a webhook is set: deleting it "
+                            "(pending updates kept) and polling again",
+                            self._user_id,
+                        )
+                        await self._on_webhook_conflict()
+                        continue
                     log.info("bot %s: polling failed: %s", self._user_id, exc)
                     await trio.sleep(POLL_ERROR_PAUSE)
                     continue
@@ -204,3 +240,14 @@ class Poller:
         for update, key in zip(updates, keys, strict=True):
             if int(update["update_id"]) in new_ids:
                 await self.dispatch(lanes, update, now, key)
+
+
+def webhook_is_set(exc: BotApiError) -> bool:
+    """Whether a failed getUpdates says a webhook is active (409 "can't use getUpdates method
+    while webhook is active"), not that another poller took over (409 "terminated by other
+    getUpdates request", left alone: one poller per bot)."""
+    return (
+        isinstance(exc, TelegramError)
+        and exc.error_code == 409
+        and "webhook" in exc.description.lower()
+    )

@@ -15,6 +15,7 @@ from actors.config import (
     LimitsConfig,
     RetryConfig,
     TelegramConfig,
+    WebhookConfig,
 )
 from actors.events import EventSink
 from actors.limits import GlobalRateLimiter
@@ -43,3 +44,5 @@ class FleetServices:
     rng: random.Random
     # Where module:function handlers may come from (config and API bots alike).
     handlers: HandlersConfig = field(default_factory=HandlersConfig)
+    # The [webhook] section: a webhook bot's dormancy (idle_seconds) and registration.
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)

@@ -29,7 +29,7 @@ from admin.context import AdminContext, context_of
 from admin.errors import ApiError
 from admin.operations import Reply, operation
 from admin.records import Bot, BotList, Removed, record_response
-from admin.requests import SuspendRequest, UserIdPath, parse_body, parse_path
+from admin.requests import ModeRequest, SuspendRequest, UserIdPath, parse_body, parse_path
 
 __all__ = ["bot_record", "bot_routes"]
 
@@ -47,6 +47,7 @@ def bot_record(ctx: AdminContext, actor: BotActor) -> Bot:
         rps=config.rps,
         autoreply_rules=len(config.autoreply),
         allowed_updates=list(config.allowed_updates),
+        mode=config.mode.value,
         source=ctx.fleet.source(actor.user_id),
         state=stats.state,
         status=stats.status,
@@ -209,6 +210,29 @@ async def resume_bot(request: Request) -> Response:
         return record_response(bot_record(ctx, actor))
 
 
+@operation(
+    "Switch the bot between polling and webhooks, losing no update (the poller stops, then "
+    "setWebhook; or deleteWebhook keeping pending updates, then polling). A bot the config "
+    "file declares is the file's: 409",
+    {200: Bot},
+    path=UserIdPath,
+    body=ModeRequest,
+    errors=(404, 409, 422),
+    tag="bots",
+)
+async def set_bot_mode(request: Request) -> Response:
+    ctx = context_of(request)
+    user_id = _user_id(request)
+    mode = (await parse_body(request, ModeRequest)).mode
+    async with _lock(request, user_id):
+        actor = _actor(ctx, user_id)
+        try:
+            await ctx.fleet.set_mode(user_id, mode)
+        except FleetError as exc:
+            raise _fleet_error(exc) from None
+        return record_response(bot_record(ctx, actor))
+
+
 def bot_routes() -> list[BaseRoute]:
     """The routes, for ``create_app`` (which also puts the management lock on app.state)."""
     return [
@@ -218,6 +242,7 @@ def bot_routes() -> list[BaseRoute]:
         Route("/admin/bots/{user_id}", remove_bot, methods=["DELETE"]),
         Route("/admin/bots/{user_id}/suspend", suspend_bot, methods=["POST"]),
         Route("/admin/bots/{user_id}/resume", resume_bot, methods=["POST"]),
+        Route("/admin/bots/{user_id}/mode", set_bot_mode, methods=["POST"]),
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from actors import BotActor, BotConfig
+from actors import BotActor, BotConfig, BotMode
 
 __all__ = ["ChildView", "FleetControl", "StateView", "SupervisionView", "SupervisorTotals"]
 
@@ -66,3 +66,4 @@ class FleetControl(Protocol):
     async def remove(self, user_id: int) -> None: ...
     async def suspend(self, user_id: int, reason: str = ...) -> None: ...
     async def resume(self, user_id: int) -> None: ...
+    async def set_mode(self, user_id: int, mode: BotMode) -> BotActor: ...

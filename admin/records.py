@@ -128,6 +128,7 @@ class Bot(Record):
     rps: float | None
     autoreply_rules: int
     allowed_updates: list[str] = Field(description="the update types getUpdates asks for")
+    mode: str = Field(description="'polling' or 'webhook' (dormant while idle)")
     source: str = Field(description="'config', 'api', or 'unknown' while it is being removed")
     state: ActorState
     status: BotStatus

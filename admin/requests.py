@@ -21,6 +21,7 @@ from starlette.requests import Request
 
 from actors import (
     USER_ID_RULE,
+    BotMode,
     UserId,
     describe_problems,
     rule_error,
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_BODY",
     "EventsQuery",
     "HoursQuery",
+    "ModeRequest",
     "RequestModel",
     "SuspendRequest",
     "UserIdPath",
@@ -112,6 +114,12 @@ class SuspendRequest(RequestModel):
         description=f"a non-empty string of at most {MAX_REASON} characters",
         json_schema_extra={"x-rule": f"be a non-empty string of at most {MAX_REASON} characters"},
     )
+
+
+class ModeRequest(RequestModel):
+    """The body of ``POST /admin/bots/{user_id}/mode``."""
+
+    mode: BotMode = Field(description="'polling' (getUpdates) or 'webhook' (Telegram pushes)")
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ from storage.errors import (
     is_database_failure,
 )
 from storage.migrations import MIGRATIONS, SCHEMA_VERSION, Migration, migrate
-from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
+from storage.rows import (
+    COUNTER_COLUMNS,
+    HEALTH_COLUMNS,
+    BotCounters,
+    HealthRow,
+    InboxEntry,
+    WebhookRegistration,
+)
 from storage.store import (
     BOT_SOURCES,
     UNHEALTHY_STATUSES,
@@ -52,6 +59,7 @@ __all__ = [
     "StoreClosedError",
     "StoreStatistics",
     "StoreWriter",
+    "WebhookRegistration",
     "WriterState",
     "WriterStatistics",
     "is_database_failure",

@@ -158,11 +158,36 @@ def _v4_inbox_lanes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5_webhook_registrations(db: sqlite_utils.Database) -> None:
+    # What setWebhook was last told for each webhook bot, so a start with unchanged settings
+    # makes no Bot API call. The secret itself is never stored: only its fingerprint.
+    db.table("webhook_registrations").create(
+        {
+            "user_id": int,
+            "url": str,
+            "secret_fingerprint": str,
+            "allowed_updates": str,  # a JSON list
+            "max_connections": int,
+            "registered_at": float,
+        },
+        pk="user_id",
+        not_null={
+            "user_id",
+            "url",
+            "secret_fingerprint",
+            "allowed_updates",
+            "max_connections",
+            "registered_at",
+        },
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
     Migration(3, "chat_migrations", _v3_chat_migrations),
     Migration(4, "inbox.lane and its undone index", _v4_inbox_lanes),
+    Migration(5, "webhook_registrations", _v5_webhook_registrations),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COUNTER_COLUMNS", "HEALTH_COLUMNS", "BotCounters", "HealthRow", "InboxEntry"]
+__all__ = [
+    "COUNTER_COLUMNS",
+    "HEALTH_COLUMNS",
+    "BotCounters",
+    "HealthRow",
+    "InboxEntry",
+    "WebhookRegistration",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +75,30 @@ class BotCounters:
 
 
 COUNTER_COLUMNS: tuple[str, ...] = tuple(BotCounters.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRegistration:
+    """What ``setWebhook`` was last told for one bot (a row of ``webhook_registrations``).
+
+    Two registrations are the same when everything but ``registered_at`` is: compare them
+    with :meth:`same_as`. The secret itself is never stored, only its fingerprint.
+    """
+
+    user_id: int
+    url: str
+    secret_fingerprint: str
+    allowed_updates: tuple[str, ...]
+    max_connections: int
+    registered_at: float
+
+    def same_as(self, other: WebhookRegistration | None) -> bool:
+        """Whether ``other`` asks Telegram for exactly this (``registered_at`` aside)."""
+        return (
+            other is not None
+            and self.user_id == other.user_id
+            and self.url == other.url
+            and self.secret_fingerprint == other.secret_fingerprint
+            and self.allowed_updates == other.allowed_updates
+            and self.max_connections == other.max_connections
+        )

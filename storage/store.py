@@ -26,7 +26,14 @@ import trio
 
 from storage.db import open_database
 from storage.errors import DatabaseFailedError, StoreClosedError
-from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS, BotCounters, HealthRow, InboxEntry
+from storage.rows import (
+    COUNTER_COLUMNS,
+    HEALTH_COLUMNS,
+    BotCounters,
+    HealthRow,
+    InboxEntry,
+    WebhookRegistration,
+)
 from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
@@ -396,6 +403,21 @@ class Store:
         """One bot's chat migrations (old chat -> new chat)."""
         return await self._read(partial(_load_bot_chat_migrations, user_id))
 
+    # --- webhook registrations -----------------------------------------------------------
+
+    async def load_webhook_registrations(self) -> dict[int, WebhookRegistration]:
+        """Every bot's stored webhook registration, in one query (start-up)."""
+        return await self._read(_load_webhook_registrations)
+
+    async def upsert_webhook_registration(self, registration: WebhookRegistration) -> None:
+        """Store what ``setWebhook`` accepted for the bot (replacing an earlier one)."""
+        await self.writer.submit(partial(_upsert_webhook_registration, registration))
+
+    async def delete_webhook_registration(self, user_id: int) -> bool:
+        """Forget the bot's registration (after ``deleteWebhook``); return whether there was
+        one."""
+        return await self.writer.submit(partial(_delete_webhook_registration, user_id))
+
     # --- dead letters --------------------------------------------------------------------
 
     async def dead_letter(
@@ -521,6 +543,7 @@ def _remove_bot(user_id: int, conn: sqlite3.Connection) -> bool:
     conn.execute("DELETE FROM offsets WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM inbox WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM chat_migrations WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM webhook_registrations WHERE user_id = ?", (user_id,))
     return existed
 
 
@@ -828,3 +851,44 @@ def _list_dead_letters(
 
 def _integrity_check(db: sqlite_utils.Database) -> list[str]:
     return [str(row[0]) for row in db.execute("PRAGMA integrity_check").fetchall()]
+
+
+_REGISTRATION_COLUMNS = (
+    "user_id, url, secret_fingerprint, allowed_updates, max_connections, registered_at"
+)
+
+
+def _load_webhook_registrations(db: sqlite_utils.Database) -> dict[int, WebhookRegistration]:
+    return {
+        row[0]: WebhookRegistration(
+            user_id=row[0],
+            url=row[1],
+            secret_fingerprint=row[2],
+            allowed_updates=tuple(json.loads(row[3])),
+            max_connections=row[4],
+            registered_at=row[5],
+        )
+        for row in db.execute(f"SELECT {_REGISTRATION_COLUMNS} FROM webhook_registrations")
+    }
+
+
+def _upsert_webhook_registration(
+    registration: WebhookRegistration, conn: sqlite3.Connection
+) -> None:
+    conn.execute(
+        f"INSERT OR REPLACE INTO webhook_registrations ({_REGISTRATION_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            registration.user_id,
+            registration.url,
+            registration.secret_fingerprint,
+            json.dumps(list(registration.allowed_updates)),
+            registration.max_connections,
+            registration.registered_at,
+        ),
+    )
+
+
+def _delete_webhook_registration(user_id: int, conn: sqlite3.Connection) -> bool:
+    cursor = conn.execute("DELETE FROM webhook_registrations WHERE user_id = ?", (user_id,))
+    return cursor.rowcount > 0

@@ -122,6 +122,10 @@ class _Supervised:
         self.stop_requested = False
         self.done = trio.Event()
         self.first_start = trio.Event()
+        # Woken while its run was finishing: run it once more (a dormant webhook bot).
+        self.again = False
+        # Forgotten once it ends on its own (a dormant webhook bot keeps no book-keeping).
+        self.forget = False
 
     def statistics(self) -> ChildStatistics:
         return ChildStatistics(
@@ -189,19 +193,45 @@ class BotSupervisor:
     # --- children ------------------------------------------------------------------------
 
     async def start_child(
-        self, child_id: int, child: Child, *, restart: RestartType = RestartType.TRANSIENT
+        self,
+        child_id: int,
+        child: Child,
+        *,
+        restart: RestartType = RestartType.TRANSIENT,
+        forget: bool = False,
     ) -> ChildState:
-        """Start supervising ``child``; return its state after its first start attempt."""
+        """Start supervising ``child``; return its state after its first start attempt.
+        ``forget``: drop it from the book-keeping once it ends on its own (a webhook bot
+        going dormant), as :meth:`wake` does."""
         if self._nursery is None or self._stopping:
             raise RuntimeError("the supervisor is not running; bots can't be started now")
         existing = self._children.get(child_id)
         if existing is not None and not existing.done.is_set():
             raise RuntimeError(f"bot {child_id} is already supervised ({existing.state.value})")
         supervised = _Supervised(child_id, child, restart)
+        supervised.forget = forget
         self._children[child_id] = supervised
         self._nursery.start_soon(self._supervise, supervised)
         await supervised.first_start.wait()
         return supervised.state
+
+    def wake(
+        self, child_id: int, child: Child, *, restart: RestartType = RestartType.TRANSIENT
+    ) -> None:
+        """Start ``child`` now without waiting for it (a dormant webhook bot a delivery woke);
+        if its previous run is still finishing, run it once more right after. Nothing while
+        the supervisor is stopping (the caller's work waits for the next start). A child
+        started here is forgotten once it ends on its own."""
+        if self._nursery is None or self._stopping:
+            return
+        existing = self._children.get(child_id)
+        if existing is not None and not existing.done.is_set():
+            existing.again = True
+            return
+        supervised = _Supervised(child_id, child, restart)
+        supervised.forget = True
+        self._children[child_id] = supervised
+        self._nursery.start_soon(self._supervise, supervised)
 
     async def stop_child(self, child_id: int, graceful_timeout: float | None = None) -> None:
         """Stop one child (gracefully, within the grace period) and forget it."""
@@ -210,7 +240,8 @@ class BotSupervisor:
             raise KeyError(child_id)
         timeout = self._config.graceful_timeout if graceful_timeout is None else graceful_timeout
         await self._stop_supervised(supervised, timeout)
-        del self._children[child_id]
+        if self._children.get(child_id) is supervised:
+            del self._children[child_id]
 
     def child_state(self, child_id: int) -> ChildState | None:
         supervised = self._children.get(child_id)
@@ -266,10 +297,18 @@ class BotSupervisor:
             supervised.next_start_at = None
             supervised.first_start.set()
             supervised.done.set()
+            if (
+                supervised.forget
+                and supervised.state is ChildState.STOPPED
+                and not supervised.stop_requested
+                and self._children.get(supervised.child_id) is supervised
+            ):
+                del self._children[supervised.child_id]
 
     async def _supervise_loop(self, supervised: _Supervised) -> None:
         while True:
             supervised.state = ChildState.STARTING
+            supervised.again = False
             crashed: BaseException | None = None
             started_at = trio.current_time()
             try:
@@ -291,6 +330,8 @@ class BotSupervisor:
                     supervised.state = ChildState.FAILED
                     return
             elif supervised.restart is not RestartType.PERMANENT:
+                if supervised.again:
+                    continue  # woken while it was finishing: its next run reads the inbox
                 self._emit(supervised, "stopped")
                 return
 

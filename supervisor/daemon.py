@@ -137,6 +137,7 @@ class Daemon:
             http_client=http_client,
             rng=self._rng,
             handlers=config.handlers,
+            webhook=config.webhook,
         )
         fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
@@ -195,6 +196,7 @@ class Daemon:
             await root.start(metrics.run)
             await root.start(supervisor.run)
             await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
+            await root.start(fleet.run_webhook_tasks)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
             for warning in config.telegram.warnings():
@@ -215,6 +217,7 @@ class Daemon:
             if admin is not None:
                 await admin.stop()
                 log.info("shutdown: admin API stopped")
+            fleet.stop_webhook_tasks()
             await supervisor.stop(config.supervisor.graceful_timeout)
             log.info("shutdown: bots stopped")
             await metrics.stop()

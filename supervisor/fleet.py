@@ -12,8 +12,10 @@ suspension). A request the bot's state does not allow raises :class:`actors.Life
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import math
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -26,6 +28,7 @@ from actors import (
     BotApiError,
     BotConfig,
     BotExists,
+    BotMode,
     BotToken,
     ConfigBotsVanished,
     ErrorCategory,
@@ -40,16 +43,23 @@ from actors import (
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    derive_secret_token,
     handler_module_problem,
     import_handler,
     load_handler,
+    redact,
+    secret_fingerprint,
 )
-from storage import BotRecord, HealthRow, StoreClosedError
+from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 
-__all__ = ["Fleet"]
+__all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
 
 log = logging.getLogger("botvisor.fleet")
+
+# setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
+# needs no running bot, and does not hold 100,000 connections open.
+REGISTRATION_CONCURRENCY = 16
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ def bot_record(bot: BotConfig, source: str, now: float, suspended: str | None = 
         "autoreply_default": bot.autoreply_default,
         "rps": bot.rps,
         "allowed_updates": list(bot.allowed_updates),
+        "mode": bot.mode.value,
     }
     return BotRecord(
         user_id=bot.user_id,
@@ -88,6 +99,7 @@ def bot_config(record: BotRecord) -> BotConfig:
         rps=settings.get("rps"),
         # A bot stored before allowed_updates existed gets the default.
         allowed_updates=tuple(settings.get("allowed_updates") or DEFAULT_ALLOWED_UPDATES),
+        mode=BotMode(settings.get("mode") or BotMode.POLLING.value),
     )
 
 
@@ -154,6 +166,13 @@ class Fleet:
         # Announced suspensions not yet queued to the store (user_id -> reason, None for a
         # resumption; the latest announcement of a bot wins).
         self._unsaved: dict[int, str | None] = {}
+        # Webhook bots: each bot's derived secret_token, derived once (user_id -> token), and
+        # what setWebhook was last told (as stored).
+        self._secrets: dict[int, str] = {}
+        self._registrations: dict[int, WebhookRegistration] = {}
+        # Webhook bots waiting for setWebhook (user ids; the registration task takes them).
+        self._register_send, self._register_receive = trio.open_memory_channel[int](math.inf)
+        self._webhook_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -205,6 +224,7 @@ class Fleet:
         offsets = await store.load_offsets()
         pending = await store.inbox_pending_all()
         migrations = await store.load_chat_migrations()
+        self._registrations = await store.load_webhook_registrations()
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
@@ -216,17 +236,28 @@ class Fleet:
                 actor.restore_counters(counters[record.user_id])
             if record.suspended_reason:
                 actor.restore_suspension(record.suspended_reason)
-            actor.preload(
-                offsets.get(record.user_id),
-                pending.get(record.user_id, []),
-                migrations.get(record.user_id, {}),
-            )
+            undone = pending.get(record.user_id, [])
+            if not actor.webhook_mode or undone:
+                actor.preload(
+                    offsets.get(record.user_id), undone, migrations.get(record.user_id, {})
+                )
+            # A dormant webhook bot reads its own when a delivery wakes it (what was read
+            # now would be stale by then).
             self._bots[record.user_id] = _Registered(actor, record.source)
+            if actor.webhook_mode:
+                self._queue_registration(actor)
+            elif self._registrations.pop(record.user_id, None) is not None:
+                # The actor deletes it (and its stored row) before its first poll.
+                actor.leftover_webhook = True
         # All at once: each start is short, but 10,000 of them one after the other add up.
         async with trio.open_nursery() as nursery:
-            for registered in self._bots.values():
-                if registered.actor.suspended_reason is None:
-                    nursery.start_soon(self._start, registered.actor)
+            for uid, registered in self._bots.items():
+                actor = registered.actor
+                if actor.suspended_reason is not None:
+                    continue
+                if actor.webhook_mode and uid not in pending:
+                    continue  # dormant: no task until a delivery wakes it
+                nursery.start_soon(self._start, actor)
         return [latest[uid] for uid in self._bots if uid in latest]
 
     @property
@@ -295,6 +326,8 @@ class Fleet:
         problem = handler_module_problem(bot.handler, self._allowed_modules)
         if problem is not None:
             raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
+        if bot.mode is BotMode.WEBHOOK:
+            self._require_webhook_config()
         self._reserve(bot)
         try:
             # Telegram accepts the token before the handler's module is imported: importing
@@ -311,7 +344,10 @@ class Fleet:
             self._emit(bot.user_id, "added")
         finally:
             del self._adding[bot.user_id]
-        await self._start(actor)
+        if actor.webhook_mode:
+            self._queue_registration(actor)  # dormant until its first delivery
+        else:
+            await self._start(actor)
         return actor
 
     def _reserve(self, bot: BotConfig) -> None:
@@ -344,6 +380,8 @@ class Fleet:
             await self._supervisor.stop_child(user_id)
         await self._services.store.remove_bot(user_id)
         del self._bots[user_id]
+        self._secrets.pop(user_id, None)
+        self._registrations.pop(user_id, None)
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
@@ -365,6 +403,8 @@ class Fleet:
         actor.resume()
         await self.save_suspensions()
         await self._start(actor)
+        if actor.webhook_mode:
+            self._queue_registration(actor)  # switched to webhooks while suspended
 
     async def save_suspensions(self) -> None:
         """Wait until every announced suspension and resumption is stored."""
@@ -444,7 +484,242 @@ class Fleet:
             del self._unsaved[user_id]
 
     async def _start(self, actor: BotActor) -> None:
-        await self._supervisor.start_child(actor.user_id, actor, restart=RestartType.TRANSIENT)
+        await self._supervisor.start_child(
+            actor.user_id, actor, restart=RestartType.TRANSIENT, forget=actor.webhook_mode
+        )
+
+    async def set_mode(self, user_id: int, mode: BotMode) -> BotActor:
+        """Switch the bot between polling and webhooks at run time, persisted in its stored
+        settings; OwnedByConfig for a bot of the config file (its mode is the file's).
+
+        Nothing is lost: polling → webhook stops the poller first (what it fetched is
+        committed), then ``setWebhook`` (Telegram keeps the rest and pushes it); webhook →
+        polling has the bot ``deleteWebhook`` keeping pending updates before its first poll.
+        Either way the new incarnation reads the undone inbox. A suspended bot keeps the new
+        mode for its resumption."""
+        actor = self.get(user_id)
+        source = self._bots[user_id].source
+        if source == "config":
+            raise OwnedByConfig(
+                f"user_id {user_id} is declared in the config file, which owns its mode: "
+                "change its bots[].mode there and restart"
+            )
+        if actor.config.mode is mode:
+            return actor
+        if mode is BotMode.WEBHOOK:
+            self._require_webhook_config()
+        if self._supervisor.child_state(user_id) is not None:
+            await self._supervisor.stop_child(user_id)
+        actor.config = actor.config.model_copy(update={"mode": mode})
+        now = self._services.wall_clock()
+        record = bot_record(actor.config, source, now, actor.suspended_reason)
+        await self._services.store.upsert_bot(record)
+        self._emit(user_id, "mode", mode.value)
+        if mode is BotMode.POLLING:
+            self._registrations.pop(user_id, None)
+            actor.leftover_webhook = True  # deleted by the bot itself before it polls
+        elif actor.suspended_reason is None:
+            async with self._services.http_client() as http:
+                registered = await self._register(actor, http)
+            if not registered:
+                self._queue_registration(actor)  # once more from the fleet's queue
+        if actor.suspended_reason is None:
+            # A webhook bot handles its undone inbox, then goes dormant.
+            await self._start(actor)
+        return actor
+
+    def _require_webhook_config(self) -> None:
+        """FleetError unless the daemon can run webhook bots ([webhook] public_url, secret)."""
+        webhook = self._services.webhook
+        if webhook.public_url is None or webhook.secret is None:
+            raise FleetError(
+                "mode 'webhook' needs webhook.public_url and the master secret "
+                f"(${webhook.secret_env}) in the daemon's config; use mode 'polling' or "
+                "configure [webhook]"
+            )
+
+    # --- webhook bots (the receiver's port, actors.WebhookBots) -------------------------
+
+    def webhook_secret(self, user_id: int) -> str | None:
+        """The bot's ``secret_token``, or None for an unknown bot (or no master secret).
+
+        A polling bot gets its token too: a delivery that Telegram sent just before a switch
+        to polling took effect is still the bot's own update, so it is stored and handled,
+        never refused."""
+        secret = self._secrets.get(user_id)
+        if secret is not None:
+            return secret
+        registered = self._bots.get(user_id)
+        master = self._services.webhook.secret
+        if registered is None or master is None:
+            return None
+        secret = derive_secret_token(master, registered.actor.config.token.bot_id)
+        self._secrets[user_id] = secret
+        return secret
+
+    def webhook_stored(
+        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+    ) -> None:
+        """A new update of the bot is in its inbox: to its lane if it runs, else wake a
+        dormant webhook bot; a suspended bot (or one stopping) finds it in the inbox when it
+        next starts. Never blocks."""
+        registered = self._bots.get(user_id)
+        if registered is None:
+            return
+        actor = registered.actor
+        if actor.suspended_reason is not None or actor.push(update, key, received_at):
+            return
+        if actor.webhook_mode:
+            self._supervisor.wake(user_id, actor, restart=RestartType.TRANSIENT)
+
+    def wanted_registration(self, actor: BotActor) -> WebhookRegistration:
+        """What setWebhook should be told for ``actor`` now (``registered_at``: now)."""
+        webhook = self._services.webhook
+        secret = self.webhook_secret(actor.user_id)
+        if secret is None:
+            raise RuntimeError("webhook bots need the master secret (webhook.secret_env)")
+        return WebhookRegistration(
+            user_id=actor.user_id,
+            url=webhook.bot_url(actor.user_id),
+            secret_fingerprint=secret_fingerprint(secret),
+            allowed_updates=tuple(actor.config.allowed_updates),
+            max_connections=webhook.max_connections,
+            registered_at=self._services.wall_clock(),
+        )
+
+    def registration(self, user_id: int) -> WebhookRegistration | None:
+        """The bot's stored webhook registration, if any."""
+        return self._registrations.get(user_id)
+
+    def _queue_registration(self, actor: BotActor) -> None:
+        """Queue setWebhook for a webhook bot whose stored registration is not the wanted
+        one (a new bot, a changed url, allowed_updates or max_connections, a rotated master
+        secret); one whose registration is current costs no Bot API call."""
+        if actor.suspended_reason is not None:
+            return
+        if self.wanted_registration(actor).same_as(self._registrations.get(actor.user_id)):
+            return
+        self._register_send.send_nowait(actor.user_id)
+
+    async def run_webhook_tasks(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The fleet-wide registration queue: up to :data:`REGISTRATION_CONCURRENCY`
+        setWebhook calls at once, each through its bot's pipeline (retries, breaker, limits)
+        but with no incarnation of the bot. Runs until :meth:`stop_webhook_tasks`."""
+        with trio.CancelScope() as self._webhook_scope:
+            async with trio.open_nursery() as nursery:
+                for _ in range(REGISTRATION_CONCURRENCY):
+                    nursery.start_soon(self._registration_worker)
+                nursery.start_soon(self._check_webhooks)
+                task_status.started()
+
+    def stop_webhook_tasks(self) -> None:
+        """End :meth:`run_webhook_tasks` (at shutdown; unfinished registrations are made at
+        the next start, since they are not stored)."""
+        if self._webhook_scope is not None:
+            self._webhook_scope.cancel()
+
+    async def _registration_worker(self) -> None:
+        async with self._services.http_client() as http:
+            async for user_id in self._register_receive:
+                registered = self._bots.get(user_id)
+                if registered is None or not registered.actor.webhook_mode:
+                    continue
+                await self._register(registered.actor, http)
+
+    async def _check_webhooks(self) -> None:
+        """getWebhookInfo of each webhook bot about every ``webhook.info_interval``, the
+        checks spread evenly over it (one task for the fleet, none per bot). A bot that took
+        a delivery within the interval is skipped: Telegram reaches it."""
+        interval = self._services.webhook.info_interval
+        async with self._services.http_client() as http:
+            while True:
+                bots = [
+                    r.actor
+                    for r in self._bots.values()
+                    if r.actor.webhook_mode and r.actor.suspended_reason is None
+                ]
+                if not bots:
+                    await trio.sleep(interval)
+                    continue
+                gap = interval / len(bots)
+                for actor in bots:
+                    await trio.sleep(gap)
+                    if self._bots.get(actor.user_id) is None or not actor.webhook_mode:
+                        continue  # removed or switched meanwhile
+                    pushed = actor.last_push_at
+                    if pushed and trio.current_time() - pushed < interval:
+                        actor.record_webhook_info(None)
+                        continue
+                    await self._check_webhook(actor, http)
+
+    async def _check_webhook(self, actor: BotActor, http: Any) -> None:
+        client = BotApiClient(http, token=actor.config.token, telegram=self._services.telegram)
+        try:
+            info = await actor.pipeline.call(
+                "getWebhookInfo", client.get_webhook_info, rate_limited=False
+            )
+        except BotApiError as exc:
+            log.info("bot %s: getWebhookInfo failed: %s", actor.user_id, exc)
+            return
+        registered = self._registrations.get(actor.user_id)
+        url = info.get("url") or ""
+        if registered is not None and url != registered.url:
+            log.warning(
+                "bot %s: Telegram reports another webhook (%s) than botvisor registered; "
+                "registering it again",
+                actor.user_id,
+                redact(url) or "none",
+            )
+            del self._registrations[actor.user_id]
+            self._queue_registration(actor)
+        problem = None
+        error_date = info.get("last_error_date")
+        pending = info.get("pending_update_count") or 0
+        recent = self._services.wall_clock() - self._services.webhook.info_interval
+        if isinstance(error_date, int | float) and error_date >= recent and pending > 0:
+            message = str(info.get("last_error_message") or "no message")
+            problem = redact(
+                f"Telegram cannot deliver to the webhook ({pending} updates pending): {message}"
+            )
+        actor.record_webhook_info(problem)
+
+    async def _register(self, actor: BotActor, http: Any) -> bool:
+        """setWebhook for ``actor`` (pending updates kept), stored on success."""
+        wanted = self.wanted_registration(actor)
+        if wanted.same_as(self._registrations.get(actor.user_id)):
+            return True
+        secret = self.webhook_secret(actor.user_id)
+        assert secret is not None  # wanted_registration checked it
+        client = BotApiClient(http, token=actor.config.token, telegram=self._services.telegram)
+        try:
+            await actor.pipeline.call(
+                "setWebhook",
+                partial(
+                    client.set_webhook,
+                    url=wanted.url,
+                    secret_token=secret,
+                    max_connections=wanted.max_connections,
+                    allowed_updates=wanted.allowed_updates,
+                    drop_pending_updates=False,
+                ),
+                # Not a message: the message limits (global_rps...) would make a first
+                # registration of 100,000 bots take an hour; the queue's concurrency bounds
+                # it, and the bot's flood gate still honours a 429's retry_after.
+                rate_limited=False,
+            )
+        except BotApiError as exc:
+            log.warning(
+                "bot %s: setWebhook failed (%s); it is registered again at the next start",
+                actor.user_id,
+                exc,
+            )
+            return False
+        await self._services.store.upsert_webhook_registration(wanted)
+        self._registrations[actor.user_id] = wanted
+        log.info("bot %s: webhook registered at %s", actor.user_id, wanted.url)
+        return True
 
     def _emit(self, user_id: int, kind: str, detail: str = "") -> None:
         self._services.events.emit(

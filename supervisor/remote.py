@@ -130,6 +130,10 @@ class AdminClient:
         bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/suspend", body)
         return bot
 
+    def set_mode(self, user_id: int, mode: str) -> dict[str, Any]:
+        bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/mode", {"mode": mode})
+        return bot
+
     def resume(self, user_id: int) -> dict[str, Any]:
         bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/resume")
         return bot
@@ -154,7 +158,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_bots_arguments(parser: argparse.ArgumentParser) -> None:
-    """``botvisor bots add|list|show|remove|suspend|resume``."""
+    """``botvisor bots add|list|show|remove|suspend|resume|mode``."""
     _add_target_arguments(parser)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="add a bot (its token is checked with getMe first)")
@@ -183,6 +187,11 @@ def add_bots_arguments(parser: argparse.ArgumentParser) -> None:
     suspend.add_argument("--reason", help="recorded with the suspension")
     resume = actions.add_parser("resume", help="re-check the token and start the bot again")
     resume.add_argument("user_id", type=int)
+    mode = actions.add_parser(
+        "mode", help="switch a bot between polling and webhooks (no update is lost)"
+    )
+    mode.add_argument("user_id", type=int)
+    mode.add_argument("mode", choices=("polling", "webhook"))
 
 
 def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -285,6 +294,9 @@ def bots_command(
                 )
             elif args.action == "resume":
                 print(f"resumed: {_bot_line(client.resume(args.user_id))}", file=out)
+            elif args.action == "mode":
+                bot = client.set_mode(args.user_id, args.mode)
+                print(f"mode {args.mode}: {_bot_line(bot)}", file=out)
     except RemoteError as exc:
         print(f"botvisor: {exc}", file=sys.stderr)
         if exc.code == "usage":

@@ -201,6 +201,40 @@ class BotApiClient:
         result = await self.call("sendMessage", {"chat_id": chat_id, "text": text, **params})
         return _expect_object("sendMessage", result)
 
+    async def set_webhook(
+        self,
+        *,
+        url: str,
+        secret_token: str,
+        max_connections: int,
+        allowed_updates: Sequence[str],
+        drop_pending_updates: bool = False,
+    ) -> bool:
+        """Tell Telegram to push the bot's updates to ``url`` with ``secret_token`` in each
+        delivery's header; pending updates are kept unless ``drop_pending_updates``."""
+        result = await self.call(
+            "setWebhook",
+            {
+                "url": url,
+                "secret_token": secret_token,
+                "max_connections": max_connections,
+                "allowed_updates": list(allowed_updates),
+                "drop_pending_updates": drop_pending_updates,
+            },
+        )
+        return bool(result)
+
+    async def delete_webhook(self, *, drop_pending_updates: bool = False) -> bool:
+        """Remove the bot's webhook (getUpdates works again); pending updates are kept
+        unless ``drop_pending_updates``."""
+        result = await self.call("deleteWebhook", {"drop_pending_updates": drop_pending_updates})
+        return bool(result)
+
+    async def get_webhook_info(self) -> dict[str, Any]:
+        """The bot's WebhookInfo: ``url`` ("" when none), ``pending_update_count``,
+        ``last_error_date`` and ``last_error_message`` when a delivery failed."""
+        return _expect_object("getWebhookInfo", await self.call("getWebhookInfo"))
+
     async def _call(self, method: str, payload: dict[str, Any], read_timeout: float) -> Any:
         telegram = self._telegram
         timeout = httpx.Timeout(

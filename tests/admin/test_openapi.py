@@ -213,6 +213,10 @@ async def test_every_json_answer_matches_its_declared_closed_schema(
             ("POST", "/admin/bots/{user_id}/suspend", "/admin/bots/7/suspend", {}, 200),
             ("POST", "/admin/bots/{user_id}/suspend", "/admin/bots/7/suspend", {}, 409),
             ("POST", "/admin/bots/{user_id}/resume", "/admin/bots/7/resume", None, 200),
+            ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/7/mode", {"mode": "polling"}, 200),
+            ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/7/mode", {"mode": "fax"}, 422),
+            ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/1/mode", {"mode": "polling"}, 409),
+            ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/99/mode", {"mode": "polling"}, 404),
             ("DELETE", "/admin/bots/{user_id}", "/admin/bots/7", None, 200),
             ("GET", "/admin/events", "/admin/events", None, 426),
         ]

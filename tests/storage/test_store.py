@@ -474,3 +474,18 @@ async def test_start_up_reads_every_bots_resume_point_in_bulk(store: Store) -> N
     for uid in (1001, 1002, 1003):
         assert pending.get(uid, []) == await store.inbox_pending(uid)
         assert (await store.load_offsets()).get(uid) == await store.load_offset(uid)
+
+
+async def test_webhook_registrations_round_trip_replace_and_delete(store: Store) -> None:
+    from storage import WebhookRegistration
+
+    first = WebhookRegistration(1001, "https://b.example/tg/1001", "ab" * 8, ("message",), 40, 1.0)
+    await store.upsert_webhook_registration(first)
+    assert await store.load_webhook_registrations() == {1001: first}
+    rotated = WebhookRegistration(1001, first.url, "cd" * 8, ("message", "callback_query"), 40, 2.0)
+    await store.upsert_webhook_registration(rotated)
+    assert await store.load_webhook_registrations() == {1001: rotated}
+    assert not rotated.same_as(first)
+    assert await store.delete_webhook_registration(1001)
+    assert not await store.delete_webhook_registration(1001)
+    assert await store.load_webhook_registrations() == {}

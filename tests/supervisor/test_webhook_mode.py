@@ -1,0 +1,327 @@
+"""Webhook bots in the fleet: dormant until a delivery, registered only when it changed,
+leftover webhooks of polling bots deleted before they poll (issue 12)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from actors import ActorState, BotConfig, BotMode, BotStatus, BotToken, WebhookConfig, chat_key
+from actors.lanes import key_chat_id, lane_name
+from storage import InboxEntry
+from supervisor import Config
+from tests import payloads
+from tests.harness import Fleet, admin_client, bot_token, running_fleet
+from tests.supervisor.webhook_telegram import WebhookTelegram
+
+PUBLIC_URL = "https://bots.example.com/tg"
+IDLE = 60.0
+
+
+def webhook_mode(
+    *, secret: str = "master-secret-1", mode: BotMode = BotMode.WEBHOOK
+) -> Callable[[Config], Config]:
+    def configure(config: Config) -> Config:
+        return config.model_copy(
+            update={
+                "webhook": WebhookConfig(public_url=PUBLIC_URL, secret=secret, idle_seconds=IDLE),
+                "bots": tuple(bot.model_copy(update={"mode": mode}) for bot in config.bots),
+            }
+        )
+
+    return configure
+
+
+async def deliver(fleet: Fleet, user_id: int, update: Mapping[str, Any]) -> None:
+    """What the receiver does with a delivery: commit it to the inbox, then tell the fleet."""
+    handle = fleet.handle
+    key: Hashable = chat_key(update)
+    received_at = 1_800_000_000.0 + trio.current_time()
+    new = await handle.store.inbox_add(
+        user_id, [InboxEntry(update, key_chat_id(key), lane_name(key))], None, received_at
+    )
+    if new:
+        handle.fleet.webhook_stored(user_id, update, key, received_at)
+
+
+def count_tasks() -> int:
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(walk(child) for n in task.child_nurseries for child in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)
+
+
+async def test_dormant_webhook_bots_cost_no_task_and_a_restart_makes_no_call(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    bots = list(range(1, 41))
+    async with running_fleet(db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap):
+        await trio.sleep(1)
+        one_bot_tasks = count_tasks()
+    async with running_fleet(
+        db, bots, configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        # Forty dormant bots: not one task more than one dormant bot, no supervised child.
+        assert count_tasks() == one_bot_tasks
+        assert fleet.handle.supervisor.statistics().children == 0
+        assert all(a.state is ActorState.IDLE for a in fleet.handle.fleet.actors())
+        registered = {c.bot_id for c in telegram.calls if c.method == "setWebhook"}
+        assert sorted({fleet.bot_id(uid) for uid in bots} - registered) == []
+        assert sorted(registered - {fleet.bot_id(uid) for uid in bots}) == []
+        call = next(c for c in telegram.calls if c.bot_id == fleet.bot_id(7))
+        assert call.params["url"] == f"{PUBLIC_URL}/7"
+        assert call.params["drop_pending_updates"] is False
+        assert call.params["secret_token"] == fleet.handle.fleet.webhook_secret(7)
+        # The fleet-wide summary works without waking anyone.
+        assert fleet.handle.supervisor.statistics().children == 0
+    calls_before = len(telegram.calls)
+    async with running_fleet(db, bots, configure=webhook_mode(), wrap_transport=telegram.wrap):
+        await trio.sleep(30)
+    # Unchanged registrations: a start makes no Bot API call at all for webhook bots.
+    assert telegram.methods()[calls_before:] == []
+
+
+async def test_a_rotated_master_secret_registers_every_bot_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    async with running_fleet(db, [1, 2], configure=webhook_mode(), wrap_transport=telegram.wrap):
+        await trio.sleep(1)
+    first = {c.bot_id: c.params["secret_token"] for c in telegram.calls}
+    telegram.calls.clear()
+    async with running_fleet(
+        db, [1, 2], configure=webhook_mode(secret="master-secret-2"), wrap_transport=telegram.wrap
+    ):
+        await trio.sleep(1)
+    assert telegram.methods() == ["setWebhook", "setWebhook"]
+    second = {c.bot_id: c.params["secret_token"] for c in telegram.calls}
+    assert second.keys() == first.keys()
+    assert all(second[bot] != first[bot] for bot in first)
+
+
+async def test_a_delivery_wakes_a_dormant_bot_which_handles_it_once_then_sleeps(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        actor = fleet.handle.fleet.get(1)
+        assert actor.state is ActorState.IDLE
+        await deliver(fleet, 1, payloads.message(41, chat_id=111, text="hi"))
+        await deliver(fleet, 1, payloads.callback_query(42, chat_id=111))
+        await deliver(fleet, 1, payloads.message(41, chat_id=111, text="hi"))  # a redelivery
+        await trio.sleep(1)
+        assert actor.state.value == "running"
+        assert [p["text"] for p in telegram.sent()] == ["hi"]
+        assert actor.statistics().handled_updates == 2
+        await trio.sleep(IDLE + 1)
+        # Dormant again: no incarnation, no supervised child, nothing undone.
+        assert actor.state is ActorState.IDLE
+        assert fleet.handle.supervisor.child_state(1) is None
+        assert await fleet.handle.store.inbox_pending(1) == []
+        # The operator sees the dormant bot, with its counters, without waking it.
+        async with admin_client(fleet) as admin:
+            shown = (await admin.get("/admin/bots/1")).json()
+            summary = (await admin.get("/admin/system/bot-health/summary")).json()
+        assert (shown["mode"], shown["state"], shown["supervisor_state"]) == (
+            "webhook",
+            "idle",
+            None,
+        )
+        assert summary["total_bots"] == 1
+        assert fleet.handle.supervisor.child_state(1) is None
+        # And a later delivery wakes it once more.
+        await deliver(fleet, 1, payloads.message(43, chat_id=222, text="again"))
+        await trio.sleep(1)
+        assert [p["text"] for p in telegram.sent()] == ["hi", "again"]
+    assert telegram.methods().count("sendMessage") == 2
+
+
+async def test_a_delivery_while_the_bot_goes_dormant_is_handled(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        actor = fleet.handle.fleet.get(1)
+        seen: list[ActorState] = []
+        async with trio.open_nursery() as nursery:
+            original = actor._transition
+
+            def transition(target: ActorState) -> None:
+                original(target)
+                if target is ActorState.STOPPING and not seen:
+                    # The delivery lands while the incarnation is going dormant.
+                    async def late() -> None:
+                        seen.append(actor.state)
+                        await deliver(fleet, 1, payloads.callback_query(52, chat_id=111))
+                        await deliver(fleet, 1, payloads.message(53, chat_id=111, text="late"))
+
+                    nursery.start_soon(late)
+
+            monkeypatch.setattr(actor, "_transition", transition)
+            await deliver(fleet, 1, payloads.message(51, chat_id=111, text="first"))
+            await trio.sleep(IDLE + 5)
+        assert seen == [ActorState.STOPPING]
+        await trio.sleep(1)
+        assert [p["text"] for p in telegram.sent()] == ["first", "late"]
+        assert await fleet.handle.store.inbox_pending(1) == []
+        await trio.sleep(IDLE + 5)
+        assert actor.state is ActorState.IDLE
+        assert fleet.handle.supervisor.child_state(1) is None
+
+
+async def test_a_suspended_webhook_bot_keeps_its_delivery_for_later(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await fleet.handle.fleet.suspend(1)
+        await deliver(fleet, 1, payloads.message(61, chat_id=111, text="wait"))
+        await trio.sleep(5)
+        assert telegram.sent() == []
+        assert fleet.handle.supervisor.child_state(1) is None
+        assert [row["update_id"] for row in await fleet.handle.store.inbox_pending(1)] == [61]
+
+
+async def test_a_polling_bot_deletes_its_leftover_webhook_before_it_polls(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    async with running_fleet(db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap):
+        await trio.sleep(1)
+    async with running_fleet(
+        db, [1], configure=webhook_mode(mode=BotMode.POLLING), wrap_transport=telegram.wrap
+    ) as fleet:
+        # Telegram kept what came while the webhook was set: nothing of it is lost.
+        telegram.keep(fleet.bot_id(1), payloads.message(71, chat_id=111, text="kept"))
+        await trio.sleep(5)
+        methods = telegram.methods(fleet.bot_id(1))
+        assert methods[:3] == ["setWebhook", "deleteWebhook", "getUpdates"]
+        assert [p["text"] for p in telegram.sent()] == ["kept"]
+        assert fleet.handle.fleet.registration(1) is None
+        assert await fleet.handle.store.load_webhook_registrations() == {}
+
+
+async def test_a_409_for_an_active_webhook_deletes_it_and_polling_goes_on(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(tmp_path / "w.db", [1], wrap_transport=telegram.wrap) as fleet:
+        bot = telegram.bot(fleet.bot_id(1))
+        # Someone else set a webhook: botvisor's store knows nothing of it.
+        bot.webhook = {"url": "https://elsewhere.example/hook"}
+        telegram.keep(fleet.bot_id(1), payloads.message(81, chat_id=111, text="pending"))
+        await trio.sleep(60)
+        assert bot.webhook is None
+        assert "deleteWebhook" in telegram.methods()
+        deletes = [c.params for c in telegram.calls if c.method == "deleteWebhook"]
+        assert deletes == [{"drop_pending_updates": False}]
+        assert [p["text"] for p in telegram.sent()] == ["pending"]
+
+
+async def test_a_mode_switch_at_run_time_loses_no_update(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db",
+        [1],
+        configure=webhook_mode(mode=BotMode.POLLING),
+        wrap_transport=telegram.wrap,
+    ) as fleet:
+        fleet.api.add_bot(bot_token(2))
+        await fleet.handle.fleet.add(BotConfig(user_id=2, token=BotToken(bot_token(2))))
+        bot = BotToken(bot_token(2)).bot_id
+        telegram.keep(bot, payloads.message(1, chat_id=111, text="one"))
+        await trio.sleep(5)
+        async with admin_client(fleet) as admin:
+            # A config file's bot: its mode is the file's.
+            refused = await admin.post("/admin/bots/1/mode", json={"mode": "webhook"})
+            assert refused.status_code == 409
+            assert "bots[].mode" in refused.json()["error"]["message"]
+            bad = await admin.post("/admin/bots/2/mode", json={"mode": "carrier-pigeon"})
+            assert bad.status_code == 422
+
+            switched = await admin.post("/admin/bots/2/mode", json={"mode": "webhook"})
+            assert switched.status_code == 200
+            assert switched.json()["mode"] == "webhook"
+            assert telegram.bot(bot).webhook is not None
+            # Telegram kept what came meanwhile and pushes it.
+            telegram.keep(bot, payloads.message(2, chat_id=111, text="two"))
+            for update in telegram.bot(bot).pending[-1:]:
+                await deliver(fleet, 2, update)
+            await trio.sleep(5)
+            telegram.bot(bot).pending.clear()
+            # Pending at Telegram when the switch back comes: fetched by the first poll.
+            telegram.keep(bot, payloads.callback_query(3, chat_id=111))
+            telegram.keep(bot, payloads.message(4, chat_id=111, text="four"))
+            back = await admin.post("/admin/bots/2/mode", json={"mode": "polling"})
+            assert back.status_code == 200
+            assert back.json()["mode"] == "polling"
+            await trio.sleep(5)
+        methods = telegram.methods(bot)
+        assert methods.index("setWebhook") < methods.index("deleteWebhook")
+        after_switch = methods[methods.index("deleteWebhook") :]
+        assert after_switch[:2] == ["deleteWebhook", "getUpdates"]
+        assert [p["text"] for p in telegram.sent()] == ["one", "two", "four"]
+        assert await fleet.handle.store.inbox_pending(2) == []
+        stored = await fleet.handle.store.get_bot(2)
+        assert stored is not None and stored.settings["mode"] == "polling"
+
+
+async def test_telegram_failing_to_deliver_makes_the_bot_degraded_then_unhealthy(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+
+    def configure(config: Config) -> Config:
+        config = webhook_mode()(config)
+        webhook = config.webhook.model_copy(update={"info_interval": 100.0})
+        return config.model_copy(update={"webhook": webhook})
+
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=configure, wrap_transport=telegram.wrap
+    ) as fleet:
+        bot = telegram.bot(fleet.bot_id(1))
+        actor = fleet.handle.fleet.get(1)
+        await trio.sleep(1)
+        assert bot.webhook is not None
+        bot.pending.append(payloads.message(91))
+        now = int(1_800_000_000 + trio.current_time())
+        bot.last_error = (now, "Connection timed out")
+        await trio.sleep(100)  # the first check
+        assert actor.status() is BotStatus.DEGRADED
+        assert "Connection timed out" in (actor.statistics().health.last_error or "")
+        # Telegram keeps retrying and failing: the error's date moves on.
+        bot.last_error = (int(1_800_000_000 + trio.current_time()), "Connection timed out")
+        await trio.sleep(100)  # the second check reports it again
+        assert actor.status() is BotStatus.UNHEALTHY
+        bot.last_error = None
+        await trio.sleep(100)
+        assert actor.status() is BotStatus.HEALTHY
+        assert telegram.methods().count("getWebhookInfo") == 3
+        # The dormant bot was never woken for any of it.
+        assert fleet.handle.supervisor.child_state(1) is None
+        # Someone set another webhook: botvisor registers its own again.
+        bot.webhook = {"url": "https://elsewhere.example/hook"}
+        await trio.sleep(100)
+        assert bot.webhook["url"] == f"{PUBLIC_URL}/1"
+        assert telegram.methods().count("setWebhook") == 2
