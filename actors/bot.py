@@ -120,6 +120,7 @@ class BotActor:
             rng=services.rng,
             on_suspend=self._suspend_after_error,
             confirm_token=self._token_accepted,
+            policies=services.retry_policies,
         )
         self._state = ActorState.IDLE
         self._status = BotStatus.HEALTHY

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
@@ -47,7 +47,13 @@ from actors.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from actors.config import RetryConfig
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
-from actors.retry import RetryCounters, RetryPolicy, RetryStatistics, forbids_repeat
+from actors.retry import (
+    RetryCounters,
+    RetryPolicy,
+    RetryStatistics,
+    forbids_repeat,
+    retry_policies,
+)
 from storage import HealthRow
 
 __all__ = ["PipelineStatistics", "RequestPipeline"]
@@ -91,6 +97,7 @@ class RequestPipeline:
         rng: random.Random,
         on_suspend: Callable[[str], None],
         confirm_token: Callable[[], Awaitable[bool | None]] | None = None,
+        policies: Mapping[ErrorCategory, RetryPolicy] | None = None,
     ) -> None:
         self._user_id = user_id
         self._breaker = breaker
@@ -106,11 +113,8 @@ class RequestPipeline:
         # getMe, outside the pipeline: True if the token is accepted, False if refused, None
         # if Telegram could not be asked. Without it a suspected bad token counts as refused.
         self._confirm_token = confirm_token
-        self._policies = {
-            ErrorCategory.RATE_LIMIT: RetryPolicy.from_config(retry.rate_limit),
-            ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
-            ErrorCategory.UNKNOWN: RetryPolicy.from_config(retry.unknown),
-        }
+        # Immutable, so one set serves the whole fleet (``FleetServices.retry_policies``).
+        self._policies = retry_policies(retry) if policies is None else policies
         self._retry_uncertain = retry.retry_uncertain_sends
         self._refused = 0
         self._in_flight = 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from actors.botapi.errors import BotApiError, ErrorCategory, TransportError
-from actors.config import BackoffKind, JitterKind, RetryPolicyConfig
+from actors.config import BackoffKind, JitterKind, RetryConfig, RetryPolicyConfig
 
 __all__ = [
     "Backoff",
@@ -291,6 +291,15 @@ class RetryPolicy:
     def delay(self, attempt: int, previous: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based); in ``[0, max_delay]``."""
         return self.schedule.delay(attempt, previous, rng)
+
+
+def retry_policies(retry: RetryConfig) -> dict[ErrorCategory, RetryPolicy]:
+    """The policy of each retried error category under ``retry`` (immutable: build once)."""
+    return {
+        ErrorCategory.RATE_LIMIT: RetryPolicy.from_config(retry.rate_limit),
+        ErrorCategory.TRANSIENT_NETWORK: RetryPolicy.from_config(retry.transient_network),
+        ErrorCategory.UNKNOWN: RetryPolicy.from_config(retry.unknown),
+    }
 
 
 def forbids_repeat(error: BotApiError, *, idempotent: bool, retry_uncertain_sends: bool) -> bool:

@@ -79,6 +79,8 @@ async def start_fleet(
         rng=random.Random(1),
         transport=SimulatedTransport(api),
         store_offload=store_offload,
+        # As `botvisor run` does.
+        freeze_after_load=True,
     )
     async with trio.open_nursery() as nursery:
         handle: DaemonHandle = await nursery.start(daemon.run)

@@ -122,6 +122,7 @@ async def _measure(bots: int, idle: float, db: Path) -> dict[str, Any]:
         wall_clock=system_wall_clock(),
         rng=random.Random(1),
         transport=SimulatedTransport(api),
+        freeze_after_load=True,
     )
     gc.collect()
     rss_base = self_rss_kib()

@@ -204,6 +204,7 @@ async def run_daemon(
         rng=random.Random(),
         open_files=open_files,
         prune_config_bots=prune_config_bots,
+        freeze_after_load=True,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

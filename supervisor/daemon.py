@@ -16,10 +16,12 @@ component cancels the tree and propagates, so the process exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -86,6 +88,7 @@ class Daemon:
         store_offload: Offload | None = None,
         open_files: OpenFilesLimit | None = None,
         prune_config_bots: bool = False,
+        freeze_after_load: bool = False,
     ) -> None:
         self.config = config
         self._wall_clock = wall_clock
@@ -98,6 +101,10 @@ class Daemon:
         # Unregister every stored config bot when the file declares none (botvisor run
         # --prune-config-bots); without it such a start is refused.
         self._prune_config_bots = prune_config_bots
+        # After the fleet is loaded, move every object then alive to the collector's
+        # permanent generation (gc.freeze): the process's own objects live until it exits,
+        # and later collections need not walk them again. For a daemon that owns its process.
+        self._freeze_after_load = freeze_after_load
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
 
@@ -195,7 +202,8 @@ class Daemon:
                 check_open_files(await _polling_bots(config, store), self._open_files)
             await root.start(metrics.run)
             await root.start(supervisor.run)
-            await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
+            with _collector_paused(freeze=self._freeze_after_load):
+                await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
             await root.start(fleet.run_webhook_tasks)
             admin_url = await root.start(admin.run) if admin is not None else None
             self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
@@ -225,6 +233,23 @@ class Daemon:
             await fleet.save_suspensions()
             await store.stop()
             log.info("shutdown complete: database closed")
+
+
+@contextlib.contextmanager
+def _collector_paused(*, freeze: bool) -> Iterator[None]:
+    """No cyclic garbage collection while the fleet is built: each bot's objects are all
+    alive, so the collections that allocating them would trigger walk an ever larger heap
+    for nothing (they were 90% of building 10,000 bots). ``freeze``: then move every object
+    alive to the permanent generation."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if freeze:
+            gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 async def _polling_bots(config: Config, store: Store) -> int:

@@ -91,3 +91,25 @@ async def test_a_taken_admin_address_is_a_setup_error_naming_it(
     assert error is not None
     assert f"cannot listen on 127.0.0.1:{port}" in str(error)
     assert "change admin.listen" in str(error)
+
+
+async def test_the_fleet_is_built_with_the_collector_paused_and_it_runs_again_after(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from supervisor import fleet as fleet_module
+
+    seen: list[bool] = []
+    original = fleet_module.Fleet.load
+
+    async def load(self: fleet_module.Fleet, *args: object, **kwargs: object) -> None:
+        seen.append(gc.isenabled())
+        await original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fleet_module.Fleet, "load", load)
+    assert gc.isenabled()
+    async with running_fleet(tmp_path / "d.db", [1, 2]) as fleet:
+        assert len(fleet.handle.fleet.actors()) == 2
+        assert gc.isenabled()
+    assert seen == [False]
