@@ -22,9 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
 import trio
 
-from actors import BotConfig, BotToken, LimitsConfig, TelegramConfig, find_exception
+from actors import (
+    BotConfig,
+    BotMode,
+    BotToken,
+    LimitsConfig,
+    TelegramConfig,
+    WebhookConfig,
+    find_exception,
+)
 from actors.simulator import FaultProfile, OutageMode, SimReport, SimulatedBotApi, serve_sim
 from admin import AdminConfig
 from storage import StorageConfig
@@ -133,6 +142,15 @@ def bounded(
     return parse
 
 
+MODES = ("polling", "webhook", "mixed")
+
+
+def _bot_mode(mode: str, index: int) -> BotMode:
+    if mode == "webhook" or (mode == "mixed" and index % 2 == 0):
+        return BotMode.WEBHOOK
+    return BotMode.POLLING
+
+
 # Bounds of the demo's and sim-server's options: what a laptop can simulate.
 BOTS = bounded(int, 1, 100_000)
 CHATS = bounded(int, 1, 10_000)
@@ -179,6 +197,21 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         type=PORT,
         default=8080,
         help="admin API port on 127.0.0.1 (default 8080; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--mode",
+        default="polling",
+        choices=MODES,
+        help=(
+            "how the bots get their updates: polling (getUpdates), webhook (the simulated "
+            "Telegram pushes them to the webhook listener) or mixed (every other bot)"
+        ),
+    )
+    parser.add_argument(
+        "--webhook-port",
+        type=PORT,
+        default=8443,
+        help="the webhook listener's port on 127.0.0.1 with --mode webhook or mixed (default 8443)",
     )
     parser.add_argument(
         "--drain",
@@ -290,25 +323,39 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    async with trio.open_nursery() as outer:
+    mode = getattr(args, "mode", "polling")
+    webhooks = mode != "polling"
+    # The simulated Telegram pushes over real HTTP to the daemon's webhook listener.
+    async with httpx.AsyncClient(timeout=70.0) as pusher, trio.open_nursery() as outer:
         api_url = await outer.start(serve_sim, api)
+        if webhooks:
+            await outer.start(api.push_webhooks, pusher)
+        webhook_port = getattr(args, "webhook_port", 8443)
         config = Config(
             telegram=TelegramConfig(api_base=api_url, poll_timeout=10, request_timeout=5.0),
             storage=StorageConfig(path=str(db), persist_interval=60),
             limits=LimitsConfig(global_rps=args.global_rps, global_burst=int(args.global_rps)),
             admin=AdminConfig(listen=f"127.0.0.1:{args.admin_port}", token=admin_token),
             supervisor=SupervisorConfig(graceful_timeout=5.0, report_interval=1.0),
+            webhook=WebhookConfig(
+                listen=f"127.0.0.1:{webhook_port}",
+                public_url=f"http://127.0.0.1:{webhook_port}/tg" if webhooks else None,
+                secret=secrets.token_urlsafe(32) if webhooks else None,
+            ),
             bots=tuple(
-                BotConfig(user_id=1001 + i, token=BotToken(token)) for i, token in enumerate(tokens)
+                BotConfig(user_id=1001 + i, token=BotToken(token), mode=_bot_mode(mode, i))
+                for i, token in enumerate(tokens)
             ),
         )
         daemon = Daemon(config, wall_clock=wall_clock, rng=random.Random(rng.random()))
         async with trio.open_nursery() as inner:
             handle: DaemonHandle = await inner.start(daemon.run)
             say(
-                f"botvisor demo: {args.bots} bots, {args.chats} chats each at {args.rate:g} "
-                f"msg/s, faults: {args.faults} ({scenario.description})"
+                f"botvisor demo: {args.bots} bots ({mode}), {args.chats} chats each at "
+                f"{args.rate:g} msg/s, faults: {args.faults} ({scenario.description})"
             )
+            if webhooks:
+                say(f"  webhook listener {config.webhook.public_url}/<user_id>")
             kept = "" if args.db is not None else " (fresh; --db PATH keeps one across runs)"
             say(f"  simulated Bot API {api_url}; database {db}{kept}")
             say(f"  admin API {handle.admin_url}  (Authorization: Bearer {admin_token})")
