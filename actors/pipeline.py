@@ -48,6 +48,7 @@ from actors.config import RetryConfig
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
 from actors.retry import RetryCounters, RetryPolicy, RetryStatistics, forbids_repeat
+from actors.usage import UsageMeter, call_outcome
 from storage import HealthRow
 
 __all__ = ["PipelineStatistics", "RequestPipeline"]
@@ -114,6 +115,7 @@ class RequestPipeline:
         self._retry_uncertain = retry.retry_uncertain_sends
         self._refused = 0
         self._in_flight = 0
+        self._usage = UsageMeter()
 
     @property
     def user_id(self) -> int:
@@ -134,6 +136,11 @@ class RequestPipeline:
     @property
     def flood_gate(self) -> FloodGate:
         return self._flood_gate
+
+    @property
+    def usage(self) -> UsageMeter:
+        """The bot's usage counts not yet written (calls, sends, reply latency...)."""
+        return self._usage
 
     async def call(
         self,
@@ -213,6 +220,7 @@ class RequestPipeline:
                 self._record_error(
                     error, chat_id, latency if measure_latency else None, generation, poll=poll
                 )
+                self._usage.count_call(method, call_outcome(error.category.value))
                 last_error = error
             except BaseException:
                 # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
@@ -221,6 +229,7 @@ class RequestPipeline:
                 raise
             else:
                 self._breaker.record_success(generation=generation, poll=poll)
+                self._usage.count_call(method, "ok")
                 if poll:
                     self._health.record_poll_success()
                 else:
@@ -275,6 +284,7 @@ class RequestPipeline:
                 self._refuse(method, failure, exhausted=True)
             retries += 1
             self._counters.record_retry(category)
+            self._usage.count_call(method, "retried")
             await trio.sleep(delay)
 
     async def _token_refused(self, failure: BotApiError) -> bool:

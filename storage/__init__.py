@@ -26,9 +26,31 @@ from storage.store import (
     Store,
     StoreStatistics,
 )
+from storage.usage import (
+    GRAINS,
+    LATENCY_BOUNDS_MS,
+    OUTCOMES,
+    TOP_METRICS,
+    UsageRow,
+    grain_seconds,
+    iso_utc,
+    latency_metric,
+    latency_quantile,
+    period_start,
+)
 from storage.writer import Job, Offload, StoreWriter, WriterState, WriterStatistics, run_inline
 
 __all__ = [
+    "GRAINS",
+    "LATENCY_BOUNDS_MS",
+    "OUTCOMES",
+    "TOP_METRICS",
+    "UsageRow",
+    "grain_seconds",
+    "iso_utc",
+    "latency_metric",
+    "latency_quantile",
+    "period_start",
     "BOT_SOURCES",
     "COUNTER_COLUMNS",
     "HEALTH_COLUMNS",

@@ -158,11 +158,32 @@ def _v4_inbox_lanes(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v5_usage(db: sqlite_utils.Database) -> None:
+    # Usage analytics (storage/usage.py): one integer per (grain, bot, period start, metric),
+    # added to in place, and the distinct chats and users of each (grain, bot, period).
+    counts = db.table("usage_counts")
+    counts.create(
+        {"grain": str, "user_id": int, "period": int, "metric": str, "value": int},
+        pk=("grain", "user_id", "period", "metric"),
+        not_null={"grain", "user_id", "period", "metric", "value"},
+    )
+    # The fleet's series and retention read by grain and period across bots.
+    counts.create_index(["grain", "period"], "idx_usage_counts_grain_period")
+    members = db.table("usage_members")
+    members.create(
+        {"grain": str, "user_id": int, "period": int, "kind": str, "member": int},
+        pk=("grain", "user_id", "period", "kind", "member"),
+        not_null={"grain", "user_id", "period", "kind", "member"},
+    )
+    members.create_index(["grain", "period"], "idx_usage_members_grain_period")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
     Migration(3, "chat_migrations", _v3_chat_migrations),
     Migration(4, "inbox.lane and its undone index", _v4_inbox_lanes),
+    Migration(5, "usage_counts and usage_members (usage analytics)", _v5_usage),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
