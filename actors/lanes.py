@@ -39,11 +39,11 @@ __all__ = [
     "LaneStatistics",
     "Refill",
     "chat_key",
-    "usage_kind",
     "key_chat_id",
     "lane_name",
     "update_chat_id",
     "update_payload",
+    "usage_kind",
 ]
 
 Update = Mapping[str, Any]
