@@ -154,6 +154,8 @@ class Daemon:
             persist_interval=config.storage.persist_interval,
             retention_days=config.storage.retention_days,
             retention_check_interval=config.storage.retention_check_interval,
+            usage_hour_retention_days=config.storage.usage_hour_retention_days,
+            usage_retention_days=config.storage.usage_retention_days,
         )
 
         async def ready() -> tuple[bool, str]:
