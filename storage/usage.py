@@ -194,7 +194,7 @@ def add_counts(
     transaction)."""
     if not counts:
         return
-    rows = []
+    rows: list[tuple[str, int, int, str, int]] = []
     for grain in GRAINS:
         start = period_start(grain, at)
         rows.extend((grain, user_id, start, metric, value) for metric, value in counts.items())
@@ -209,7 +209,7 @@ def add_members(
     unique = set(members)
     if not unique:
         return
-    rows = []
+    rows: list[tuple[str, int, int, str, int]] = []
     for grain in GRAINS:
         start = period_start(grain, at)
         rows.extend((grain, user_id, start, kind, member) for kind, member in unique)

@@ -181,6 +181,8 @@ class Daemon:
                     ip_rate_limit=config.admin.rate_limit,
                     ip_rate_limit_clients=config.admin.ip_rate_limit_clients,
                     trusted_proxies=config.admin.trusted_proxies,
+                    usage_hour_retention_days=config.storage.usage_hour_retention_days,
+                    usage_retention_days=config.storage.usage_retention_days,
                 )
             )
             tls = (
