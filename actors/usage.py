@@ -40,13 +40,17 @@ class UsageMeter:
     def count_call(self, method: str, outcome: str) -> None:
         """One Bot API attempt of ``method`` with ``outcome`` (see :func:`call_outcome`, or
         ``retried`` for a retry scheduled); a successful ``send*`` is a message sent."""
-        self.count(f"calls.{method}.{outcome}")
-        if outcome == "ok" and method.startswith("send"):
-            self.count("sends")
+        counts = self._counts
+        metric = f"calls.{method}.{outcome}"
+        counts[metric] = counts.get(metric, 0) + 1
+        if outcome == "ok" and method[:4] == "send":
+            counts["sends"] = counts.get("sends", 0) + 1
 
     def count_reply_latency(self, seconds: float) -> None:
         """An update's first reply, ``seconds`` after the update was stored."""
-        self.count(latency_metric(seconds))
+        counts = self._counts
+        metric = latency_metric(seconds)
+        counts[metric] = counts.get(metric, 0) + 1
 
     def count_webhook(self, accepted: bool) -> None:
         """One webhook delivery to this bot, accepted or rejected (bad secret, bad body...).

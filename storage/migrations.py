@@ -161,21 +161,20 @@ def _v4_inbox_lanes(db: sqlite_utils.Database) -> None:
 def _v5_usage(db: sqlite_utils.Database) -> None:
     # Usage analytics (storage/usage.py): one integer per (grain, bot, period start, metric),
     # added to in place, and the distinct chats and users of each (grain, bot, period).
-    counts = db.table("usage_counts")
-    counts.create(
-        {"grain": str, "user_id": int, "period": int, "metric": str, "value": int},
-        pk=("grain", "user_id", "period", "metric"),
-        not_null={"grain", "user_id", "period", "metric", "value"},
+    # WITHOUT ROWID: the key is the row (half the bytes of a rowid table plus its key index).
+    db.execute(
+        "CREATE TABLE usage_counts (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, metric TEXT NOT NULL, value INTEGER NOT NULL, "
+        "PRIMARY KEY (grain, user_id, period, metric)) WITHOUT ROWID"
     )
-    # The fleet's series and retention read by grain and period across bots.
-    counts.create_index(["grain", "period"], "idx_usage_counts_grain_period")
-    members = db.table("usage_members")
-    members.create(
-        {"grain": str, "user_id": int, "period": int, "kind": str, "member": int},
-        pk=("grain", "user_id", "period", "kind", "member"),
-        not_null={"grain", "user_id", "period", "kind", "member"},
+    db.execute(
+        "CREATE TABLE usage_members (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, kind TEXT NOT NULL, member INTEGER NOT NULL, "
+        "PRIMARY KEY (grain, user_id, period, kind, member)) WITHOUT ROWID"
     )
-    members.create_index(["grain", "period"], "idx_usage_members_grain_period")
+    # The fleet's series, the top tenants and retention read by grain and period across bots.
+    db.execute("CREATE INDEX idx_usage_counts_period ON usage_counts (grain, period)")
+    db.execute("CREATE INDEX idx_usage_members_period ON usage_members (grain, period)")
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -22,6 +22,7 @@ Storage never reads a clock: every function takes the wall-clock time it counts 
 
 from __future__ import annotations
 
+import bisect
 import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,11 +82,8 @@ _LATENCY_METRICS = tuple(_LATENCY_PREFIX + _bound_name(b) for b in LATENCY_BOUND
 
 def latency_metric(seconds: float) -> str:
     """The metric of the bucket a reply latency of ``seconds`` falls in."""
-    ms = seconds * 1000.0
-    for bound, name in zip(LATENCY_BOUNDS_MS, _LATENCY_METRICS, strict=True):
-        if ms <= bound:
-            return name
-    return _LATENCY_METRICS[-1]
+    index = bisect.bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)
+    return _LATENCY_METRICS[min(index, len(_LATENCY_METRICS) - 1)]
 
 
 def latency_quantile(counts: Mapping[str, int], q: float) -> float | None:
@@ -222,14 +220,16 @@ def delete_older(
     """Retention: up to ``batch_size`` rows of each table whose period started before its
     grain's cutoff (hours: ``hour_cutoff``; days and months: ``rollup_cutoff``)."""
     deleted = 0
-    for table in ("usage_counts", "usage_members"):
+    keys = {"usage_counts": "metric", "usage_members": "kind, member"}
+    for table, rest in keys.items():
         for grain, cutoff in (
             ("hour", hour_cutoff),
             ("day", rollup_cutoff),
             ("month", rollup_cutoff),
         ):
+            key = f"grain, user_id, period, {rest}"
             deleted += conn.execute(
-                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} "
+                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "
                 "WHERE grain = ? AND period < ? LIMIT ?)",
                 (grain, cutoff, batch_size),
             ).rowcount
