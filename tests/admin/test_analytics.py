@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 from pathlib import Path
 
 import trio
 import trio.testing
 
+from actors.simulator import SimulatedBotApi
 from admin.analytics import CSV_COLUMNS
+from supervisor.cli import build_parser
+from supervisor.remote import usage_command
 from tests import payloads
-from tests.admin.helpers import admin_fleet
+from tests.admin.helpers import ADMIN_TOKEN, admin_fleet, served
+from tests.harness import running_fleet
 
 
 async def test_usage_counts_what_the_simulator_saw_by_type_and_in_csv(
@@ -88,3 +93,36 @@ async def test_bad_ranges_are_422_naming_what_to_change(
         assert naive.status_code == 422
         assert "from" in naive.json()["error"]["message"]
         assert (await admin.http.get("/admin/analytics/top?limit=0")).status_code == 422
+
+
+async def test_botvisor_usage_prints_a_table_and_csv_from_a_served_daemon(
+    tmp_path: Path,
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(3))
+    with trio.fail_after(60):
+        async with running_fleet(tmp_path / "c.db", [1], api=api, configure=served()) as fleet:
+            url = fleet.handle.admin_url
+            assert url is not None
+            for n in range(3):
+                api.send_user_message(fleet.tokens[1], 111, f"hello {n}")
+            while api.report().answered < 3:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            await fleet.handle.store.flush()
+            env = {"BOTVISOR_ADMIN_TOKEN": ADMIN_TOKEN}
+
+            def run(*argv: str) -> tuple[int, str]:
+                out = io.StringIO()
+                args = build_parser().parse_args(["usage", "--url", url, *argv])
+                return usage_command(args, env=env, out=out), out.getvalue()
+
+            code, table = await trio.to_thread.run_sync(run, "--days", "2")
+            assert code == 0
+            header, *_days, total = table.splitlines()[1:]
+            assert header.split()[:3] == ["day", "updates", "sends"]
+            assert total.split()[:3] == ["total", "3", "3"]
+            code, sheet = await trio.to_thread.run_sync(run, "--user-id", "1", "--csv")
+            assert code == 0
+            (row,) = list(csv.DictReader(io.StringIO(sheet)))
+            assert (row["user_id"], row["updates_message"], row["sends"]) == ("1", "3", "3")
+            code, _ = await trio.to_thread.run_sync(run, "--days", "0")
+            assert code == 2
