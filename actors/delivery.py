@@ -167,9 +167,9 @@ class Delivery:
         self._handled += 1
         self._replied.discard(item.update_id)
         store, now = self._services.store, self._services.wall_clock()
-        # The bot's usage since the last write goes with the done mark, in its transaction:
-        # a crash before the mark commits loses these counts and handles the update again,
-        # which counts its replies again.
+        # The bot's usage since the last write (this update's sends, and those of its other
+        # chats so far) goes with the done mark, in its transaction: a crash before the mark
+        # commits loses these counts, and the update is handled and its replies counted again.
         usage = self._pipeline.usage.take()
         try:
             store.inbox_done_nowait(self._user_id, [item.update_id], now, usage)
