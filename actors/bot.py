@@ -421,6 +421,7 @@ class BotActor:
                 if self._state is not ActorState.STOPPING:
                     self._transition(ActorState.STOPPING)
                 await lanes.close()
+                self._flush_usage()
                 nursery.cancel_scope.cancel()
 
     async def _serve_webhook(self, lanes: ChatLanes[Inbound]) -> None:
@@ -482,6 +483,18 @@ class BotActor:
         while True:
             await trio.sleep(self._services.report_interval)
             self._check_status()
+            self._flush_usage()
+
+    def _flush_usage(self) -> None:
+        """Write the usage counts no done mark has carried (polls, webhook deliveries)."""
+        usage = self.pipeline.usage
+        counts = usage.take()
+        if not counts:
+            return
+        try:
+            self._services.store.usage_add_nowait(self.user_id, counts, self._services.wall_clock())
+        except trio.WouldBlock:
+            usage.give_back(counts)  # the next flush or done mark takes them
 
     def _on_breaker(self, transition: BreakerTransition) -> None:
         self._emit(

@@ -84,6 +84,8 @@ class Delivery:
         self._ambiguous = 0
         self._handler_errors = 0
         self._migrations = ChatMigrations()
+        # Updates in a handler now that have had a reply (reply latency is to the first).
+        self._replied: set[int] = set()
 
     @property
     def user_id(self) -> int:
@@ -143,27 +145,36 @@ class Delivery:
         try:
             await self._handler(item.update, self._context(self, item))
         except SuspendedWhileHandling:
+            self._replied.discard(item.update_id)
             return
         except DeliveryFailed:
             pass  # dead-lettered where it failed
         except BotApiError as exc:
             if exc.category is ErrorCategory.PERMANENT:
+                self._replied.discard(item.update_id)
                 return  # the bot is suspended; the update stays undone
             # A call the handler made (ctx.call, or a reply refused for good) failed and the
             # handler let it through: the update was not handled as its author meant.
             self._handler_errors += 1
+            self._pipeline.usage.count("handler_errors")
             await self.dead_letter(item, f"the handler's {exc.method} call failed: {exc}")
         except Exception as exc:
             # A handler's bug must not crash-loop the bot on the same update: record it.
             self._handler_errors += 1
+            self._pipeline.usage.count("handler_errors")
             reason = f"handler raised {type(exc).__name__}: {redact(str(exc))}"
             await self.dead_letter(item, reason)
         self._handled += 1
+        self._replied.discard(item.update_id)
         store, now = self._services.store, self._services.wall_clock()
+        # The bot's usage since the last write (this update's sends, and those of its other
+        # chats so far) goes with the done mark, in its transaction: a crash before the mark
+        # commits loses these counts, and the update is handled and its replies counted again.
+        usage = self._pipeline.usage.take()
         try:
-            store.inbox_done_nowait(self._user_id, [item.update_id], now)
+            store.inbox_done_nowait(self._user_id, [item.update_id], now, usage)
         except trio.WouldBlock:
-            await store.inbox_done(self._user_id, [item.update_id], now)
+            await store.inbox_done(self._user_id, [item.update_id], now, usage)
 
     async def deliver(self, item: Inbound, method: str, params: dict[str, Any]) -> Any:
         """Send a reply; park it through outages until its deadline.
@@ -195,6 +206,10 @@ class Delivery:
                 error = exc
             else:
                 self._replies += 1
+                if item.update_id not in self._replied:
+                    self._replied.add(item.update_id)
+                    latency = self._services.wall_clock() - item.received_at
+                    self._pipeline.usage.count_reply_latency(max(0.0, latency))
                 return result
             finally:
                 self._after_call()
@@ -254,6 +269,7 @@ class Delivery:
     async def dead_letter(self, item: Inbound, reason: str) -> None:
         """Give up on ``item``: count it, log it and store it with its (redacted) reason."""
         self._dead_letters += 1
+        self._pipeline.usage.count("dead_letters")
         log.warning("bot %s: update %s dead-lettered: %s", self._user_id, item.update_id, reason)
         await self._services.store.dead_letter(
             self._user_id,

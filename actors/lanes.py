@@ -32,6 +32,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from actors.config import UPDATE_TYPES
+
 __all__ = [
     "ChatLanes",
     "LaneStatistics",
@@ -41,6 +43,7 @@ __all__ = [
     "lane_name",
     "update_chat_id",
     "update_payload",
+    "usage_kind",
 ]
 
 Update = Mapping[str, Any]
@@ -70,6 +73,16 @@ def update_payload(update: Update) -> tuple[str, Mapping[str, Any]] | None:
         if name != "update_id" and isinstance(payload, Mapping):
             return name, payload
     return None
+
+
+def usage_kind(update: Update) -> tuple[str, int | None]:
+    """What usage analytics counts of an update: its type (``other`` for one botvisor does
+    not know) and its sender's id (``from.id``; ``None`` without one)."""
+    found = update_payload(update)
+    if found is None:
+        return "other", None
+    kind, payload = found
+    return (kind if kind in UPDATE_TYPES else "other"), _id_of(payload, "from")
 
 
 def chat_key(update: Update) -> Hashable:

@@ -74,6 +74,8 @@ class MetricsActor:
         persist_interval: float,
         retention_days: float,
         retention_check_interval: float,
+        usage_hour_retention_days: float = 35.0,
+        usage_retention_days: float = 400.0,
         subscriber_buffer: int = 256,
     ) -> None:
         self._store = store
@@ -83,6 +85,8 @@ class MetricsActor:
         self._persist_interval = persist_interval
         self._retention_seconds = retention_days * SECONDS_PER_DAY
         self._retention_check = retention_check_interval
+        self._usage_hour_retention = usage_hour_retention_days * SECONDS_PER_DAY
+        self._usage_retention = usage_retention_days * SECONDS_PER_DAY
         self._subscriber_buffer = subscriber_buffer
         self._subscribers: list[Subscription] = []
         self._recent: deque[BotEvent] = deque(maxlen=1000)
@@ -180,17 +184,30 @@ class MetricsActor:
             return written
 
     async def cleanup_now(self) -> int:
-        """Delete rows older than the retention period; returns how many were deleted."""
-        cutoff = self._wall_clock() - self._retention_seconds
+        """Delete rows older than their retention period (health snapshots and dead letters:
+        ``retention_days``; usage: its own periods); returns how many were deleted."""
+        now = self._wall_clock()
+        cutoff = now - self._retention_seconds
         deleted = await self._store.delete_older_than(cutoff)
-        self._deleted += deleted
         if deleted:
             log.info(
                 "retention: deleted %d rows (health snapshots, dead letters) older than %g days",
                 deleted,
                 self._retention_seconds / SECONDS_PER_DAY,
             )
-        return deleted
+        usage = await self._store.usage_delete_older(
+            now - self._usage_hour_retention, now - self._usage_retention
+        )
+        if usage:
+            log.info(
+                "retention: deleted %d usage rows (hours older than %g days, days and months "
+                "older than %g days)",
+                usage,
+                self._usage_hour_retention / SECONDS_PER_DAY,
+                self._usage_retention / SECONDS_PER_DAY,
+            )
+        self._deleted += deleted + usage
+        return deleted + usage
 
     async def prune_inbox_now(self) -> int:
         """Delete handled updates Telegram will never send again; returns how many."""

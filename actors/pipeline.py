@@ -54,6 +54,7 @@ from actors.retry import (
     forbids_repeat,
     retry_policies,
 )
+from actors.usage import UsageMeter, call_outcome
 from storage import HealthRow
 
 __all__ = ["PipelineStatistics", "RequestPipeline"]
@@ -118,6 +119,7 @@ class RequestPipeline:
         self._retry_uncertain = retry.retry_uncertain_sends
         self._refused = 0
         self._in_flight = 0
+        self._usage = UsageMeter()
 
     @property
     def user_id(self) -> int:
@@ -138,6 +140,11 @@ class RequestPipeline:
     @property
     def flood_gate(self) -> FloodGate:
         return self._flood_gate
+
+    @property
+    def usage(self) -> UsageMeter:
+        """The bot's usage counts not yet written (calls, sends, reply latency...)."""
+        return self._usage
 
     async def call(
         self,
@@ -217,6 +224,7 @@ class RequestPipeline:
                 self._record_error(
                     error, chat_id, latency if measure_latency else None, generation, poll=poll
                 )
+                self._usage.count_call(method, call_outcome(error.category.value))
                 last_error = error
             except BaseException:
                 # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
@@ -225,6 +233,7 @@ class RequestPipeline:
                 raise
             else:
                 self._breaker.record_success(generation=generation, poll=poll)
+                self._usage.count_call(method, "ok")
                 if poll:
                     self._health.record_poll_success()
                 else:
@@ -279,6 +288,7 @@ class RequestPipeline:
                 self._refuse(method, failure, exhausted=True)
             retries += 1
             self._counters.record_retry(category)
+            self._usage.count_call(method, "retried")
             await trio.sleep(delay)
 
     async def _token_refused(self, failure: BotApiError) -> bool:

@@ -30,7 +30,7 @@ from actors.botapi import (
     TelegramError,
 )
 from actors.delivery import Inbound
-from actors.lanes import ChatLanes, chat_key, key_chat_id, lane_name
+from actors.lanes import ChatLanes, chat_key, key_chat_id, lane_name, usage_kind
 from actors.pipeline import RequestPipeline
 from actors.services import FleetServices
 from storage import InboxEntry, is_database_failure
@@ -232,7 +232,7 @@ class Poller:
         # The chat rule once per update: the inbox row's chat and lane and the dispatch share it.
         keys = [chat_key(update) for update in updates]
         entries = [
-            InboxEntry(update, key_chat_id(key), lane_name(key))
+            InboxEntry(update, key_chat_id(key), lane_name(key), *usage_kind(update))
             for update, key in zip(updates, keys, strict=True)
         ]
         new_ids = set(await store.inbox_add(self._user_id, entries, next_offset, now))

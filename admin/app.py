@@ -31,6 +31,7 @@ from actors import (
     UnknownBot,
     combine_retry_statistics,
 )
+from admin.analytics import analytics_routes
 from admin.auth import BearerAuth
 from admin.bots import bot_routes, management_state
 from admin.context import AdminContext, context_of
@@ -354,6 +355,7 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
         Route(f"{base}/retry-statistics", retry_statistics),
         Route(f"{base}/retry-statistics/reset", retry_reset, methods=["POST"]),
         *bot_routes(),
+        *analytics_routes(),
         WebSocketRoute("/admin/events", streams),
         Route("/admin/events", events_over_http),
     ]

@@ -36,6 +36,9 @@ class AdminContext:
     trusted_proxies: tuple[str, ...] = ()
     # Seconds one live-event message may take to send before the client is dropped.
     event_send_timeout: float = 10.0
+    # How long usage rows are kept (storage.usage_*retention_days): older ranges are a 422.
+    usage_hour_retention_days: float = 35.0
+    usage_retention_days: float = 400.0
 
 
 def context_of(request: Request) -> AdminContext:

@@ -38,6 +38,7 @@ __all__ = [
     "RequestModel",
     "SuspendRequest",
     "UserIdPath",
+    "UserIdText",
     "parse",
     "parse_body",
     "parse_path",
@@ -145,7 +146,8 @@ def parse_path(request: Request, model: type[Model]) -> Model:
 def parse_query(request: Request, model: type[Model]) -> Model:
     """The query parameters that ``model`` declares (the last of repeated ones), or a 422."""
     query = request.query_params
-    return parse(model, {name: query[name] for name in model.model_fields if name in query})
+    names = (field.alias or name for name, field in model.model_fields.items())
+    return parse(model, {name: query[name] for name in names if name in query})
 
 
 async def parse_body(request: Request, model: type[Model]) -> Model:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import arrivals, chaos, fleet, limiter, memory, peers, pipeline, throughput
+from bench import arrivals, chaos, fleet, limiter, memory, peers, pipeline, throughput, usage
 from bench import store as storage_bench
 from bench.common import ROOT, machine_facts
 from bench.notes import notes, summary
@@ -40,6 +40,7 @@ SECTIONS = (
     "arrivals",
     "chaos",
     "storage",
+    "usage",
 )
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -52,6 +53,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "arrivals": arrivals.markdown,
     "chaos": chaos.markdown,
     "storage": storage_bench.markdown,
+    "usage": usage.markdown,
 }
 
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "arrivals": lambda: arrivals.run(quick),
         "chaos": lambda: chaos.run(quick),
         "storage": lambda: storage_bench.run(quick),
+        "usage": lambda: usage.run(quick),
     }
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}

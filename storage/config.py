@@ -27,6 +27,10 @@ class StorageConfig(BaseModel):
         _Seconds, Field(ge=60, le=3600, json_schema_extra={"x-rule": "be from 60 to 3600 seconds"})
     ] = 300.0
     retention_days: Annotated[_Seconds, Field(ge=0.001, le=36_500)] = 30.0
+    # Usage analytics: hour rows, and day and month rows (a row goes once its period started
+    # longer ago than this).
+    usage_hour_retention_days: Annotated[_Seconds, Field(ge=1, le=36_500)] = 35.0
+    usage_retention_days: Annotated[_Seconds, Field(ge=1, le=36_500)] = 400.0
     # How often old rows are looked for.
     retention_check_interval: Annotated[_Seconds, Field(ge=0.01, le=86_400)] = 3600.0
 

@@ -182,12 +182,32 @@ def _v5_webhook_registrations(db: sqlite_utils.Database) -> None:
     )
 
 
+def _v6_usage(db: sqlite_utils.Database) -> None:
+    # Usage analytics (storage/usage.py): one integer per (grain, bot, period start, metric),
+    # added to in place, and the distinct chats and users of each (grain, bot, period).
+    # WITHOUT ROWID: the key is the row (half the bytes of a rowid table plus its key index).
+    db.execute(
+        "CREATE TABLE usage_counts (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, metric TEXT NOT NULL, value INTEGER NOT NULL, "
+        "PRIMARY KEY (grain, user_id, period, metric)) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TABLE usage_members (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, kind TEXT NOT NULL, member INTEGER NOT NULL, "
+        "PRIMARY KEY (grain, user_id, period, kind, member)) WITHOUT ROWID"
+    )
+    # The fleet's series, the top tenants and retention read by grain and period across bots.
+    db.execute("CREATE INDEX idx_usage_counts_period ON usage_counts (grain, period)")
+    db.execute("CREATE INDEX idx_usage_members_period ON usage_members (grain, period)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
     Migration(3, "chat_migrations", _v3_chat_migrations),
     Migration(4, "inbox.lane and its undone index", _v4_inbox_lanes),
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
+    Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

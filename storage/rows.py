@@ -28,6 +28,11 @@ class InboxEntry:
     update: Mapping[str, Any]  # as Telegram sent it; must have an integer update_id
     chat_id: int | None
     lane: str | None = None
+    # For usage analytics, counted only if the row is new: the update's type (the one key
+    # besides update_id; "other" when unknown) and its sender (``from.id``), named by the
+    # actors like the chat.
+    kind: str = "other"
+    sender_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

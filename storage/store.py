@@ -34,6 +34,7 @@ from storage.rows import (
     InboxEntry,
     WebhookRegistration,
 )
+from storage.usage import UsageRow, add_counts, add_members, delete_older, read_top, read_usage
 from storage.writer import Offload, StoreWriter, WriterState, WriterStatistics
 
 __all__ = [
@@ -323,15 +324,82 @@ class Store:
             partial(_inbox_add, user_id, ids, list(entries), next_offset, received_at)
         )
 
-    async def inbox_done(self, user_id: int, update_ids: Iterable[int], done_at: float) -> int:
-        """Mark updates handled; return how many were undone before."""
-        return await self.writer.submit(partial(_inbox_done, user_id, list(update_ids), done_at))
+    async def inbox_done(
+        self,
+        user_id: int,
+        update_ids: Iterable[int],
+        done_at: float,
+        usage: Mapping[str, int] | None = None,
+    ) -> int:
+        """Mark updates handled and add ``usage`` (metric -> count, see :mod:`storage.usage`)
+        to the bot's usage at ``done_at`` in the same transaction; return how many were undone
+        before."""
+        return await self.writer.submit(
+            partial(_inbox_done, user_id, list(update_ids), done_at, dict(usage or {}))
+        )
 
-    def inbox_done_nowait(self, user_id: int, update_ids: Iterable[int], done_at: float) -> None:
+    def inbox_done_nowait(
+        self,
+        user_id: int,
+        update_ids: Iterable[int],
+        done_at: float,
+        usage: Mapping[str, int] | None = None,
+    ) -> None:
         """:meth:`inbox_done` without waiting for the commit (a lost mark only means the update
-        is handled again after a crash). Raises ``trio.WouldBlock`` if the write queue is
-        full."""
-        self.writer.submit_nowait(partial(_inbox_done, user_id, list(update_ids), done_at))
+        is handled again after a crash, and its usage counted when it is). Raises
+        ``trio.WouldBlock`` if the write queue is full."""
+        self.writer.submit_nowait(
+            partial(_inbox_done, user_id, list(update_ids), done_at, dict(usage or {}))
+        )
+
+    # --- usage analytics -----------------------------------------------------------------
+
+    async def usage_add(self, user_id: int, counts: Mapping[str, int], at: float) -> None:
+        """Add ``counts`` (metric -> count) to the bot's hour, day and month holding ``at``."""
+        if counts:
+            await self.writer.submit(partial(_usage_add, user_id, dict(counts), at))
+
+    def usage_add_nowait(self, user_id: int, counts: Mapping[str, int], at: float) -> None:
+        """:meth:`usage_add` without waiting for the commit. Raises ``trio.WouldBlock`` if the
+        write queue is full."""
+        if counts:
+            self.writer.submit_nowait(partial(_usage_add, user_id, dict(counts), at))
+
+    async def usage(
+        self,
+        grain: str,
+        start: float,
+        end: float,
+        *,
+        user_id: int | None = None,
+        per_bot: bool = False,
+    ) -> list[UsageRow]:
+        """Usage buckets of ``grain`` starting in ``[start, end)``, oldest first: of one bot,
+        of every bot (``per_bot``) or of the fleet summed."""
+        return await self._read(
+            partial(read_usage, grain=grain, start=start, end=end, user_id=user_id, per_bot=per_bot)
+        )
+
+    async def usage_top(self, metric: str, since: float, limit: int) -> list[tuple[int, int]]:
+        """The busiest bots by ``metric`` (updates, sends, users) in the hours since
+        ``since``: ``(user_id, value)``, largest first."""
+        _check_limit(limit)
+        return await self._read(partial(read_top, metric=metric, since=since, limit=limit))
+
+    async def usage_delete_older(
+        self, hour_cutoff: float, rollup_cutoff: float, batch_size: int = 5_000
+    ) -> int:
+        """Retention of usage: delete hour rows whose hour started before ``hour_cutoff`` and
+        day and month rows that started before ``rollup_cutoff``; return rows deleted."""
+        _check_batch_size(batch_size)
+        deleted = 0
+        while True:
+            count = await self.writer.submit(
+                partial(_usage_delete_batch, hour_cutoff, rollup_cutoff, batch_size)
+            )
+            deleted += count
+            if count < batch_size:
+                return deleted
 
     async def upsert_bots(self, records: Sequence[BotRecord]) -> None:
         """:meth:`upsert_bot` for many bots in one transaction (the daemon's start-up)."""
@@ -567,6 +635,8 @@ def _inbox_add(
     conn: sqlite3.Connection,
 ) -> list[int]:
     new: list[int] = []
+    kinds: dict[str, int] = {}
+    members: list[tuple[str, int]] = []
     for update_id, entry in zip(ids, entries, strict=True):
         cursor = conn.execute(
             "INSERT OR IGNORE INTO inbox "
@@ -582,6 +652,16 @@ def _inbox_add(
         )
         if cursor.rowcount == 1:
             new.append(update_id)
+            # Counted only when this INSERT stored it: a redelivered update is not counted
+            # again, and the count commits (or not) with the row.
+            metric = "updates." + entry.kind
+            kinds[metric] = kinds.get(metric, 0) + 1
+            if entry.chat_id is not None:
+                members.append(("chat", entry.chat_id))
+            if entry.sender_id is not None:
+                members.append(("user", entry.sender_id))
+    add_counts(conn, user_id, kinds, received_at)
+    add_members(conn, user_id, members, received_at)
     if next_offset is None:
         return new
     conn.execute(
@@ -594,12 +674,27 @@ def _inbox_add(
 
 
 def _inbox_done(
-    user_id: int, update_ids: list[int], done_at: float, conn: sqlite3.Connection
+    user_id: int,
+    update_ids: list[int],
+    done_at: float,
+    usage: Mapping[str, int],
+    conn: sqlite3.Connection,
 ) -> int:
+    add_counts(conn, user_id, usage, done_at)
     return conn.executemany(
         "UPDATE inbox SET done_at = ? WHERE user_id = ? AND update_id = ? AND done_at IS NULL",
         [(done_at, user_id, update_id) for update_id in update_ids],
     ).rowcount
+
+
+def _usage_add(user_id: int, counts: dict[str, int], at: float, conn: sqlite3.Connection) -> None:
+    add_counts(conn, user_id, counts, at)
+
+
+def _usage_delete_batch(
+    hour_cutoff: float, rollup_cutoff: float, batch_size: int, conn: sqlite3.Connection
+) -> int:
+    return delete_older(conn, hour_cutoff, rollup_cutoff, batch_size)
 
 
 def _inbox_name_lanes(user_id: int, pairs: list[tuple[int, str]], conn: sqlite3.Connection) -> int:

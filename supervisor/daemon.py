@@ -162,6 +162,8 @@ class Daemon:
             persist_interval=config.storage.persist_interval,
             retention_days=config.storage.retention_days,
             retention_check_interval=config.storage.retention_check_interval,
+            usage_hour_retention_days=config.storage.usage_hour_retention_days,
+            usage_retention_days=config.storage.usage_retention_days,
         )
 
         async def ready() -> tuple[bool, str]:
@@ -187,6 +189,8 @@ class Daemon:
                     ip_rate_limit=config.admin.rate_limit,
                     ip_rate_limit_clients=config.admin.ip_rate_limit_clients,
                     trusted_proxies=config.admin.trusted_proxies,
+                    usage_hour_retention_days=config.storage.usage_hour_retention_days,
+                    usage_retention_days=config.storage.usage_retention_days,
                 )
             )
             tls = (

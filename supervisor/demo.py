@@ -244,6 +244,8 @@ class DemoResult:
     report: SimReport
     bots: list[dict[str, object]]
     db_path: Path
+    # The fleet's usage totals as GET /admin/analytics/usage answered (None if it did not).
+    usage: dict[str, Any] | None = None
 
     @property
     def every_message_answered(self) -> bool:
@@ -376,13 +378,61 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
                 while api.report().unanswered:  # noqa: ASYNC110
                     await trio.sleep(0.5)
             rows = [_bot_row(handle, api, token) for token in tokens]
+            usage = await _read_usage(handle, admin_token)
             say("shutting down the daemon")
             daemon.request_shutdown()
         outer.cancel_scope.cancel()
 
     report = api.report()
     _print_summary(say, rows, report)
-    return DemoResult(report, rows, db)
+    _print_usage(say, usage, report)
+    return DemoResult(report, rows, db, usage)
+
+
+async def _read_usage(handle: DaemonHandle, admin_token: str) -> dict[str, Any] | None:
+    """The fleet's usage this month, read back through the admin API as an operator would."""
+    if handle.admin_url is None:
+        return None
+    await handle.store.flush()  # the last done marks, and the sends they carry
+    try:
+        async with httpx.AsyncClient(
+            base_url=handle.admin_url, headers={"Authorization": f"Bearer {admin_token}"}
+        ) as http:
+            answer = await http.get("/admin/analytics/usage", params={"bucket": "month"})
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    totals: dict[str, Any] = answer.json()["totals"]
+    return totals
+
+
+def _print_usage(
+    say: Callable[[str], None], usage: dict[str, Any] | None, report: SimReport
+) -> None:
+    if usage is None:
+        say("usage: the admin API did not answer /admin/analytics/usage")
+        return
+    kinds = ", ".join(f"{kind} {n}" for kind, n in usage["updates_by_type"].items())
+    p95 = usage["reply_latency_p95_ms"]
+    say(
+        f"usage (GET /admin/analytics/usage): updates {usage['updates']} ({kinds}); "
+        f"sends {usage['sends']}; distinct users {usage['distinct_users']}; p95 reply latency "
+        + ("unknown" if p95 is None else f"≤ {p95:g} ms")
+    )
+    delivered = sum(bot.updates_confirmed for bot in report.bots)
+    agree = "agree" if usage["sends"] == report.replies else "differ"
+    say(
+        f"  the simulator delivered {delivered} updates"
+        f" ({'the same' if delivered == usage['updates'] else 'a different number'}) and saw "
+        f"{report.replies} replies: they {agree} with the sends counted"
+        + (
+            ""
+            if agree == "agree"
+            else " (a send that timed out after reaching Telegram is not a counted send, and "
+            "a reply sent again after a lost done mark is counted once)"
+        )
+    )
 
 
 async def _run_users(api: SimulatedBotApi, scope: trio.CancelScope) -> None:

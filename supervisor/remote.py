@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +38,12 @@ __all__ = [
     "AdminClient",
     "RemoteError",
     "add_bots_arguments",
+    "add_usage_arguments",
     "add_watch_arguments",
     "bots_command",
     "format_event",
     "open_event_stream",
+    "usage_command",
     "watch_command",
 ]
 
@@ -91,17 +93,25 @@ class AdminClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        text: bool = False,
+    ) -> Any:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as exc:
             raise RemoteError(None, f"cannot reach the admin API at {self._url}: {exc}") from None
         try:
-            data = response.json()
+            data = None if text and response.is_success else response.json()
         except ValueError:
             data = None
         if response.is_success:
-            return data
+            return response.text if text else data
         error = data.get("error") if isinstance(data, dict) else None
         if isinstance(error, dict):
             raise RemoteError(
@@ -137,6 +147,14 @@ class AdminClient:
     def resume(self, user_id: int) -> dict[str, Any]:
         bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/resume")
         return bot
+
+    def usage(self, params: Mapping[str, str]) -> dict[str, Any]:
+        usage: dict[str, Any] = self._call("GET", "/admin/analytics/usage", params=params)
+        return usage
+
+    def usage_csv(self, params: Mapping[str, str]) -> str:
+        sheet: str = self._call("GET", "/admin/analytics/usage.csv", params=params, text=True)
+        return sheet
 
 
 # --- arguments --------------------------------------------------------------------------
@@ -302,6 +320,76 @@ def bots_command(
         if exc.code == "usage":
             return EXIT_USAGE
         return EXIT_UNREACHABLE if exc.status is None else EXIT_REFUSED
+    return EXIT_OK
+
+
+# --- usage ------------------------------------------------------------------------------
+
+
+def add_usage_arguments(parser: argparse.ArgumentParser) -> None:
+    """``botvisor usage [--user-id N] [--days 7] [--csv]``."""
+    _add_target_arguments(parser)
+    parser.add_argument("--user-id", type=int, help="one bot (default: the whole fleet)")
+    parser.add_argument(
+        "--days", type=int, default=7, help="the last N days, one row a day (default 7)"
+    )
+    parser.add_argument("--csv", action="store_true", help="one CSV row per bot per day")
+
+
+def _p95(row: Mapping[str, Any]) -> object:
+    value = row["reply_latency_p95_ms"]
+    return "-" if value is None else f"{value:g}"
+
+
+_USAGE_COLUMNS: tuple[tuple[str, Callable[[Mapping[str, Any]], object]], ...] = (
+    ("day", lambda r: str(r["start"])[:10]),
+    ("updates", lambda r: r["updates"]),
+    ("sends", lambda r: r["sends"]),
+    ("api_calls", lambda r: r["api_calls"]),
+    ("dead_letters", lambda r: r["dead_letters"]),
+    ("handler_errors", lambda r: r["handler_errors"]),
+    ("chats", lambda r: r["distinct_chats"]),
+    ("users", lambda r: r["distinct_users"]),
+    ("p95_reply_ms", _p95),
+)
+
+
+def usage_command(
+    args: argparse.Namespace, *, env: Mapping[str, str] | None = None, out: TextIO | None = None
+) -> int:
+    """Print the usage of the last ``--days`` days as a table (or CSV)."""
+    env = os.environ if env is None else env
+    out = out or sys.stdout
+    if not 1 <= args.days <= 400:
+        print("botvisor: --days must be a whole number from 1 to 400", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        target = resolve_target(args, env)
+        with AdminClient(target) as client:
+            params = {"bucket": "day"}
+            if args.user_id is not None:
+                params["user_id"] = str(args.user_id)
+            # The daemon's clock says what "now" is: ask once for its range, then for ours.
+            end = dt.datetime.fromisoformat(client.usage(params)["end"])
+            start = (end - dt.timedelta(days=args.days)).replace(hour=0, minute=0, second=0)
+            params["from"] = start.isoformat()
+            if args.csv:
+                print(client.usage_csv(params), end="", file=out)
+                return EXIT_OK
+            usage = client.usage(params)
+    except RemoteError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE if exc.status is None else EXIT_REFUSED
+    rows = [[str(get(row)) for _, get in _USAGE_COLUMNS] for row in usage["rows"]]
+    rows.append([str(get(usage["totals"])) for _, get in _USAGE_COLUMNS])
+    rows[-1][0] = "total"
+    names = [name for name, _ in _USAGE_COLUMNS]
+    widths = [max(len(name), *(len(r[i]) for r in rows)) for i, name in enumerate(names)]
+    who = "the fleet" if args.user_id is None else f"bot {args.user_id}"
+    print(f"usage of {who}, {args.days} day(s), UTC", file=out)
+    print("  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True)), file=out)
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=out)
     return EXIT_OK
 
 

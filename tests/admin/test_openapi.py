@@ -219,6 +219,18 @@ async def test_every_json_answer_matches_its_declared_closed_schema(
             ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/99/mode", {"mode": "polling"}, 404),
             ("DELETE", "/admin/bots/{user_id}", "/admin/bots/7", None, 200),
             ("GET", "/admin/events", "/admin/events", None, 426),
+            ("GET", "/admin/analytics/usage", "", None, 200),
+            ("GET", "/admin/analytics/usage", "/admin/analytics/usage?user_id=1", None, 200),
+            ("GET", "/admin/analytics/usage", "/admin/analytics/usage?bucket=week", None, 422),
+            (
+                "GET",
+                "/admin/analytics/usage",
+                "/admin/analytics/usage?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z",
+                None,
+                422,
+            ),
+            ("GET", "/admin/analytics/top", "/admin/analytics/top?metric=sends", None, 200),
+            ("GET", "/admin/analytics/top", "/admin/analytics/top?hours=0", None, 422),
         ]
         exercised = set()
         for method, template, path, body, status in requests:

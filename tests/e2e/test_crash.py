@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+from actors import BotToken
 from actors.simulator import SimulatedBotApi, serve_sim
 from tests.e2e.durable import (
     ADMIN_ENV,
@@ -158,3 +159,34 @@ async def test_kill_minus_nine_twenty_times_loses_no_update(tmp_path: Path) -> N
     assert undone_updates(db) == 0
     for daemon in daemons:
         assert "Traceback" not in daemon.text, daemon.text
+
+    # Usage analytics survived the kills: every update counted exactly once (in the inbox's
+    # own transaction), by bot; sends counted with the done marks, so each update's last
+    # handling is counted, and a reply is counted at most once however often it was sent.
+    counted = dict(
+        query(
+            db,
+            "SELECT user_id, SUM(value) FROM usage_counts WHERE grain = 'month' "
+            "AND metric LIKE 'updates.%' GROUP BY user_id",
+        )
+    )
+    assert counted == {
+        user_id: report.bot(BotToken(token).bot_id).user_messages
+        for user_id, token in tokens.items()
+    }
+    assert sum(counted.values()) == report.user_messages
+    ((sends,),) = query(
+        db, "SELECT SUM(value) FROM usage_counts WHERE grain = 'day' AND metric = 'sends'"
+    )
+    assert report.answered <= sends <= report.replies, (sends, report.summary())
+    # The roll-ups agree with the hours they merge.
+    for metric in ("sends", "updates.message"):
+        totals = {
+            grain: query(
+                db,
+                "SELECT SUM(value) FROM usage_counts WHERE grain = ? AND metric = ?",
+                (grain, metric),
+            )[0][0]
+            for grain in ("hour", "day", "month")
+        }
+        assert len(set(totals.values())) == 1, (metric, totals)

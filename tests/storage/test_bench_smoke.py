@@ -74,3 +74,13 @@ def test_both_timed_inserts_commit_every_row_they_are_timed_for(tmp_path: Path) 
         assert len(rows) == 2_500, name
         contents.append(rows)
     assert contents[0] == contents[1]  # the same work on both sides
+
+
+def test_the_usage_benchmark_runs_and_reports(tmp_path: Path) -> None:
+    from bench import usage
+
+    results = usage.run(quick=True, directory=str(tmp_path), sample_bots=1)
+    assert results["hot_path_us"]["median"] > 0
+    assert results["disk"]["fleet_bytes"] > results["disk"]["sample_bytes"] > 0
+    text = usage.markdown(results)
+    assert "10,000 bots × 30 days" in text and "µs per update" in text

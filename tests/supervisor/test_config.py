@@ -52,7 +52,8 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         "[storage]\nnope = 1\n",
         [
             "storage.nope: unknown key (known: path, persist_interval, "
-            "retention_check_interval, retention_days)"
+            "retention_check_interval, retention_days, usage_hour_retention_days, "
+            "usage_retention_days)"
         ],
     ),
     (
@@ -570,7 +571,8 @@ def test_check_config_prints_every_problem_and_exits_one(
     assert err == (
         f"botvisor: {path}: 3 problem(s):\n"
         "  - storage.nope: unknown key (known: path, persist_interval, "
-        "retention_check_interval, retention_days)\n"
+        "retention_check_interval, retention_days, usage_hour_retention_days, "
+        "usage_retention_days)\n"
         "  - limits.global_rps must be from 0.01 to 100000, got 0\n"
         "  - bots[0].token_env: the environment variable NOPE_X is not set\n"
     )

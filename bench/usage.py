@@ -1,0 +1,176 @@
+"""Usage analytics benchmark: what counting costs, and what the counts take on disk.
+
+(a) The hot path on the event loop: per update, the counts a handled update makes in its
+    bot's ``UsageMeter`` (a getUpdates share, its sendMessage, the message sent, its reply
+    latency) and the ``take()`` its done mark carries. Target: ≤ 5 µs per update.
+(b) The writer's side (a worker thread, not the event loop): the extra statements of a
+    100-update inbox batch (its counts by type and distinct chats and users, hour, day and
+    month) and of a done mark's usage, per update.
+(c) Bytes on disk for 10,000 bots × 30 days at the demo's traffic (3 chats a bot, a message
+    every 10 s in each: 1,080 updates an hour a bot, each answered): a sample of bots is
+    written hour by hour through the real job functions, the file measured after VACUUM, and
+    scaled to 10,000 bots (rows are per bot, so size grows linearly with bots).
+
+Run ``python -m bench.usage [--quick]``; ``run()`` returns the figures and ``markdown()``
+renders them for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from actors.usage import UsageMeter
+from storage import migrate, open_database
+from storage.usage import add_counts, add_members
+
+__all__ = ["markdown", "run"]
+
+T0 = 1_796_169_600.0  # 2026-12-02T00:00:00Z
+HOUR = 3600.0
+TARGET_US = 5.0
+FLEET_BOTS = 10_000
+DAYS = 30
+UPDATES_PER_HOUR = 1_080  # 3 chats × 0.1 messages/s
+POLLS_PER_HOUR = 120  # the demo's long polls return early under traffic
+
+
+def _hot_path(updates: int, repeats: int) -> dict[str, float]:
+    per_update = []
+    for _ in range(repeats):
+        meter = UsageMeter()
+        started = time.perf_counter()
+        for n in range(updates):
+            meter.count_call("getUpdates", "ok")
+            meter.count_call("sendMessage", "ok")
+            meter.count_reply_latency(0.05 + (n % 7) * 0.1)
+            meter.take()
+        per_update.append((time.perf_counter() - started) / updates * 1e6)
+    return {"median": statistics.median(per_update), "max": max(per_update)}
+
+
+def _writer_side(work: Path, batches: int) -> dict[str, float]:
+    db = open_database(work / "writer.db")
+    migrate(db)
+    conn = db.conn
+    started = time.perf_counter()
+    for b in range(batches):
+        at = T0 + b * 10.0
+        conn.execute("BEGIN")
+        add_counts(conn, 1001, {"updates.message": 90, "updates.callback_query": 10}, at)
+        add_members(
+            conn, 1001, [("chat", c) for c in range(60)] + [("user", u) for u in range(70)], at
+        )
+        conn.execute("COMMIT")
+    inbox_us = (time.perf_counter() - started) / (batches * 100) * 1e6
+    usage = {"calls.sendMessage.ok": 1, "sends": 1, "reply_latency_ms.le_250": 1}
+    started = time.perf_counter()
+    for b in range(batches):
+        conn.execute("BEGIN")
+        for u in range(100):
+            add_counts(conn, 1001, usage, T0 + b * 10.0 + u * 0.1)
+        conn.execute("COMMIT")
+    done_us = (time.perf_counter() - started) / (batches * 100) * 1e6
+    db.close()
+    return {"inbox_per_update_us": inbox_us, "done_per_update_us": done_us}
+
+
+def _disk(work: Path, bots: int) -> dict[str, float]:
+    path = work / "disk.db"
+    db = open_database(path)
+    migrate(db)
+    conn = db.conn
+    per_hour = {
+        "updates.message": UPDATES_PER_HOUR - 30,
+        "updates.edited_message": 20,
+        "updates.callback_query": 10,
+        "calls.getUpdates.ok": POLLS_PER_HOUR,
+        "calls.sendMessage.ok": UPDATES_PER_HOUR,
+        "calls.sendMessage.retried": 12,
+        "calls.sendMessage.failed_transient_network": 12,
+        "sends": UPDATES_PER_HOUR,
+        "reply_latency_ms.le_100": 700,
+        "reply_latency_ms.le_250": 300,
+        "reply_latency_ms.le_1000": 70,
+        "reply_latency_ms.le_5000": 10,
+    }
+    started = time.perf_counter()
+    for hour in range(DAYS * 24):
+        at = T0 + hour * HOUR
+        conn.execute("BEGIN")
+        for bot in range(bots):
+            user_id = 1_000 + bot
+            add_counts(conn, user_id, per_hour, at)
+            # 3 chats a bot (one a group of 3 members): 3 chats, 5 users.
+            add_members(
+                conn,
+                user_id,
+                [("chat", 111), ("chat", 112), ("chat", -4001)]
+                + [("user", u) for u in (111, 112, 201, 202, 203)],
+                at,
+            )
+        conn.execute("COMMIT")
+    build = time.perf_counter() - started
+    conn.execute("VACUUM")
+    db.close()
+    size = os.path.getsize(path)
+    return {
+        "sample_bots": bots,
+        "build_seconds": build,
+        "sample_bytes": size,
+        "fleet_bytes": size / bots * FLEET_BOTS,
+        "bytes_per_bot_day": size / bots / DAYS,
+    }
+
+
+def run(
+    quick: bool = False, *, directory: str | None = None, sample_bots: int | None = None
+) -> dict[str, Any]:
+    """Run the three measurements and return their figures (see ``markdown``)."""
+    with tempfile.TemporaryDirectory(prefix="botvisor-bench-", dir=directory) as tmp:
+        work = Path(tmp)
+        hot = _hot_path(20_000 if quick else 200_000, 3 if quick else 7)
+        writer = _writer_side(work, 50 if quick else 500)
+        disk = _disk(work, sample_bots or (10 if quick else 100))
+    return {"hot_path_us": hot, "writer": writer, "disk": disk}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The figures of ``run`` as a Markdown section."""
+    hot, writer, disk = results["hot_path_us"], results["writer"], results["disk"]
+    verdict = "met" if hot["median"] <= TARGET_US else "**missed**"
+    return "\n".join(
+        [
+            "### Usage analytics",
+            "",
+            f"- Counting on the event loop: median **{hot['median']:.2f} µs** per update "
+            f"(max {hot['max']:.2f}) for a handled update's counts and its done mark's "
+            f"`take()`; target ≤ {TARGET_US:g} µs: {verdict}.",
+            f"- In the writer's thread: {writer['inbox_per_update_us']:.2f} µs per update for "
+            "the counts and distinct chats/users of a 100-update inbox batch, "
+            f"{writer['done_per_update_us']:.2f} µs per done mark's usage (hour, day and "
+            "month each).",
+            f"- On disk, 10,000 bots × {DAYS} days at the demo's traffic: "
+            f"**{disk['fleet_bytes'] / 2**20:,.0f} MiB** "
+            f"({disk['bytes_per_bot_day'] / 1024:.1f} KiB a bot a day; measured on "
+            f"{disk['sample_bots']} bots after VACUUM and scaled, rows being per bot).",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.usage", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    print(markdown(run(args.quick)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Usage analytics in storage: exact counts per hour, day and month, counted once."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import trio
+
+from storage import InboxEntry, Store, iso_utc, latency_metric, latency_quantile, period_start
+from tests import payloads
+
+# 2026-12-02T10:59:59Z, one second before an hour, 13 h before a day ends.
+T0 = 1_796_209_199.0
+HOUR, DAY = 3600, 86_400
+
+
+def entry(update: dict[str, object], kind: str, chat: int | None, sender: int | None) -> InboxEntry:
+    return InboxEntry(update, chat, None, kind, sender)
+
+
+def test_periods_start_on_utc_hour_day_and_month_boundaries() -> None:
+    assert iso_utc(T0) == "2026-12-02T10:59:59Z"
+    assert iso_utc(period_start("hour", T0)) == "2026-12-02T10:00:00Z"
+    assert iso_utc(period_start("hour", T0 + 1)) == "2026-12-02T11:00:00Z"
+    assert iso_utc(period_start("day", T0)) == "2026-12-02T00:00:00Z"
+    assert iso_utc(period_start("month", T0)) == "2026-12-01T00:00:00Z"
+    # The last second of a year, and a leap day.
+    new_year = 1_798_761_600  # 2027-01-01T00:00:00Z
+    assert iso_utc(period_start("month", new_year - 1)) == "2026-12-01T00:00:00Z"
+    assert iso_utc(period_start("month", new_year)) == "2027-01-01T00:00:00Z"
+    leap_day = 1_709_164_800  # 2024-02-29T00:00:00Z
+    assert iso_utc(leap_day) == "2024-02-29T00:00:00Z"
+    assert iso_utc(period_start("month", leap_day + 5 * HOUR)) == "2024-02-01T00:00:00Z"
+
+
+def test_latency_buckets_and_quantiles() -> None:
+    assert latency_metric(0.04) == "reply_latency_ms.le_50"
+    assert latency_metric(0.1) == "reply_latency_ms.le_100"
+    assert latency_metric(0.3) == "reply_latency_ms.le_500"
+    assert latency_metric(1e6) == "reply_latency_ms.le_inf"
+    counts = {"reply_latency_ms.le_100": 90, "reply_latency_ms.le_2500": 10}
+    assert latency_quantile(counts, 0.5) == 100
+    assert latency_quantile(counts, 0.95) == 2500
+    assert latency_quantile({"reply_latency_ms.le_inf": 1}, 0.5) == math.inf
+    assert latency_quantile({}, 0.95) is None
+
+
+async def test_updates_are_counted_once_by_type_and_roll_up_across_an_hour(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(tmp_path / "u.db").run)
+        first = [
+            entry(payloads.message(1, chat_id=111), "message", 111, 111),
+            entry(payloads.callback_query(2, chat_id=111, user_id=111), "callback_query", 111, 111),
+            entry(payloads.group_message(3, chat_id=-4001, user_id=222), "message", -4001, 222),
+        ]
+        assert await store.inbox_add(1001, first, 4, T0) == [1, 2, 3]
+        # Polling again after a crash: 2 and 3 come back; only 4 is new (the next hour).
+        again = [
+            *first[1:],
+            entry(payloads.inline_query(4, user_id=333), "inline_query", None, 333),
+        ]
+        assert await store.inbox_add(1001, again, 5, T0 + 1) == [4]
+        await store.inbox_add(2002, [entry(payloads.message(1), "message", 111, 111)], 2, T0)
+
+        hours = await store.usage("hour", T0 - DAY, T0 + DAY, user_id=1001)
+        assert [(iso_utc(r.period), r.counts) for r in hours] == [
+            ("2026-12-02T10:00:00Z", {"updates.message": 2, "updates.callback_query": 1}),
+            ("2026-12-02T11:00:00Z", {"updates.inline_query": 1}),
+        ]
+        assert [(r.distinct_chats, r.distinct_users) for r in hours] == [(2, 2), (0, 1)]
+        (day,) = await store.usage("day", T0 - DAY, T0 + DAY, user_id=1001)
+        assert day.counts == {
+            "updates.message": 2,
+            "updates.callback_query": 1,
+            "updates.inline_query": 1,
+        }
+        # Distinct over the day, not the sum of the hours' distinct counts.
+        assert (day.distinct_chats, day.distinct_users) == (2, 3)
+        (fleet_day,) = await store.usage("day", T0 - DAY, T0 + DAY)
+        assert fleet_day.user_id is None
+        assert fleet_day.counts["updates.message"] == 3
+        per_bot = await store.usage("month", T0 - 40 * DAY, T0 + DAY, per_bot=True)
+        assert [(r.user_id, sum(r.counts.values())) for r in per_bot] == [(1001, 4), (2002, 1)]
+        assert await store.usage_top("updates", T0 - DAY, 10) == [(1001, 4), (2002, 1)]
+        assert await store.usage_top("users", T0 - DAY, 1) == [(1001, 3)]
+        await store.stop()
+
+
+async def test_sends_go_with_the_done_mark_and_retention_keeps_days_longer(
+    tmp_path: Path,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(tmp_path / "u.db").run)
+        old = T0 - 40 * DAY - 100  # 10:58:19, forty days ago
+        await store.inbox_add(1001, [entry(payloads.message(1), "message", 111, 111)], 2, old)
+        usage = {"sends": 1, "calls.sendMessage.ok": 1, "reply_latency_ms.le_250": 1}
+        assert await store.inbox_done(1001, [1], old + 1, usage) == 1
+        # A second mark of the same update adds its usage (a re-handled update sent again).
+        await store.inbox_done(1001, [1], old + 2, {"sends": 1})
+        await store.inbox_add(1001, [entry(payloads.message(2), "message", 111, 111)], 3, T0)
+        (hour,) = await store.usage("hour", old - HOUR, old + HOUR, user_id=1001)
+        assert hour.counts["sends"] == 2
+        assert hour.counts["updates.message"] == 1
+
+        deleted = await store.usage_delete_older(T0 - 35 * DAY, T0 - 400 * DAY, batch_size=2)
+        assert deleted > 0
+        assert await store.usage("hour", old - HOUR, old + HOUR, user_id=1001) == []
+        (day,) = await store.usage("day", old - DAY, old + DAY, user_id=1001)
+        assert day.counts["sends"] == 2 and day.distinct_users == 1
+        assert len(await store.usage("hour", T0 - HOUR, T0 + HOUR)) == 1  # recent: kept
+        await store.usage_delete_older(T0 - 35 * DAY, T0 - 30 * DAY)
+        assert await store.usage("day", old - DAY, old + DAY, user_id=1001) == []
+        assert [iso_utc(r.period) for r in await store.usage("month", T0 - 31 * DAY, T0)] == [
+            "2026-12-01T00:00:00Z"
+        ]
+        await store.stop()
