@@ -645,3 +645,47 @@ def test_restore_seeds_the_failure_count_and_refuses_a_negative_one() -> None:
     with pytest.raises(ValueError) as caught:
         breaker.restore(failure_count=-1)
     assert str(caught.value) == "failure_count must be >= 0, got -1"
+
+
+async def test_an_ignored_poll_or_stale_outcome_never_frees_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sends opened the breaker; HALF_OPEN with the probe out.
+    breaker, _ = make(BreakerConfig(half_open_successes=1))
+    assert breaker.try_acquire()
+    slow_call = breaker.generation  # admitted while CLOSED
+    breaker.record_failure(generation=slow_call)
+    fail(breaker, 4)
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # the probe
+    breaker.record_ignored(poll=True)  # a poll beside the probe, cancelled
+    assert breaker.statistics().probe_in_flight
+    breaker.record_ignored(generation=slow_call)  # a call of the old episode, cancelled
+    assert breaker.statistics().probe_in_flight
+    assert not breaker.try_acquire()
+    breaker.record_ignored()  # the probe itself, cancelled: its slot is free again
+    assert breaker.try_acquire()
+
+
+async def test_a_poll_waits_for_the_probe_only_when_polls_opened_the_breaker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sends opened it: a poll is admitted beside their probe, so waiting returns at once.
+    breaker, _ = make()
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # the sends' probe
+    with trio.move_on_after(1) as waited:
+        await breaker.wait_admitting(poll=True)
+    assert not waited.cancelled_caught
+    # Polls opened it: a poll is the probe, and waits while another one is out.
+    polled, _ = make()
+    for _ in range(5):
+        assert polled.try_acquire(poll=True)
+        polled.record_failure(poll=True)
+    assert polled.statistics().opened_by_polls
+    await trio.sleep(60)
+    assert polled.try_acquire(poll=True)  # the polls' probe
+    with trio.move_on_after(1) as waited:
+        await polled.wait_admitting(poll=True)
+    assert waited.cancelled_caught
