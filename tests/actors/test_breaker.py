@@ -689,3 +689,12 @@ async def test_a_poll_waits_for_the_probe_only_when_polls_opened_the_breaker(
     with trio.move_on_after(1) as waited:
         await polled.wait_admitting(poll=True)
     assert waited.cancelled_caught
+
+
+def test_the_failure_rate_window_has_sixty_buckets_by_default() -> None:
+    # A five-minute window in 5 s buckets: an outcome at 5.0 s counts until exactly 305 s
+    # (with another bucket count it would leave at another time).
+    counter = RollingCounter(300)
+    counter.add(5.0, failed=True)
+    assert counter.totals(304.99) == (1, 1)
+    assert counter.totals(305.0) == (0, 0)
