@@ -74,7 +74,9 @@ MODULES: dict[str, Target] = {
     "actors/poller.py": Target(ACTOR_TESTS),
     "actors/bot.py": Target((*ACTOR_TESTS, "tests/actors/test_lifecycle.py")),
     # Only the durable inbox of the store (its other parts have their own tests).
-    "storage/store.py": Target(("tests/storage/test_store.py",), name_filter="inbox"),
+    "storage/store.py": Target(
+        ("tests/storage/test_store.py", "tests/storage/test_inbox_lanes.py"), name_filter="inbox"
+    ),
 }
 
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
