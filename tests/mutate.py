@@ -57,14 +57,26 @@ MODULES: dict[str, Target] = {
     "actors/bucket.py": Target(("tests/actors/test_bucket.py",)),
     "actors/breaker.py": Target(("tests/actors/test_breaker.py",)),
     "actors/retry.py": Target(("tests/actors/test_retry.py",)),
-    "actors/limits.py": Target(("tests/actors/test_limits.py",)),
+    "actors/limits.py": Target(
+        ("tests/actors/test_limits.py",),
+        # Two simulated hours of fairness (most of a minute each on a loaded machine): the
+        # round-robin tests above them cover the same rotation in a few ticks.
+        deselect=(
+            "tests/actors/test_limits.py::test_light_tenants_get_all_they_ask_beside_a_heavy_one",
+            "tests/actors/test_limits.py::test_busy_tenants_share_equally",
+        ),
+    ),
     "actors/pipeline.py": Target(("tests/actors/test_pipeline.py",)),
-    "actors/lanes.py": Target(("tests/actors/test_lanes.py",)),
+    # test_lanes.py covers the chat rule (chat_key, lane names); the lanes themselves (ChatLanes:
+    # order per chat, read-back of the undone inbox) are exercised by test_head_of_line.py.
+    "actors/lanes.py": Target(("tests/actors/test_lanes.py", "tests/actors/test_head_of_line.py")),
     "actors/delivery.py": Target(ACTOR_TESTS),
     "actors/poller.py": Target(ACTOR_TESTS),
     "actors/bot.py": Target((*ACTOR_TESTS, "tests/actors/test_lifecycle.py")),
     # Only the durable inbox of the store (its other parts have their own tests).
-    "storage/store.py": Target(("tests/storage/test_store.py",), name_filter="inbox"),
+    "storage/store.py": Target(
+        ("tests/storage/test_store.py", "tests/storage/test_inbox_lanes.py"), name_filter="inbox"
+    ),
 }
 
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
@@ -94,7 +106,9 @@ class Outcome:
 
     @property
     def survivors(self) -> list[str]:
-        return sorted(n for n, s in self.counted.items() if s not in ("killed", "timeout"))
+        return sorted(
+            n for n, s in self.counted.items() if s not in ("killed", "timeout", "segfault")
+        )
 
     @property
     def score(self) -> float:
@@ -165,7 +179,9 @@ def run_module(module: str, jobs: int) -> Outcome:
     started = time.monotonic()
     tests, name_filter = MODULES[module].tests, MODULES[module].name_filter
     workdir = scratch_copy(module)
-    mutmut(workdir, "run", "--max-children", str(jobs))
+    # A part of a large module: only its mutants are run (mutmut matches names with fnmatch).
+    only = [f"*{name_filter}*"] if name_filter else []
+    mutmut(workdir, "run", "--max-children", str(jobs), *only)
     statuses: dict[str, str] = {}
     for line in mutmut(workdir, "results", "--all", "true").splitlines():
         if found := _RESULT.match(line):

@@ -265,8 +265,103 @@ async def test_a_stale_outcome_is_not_taken_for_the_probe(
 
 def test_illegal_transition_is_a_runtime_error() -> None:
     breaker = CircuitBreaker(BreakerConfig(), clock=lambda: 0.0)
-    with pytest.raises(RuntimeError, match="cannot go from closed to half_open"):
+    with pytest.raises(RuntimeError, match="cannot go from closed to half_open") as caught:
         breaker._transition(HALF_OPEN, "a bug")
+    # The message says what is allowed instead.
+    assert str(caught.value).endswith(
+        "only reset(), force_open() and disable() may leave any state."
+    )
+
+
+def test_rolling_counter_rejects_bad_arguments_and_takes_the_smallest_good_ones() -> None:
+    for window in (0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"^window_seconds must be > 0, got "):
+            RollingCounter(window)
+    with pytest.raises(ValueError, match=r"^buckets must be >= 1, got 0$"):
+        RollingCounter(10, buckets=0)
+    # Half a second, one bucket: a window as narrow as it gets still counts.
+    narrow = RollingCounter(0.5, buckets=1)
+    narrow.add(0.0, failed=True)
+    assert narrow.totals(0.25) == (1, 1)
+    assert narrow.totals(0.5) == (0, 0)
+
+
+def test_rolling_counter_forgets_every_failure_of_a_bucket() -> None:
+    # Several outcomes in one bucket leave the window together, failures included.
+    counter = RollingCounter(60, buckets=6)
+    for at in (0.0, 1.0, 2.0):
+        counter.add(at, failed=True)
+    counter.add(3.0, failed=False)
+    counter.add(15.0, failed=True)
+    assert counter.totals(59.0) == (5, 4)
+    assert counter.totals(60.0) == (1, 1)  # the bucket [0, 10) is gone, all four of it
+    assert counter.totals(80.0) == (0, 0)
+
+
+async def test_a_stale_success_is_not_taken_for_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make(BreakerConfig(half_open_successes=1))
+    assert breaker.try_acquire()
+    slow_call = breaker.generation  # admitted while CLOSED, still running
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # the probe
+    breaker.record_success(generation=slow_call)  # the slow call succeeds long after
+    assert breaker.state is HALF_OPEN  # one success would close it, were it the probe's
+    assert not breaker.try_acquire()  # and the probe's slot is still taken
+
+
+async def test_a_probe_success_short_of_closing_clears_the_failure_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, _ = make(BreakerConfig(half_open_successes=2))
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()
+    breaker.record_success()
+    stats = breaker.statistics()
+    assert (stats.state, stats.consecutive_failures) == (HALF_OPEN, 0)
+    assert breaker.try_acquire()
+    breaker.record_failure()  # the second probe fails: open again, a run of one
+    stats = breaker.statistics()
+    assert (stats.state, stats.consecutive_failures) == (OPEN, 1)
+
+
+async def test_opened_at_is_kept_while_half_open_and_cleared_once_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # opened_at is in the admin API's breaker statistics: when this episode began.
+    breaker, _ = make(BreakerConfig(half_open_successes=1))
+    await trio.sleep(5)
+    fail(breaker, 5)
+    assert breaker.statistics().opened_at == 5
+    await trio.sleep(60)
+    assert breaker.state is HALF_OPEN
+    assert breaker.statistics().opened_at == 5
+    assert breaker.try_acquire()
+    breaker.record_success()
+    assert breaker.state is CLOSED
+    assert breaker.statistics().opened_at is None
+    for leave in (breaker.reset, breaker.force_open, breaker.disable):
+        fail(breaker, 5)
+        assert breaker.statistics().opened_at is not None
+        leave()
+        assert breaker.statistics().opened_at is None
+        breaker.reset()
+
+
+async def test_wait_admitting_is_a_checkpoint_even_when_it_need_not_wait(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A loop of wait_admitting() and a quick call must still let other tasks run.
+    breaker, _ = make()
+    with trio.testing.assert_checkpoints():
+        await breaker.wait_admitting()  # CLOSED
+    fail(breaker, 5)
+    await trio.sleep(60)
+    with trio.testing.assert_checkpoints():
+        await breaker.wait_admitting()  # HALF_OPEN, the probe slot free
 
 
 def test_rolling_counter_expires_buckets_at_exact_times() -> None:
@@ -550,3 +645,56 @@ def test_restore_seeds_the_failure_count_and_refuses_a_negative_one() -> None:
     with pytest.raises(ValueError) as caught:
         breaker.restore(failure_count=-1)
     assert str(caught.value) == "failure_count must be >= 0, got -1"
+
+
+async def test_an_ignored_poll_or_stale_outcome_never_frees_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sends opened the breaker; HALF_OPEN with the probe out.
+    breaker, _ = make(BreakerConfig(half_open_successes=1))
+    assert breaker.try_acquire()
+    slow_call = breaker.generation  # admitted while CLOSED
+    breaker.record_failure(generation=slow_call)
+    fail(breaker, 4)
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # the probe
+    breaker.record_ignored(poll=True)  # a poll beside the probe, cancelled
+    assert breaker.statistics().probe_in_flight
+    breaker.record_ignored(generation=slow_call)  # a call of the old episode, cancelled
+    assert breaker.statistics().probe_in_flight
+    assert not breaker.try_acquire()
+    breaker.record_ignored()  # the probe itself, cancelled: its slot is free again
+    assert breaker.try_acquire()
+
+
+async def test_a_poll_waits_for_the_probe_only_when_polls_opened_the_breaker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sends opened it: a poll is admitted beside their probe, so waiting returns at once.
+    breaker, _ = make()
+    fail(breaker, 5)
+    await trio.sleep(60)
+    assert breaker.try_acquire()  # the sends' probe
+    with trio.move_on_after(1) as waited:
+        await breaker.wait_admitting(poll=True)
+    assert not waited.cancelled_caught
+    # Polls opened it: a poll is the probe, and waits while another one is out.
+    polled, _ = make()
+    for _ in range(5):
+        assert polled.try_acquire(poll=True)
+        polled.record_failure(poll=True)
+    assert polled.statistics().opened_by_polls
+    await trio.sleep(60)
+    assert polled.try_acquire(poll=True)  # the polls' probe
+    with trio.move_on_after(1) as waited:
+        await polled.wait_admitting(poll=True)
+    assert waited.cancelled_caught
+
+
+def test_the_failure_rate_window_has_sixty_buckets_by_default() -> None:
+    # A five-minute window in 5 s buckets: an outcome at 5.0 s counts until exactly 305 s
+    # (with another bucket count it would leave at another time).
+    counter = RollingCounter(300)
+    counter.add(5.0, failed=True)
+    assert counter.totals(304.99) == (1, 1)
+    assert counter.totals(305.0) == (0, 0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -87,6 +89,7 @@ def rig(
     flood_gate: FloodGate | None = None,
     chat_limiters: ChatLimiters | None = None,
     breaker: CircuitBreaker | None = None,
+    confirm_token: Callable[[], Awaitable[bool | None]] | None = None,
 ) -> Rig:
     breaker = breaker or CircuitBreaker(breaker_config or BreakerConfig())
     counters = RetryCounters()
@@ -112,6 +115,7 @@ def rig(
         health=health,
         rng=random.Random(7),
         on_suspend=on_suspend,
+        confirm_token=confirm_token,
     )
     return Rig(pipeline, breaker, counters, health, flood_gate, global_limiter, suspended)
 
@@ -608,3 +612,264 @@ async def test_an_outcome_from_before_a_breaker_reset_does_not_count(
     with pytest.raises(TelegramError):
         await r.pipeline.call("getChat", Script(telegram(500), latency=2))
     assert r.breaker.statistics().state is BreakerState.OPEN
+
+
+class GetMe:
+    """A fake ``confirm_token``: getMe's verdict on the token (None: Telegram unreachable)."""
+
+    def __init__(self, verdict: bool | None) -> None:
+        self.verdict = verdict
+        self.asked = 0
+
+    async def __call__(self) -> bool | None:
+        self.asked += 1
+        return self.verdict
+
+
+def not_found() -> TelegramError:
+    return TelegramError(method="getMe", error_code=404, description="Not Found")
+
+
+async def test_a_404_suspends_the_bot_only_if_getme_refuses_the_token_too(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # getMe refuses the token: the 404 meant it; suspended, the 404 raised as it came.
+    refused = GetMe(False)
+    r = rig(confirm_token=refused)
+    with pytest.raises(TelegramError) as caught:
+        await r.pipeline.call("getMe", Script(not_found(), "never"))
+    assert refused.asked == 1
+    assert r.suspended == ["getMe failed permanently: getMe failed: 404 Not Found"]
+    assert caught.value.category is ErrorCategory.PERMANENT
+    # getMe accepts the token (or cannot be asked): a 404 of a working bot is not a bad
+    # token. Not suspended; raised as UNKNOWN (the caller backs off), and the log says why.
+    for verdict in (True, None):
+        accepted = GetMe(verdict)
+        r = rig(confirm_token=accepted)
+        caplog.clear()
+        send = Script(not_found(), "never")
+        with pytest.raises(TelegramError) as caught:
+            await r.pipeline.call("getMe", send)
+        assert accepted.asked == 1
+        assert send.calls == [trio.current_time()]  # not retried either
+        assert r.suspended == []
+        assert r.pipeline.statistics().status is not BotStatus.SUSPENDED
+        assert caught.value.category is ErrorCategory.UNKNOWN
+        assert caught.value.error_code == 404
+        assert [record.getMessage() for record in caplog.records] == [
+            "bot 1001: getMe answered 404 but getMe does not refuse the token; not "
+            "suspending, backing off: getMe failed: 404 Not Found"
+        ]
+    # Without a getMe to ask, a 404 of getMe counts as a refused token.
+    alone = rig()
+    with pytest.raises(TelegramError):
+        await alone.pipeline.call("getMe", Script(not_found()))
+    assert alone.suspended == ["getMe failed permanently: getMe failed: 404 Not Found"]
+
+
+async def test_a_401_suspends_without_asking_getme(autojump_clock: trio.testing.MockClock) -> None:
+    # A 401 is Telegram refusing the token itself: no second opinion, even one that would
+    # (wrongly, say from a cache) accept it.
+    getme = GetMe(True)
+    r = rig(confirm_token=getme)
+    unauthorized = TelegramError(method="getMe", error_code=401, description="Unauthorized")
+    with pytest.raises(TelegramError):
+        await r.pipeline.call("getMe", Script(unauthorized))
+    assert getme.asked == 0
+    assert r.suspended == ["getMe failed permanently: getMe failed: 401 Unauthorized"]
+
+
+async def test_failed_polls_count_in_the_polls_run_not_the_calls(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(retry=NO_TRANSIENT_RETRY)
+    with pytest.raises(TelegramError):
+        await r.pipeline.call(
+            "getUpdates",
+            Script(telegram(502, method="getUpdates")),
+            rate_limited=False,
+            measure_latency=False,
+            poll=True,
+        )
+    health, breaker = r.health.statistics(), r.breaker.statistics()
+    assert (health.poll_failures, health.poll_consecutive_failures) == (1, 1)
+    assert health.consecutive_failures == 0
+    assert health.last_error == "getUpdates failed: 502 error 502"
+    assert (breaker.poll_consecutive_failures, breaker.consecutive_failures) == (1, 0)
+
+
+async def half_open_with_probe_out(r: Rig) -> None:
+    """Calls opened the breaker (threshold 1, open 1 s); now HALF_OPEN, its probe taken."""
+    r.breaker.record_failure()
+    assert r.breaker.statistics().state is BreakerState.OPEN
+    await trio.sleep(1)
+    assert r.breaker.try_acquire()  # the probe, out and not back yet
+    assert r.breaker.statistics().state is BreakerState.HALF_OPEN
+
+
+def probe_still_out(r: Rig) -> bool:
+    """HALF_OPEN and a second probe refused: nobody freed or decided the real probe."""
+    return r.breaker.state is BreakerState.HALF_OPEN and not r.breaker.try_acquire()
+
+
+PROBE = BreakerConfig(failure_threshold=1, open_seconds=1)
+
+
+async def test_polls_beside_the_half_open_probe_neither_decide_nor_free_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Sends opened the breaker; polls keep the bot's updates flowing beside the probe, but
+    # what happens to a poll says nothing about the sends.
+    r = rig(retry=NO_TRANSIENT_RETRY, breaker_config=PROBE)
+    await half_open_with_probe_out(r)
+    poll = partial(r.pipeline.call, "getUpdates", rate_limited=False, poll=True)
+    assert await poll(Script([])) == []  # admitted beside the probe
+    assert probe_still_out(r)  # a successful poll does not close the breaker
+    with pytest.raises(TelegramError):
+        await poll(Script(telegram(400, method="getUpdates")))  # ignored by the breaker
+    assert probe_still_out(r)
+    with trio.move_on_after(1):
+        await poll(Script([], latency=30))  # cancelled mid-poll (the bot stopping)
+    assert probe_still_out(r)
+    r.flood_gate.close_for(5)
+    with trio.move_on_after(1):
+        await poll(Script([]))  # cancelled while the flood gate holds it
+    assert probe_still_out(r)
+
+
+async def test_a_poll_admitted_before_a_breaker_change_is_readmitted_beside_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The poll waits behind a closed flood gate; meanwhile the sends open the breaker and it
+    # half-opens with its probe out. Re-decided, the poll still goes out (beside the probe).
+    r = rig(retry=NO_TRANSIENT_RETRY, breaker_config=PROBE)
+    r.flood_gate.close_for(3)
+    poll = Script(["update"])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(half_open_with_probe_out, r))
+        result = await r.pipeline.call("getUpdates", poll, rate_limited=False, poll=True)
+    assert result == ["update"]
+    assert poll.calls == [3]
+    assert probe_still_out(r)
+
+
+OUTLIVING_OUTCOMES = {
+    "success": "ok",
+    "chat error": telegram(400),
+    "429": telegram(429),
+}
+
+
+@pytest.mark.parametrize("outcome", OUTLIVING_OUTCOMES, ids=list(OUTLIVING_OUTCOMES))
+async def test_an_outcome_of_an_older_episode_leaves_the_probe_alone(
+    autojump_clock: trio.testing.MockClock, outcome: str
+) -> None:
+    # A slow call admitted while CLOSED ends after the breaker opened and half-opened with a
+    # probe out: its outcome (whatever it is) belongs to the old episode.
+    retry = NO_TRANSIENT_RETRY.model_copy(
+        update={"rate_limit": RetryPolicyConfig(max_retries=0, jitter=JitterKind.NONE)}
+    )
+    r = rig(retry=retry, breaker_config=PROBE)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(half_open_with_probe_out, r))
+        with contextlib.suppress(TelegramError):
+            await r.pipeline.call("sendMessage", Script(OUTLIVING_OUTCOMES[outcome], latency=2))
+    assert probe_still_out(r)
+
+
+async def test_a_call_of_an_older_episode_cancelled_leaves_the_probe_alone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    r = rig(breaker_config=PROBE)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(half_open_with_probe_out, r))
+        with trio.move_on_after(2):
+            await r.pipeline.call("sendMessage", Script("never", latency=30))  # mid-send
+    assert probe_still_out(r)
+    gated = rig(breaker_config=PROBE)
+    gated.flood_gate.close_for(30)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(half_open_with_probe_out, gated))
+        with trio.move_on_after(2):
+            await gated.pipeline.call("sendMessage", Script("never"))  # waiting for limits
+    assert probe_still_out(gated)
+
+
+async def test_a_retry_refused_after_its_wait_for_limits_is_a_given_up_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The 502's retry is due at 0.5 s but the bot's own limit holds it to 1 s; at 0.75 s the
+    # operator forces the breaker open: the retry is refused, given up on, caused by the 502.
+    r = rig(bot_limiter=TokenBucket(rate=1, burst=1))
+    send = Script(telegram(502), "never")
+
+    async def operator() -> None:
+        await trio.sleep(0.75)
+        r.breaker.force_open()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(operator)
+        with pytest.raises(CircuitOpenError) as caught:
+            await r.pipeline.call("getChat", send)
+    assert send.calls == [0]
+    assert trio.current_time() == 1
+    assert isinstance(caught.value.__cause__, TelegramError)
+    assert caught.value.__cause__.error_code == 502
+    assert r.counters.statistics().exhausted == 1
+
+
+async def test_decorrelated_jitter_grows_from_the_delay_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Decorrelated jitter draws each delay from [base, 3 × the previous delay]: the pipeline
+    # must hand each retry the delay it waited before, or every wait stays within 3 × base.
+    decorrelated = RetryPolicyConfig(
+        max_retries=12, jitter=JitterKind.DECORRELATED, base_delay=1.0, max_delay=3600
+    )
+    r = rig(
+        retry=EXACT_RETRY.model_copy(update={"transient_network": decorrelated}),
+        breaker_config=BreakerConfig(failure_threshold=20),
+    )
+    send = Script(*[telegram(502)] * 12, "ok")
+    assert await r.pipeline.call("getChat", send) == "ok"
+    waits = [later - earlier for earlier, later in zip(send.calls, send.calls[1:], strict=False)]
+    assert len(waits) == 12
+    assert all(wait >= 1 for wait in waits)
+    assert all(later <= 3 * earlier + 1e-9 for earlier, later in itertools.pairwise(waits))
+    assert max(waits) > 3
+
+
+async def test_two_messages_in_a_row_to_a_private_chat_are_a_second_apart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One after the other (no race between tasks): the first takes chat 5's slot.
+    r = rig()
+    first, second = Script("a"), Script("b")
+    await r.pipeline.call("sendMessage", first, chat_id=5)
+    await r.pipeline.call("sendMessage", second, chat_id=5)
+    assert (first.calls, second.calls) == ([0], [1])
+
+
+async def test_a_call_readmitted_after_a_breaker_change_then_outliving_another_leaves_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The call waits behind the flood gate; the operator forces the breaker open and resets
+    # it (re-decided at 1 s: admitted). While it is out, the sends open the breaker and it
+    # half-opens with its probe out: the call's success belongs to the episode it was
+    # readmitted in, not to the probe.
+    r = rig(breaker_config=PROBE.model_copy(update={"half_open_successes": 1}))
+    r.flood_gate.close_for(1)
+
+    async def meanwhile() -> None:
+        await trio.sleep(0.5)
+        r.breaker.force_open()
+        r.breaker.reset()
+        await trio.sleep(1)
+        await half_open_with_probe_out(r)
+
+    slow = Script("ok", latency=3)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(meanwhile)
+        assert await r.pipeline.call("sendMessage", slow) == "ok"
+    assert slow.calls == [1]
+    assert probe_still_out(r)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -280,3 +282,151 @@ def test_only_an_uncertain_non_idempotent_send_is_never_repeated(
         forbids_repeat(error, idempotent=idempotent, retry_uncertain_sends=retry_uncertain)
         is forbidden
     )
+
+
+# --- what the mutation run of this module showed untested -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field", "shown"),
+    [
+        (lambda: ExponentialBackoff(-1, 5), "ExponentialBackoff.base", "-1"),
+        (lambda: ExponentialBackoff(1, math.inf), "ExponentialBackoff.cap", "inf"),
+        (lambda: LinearBackoff(math.nan, 5), "LinearBackoff.base", "nan"),
+        (lambda: LinearBackoff(1, -0.5), "LinearBackoff.cap", "-0.5"),
+        (lambda: FixedBackoff(math.inf), "FixedBackoff.delay", "inf"),
+        (lambda: FibonacciBackoff(-2, 5), "FibonacciBackoff.base", "-2"),
+        (lambda: FibonacciBackoff(1, math.inf), "FibonacciBackoff.cap", "inf"),
+        (lambda: DecorrelatedJitter(math.inf, 5), "DecorrelatedJitter.base", "inf"),
+        (lambda: DecorrelatedJitter(1, -3), "DecorrelatedJitter.cap", "-3"),
+        (
+            lambda: BackoffSchedule(FixedBackoff(1), NoJitter(), math.inf),
+            "BackoffSchedule.max_delay",
+            "inf",
+        ),
+        (
+            lambda: RetryPolicy(1, FixedBackoff(1), NoJitter(), max_delay=-1),
+            "RetryPolicy.max_delay",
+            "-1",
+        ),
+    ],
+)
+def test_a_bad_delay_is_refused_naming_the_class_and_the_field(
+    build: Callable[[], object], field: str, shown: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        build()
+    assert str(caught.value) == f"{field} must be a finite number >= 0, got {shown}"
+
+
+def test_a_negative_retry_count_is_refused() -> None:
+    with pytest.raises(ValueError) as caught:
+        RetryPolicy(-1, FixedBackoff(1), NoJitter(), max_delay=1)
+    assert str(caught.value) == "max_retries must be >= 0, got -1"
+
+
+def test_the_edges_of_the_good_values_are_accepted() -> None:
+    assert ExponentialBackoff(0, 0)(3) == 0
+    assert FixedBackoff(0)(1) == 0
+    assert RetryPolicy(0, FixedBackoff(0), NoJitter(), max_delay=0).max_retries == 0
+    assert ProportionalJitter(1.0)(4.0, None, random.Random(1)) <= 8.0
+
+
+def test_a_zero_base_never_waits_and_a_cap_of_one_second_is_a_cap() -> None:
+    for backoff in (ExponentialBackoff(0, 5), LinearBackoff(0, 5), FibonacciBackoff(0, 5)):
+        assert [backoff(n) for n in (1, 2, 3)] == [0, 0, 0]
+    assert [ExponentialBackoff(0.5, 1)(n) for n in (1, 2, 3)] == [0.5, 1, 1]
+    assert [FibonacciBackoff(0.5, 1)(n) for n in (1, 2, 3, 4)] == [0.5, 0.5, 1, 1]
+
+
+def test_the_attempt_that_reaches_the_cap_waits_the_cap() -> None:
+    # cap / base is 11 and log2(cap / base) is 1 in floating point, while base × 11 and
+    # base × 2 round just below the cap: the attempt where the cap is reached waits the cap.
+    assert LinearBackoff(0.001, 0.011000000000000001)(11) == 0.011000000000000001
+    assert ExponentialBackoff(0.001, 0.0020000000000000005)(2) == 0.0020000000000000005
+
+
+def test_a_linear_backoff_of_a_huge_attempt_neither_overflows_nor_loses_its_scale() -> None:
+    # Past 2**2100 attempts, or where cap / base overflows, the cap applies without
+    # multiplying out a number a float cannot hold.
+    assert LinearBackoff(5e-324, 1e308)(2**2100) == 1e308
+    assert LinearBackoff(2, 1e308)(2**1100) == 1e308
+    # Below the cap, an attempt too large for a float's 63-bit mantissa still scales right.
+    assert LinearBackoff(5e-324, 1e308)(10**30) == pytest.approx(10**30 * 5e-324, rel=1e-12, abs=0)
+
+
+def test_jitters_reach_across_their_whole_range() -> None:
+    rng = random.Random(3)
+    equal = [EqualJitter()(8, None, rng) for _ in range(1000)]
+    assert min(equal) < 4.1  # from half the delay…
+    assert max(equal) > 7.9  # …to all of it
+    assert all(EqualJitter()(1.0, None, rng) <= 1.0 for _ in range(1000))
+    decorrelated = DecorrelatedJitter(base=1, cap=100)
+    grown = [decorrelated(0, 10, rng) for _ in range(1000)]
+    assert max(grown) > 29  # up to 3 × the previous delay
+    # A policy and its schedule hand the previous delay on to the jitter.
+    policy = RetryPolicy.from_config(
+        RetryPolicyConfig(
+            max_retries=5, jitter=JitterKind.DECORRELATED, base_delay=1, max_delay=100
+        )
+    )
+    assert max(policy.delay(2, 10, rng) for _ in range(1000)) > 29
+
+
+BACKOFFS = {
+    BackoffKind.EXPONENTIAL: ExponentialBackoff(2, 7),
+    BackoffKind.LINEAR: LinearBackoff(2, 7),
+    BackoffKind.FIXED: FixedBackoff(2),
+    BackoffKind.FIBONACCI: FibonacciBackoff(2, 7),
+}
+JITTERS = {
+    JitterKind.NONE: NoJitter(),
+    JitterKind.FULL: FullJitter(),
+    JitterKind.EQUAL: EqualJitter(),
+    JitterKind.DECORRELATED: DecorrelatedJitter(2, 7),
+}
+
+
+@pytest.mark.parametrize("backoff", list(BackoffKind))
+@pytest.mark.parametrize("jitter", list(JitterKind))
+def test_from_config_builds_each_kind_it_names(backoff: BackoffKind, jitter: JitterKind) -> None:
+    policy = RetryPolicy.from_config(
+        RetryPolicyConfig(max_retries=1, backoff=backoff, jitter=jitter, base_delay=2, max_delay=7)
+    )
+    assert (policy.backoff, policy.jitter) == (BACKOFFS[backoff], JITTERS[jitter])
+
+
+def test_every_counter_counts_every_time_and_a_fleet_sums_them_all() -> None:
+    a, b = RetryCounters(), RetryCounters()
+    for counters, times in ((a, 2), (b, 3)):
+        for _ in range(times):
+            counters.record_call()
+            counters.record_attempt()
+            counters.record_attempt()
+            counters.record_retry(ErrorCategory.TRANSIENT_NETWORK)
+            counters.record_exhausted()
+            counters.record_uncertain()
+        counters.record_recovered()
+    assert (a.statistics().exhausted, a.statistics().uncertain) == (2, 2)
+    assert combine([a.statistics(), b.statistics()]) == RetryStatistics(
+        calls=5,
+        attempts=10,
+        retries=5,
+        retries_by_category={"rate_limit": 0, "transient_network": 5, "unknown": 0},
+        recovered=2,
+        exhausted=5,
+        uncertain=5,
+        recovery_rate=2 / 7,
+    )
+
+
+def test_restore_seeds_the_retry_count_and_refuses_a_negative_one() -> None:
+    counters = RetryCounters()
+    counters.restore(retries=0)
+    assert counters.statistics().retries == 0
+    counters.restore(retries=41)
+    counters.record_retry(ErrorCategory.UNKNOWN)
+    assert counters.statistics().retries == 42
+    with pytest.raises(ValueError) as caught:
+        counters.restore(retries=-1)
+    assert str(caught.value) == "retries must be >= 0, got -1"

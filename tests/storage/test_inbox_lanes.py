@@ -64,3 +64,16 @@ async def test_naming_lanes_at_a_start_changes_only_undone_rows_that_differ(stor
     assert await store.inbox_name_lanes(1001, []) == 0
     rows = await store.inbox_lane_undone(1001, "-7", 0, 10)
     assert [(row["update_id"], row["lane"]) for row in rows] == [(1, "-7"), (2, "-7")]
+
+
+async def test_a_read_back_merges_unnamed_rows_by_update_and_names_their_chat(store: Store) -> None:
+    # An unnamed row of another chat (stored before lanes were named) sits between the
+    # lane's own: the lane's reader gets them in update order, each with its chat.
+    entries = [
+        InboxEntry(update(1, 9), 9, "9"),
+        InboxEntry(update(2, -7), -7, None),
+        InboxEntry(update(3, 9), 9, "9"),
+    ]
+    await store.inbox_add(1001, entries, 4, T0)
+    rows = await store.inbox_lane_undone(1001, "9", 0, 10)
+    assert [(row["update_id"], row["chat_id"]) for row in rows] == [(1, 9), (2, -7), (3, 9)]
