@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from actors import EventSink, MetricsActor
+from actors import EventSink, MetricsActor, WebhookReceiver
 from admin.ports import FleetControl, SupervisionView
 from storage import Store
 
@@ -36,6 +36,8 @@ class AdminContext:
     trusted_proxies: tuple[str, ...] = ()
     # Seconds one live-event message may take to send before the client is dropped.
     event_send_timeout: float = 10.0
+    # The webhook listener's receiver (its statistics go to /metrics); None: no listener.
+    webhook: WebhookReceiver | None = None
 
 
 def context_of(request: Request) -> AdminContext:

@@ -12,7 +12,7 @@ suspension). A request the bot's state does not allow raises :class:`actors.Life
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ from actors import (
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    derive_secret_token,
     handler_module_problem,
     import_handler,
     load_handler,
@@ -145,9 +146,17 @@ def _refuse_taken_user_ids(configured: list[BotConfig], stored: dict[int, BotRec
 class Fleet:
     """Every tenant bot of the daemon, supervised by one BotSupervisor."""
 
-    def __init__(self, supervisor: BotSupervisor, services: FleetServices) -> None:
+    def __init__(
+        self,
+        supervisor: BotSupervisor,
+        services: FleetServices,
+        *,
+        webhook_master: str | None = None,
+    ) -> None:
         self._supervisor = supervisor
         self._services = services
+        # The master webhook secret (webhook.secret); None: no bot is reachable by webhook.
+        self._webhook_master = webhook_master
         self._bots: dict[int, _Registered] = {}
         # Adds in progress (user_id -> the token's bot id), reserved while getMe runs.
         self._adding: dict[int, int] = {}
@@ -283,6 +292,24 @@ class Fleet:
 
     def child_state(self, user_id: int) -> ChildState | None:
         return self._supervisor.child_state(user_id)
+
+    # --- webhooks (actors.WebhookBots; thin until webhook-mode bots run) -------------------
+
+    def webhook_secret(self, user_id: int) -> str | None:
+        """The ``secret_token`` of a registered bot, else None (404). Any registered bot:
+        only a bot registered with setWebhook knows its secret (which bots take pushes is
+        the work of webhook-mode bots, with their stored registration)."""
+        registered = self._bots.get(user_id)
+        if registered is None or self._webhook_master is None:
+            return None
+        return derive_secret_token(self._webhook_master, registered.actor.config.token.bot_id)
+
+    def webhook_stored(
+        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+    ) -> None:
+        """A new pushed update is committed: it waits in the bot's inbox, where the bot's
+        next start finds it (handing it to a running bot's lane comes with webhook-mode
+        bots)."""
 
     # --- management ----------------------------------------------------------------------
 

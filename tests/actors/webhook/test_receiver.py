@@ -98,7 +98,7 @@ def receiver(store: Store, bots: FakeBots) -> WebhookReceiver:
 
 @pytest.fixture
 async def client(receiver: WebhookReceiver) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=receiver)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=receiver)
     async with httpx.AsyncClient(transport=transport, base_url="http://bots.example.com") as c:
         yield c
 
@@ -351,7 +351,7 @@ async def test_concurrent_deliveries_share_one_group_commit(
     receiver = WebhookReceiver(
         bots=bots, store=store, wall_clock=lambda: 1_800_000_000.0, path="/tg"
     )
-    transport = httpx.ASGITransport(app=receiver)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=receiver)
     count = 20
     statuses: list[int] = []
     async with trio.open_nursery() as nursery:
