@@ -104,25 +104,27 @@ class ReceiverStatistics:
     commit_count: int
 
 
-def _plain(
-    status: int, reason: bytes, extra: list[tuple[bytes, bytes]] | None = None
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+# (status, headers, body); immutable, so the prepared answers below are shared safely.
+Answer = tuple[int, tuple[tuple[bytes, bytes], ...], bytes]
+
+
+def _plain(status: int, reason: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> Answer:
     body = reason + b"\n"
-    headers = [
+    headers = (
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode()),
-    ]
-    return status, headers + (extra or []), body
+    )
+    return status, headers + extra, body
 
 
-_OK = (200, [(b"content-length", b"0")], b"")
+_OK: Answer = (200, ((b"content-length", b"0"),), b"")
 _NOT_FOUND = _plain(404, b"not found")
 _UNKNOWN_BOT = _plain(404, b"no bot with this user_id")
-_NOT_ALLOWED = _plain(405, b"method not allowed: POST one update", [(b"allow", b"POST")])
+_NOT_ALLOWED = _plain(405, b"method not allowed: POST one update", ((b"allow", b"POST"),))
 _BAD_SECRET = _plain(401, b"missing or wrong X-Telegram-Bot-Api-Secret-Token")
 
 
-def _bad_json(reason: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+def _bad_json(reason: str) -> Answer:
     return _plain(400, reason.encode())
 
 
@@ -174,12 +176,12 @@ class WebhookReceiver:
         self._overloaded = _plain(
             429,
             b"the store cannot keep up; retry later",
-            [(b"retry-after", str(overload_retry_after).encode())],
+            ((b"retry-after", str(overload_retry_after).encode()),),
         )
         self._failed = _plain(
             503,
             b"the store cannot take updates now; retry later",
-            [(b"retry-after", str(failure_retry_after).encode())],
+            ((b"retry-after", str(failure_retry_after).encode()),),
         )
         self._too_large = _plain(413, f"body above {max_body_bytes} bytes".encode())
         self._new = 0
@@ -224,9 +226,7 @@ class WebhookReceiver:
     def _reject(self, reason: str) -> None:
         self._rejected[reason] += 1
 
-    async def _answer(
-        self, scope: Scope, receive: Receive
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _answer(self, scope: Scope, receive: Receive) -> Answer:
         path: str = scope["path"]
         if not path.startswith(self._prefix):
             self._reject("not_found")
@@ -253,7 +253,10 @@ class WebhookReceiver:
         if not secret_matches(expected, None if presented is None else presented.decode("latin-1")):
             self._reject("bad_secret")
             return _BAD_SECRET
-        if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
+        # Checked on the text first: int() of a 5,000-digit header would raise.
+        if declared is not None and (
+            not declared.isdigit() or len(declared) > 12 or int(declared) > self._max_body
+        ):
             self._reject("too_large")
             return self._too_large
         try:
@@ -286,9 +289,7 @@ class WebhookReceiver:
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _store_update(
-        self, user_id: int, update: dict[str, Any]
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _store_update(self, user_id: int, update: dict[str, Any]) -> Answer:
         key = chat_key(update)
         entry = InboxEntry(update, key_chat_id(key), lane_name(key))
         received_at = self._wall_clock()
