@@ -103,13 +103,23 @@ from actors.validation import (
     rule_error,
     text_problems,
 )
-from actors.webhook import WebhookBots, derive_secret_token, secret_fingerprint
+from actors.webhook import (
+    COMMIT_BUCKETS,
+    REJECTION_REASONS,
+    ReceiverStatistics,
+    WebhookBots,
+    WebhookReceiver,
+    derive_secret_token,
+    secret_fingerprint,
+)
 
 __all__ = [
     "BOT_CONNECTIONS",
+    "COMMIT_BUCKETS",
     "DEFAULT_ALLOWED_UPDATES",
     "LISTEN_RULE",
     "MAX_USER_ID",
+    "REJECTION_REASONS",
     "UPDATE_TYPES",
     "USER_ID_RULE",
     "ActorState",
@@ -178,6 +188,7 @@ __all__ = [
     "Positive",
     "Problem",
     "ProportionalJitter",
+    "ReceiverStatistics",
     "RedactingFilter",
     "RequestPipeline",
     "RetryConfig",
@@ -199,6 +210,7 @@ __all__ = [
     "UserId",
     "WebhookBots",
     "WebhookConfig",
+    "WebhookReceiver",
     "WholeNumber",
     "chat_key",
     "combine_retry_statistics",

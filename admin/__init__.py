@@ -9,7 +9,15 @@ from admin.operations import Operation, Reply, operation
 from admin.ratelimit import ClientBuckets, IpRateLimit, RateLimitStatistics, client_address
 from admin.records import Record, record_response
 from admin.requests import RequestModel, parse
-from admin.server import AdminListenError, AdminServer, serve_app
+from admin.server import (
+    AdminListenError,
+    AdminServer,
+    HttpServer,
+    ListenError,
+    WebhookListenError,
+    WebhookServer,
+    serve_app,
+)
 
 __all__ = [
     "AdminConfig",
@@ -20,12 +28,16 @@ __all__ = [
     "ClientBuckets",
     "EventStreamStatistics",
     "EventStreams",
+    "HttpServer",
     "IpRateLimit",
+    "ListenError",
     "Operation",
     "RateLimitStatistics",
     "Record",
     "Reply",
     "RequestModel",
+    "WebhookListenError",
+    "WebhookServer",
     "client_address",
     "create_app",
     "is_loopback",

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from actors import EventSink, MetricsActor
+from actors import EventSink, MetricsActor, WebhookReceiver
 from admin.ports import FleetControl, SupervisionView
 from storage import Store
 
@@ -39,6 +39,8 @@ class AdminContext:
     # How long usage rows are kept (storage.usage_*retention_days): older ranges are a 422.
     usage_hour_retention_days: float = 35.0
     usage_retention_days: float = 400.0
+    # The webhook listener's receiver (its statistics go to /metrics); None: no listener.
+    webhook: WebhookReceiver | None = None
 
 
 def context_of(request: Request) -> AdminContext:

@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors import BotStatistics, BotStatus, BreakerState
+from actors import COMMIT_BUCKETS, BotStatistics, BotStatus, BreakerState
 from admin.context import AdminContext
 from admin.events import EventStreams
 from admin.operations import Reply, operation
@@ -196,6 +201,40 @@ class FleetCollector:
             )
         yield from self._fleet(totals)
         yield from self._daemon()
+        yield from self._webhook()
+
+    def _webhook(self) -> Iterator[Metric]:
+        receiver = self._ctx.webhook
+        if receiver is None:
+            return
+        stats = receiver.statistics()
+        accepted = CounterMetricFamily(
+            "botvisor_webhook_deliveries_accepted",
+            "Webhook deliveries answered 200: new (committed and handed on) or duplicate "
+            "(already in the inbox)",
+            labels=["outcome"],
+        )
+        accepted.add_metric(["new"], stats.accepted_new)
+        accepted.add_metric(["duplicate"], stats.accepted_duplicate)
+        yield accepted
+        rejected = CounterMetricFamily(
+            "botvisor_webhook_deliveries_rejected",
+            "Webhook deliveries refused, by reason (docs/OPERATIONS.md: the answer of each)",
+            labels=["reason"],
+        )
+        for reason, count in stats.rejected.items():
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield _gauge(
+            "botvisor_webhook_in_flight", "Deliveries waiting for their commit", stats.in_flight
+        )
+        bounds = [f"{bound:g}" for bound in COMMIT_BUCKETS] + ["+Inf"]
+        yield HistogramMetricFamily(
+            "botvisor_webhook_commit_seconds",
+            "From a delivery's update parsed to its inbox commit (the wait before its 200)",
+            buckets=list(zip(bounds, stats.commit_buckets, strict=True)),
+            sum_value=stats.commit_seconds_sum,
+        )
 
     def _fleet(self, totals: _Totals) -> Iterator[Metric]:
         bots = GaugeMetricFamily("botvisor_bots", "Registered bots by status", labels=["status"])

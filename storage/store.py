@@ -312,16 +312,21 @@ class Store:
         entries: Sequence[InboxEntry],
         next_offset: int | None,
         received_at: float,
+        *,
+        wait_for_room: bool = True,
     ) -> list[int]:
         """Store fetched updates and the bot's next ``getUpdates`` offset in one transaction
         (``next_offset`` None: pushed by a webhook, there is no offset to keep).
+        ``wait_for_room=False`` raises ``trio.WouldBlock`` instead of waiting when the write
+        queue is full (nothing stored).
 
         Return the ``update_id`` of every update that was NEW, in the given order; an update
         already in the inbox (done or not) is a duplicate and is left out.
         """
         ids = [_update_id(entry.update) for entry in entries]
         return await self.writer.submit(
-            partial(_inbox_add, user_id, ids, list(entries), next_offset, received_at)
+            partial(_inbox_add, user_id, ids, list(entries), next_offset, received_at),
+            wait_for_room=wait_for_room,
         )
 
     async def inbox_done(

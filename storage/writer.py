@@ -321,18 +321,24 @@ class StoreWriter:
 
     # --- submitting ----------------------------------------------------------------------
 
-    async def submit(self, job: Job[T]) -> T:
+    async def submit(self, job: Job[T], *, wait_for_room: bool = True) -> T:
         """Queue ``job``, wait until its transaction committed, return its result.
 
         Re-raises the job's own exception (its changes rolled back, its batch mates kept).
-        Waits while the queue is full. If the caller is cancelled after the job was queued,
+        Waits while the queue is full, or with ``wait_for_room=False`` raises
+        ``trio.WouldBlock`` at once (nothing queued: a caller that can ask its client to come
+        back later, like the webhook receiver, refuses instead of piling up). If the caller is
+        cancelled after the job was queued,
         the job still runs. A job may run twice (when a batch mate fails, the transaction is
         rolled back and the others run again), so it must act only through the connection.
         """
         item = _Job(job, trio.Event())
         self._check_accepting()
         try:
-            await self._send.send(item)
+            if wait_for_room:
+                await self._send.send(item)
+            else:
+                self._send.send_nowait(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise self._closed_error() from None
         assert item.finished is not None

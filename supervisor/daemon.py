@@ -6,9 +6,12 @@
     ├─ StoreWriter      the only SQLite writer
     ├─ MetricsActor     aggregates, snapshots, retention, live events
     ├─ BotSupervisor    dynamic one_for_one over the tenant bots
-    └─ AdminServer      Starlette on hypercorn.trio.serve
+    ├─ AdminServer      Starlette on hypercorn.trio.serve
+    └─ WebhookServer    the webhook receiver (plain ASGI) on Hypercorn, if webhook.public_url
 
-Components start in that order and stop in reverse: the admin server stops taking requests,
+Components start in that order and stop in reverse: the webhook listener stops first (a
+delivery then meets a refused connection and Telegram retries it; every delivery answered 200
+is committed), then the admin server stops taking requests,
 the bots stop polling and finish in-flight handlers within ``graceful_timeout``, the metrics
 actor writes its final snapshot, and the writer commits everything queued. A crash of a core
 component cancels the tree and propagates, so the process exits non-zero.
@@ -37,11 +40,12 @@ from actors import (
     MetricsActor,
     OwnershipError,
     TokenInUse,
+    WebhookReceiver,
     find_exception,
     make_http_client,
     shared_ssl_context,
 )
-from admin import AdminContext, AdminListenError, AdminServer, create_app
+from admin import AdminContext, AdminServer, ListenError, WebhookServer, create_app
 from storage import (
     DatabaseFailedError,
     NotADatabaseError,
@@ -73,6 +77,9 @@ class DaemonHandle:
     supervisor: BotSupervisor
     # The actors -> metrics channel (tests inject events through it).
     events: EventSink | None = None
+    # The webhook listener's base URL (None: no webhook.public_url, no listener).
+    webhook_url: str | None = None
+    webhook: WebhookReceiver | None = None
 
 
 class Daemon:
@@ -166,9 +173,29 @@ class Daemon:
             usage_retention_days=config.storage.usage_retention_days,
         )
 
+        receiver: WebhookReceiver | None = None
+        webhook: WebhookServer | None = None
+        hook = config.webhook
+        if hook.public_url is not None:
+            receiver = WebhookReceiver(
+                bots=fleet,
+                store=store,
+                wall_clock=self._wall_clock,
+                path=hook.path,
+                max_body_bytes=hook.max_body_bytes,
+            )
+            hook_tls = (
+                (hook.tls_cert, hook.tls_key)
+                if hook.tls_cert is not None and hook.tls_key is not None
+                else None
+            )
+            webhook = WebhookServer(receiver, host=hook.host, port=hook.port, tls=hook_tls)
+
         async def ready() -> tuple[bool, str]:
             if self._shutdown.is_set():
                 return False, "shutting down"
+            if webhook is not None and not webhook.listening:
+                return False, "the webhook listener is not listening"
             writable, detail = await store.check_writable()
             return writable, detail
 
@@ -184,6 +211,7 @@ class Daemon:
                     wall_clock=self._wall_clock,
                     admin_token=config.admin.token,
                     ready=ready,
+                    webhook=receiver,
                     metrics_public=config.admin.metrics_public,
                     metrics_per_bot=config.admin.metrics_per_bot,
                     ip_rate_limit=config.admin.rate_limit,
@@ -210,7 +238,10 @@ class Daemon:
                 await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
             await root.start(fleet.run_webhook_tasks)
             admin_url = await root.start(admin.run) if admin is not None else None
-            self.handle = DaemonHandle(admin_url, fleet, metrics, store, supervisor, events)
+            webhook_url = await root.start(webhook.run) if webhook is not None else None
+            self.handle = DaemonHandle(
+                admin_url, fleet, metrics, store, supervisor, events, webhook_url, receiver
+            )
             for warning in config.telegram.warnings():
                 log.warning("%s", warning)
             log.info(
@@ -226,6 +257,9 @@ class Daemon:
                 len(fleet.actors()),
                 config.supervisor.graceful_timeout,
             )
+            if webhook is not None:
+                await webhook.stop()
+                log.info("shutdown: webhook listener stopped")
             if admin is not None:
                 await admin.stop()
                 log.info("shutdown: admin API stopped")
@@ -283,7 +317,7 @@ def setup_error(exc: BaseException, *, database: str = "the database") -> Except
         return DatabaseFailedError(database, "writing", failed)
     return (
         find_exception(exc, StorageError)
-        or find_exception(exc, AdminListenError)
+        or find_exception(exc, ListenError)
         or find_exception(exc, OpenFilesLimitError)
         or find_exception(exc, TokenInUse)
         or find_exception(exc, HandlerNotAllowed)

@@ -157,7 +157,11 @@ def _refuse_taken_user_ids(configured: list[BotConfig], stored: dict[int, BotRec
 class Fleet:
     """Every tenant bot of the daemon, supervised by one BotSupervisor."""
 
-    def __init__(self, supervisor: BotSupervisor, services: FleetServices) -> None:
+    def __init__(
+        self,
+        supervisor: BotSupervisor,
+        services: FleetServices,
+    ) -> None:
         self._supervisor = supervisor
         self._services = services
         self._bots: dict[int, _Registered] = {}
@@ -556,6 +560,13 @@ class Fleet:
         secret = derive_secret_token(master, registered.actor.config.token.bot_id)
         self._secrets[user_id] = secret
         return secret
+
+    def webhook_counted(self, user_id: int, accepted: bool) -> None:
+        """A delivery to the bot answered (accepted or refused): counted in its usage, which
+        the bot writes with its next flush (a dormant bot's, when it next runs or stops)."""
+        registered = self._bots.get(user_id)
+        if registered is not None:
+            registered.actor.pipeline.usage.count_webhook(accepted)
 
     def webhook_stored(
         self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float

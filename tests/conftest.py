@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from actors import RedactingFilter
-from actors.secrets import SECRET_PATTERN, TOKEN_PATTERN
+from actors.secrets import SECRET_PATTERN, TOKEN_PATTERN, WEBHOOK_SECRET_PATTERN
 
 
 class _Capture(logging.Handler):
@@ -52,6 +52,8 @@ def no_token_in_logs() -> Iterator[None]:
     leaked = [
         line
         for line in capture.lines + raw
-        if TOKEN_PATTERN.search(line) or SECRET_PATTERN.search(line)
+        if TOKEN_PATTERN.search(line)
+        or SECRET_PATTERN.search(line)
+        or WEBHOOK_SECRET_PATTERN.search(line)
     ]
     assert not leaked, f"a bot token reached the logs: {leaked[:3]}"

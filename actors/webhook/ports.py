@@ -24,3 +24,8 @@ class WebhookBots(Protocol):
         no task) or leave it in the inbox (a suspended bot handles it after resume). Never
         blocks: the receiver answers 200 right after."""
         ...
+
+    def webhook_counted(self, user_id: int, accepted: bool) -> None:
+        """One delivery to the bot ``user_id`` answered: 200 (``accepted``) or refused (a
+        wrong secret, a bad body, a full or failed store). For its usage analytics."""
+        ...
