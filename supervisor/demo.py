@@ -256,6 +256,13 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.bots < 1 or args.duration <= 0 or args.chats < 1 or args.rate <= 0:
         print("botvisor demo: --bots, --duration, --chats and --rate must be > 0", file=sys.stderr)
         return 2
+    if getattr(args, "mode", "polling") != "polling" and args.webhook_port == 0:
+        print(
+            "botvisor demo: --webhook-port must name a port with --mode webhook or mixed "
+            "(the simulated Telegram is told the URL before the listener starts)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result = trio.run(run_demo, args)
     except Exception as exc:
