@@ -21,7 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import arrivals, chaos, fleet, limiter, memory, peers, pipeline, throughput, usage
+from bench import (
+    arrivals,
+    chaos,
+    fleet,
+    limiter,
+    memory,
+    peers,
+    pipeline,
+    throughput,
+    usage,
+    webhooks,
+)
 from bench import store as storage_bench
 from bench.common import ROOT, machine_facts
 from bench.notes import notes, summary
@@ -32,6 +43,7 @@ __all__ = ["SECTIONS", "main"]
 
 SECTIONS = (
     "fleet",
+    "webhooks",
     "memory",
     "peers",
     "throughput",
@@ -45,6 +57,7 @@ SECTIONS = (
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "fleet": fleet.markdown,
+    "webhooks": webhooks.markdown,
     "memory": memory.markdown,
     "peers": peers.markdown,
     "throughput": throughput.markdown,
@@ -116,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "fleet": lambda: fleet.run(quick),
+        "webhooks": lambda: webhooks.run(quick),
         "memory": lambda: memory.run(quick),
         "peers": lambda: peers.run(quick, peer_python=peer_python, peer_error=peer_error),
         "throughput": lambda: throughput.run(quick),

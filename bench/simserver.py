@@ -3,7 +3,9 @@
 ``python -m bench.simserver --bots N --seed S`` serves N simulated bots on 127.0.0.1 (a free
 port) and prints ``{"url": ..., "tokens": [...]}``. Then it answers one JSON line per command:
 
-- ``{"cmd": "stats"}``: the simulator's counters (``waiting_polls``, ``replies``, ``calls``…).
+- ``{"cmd": "stats"}``: the simulator's counters (``waiting_polls``, ``replies``, ``calls``,
+  ``webhooks`` set…). With ``--push-webhooks`` it pushes the updates of bots that set a
+  webhook, as Telegram does.
 - ``{"cmd": "post", "chats": C, "messages": M}``: every bot's C private chats each receive M
   messages now; answers how many were posted.
 - ``{"cmd": "wait", "replies": K, "timeout": T}``: waits until K replies were delivered in all;
@@ -25,6 +27,7 @@ import sys
 import time
 from typing import Any, cast
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
@@ -66,6 +69,8 @@ class _Control:
                 "errors": s.errors,
                 "conflicts": s.conflicts,
                 "by_method": dict(s.calls_by_method),
+                "webhooks": 0 if s.webhooks is None else s.webhooks.webhooks,
+                "webhook_deliveries": 0 if s.webhooks is None else s.webhooks.deliveries,
             }
         if cmd == "post":
             chats, messages = int(command["chats"]), int(command["messages"])
@@ -120,7 +125,14 @@ async def _serve(args: argparse.Namespace) -> None:
     config.backlog = 4096
     config.keep_alive_timeout = 120.0
     control = _Control(api, tokens)
-    async with trio.open_nursery() as nursery:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=70.0) as pusher,
+        trio.open_nursery() as nursery,
+    ):
+        if args.push_webhooks:
+            # Telegram's side of webhooks: every bot that set one gets its updates pushed.
+            await nursery.start(api.push_webhooks, pusher)
         binds: list[str] = await nursery.start(
             lambda task_status: serve(
                 cast(ASGIFramework, create_sim_app(api)),
@@ -153,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bots", type=BOTS, required=True)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--record", action="store_true", help="record calls for 'arrivals'")
+    parser.add_argument(
+        "--push-webhooks", action="store_true", help="push updates to bots that set a webhook"
+    )
     args = parser.parse_args(argv)
     raise_fd_limit()
     trio.run(_serve, args)
