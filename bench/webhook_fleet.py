@@ -145,7 +145,7 @@ async def _measure(bots: int, idle: float, db: Path) -> dict[str, Any]:
             result["idle_calls"] = api.statistics().calls - result["startup_calls"]
         # One delivery wakes one bot; its echo reaches the simulator (which refuses it: the
         # bot is unknown there, so the wake shows as a call).
-        url = handle.webhook_url
+        url = f"{handle.webhook_url}{_webhook().path}"
         user_id = bots // 2
         secret = derive_secret_token(MASTER, FIRST_BOT_ID + user_id - 1)
         async with httpx.AsyncClient() as client:
