@@ -12,6 +12,7 @@ message answered, none twice, none out of order within its chat.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ import trio
 import trio.testing
 
 import storage.store
-from actors import BotConfig, BotMode, BotToken, WebhookConfig
+from actors import ActorState, BotConfig, BotMode, BotToken, WebhookConfig
 from actors.simulator import SimReport, SimulatedBotApi
 from supervisor import Config
 from tests import payloads
@@ -175,3 +176,87 @@ async def test_each_chat_keeps_its_order_under_the_simulators_parallel_delivery(
     assert webhook_stats is not None
     assert webhook_stats.deliveries == stats.accepted_new
     assert webhook_stats.failed_deliveries == 0
+
+
+# -- 2. the same update delivered twice -------------------------------------------------------
+
+
+class LostAnswers(httpx.AsyncBaseTransport):
+    """The receiver answered, but its answer never reached Telegram (a connection reset on
+    the way back), for the first delivery of every ``every``-th update: Telegram delivers
+    that update again."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, every: int) -> None:
+        self._inner = inner
+        self._every = every
+        self.seen: set[int] = set()
+        self.lost: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        response = await self._inner.handle_async_request(request)
+        await response.aread()
+        update_id = int(json.loads(body)["update_id"])
+        first = update_id not in self.seen
+        self.seen.add(update_id)
+        if first and response.status_code == 200 and update_id % self._every == 0:
+            self.lost.append(update_id)
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+async def test_an_update_delivered_twice_is_handled_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(12))
+    box: list[LostAnswers] = []
+
+    def losing(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        box.append(LostAnswers(inner, every=3))
+        return box[0]
+
+    async with pushed_fleet(
+        tmp_path / "twice.db", [1], api, configure=webhook_mode(), wrap=losing
+    ) as fleet:
+        token = fleet.tokens[1]
+        for seq, chat in itertools.product(range(1, 5), range(9101, 9107)):
+            api.send_user_message(token, chat, f"twice {seq} of chat {chat}")
+        topic_and_business_burst(api, token, rounds=3)
+        report = await answered(api)
+        lost = box[0].lost
+        receiver = fleet.handle.webhook
+        assert receiver is not None
+        # Every lost answer made the simulator deliver the update again; the receiver
+        # answered the second delivery 200 as a duplicate and handed nothing on.
+        assert len(lost) >= 8
+        assert receiver.statistics().accepted_duplicate == len(lost)
+        webhook_stats = api.statistics().webhooks
+        assert webhook_stats is not None and webhook_stats.failed_deliveries == len(lost)
+        info = (await api.handle(token, "getWebhookInfo", {}))[1]["result"]
+        assert info["last_error_message"] == "Webhook connection closed"
+        assert info["pending_update_count"] == 0
+
+        # Much later, after the bot went dormant, Telegram delivers an old update once more
+        # (Telegram's own retry after a lost answer can come at any time): 200, not handled.
+        await trio.sleep(120)
+        actor = fleet.handle.fleet.get(1)
+        assert actor.state is ActorState.IDLE
+        secret = fleet.handle.fleet.webhook_secret(1)
+        assert secret is not None
+        again = payloads.message(lost[0], chat_id=9101, text="twice 1 of chat 9101")
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=receiver), base_url="http://127.0.0.1:8443"
+        ) as telegram:
+            for _ in range(2):
+                late = await telegram.post(
+                    "/tg/1", json=again, headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+                )
+                assert late.status_code == 200
+        await trio.sleep(5)
+        assert actor.state is ActorState.IDLE  # a duplicate wakes nobody
+        assert receiver.statistics().accepted_duplicate == len(lost) + 2
+    assert_once_in_order(api.report())
+    assert api.report().replies == report.replies
+    sent = api.statistics().calls_by_method
+    assert sent["sendMessage"] == report.user_messages
+    assert sent["answerCallbackQuery"] == report.callback_queries
