@@ -260,3 +260,61 @@ async def test_an_update_delivered_twice_is_handled_once(
     sent = api.statistics().calls_by_method
     assert sent["sendMessage"] == report.user_messages
     assert sent["answerCallbackQuery"] == report.callback_queries
+
+
+# -- 3. a store failure answers 503, the simulator's retry then succeeds ------------------------
+
+
+async def test_a_failing_store_answers_503_and_the_simulators_retry_then_succeeds(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(13))
+    real_inbox_add = storage.store._inbox_add
+    disk_full = [True]
+    failed: list[int] = []
+
+    def disk_full_for_a_while(user_id: int, ids: list[int], *args: Any) -> list[int]:
+        # While the disk is full the deliveries' inbox writes fail in the writer's
+        # transaction, as SQLite fails them; done marks and snapshots are not involved.
+        if disk_full[0]:
+            failed.extend(ids)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_inbox_add(user_id, ids, *args)
+
+    async with pushed_fleet(tmp_path / "full.db", [1], api, configure=webhook_mode()) as fleet:
+        token = fleet.tokens[1]
+        receiver = fleet.handle.webhook
+        assert receiver is not None
+        monkeypatch.setattr(storage.store, "_inbox_add", disk_full_for_a_while)
+        for seq, chat in itertools.product(range(1, 4), range(9201, 9206)):
+            api.send_user_message(token, chat, f"full {seq} of chat {chat}")
+        topic_and_business_burst(api, token, rounds=2)
+        queues = 5 + 2 + 2  # private chats, the topic's chat, the business chat, 2 pressers
+        # The disk is full for a minute: each delivery is answered 503 with Retry-After and
+        # retried after it; nothing is handed to the bot; Telegram shows the answer as the
+        # webhook's last error.
+        await trio.sleep(60)
+        first_tries = set(failed)
+        assert len(first_tries) == queues  # each queue's head, none behind it
+        assert len(failed) >= 3 * queues  # retried every Retry-After (10 s), no faster
+        assert len(failed) <= 7 * queues
+        info = (await api.handle(token, "getWebhookInfo", {}))[1]["result"]
+        assert info["last_error_message"] == (
+            "Wrong response from the webhook: 503 Service Unavailable"
+        )
+        assert info["pending_update_count"] == 3 * 5 + 4 + 2
+        assert receiver.statistics().rejected["store_failed"] == len(failed)
+        assert api.report().replies == 0
+        assert await fleet.handle.store.inbox_pending(1) == []
+        disk_full[0] = False
+        # Telegram retries after Retry-After; the disk has room again: every one is stored,
+        # handled and answered once, each chat in order.
+        report = await answered(api)
+        info = (await api.handle(token, "getWebhookInfo", {}))[1]["result"]
+        assert info["pending_update_count"] == 0
+        assert await fleet.handle.store.inbox_pending(1) == []
+    assert_once_in_order(report)
+    assert report.user_messages == 3 * 5 + 4
+    stats = receiver.statistics()
+    assert stats.rejected["store_failed"] == len(failed)
+    assert stats.accepted_new == report.user_messages + report.callback_queries
