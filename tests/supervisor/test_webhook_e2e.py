@@ -101,6 +101,11 @@ def assert_once_in_order(report: SimReport) -> None:
     assert report.all_answered_once_in_order, summary
 
 
+def written(report: SimReport) -> int:
+    """What the simulated users wrote: messages and button presses."""
+    return report.user_messages + report.callback_queries
+
+
 def with_text(update: dict[str, Any], kind: str, text: str) -> dict[str, Any]:
     update[kind]["text"] = text
     return update
@@ -318,3 +323,54 @@ async def test_a_failing_store_answers_503_and_the_simulators_retry_then_succeed
     stats = receiver.statistics()
     assert stats.rejected["store_failed"] == len(failed)
     assert stats.accepted_new == report.user_messages + report.callback_queries
+
+
+# -- 4. a mode switch loses nothing ---------------------------------------------------------
+
+
+async def test_switching_a_busy_bot_to_webhook_and_back_loses_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(14))
+    token = bot_token(2)
+    api.add_bot(token)
+    async with pushed_fleet(
+        tmp_path / "switch.db", [1], api, configure=webhook_mode(mode=BotMode.POLLING)
+    ) as fleet:
+        # A bot added through the API (a config file's bot has the file's mode).
+        await fleet.handle.fleet.add(BotConfig(user_id=2, token=BotToken(token)))
+        bot = api.bot(token)
+        api.add_users(token, chats=10, rate=0.5, count=40, group_share=0.3, callback_share=0.1)
+        modes: list[tuple[str, int]] = []
+        async with trio.open_nursery() as users, admin_client(fleet) as admin:
+            await users.start(api.run)
+            current = "polling"
+            for mode in ("webhook", "polling", "webhook", "polling"):
+                await trio.sleep(15)  # messages flowing in the current mode
+                # Telegram holds the webhook exactly while the bot is in webhook mode (a bot
+                # back to polling deletes it itself, before its first poll).
+                assert (bot.webhook is not None) == (current == "webhook")
+                current = mode
+                switched = await admin.post("/admin/bots/2/mode", json={"mode": mode})
+                assert switched.status_code == 200, switched.text
+                assert switched.json()["mode"] == mode
+                modes.append((mode, written(api.report())))
+            with trio.fail_after(3600):
+                while written(api.report()) < 10 * 40:  # noqa: ASYNC110 (users done)
+                    await trio.sleep(5)
+            report = await answered(api)
+            users.cancel_scope.cancel()
+        # Messages were written in every phase (each switch came while users wrote).
+        counts = [count for _, count in modes]
+        assert counts == sorted(set(counts)) and counts[0] > 0
+        assert await fleet.handle.store.inbox_pending(2) == []
+        receiver = fleet.handle.webhook
+        assert receiver is not None
+        pushed = receiver.statistics().accepted_new
+    assert_once_in_order(report)
+    assert written(report) == 10 * 40
+    # Both ways of receiving carried a real share of the messages.
+    assert 50 <= pushed <= report.user_messages + report.callback_queries - 50
+    methods = api.statistics().calls_by_method
+    assert methods["setWebhook"] == 2
+    assert methods["deleteWebhook"] >= 2
