@@ -145,6 +145,13 @@ async def test_each_chat_keeps_its_order_under_the_simulators_parallel_delivery(
         # deliveries in flight, one per chat queue, and sends a chat's next only after a 200.
         for seq, chat in itertools.product(range(1, 6), burst_chats):
             api.send_user_message(tokens[0], chat, f"burst {seq} of chat {chat}")
+        # And a button press in each of those chats, after its 5 messages: Telegram queues
+        # presses per user, so it is delivered beside the chat's first message, before the
+        # other 4 of its lane; each of them must still be handled, in order.
+        for chat in burst_chats:
+            press = payloads.callback_query(chat_id=chat, user_id=chat)
+            press["callback_query"]["id"] = f"press-in-{chat}"
+            api.send_update(tokens[0], press)
         burst_topic_business = topic_and_business_burst(api, tokens[1], rounds=5)
         # Simulated users keep writing meanwhile: private chats, groups, forums, button
         # presses under the bot's last message.
@@ -176,7 +183,7 @@ async def test_each_chat_keeps_its_order_under_the_simulators_parallel_delivery(
         assert await fleet.handle.store.inbox_pending(2) == []
     assert_once_in_order(report)
     assert report.user_messages >= 16 * 5 + burst_topic_business + 2 * 12 * 4 // 2
-    assert report.callback_queries >= 5
+    assert report.callback_queries >= 16 + 5
     webhook_stats = api.statistics().webhooks
     assert webhook_stats is not None
     assert webhook_stats.deliveries == stats.accepted_new
