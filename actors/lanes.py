@@ -19,8 +19,10 @@ ever took, so a re-read returns exactly the undone updates it never took, in ord
 dispatched while a re-read is in flight may have committed after the read's snapshot: the lane
 then stays overflowed and reads once more, so nothing falls between the two. An update whose
 dispatch comes after a re-read already took it is at or behind the cursor and is not taken
-twice (an update behind the cursor that was never taken, which Telegram's increasing ids do
-not produce, would wait in the inbox for the next start).
+twice: the lane remembers the positions it took lately (twice its buffer), and skips those.
+An update behind the cursor that was never taken is taken: webhook deliveries of one lane can
+come out of id order, because Telegram queues a chat's button presses per user, apart from its
+messages (one that comes while the lane overflows waits in the inbox for the next start).
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ class _Lane(Generic[T]):
         # The item taken last (the re-read cursor) and its position.
         self.last: T | None = None
         self.last_position = -1
+        # Positions taken lately (oldest first, at most 2 x buffer): an item behind the cursor
+        # is a second dispatch of one of these, or one that arrived out of order.
+        self.taken: dict[int, None] = {}
+
+    def take(self, item: T, position: int, keep: int) -> None:
+        self.queue.append(item)
+        self.taken[position] = None
+        if len(self.taken) > keep:
+            del self.taken[next(iter(self.taken))]
+        if position > self.last_position:
+            self.last, self.last_position = item, position
 
 
 class ChatLanes(Generic[T]):
@@ -213,16 +226,17 @@ class ChatLanes(Generic[T]):
             self._all_done = trio.Event()
             self._nursery.start_soon(self._run_lane, key, lane)
         position = self._position(item)
-        if position <= lane.last_position:
-            # At or behind the cursor: a re-read already took it (it committed, the lane read
-            # it, and only then did its dispatch come). Taking it again would handle it twice.
+        if position in lane.taken:
+            # A re-read already took it (it committed, the lane read it, and only then did its
+            # dispatch come). Taking it again would handle it twice.
             pass
         elif lane.overflow or len(lane.queue) >= self._buffer:
             lane.overflow = True
             lane.missed = True
         else:
-            lane.queue.append(item)
-            lane.last, lane.last_position = item, position
+            # Behind the cursor and never taken: a webhook delivery that came out of id order
+            # (Telegram queues a chat's button presses per user, apart from its messages).
+            lane.take(item, position, 2 * self._buffer)
         lane.wakeup.set()
 
     async def dispatch(self, key: Hashable, item: T) -> None:
@@ -306,8 +320,7 @@ class ChatLanes(Generic[T]):
         for item in items:
             position = self._position(item)
             if position > lane.last_position:
-                lane.queue.append(item)
-                lane.last, lane.last_position = item, position
+                lane.take(item, position, 2 * self._buffer)
         # Anything dispatched during the read may have committed after its snapshot.
         if exhausted and not lane.missed:
             lane.overflow = False

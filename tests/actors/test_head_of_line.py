@@ -273,3 +273,37 @@ async def test_an_update_a_read_back_took_before_its_dispatch_is_handled_once(
         await trio.sleep(30)
         assert handled == [1, 2, 3, 4]
         await lanes.close()
+
+
+async def test_an_update_that_comes_behind_the_cursor_untaken_is_handled_in_arrival_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Webhook deliveries of one lane can come out of id order: Telegram queues a chat's
+    # button presses per user, apart from its messages, so press 12 may come before message 11.
+    handled: list[int] = []
+
+    async def refill(key: Hashable, after: int, limit: int) -> tuple[list[int], bool]:
+        return [], True
+
+    async def process(item: int) -> None:
+        handled.append(item)
+        await trio.sleep(0.5)
+
+    async with trio.open_nursery() as nursery:
+        lanes = ChatLanes[int](
+            nursery,
+            process,
+            max_concurrent=4,
+            idle_seconds=60,
+            refill=refill,
+            position=lambda item: item,
+            buffer=4,
+        )
+        for item in (10, 12, 11):
+            lanes.dispatch_nowait("chat", item)
+        lanes.dispatch_nowait("chat", 12)  # a second dispatch of one taken: not again
+        await trio.sleep(5)
+        lanes.dispatch_nowait("chat", 11)  # and long after it was handled: not again
+        await trio.sleep(5)
+        assert handled == [10, 12, 11]
+        await lanes.close()
