@@ -29,7 +29,9 @@ def webhook_mode(
     def configure(config: Config) -> Config:
         return config.model_copy(
             update={
-                "webhook": WebhookConfig(public_url=PUBLIC_URL, secret=secret, idle_seconds=IDLE),
+                "webhook": WebhookConfig(
+                    listen="127.0.0.1:0", public_url=PUBLIC_URL, secret=secret, idle_seconds=IDLE
+                ),
                 "bots": tuple(bot.model_copy(update={"mode": mode}) for bot in config.bots),
             }
         )
