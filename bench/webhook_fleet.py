@@ -32,14 +32,14 @@ import trio
 
 from actors import BotConfig, BotMode, BotToken, TelegramConfig, WebhookConfig
 from actors.simulator import SimulatedBotApi, SimulatedTransport
-from actors.webhook import derive_secret_token, secret_fingerprint
+from actors.webhook import derive_secret_token
 from admin import AdminConfig
 from bench.common import ChildProcess, fmt, main_python, self_rss_kib, spread, table
-from storage import StorageConfig, Store, WebhookRegistration
+from bench.webhook_server import prepare
+from storage import StorageConfig
 from supervisor import Config, SupervisorConfig
 from supervisor.clock import system_wall_clock
 from supervisor.daemon import Daemon
-from supervisor.fleet import bot_record
 
 __all__ = ["TARGETS", "markdown", "run"]
 
@@ -58,39 +58,6 @@ def _tokens(bots: int) -> list[str]:
     return [SimulatedBotApi.make_token(FIRST_BOT_ID + i, rng) for i in range(bots)]
 
 
-async def _prepare(db: Path, tokens: list[str]) -> None:
-    """The database a previous run left: the bots stored, their registrations current."""
-    webhook = _webhook()
-    now = time.time()
-    bots = [
-        BotConfig(user_id=i + 1, token=BotToken(t), mode=BotMode.WEBHOOK)
-        for i, t in enumerate(tokens)
-    ]
-    store = Store(str(db))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
-        await store.upsert_bots([bot_record(bot, "api", now) for bot in bots])
-
-        async def register(chunk: list[BotConfig]) -> None:
-            for bot in chunk:
-                secret = derive_secret_token(MASTER, bot.token.bot_id)
-                await store.upsert_webhook_registration(
-                    WebhookRegistration(
-                        user_id=bot.user_id,
-                        url=webhook.bot_url(bot.user_id),
-                        secret_fingerprint=secret_fingerprint(secret),
-                        allowed_updates=tuple(bot.allowed_updates),
-                        max_connections=webhook.max_connections,
-                        registered_at=now,
-                    )
-                )
-
-        async with trio.open_nursery() as writers:
-            for start in range(0, len(bots), 1_000):
-                writers.start_soon(register, bots[start : start + 1_000])
-        await store.stop()
-
-
 def _update(update_id: int, chat_id: int) -> dict[str, Any]:
     sender = {"id": chat_id, "is_bot": False, "first_name": "Ana"}
     return {
@@ -107,7 +74,14 @@ def _update(update_id: int, chat_id: int) -> dict[str, Any]:
 
 async def _measure(bots: int, idle: float, db: Path) -> dict[str, Any]:
     tokens = _tokens(bots)
-    await _prepare(db, tokens)
+    await prepare(
+        db,
+        [
+            BotConfig(user_id=i + 1, token=BotToken(t), mode=BotMode.WEBHOOK)
+            for i, t in enumerate(tokens)
+        ],
+        _webhook(),
+    )
     # A simulated Bot API that knows none of the bots: any call a bot made would show.
     api = SimulatedBotApi(rng=random.Random(1))
     config = Config(
