@@ -3,7 +3,13 @@
 Other packages import from here only.
 """
 
-from actors.addresses import LISTEN_RULE, is_loopback, split_listen
+from actors.addresses import (
+    LISTEN_RULE,
+    ListenAddress,
+    check_tls_pair,
+    is_loopback,
+    split_listen,
+)
 from actors.bot import BotActor, BotStatistics, HealthSample
 from actors.botapi import (
     BOT_CONNECTIONS,
@@ -177,6 +183,7 @@ __all__ = [
     "LifecycleError",
     "LifecycleEvent",
     "LimitsConfig",
+    "ListenAddress",
     "MetricsActor",
     "MetricsStatistics",
     "NonNegative",
@@ -213,6 +220,7 @@ __all__ = [
     "WebhookReceiver",
     "WholeNumber",
     "chat_key",
+    "check_tls_pair",
     "combine_retry_statistics",
     "derive_secret_token",
     "describe_problems",

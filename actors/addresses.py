@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 
-__all__ = ["LISTEN_RULE", "is_loopback", "split_listen"]
+from pydantic import AfterValidator
+
+from actors.validation import rule_error
+
+__all__ = ["LISTEN_RULE", "ListenAddress", "check_tls_pair", "is_loopback", "split_listen"]
 
 LISTEN_RULE = "be 'host:port' with a port from 0 to 65535"
 
@@ -28,3 +33,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _listen_address(value: str) -> str:
+    try:
+        split_listen(value)
+    except ValueError:
+        raise rule_error("", f"must {LISTEN_RULE}, got {value!r}") from None
+    return value
+
+
+# A config field holding a listen address: ``host:port``, checked where it is declared.
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+
+
+def check_tls_pair(tls_cert: str | None, tls_key: str | None) -> None:
+    """A listener's certificate and key come together: raise the rule naming the missing one."""
+    if (tls_cert is None) != (tls_key is None):
+        given, missing = ("tls_cert", "tls_key") if tls_key is None else ("tls_key", "tls_cert")
+        raise rule_error(missing, f"must be set with {given} (HTTPS needs both), got None")

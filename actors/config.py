@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from actors.addresses import LISTEN_RULE, split_listen
+from actors.addresses import ListenAddress, check_tls_pair, split_listen
 from actors.ids import UserId
 from actors.secrets import BotToken
 from actors.validation import (
@@ -327,7 +327,7 @@ class WebhookConfig(BaseModel):
 
     model_config = FROZEN
 
-    listen: str = "127.0.0.1:8443"
+    listen: ListenAddress = "127.0.0.1:8443"
     # Where Telegram reaches the listener (through a TLS proxy, or served directly with
     # tls_cert/tls_key). None: no bot may use webhooks.
     public_url: str | None = None
@@ -347,15 +347,6 @@ class WebhookConfig(BaseModel):
     # A webhook bot with nothing to do for this long goes dormant (no task, no connection);
     # the next delivery wakes it.
     idle_seconds: Annotated[Number, Field(ge=1, le=86_400)] = 300.0
-
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        try:
-            split_listen(value)
-        except ValueError:
-            raise rule_error("", f"must {LISTEN_RULE}, got {value!r}") from None
-        return value
 
     @field_validator("public_url")
     @classmethod
@@ -377,11 +368,7 @@ class WebhookConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> WebhookConfig:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            given, missing = (
-                ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
-            )
-            raise rule_error(missing, f"must be set with {given} (HTTPS needs both), got None")
+        check_tls_pair(self.tls_cert, self.tls_key)
         return self
 
     @property

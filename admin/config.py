@@ -11,8 +11,15 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from actors import LISTEN_RULE as _LISTEN_RULE
-from actors import Flag, WholeNumber, is_loopback, rule_error, split_listen
+from actors import (
+    Flag,
+    ListenAddress,
+    WholeNumber,
+    check_tls_pair,
+    is_loopback,
+    rule_error,
+    split_listen,
+)
 
 __all__ = ["AdminConfig", "is_loopback", "parse_rate_limit", "split_listen"]
 
@@ -55,7 +62,7 @@ class AdminConfig(BaseModel):
     # hide_input_in_errors: an error's str never shows the token.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
-    listen: str = "127.0.0.1:8080"
+    listen: ListenAddress = "127.0.0.1:8080"
     token_env: str = "BOTVISOR_ADMIN_TOKEN"
     # The admin bearer token, read from ``token_env`` by the loader. Never printed.
     token: str | None = Field(default=None, repr=False)
@@ -79,15 +86,6 @@ class AdminConfig(BaseModel):
     tls_cert: str | None = None
     tls_key: str | None = None
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        try:
-            split_listen(value)
-        except ValueError:
-            raise rule_error("", f"must {_LISTEN_RULE}, got {value!r}") from None
-        return value
-
     @field_validator("ip_rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
@@ -99,16 +97,7 @@ class AdminConfig(BaseModel):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> AdminConfig:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            given, missing = (
-                ("tls_cert", "tls_key")
-                if self.tls_key is None
-                else (
-                    "tls_key",
-                    "tls_cert",
-                )
-            )
-            raise rule_error(missing, f"must be set with {given} (HTTPS needs both), got None")
+        check_tls_pair(self.tls_cert, self.tls_key)
         return self
 
     @property

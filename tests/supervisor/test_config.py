@@ -176,6 +176,35 @@ BAD_FILES: list[tuple[str, list[str]]] = [
         ["admin.listen must be 'host:port' with a port from 0 to 65535, got 'localhost'"],
     ),
     (
+        '[webhook]\nlisten = "0.0.0.0:99999"\n',
+        ["webhook.listen must be 'host:port' with a port from 0 to 65535, got '0.0.0.0:99999'"],
+    ),
+    (
+        '[webhook]\ntls_cert = "c.pem"\n',
+        ["webhook.tls_key must be set with tls_cert (HTTPS needs both), got None"],
+    ),
+    (
+        '[webhook]\npublic_url = "ftp://bots.example.com/tg"\n',
+        [
+            "webhook.public_url must be an https:// (or http://) URL with a host, no query or "
+            "fragment, got 'ftp://bots.example.com/tg'"
+        ],
+    ),
+    (
+        '[webhook]\nsecret = "in-the-file"\n',
+        [
+            "webhook.secret: the webhook secret is never written in the file; set "
+            "webhook.secret_env to the name of an environment variable"
+        ],
+    ),
+    (
+        f'{BOT}mode = "webhook"\n',
+        [
+            'webhook.public_url must be set: bots[0] (user_id 1) has mode = "webhook"; set it '
+            "to the URL Telegram reaches the listener at"
+        ],
+    ),
+    (
         '[admin]\ntoken = "in-the-file-0123456789"\n',
         [
             "admin.token: the admin token is never written in the file; "
