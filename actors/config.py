@@ -532,4 +532,6 @@ class BotConfig(BaseModel):
                 ", got []",
             )
         # Repeated names are harmless; keep the first of each, in the operator's order.
-        return tuple(dict.fromkeys(value))
+        kept = tuple(dict.fromkeys(value))
+        # The usual list is the default's own tuple: 100,000 bots share one, not a copy each.
+        return DEFAULT_ALLOWED_UPDATES if kept == DEFAULT_ALLOWED_UPDATES else kept

@@ -57,6 +57,10 @@ __all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
 
 log = logging.getLogger("botvisor.fleet")
 
+# The fleet's getWebhookInfo checks begin this long after the start (or one info_interval,
+# if shorter), then go round the webhook bots every info_interval.
+FIRST_WEBHOOK_CHECK_DELAY = 60.0
+
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
@@ -644,6 +648,8 @@ class Fleet:
         checks spread evenly over it (one task for the fleet, none per bot). A bot that took
         a delivery within the interval is skipped: Telegram reaches it."""
         interval = self._services.webhook.info_interval
+        # Not during start-up: a start with current registrations makes no Bot API call.
+        await trio.sleep(min(interval, FIRST_WEBHOOK_CHECK_DELAY))
         async with self._services.http_client() as http:
             while True:
                 bots = [

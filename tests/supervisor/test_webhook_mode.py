@@ -15,6 +15,7 @@ from actors import ActorState, BotConfig, BotMode, BotStatus, BotToken, WebhookC
 from actors.lanes import key_chat_id, lane_name
 from storage import InboxEntry
 from supervisor import Config
+from supervisor.fleet import FIRST_WEBHOOK_CHECK_DELAY
 from tests import payloads
 from tests.harness import Fleet, admin_client, bot_token, running_fleet
 from tests.supervisor.webhook_telegram import WebhookTelegram
@@ -306,6 +307,10 @@ async def test_telegram_failing_to_deliver_makes_the_bot_degraded_then_unhealthy
         actor = fleet.handle.fleet.get(1)
         await trio.sleep(1)
         assert bot.webhook is not None
+        # No check during start-up: the first comes a minute after the start, then every
+        # info_interval / bots.
+        await trio.sleep(FIRST_WEBHOOK_CHECK_DELAY)
+        assert telegram.methods().count("getWebhookInfo") == 0
         bot.pending.append(payloads.message(91))
         now = int(1_800_000_000 + trio.current_time())
         bot.last_error = (now, "Connection timed out")
