@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -52,6 +52,18 @@ __all__ = [
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+def _url_parts(value: str) -> SplitResult:
+    """``value`` split, with the rule for a port out of range or not a number."""
+    parts = urlsplit(value)
+    try:
+        parts.port  # noqa: B018 (raises for a port out of range or not a number)
+    except ValueError:
+        raise rule_error(
+            "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
+        ) from None
+    return parts
+
+
 class TelegramConfig(BaseModel):
     """``[telegram]``: where the Bot API is and how to long-poll it."""
 
@@ -82,13 +94,7 @@ class TelegramConfig(BaseModel):
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise rule_error("", f"must start with http:// or https://, got {value!r}")
-        parts = urlsplit(value)
-        try:
-            parts.port  # noqa: B018 (raises for a port out of range or not a number)
-        except ValueError:
-            raise rule_error(
-                "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
-            ) from None
+        parts = _url_parts(value)
         if not parts.hostname:
             raise rule_error("", f"must name a host (https://api.telegram.org), got {value!r}")
         return value
@@ -358,12 +364,7 @@ class WebhookConfig(BaseModel):
             raise rule_error("", f"must {_WEBHOOK_PATH_RULE}, got {value!r}")
         if parts.query or parts.fragment:
             raise rule_error("", f"must {_WEBHOOK_PATH_RULE}, got {value!r}")
-        try:
-            parts.port  # noqa: B018 (raises for a port out of range or not a number)
-        except ValueError:
-            raise rule_error(
-                "", f"must have a port from 1 to 65535 if it has one, got {value!r}"
-            ) from None
+        _url_parts(value)
         return value.rstrip("/")
 
     @model_validator(mode="after")
