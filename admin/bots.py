@@ -29,7 +29,15 @@ from admin.context import AdminContext, context_of
 from admin.errors import ApiError
 from admin.operations import Reply, operation
 from admin.records import Bot, BotList, Removed, record_response
-from admin.requests import ModeRequest, SuspendRequest, UserIdPath, parse_body, parse_path
+from admin.requests import (
+    BotListQuery,
+    ModeRequest,
+    SuspendRequest,
+    UserIdPath,
+    parse_body,
+    parse_path,
+    parse_query,
+)
 
 __all__ = ["bot_record", "bot_routes"]
 
@@ -132,11 +140,42 @@ async def add_bot(request: Request) -> Response:
     )
 
 
-@operation("Every bot, tokens redacted", {200: BotList}, tag="bots")
+def _matches(actor: BotActor, query: BotListQuery) -> bool:
+    if query.cursor is not None and actor.user_id <= query.cursor:
+        return False
+    if query.q is not None and query.q not in str(actor.user_id):
+        return False
+    if query.mode is not None and actor.config.mode is not query.mode:
+        return False
+    if query.breaker is not None and actor.pipeline.breaker.state is not query.breaker:
+        return False
+    return query.status is None or actor.status is query.status
+
+
+@operation(
+    "Bots in user_id order, tokens redacted: every one, or a page of them (limit, then "
+    "cursor=next_cursor), filtered by status, breaker, mode and user_id digits (q)",
+    {200: BotList},
+    query=BotListQuery,
+    tag="bots",
+)
 async def list_bots(request: Request) -> Response:
     ctx = context_of(request)
-    bots = [bot_record(ctx, actor) for actor in ctx.fleet.actors()]
-    return record_response(BotList(count=len(bots), bots=bots))
+    query = parse_query(request, BotListQuery)
+    matching = sorted(
+        (actor for actor in ctx.fleet.actors() if _matches(actor, query)),
+        key=lambda actor: actor.user_id,
+    )
+    page = matching if query.limit is None else matching[: query.limit]
+    more = len(page) < len(matching)
+    bots = [bot_record(ctx, actor) for actor in page]
+    listing = BotList(
+        count=len(bots),
+        matching=len(matching),
+        next_cursor=page[-1].user_id if more else None,
+        bots=bots,
+    )
+    return record_response(listing)
 
 
 @operation("One bot", {200: Bot}, path=UserIdPath, errors=(404,), tag="bots")

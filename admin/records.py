@@ -138,9 +138,13 @@ class Bot(Record):
 
 
 class BotList(Record):
-    """``GET /admin/bots``."""
+    """``GET /admin/bots``: one page (or all) of the bots that match the filters."""
 
-    count: int
+    count: int = Field(description="bots in this answer")
+    matching: int = Field(description="bots that match the filters after the cursor")
+    next_cursor: int | None = Field(
+        description="pass as cursor for the next page; null on the last one"
+    )
     bots: list[Bot]
 
 

@@ -22,6 +22,8 @@ from starlette.requests import Request
 from actors import (
     USER_ID_RULE,
     BotMode,
+    BotStatus,
+    BreakerState,
     UserId,
     describe_problems,
     rule_error,
@@ -32,6 +34,9 @@ from admin.errors import ApiError
 
 __all__ = [
     "MAX_BODY",
+    "BotListQuery",
+    "DeadLetterQuery",
+    "DeadLetterSelection",
     "EventsQuery",
     "HoursQuery",
     "ModeRequest",
@@ -101,6 +106,51 @@ class EventsQuery(RequestModel):
     )
 
 
+BOTS_PAGE_MAX = 1000
+
+
+class BotListQuery(RequestModel):
+    """``GET /admin/bots``: one page of the fleet, filtered, in ``user_id`` order."""
+
+    limit: int | None = Field(
+        None,
+        ge=1,
+        le=BOTS_PAGE_MAX,
+        description=f"at most this many bots (1 to {BOTS_PAGE_MAX}); omitted: every match",
+    )
+    cursor: int | None = Field(
+        None, ge=0, description="the next_cursor of the previous page: bots after this user_id"
+    )
+    status: BotStatus | None = Field(None, description="only bots with this health status")
+    breaker: BreakerState | None = Field(None, description="only bots whose breaker is in it")
+    mode: BotMode | None = Field(None, description="only 'polling' or only 'webhook' bots")
+    q: str | None = Field(
+        None,
+        min_length=1,
+        max_length=20,
+        pattern=r"^[0-9]+$",
+        description="only bots whose user_id contains these digits",
+        json_schema_extra={"x-rule": "be 1 to 20 digits"},
+    )
+
+
+DEAD_LETTERS_PAGE_MAX = 500
+
+
+class DeadLetterQuery(RequestModel):
+    """``GET /admin/bots/{user_id}/dead-letters``: newest first."""
+
+    limit: int = Field(
+        50, ge=1, le=DEAD_LETTERS_PAGE_MAX, description=f"1 to {DEAD_LETTERS_PAGE_MAX}"
+    )
+    state: str = Field(
+        "dead",
+        pattern=r"^(dead|redriven|discarded|all)$",
+        description="'dead' (waiting for an operator), 'redriven', 'discarded' or 'all'",
+        json_schema_extra={"x-rule": "be one of dead, redriven, discarded, all"},
+    )
+
+
 # --- bodies ----------------------------------------------------------------------------------
 
 
@@ -121,6 +171,21 @@ class ModeRequest(RequestModel):
     """The body of ``POST /admin/bots/{user_id}/mode``."""
 
     mode: BotMode = Field(description="'polling' (getUpdates) or 'webhook' (Telegram pushes)")
+
+
+class DeadLetterSelection(RequestModel):
+    """The body of a dead-letter redrive or discard: which of the bot's waiting dead
+    letters (all of them when empty)."""
+
+    ids: list[int] | None = Field(
+        None, max_length=DEAD_LETTERS_PAGE_MAX, description="these dead letters (their id)"
+    )
+    reason_contains: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_REASON,
+        description="only those whose reason contains this text",
+    )
 
 
 # --- parsing ---------------------------------------------------------------------------------
