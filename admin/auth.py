@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Iterable
 
@@ -9,7 +11,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from admin.errors import refuse
 
-__all__ = ["BearerAuth"]
+__all__ = ["EVENTS_SUBPROTOCOL", "TOKEN_SUBPROTOCOL_PREFIX", "BearerAuth", "offered_subprotocols"]
+
+# A browser's WebSocket cannot send an Authorization header, and a token in the URL would land
+# in logs and history; so, as Kubernetes does, it offers the token as a subprotocol:
+# ``new WebSocket(url, ["botvisor.events", "base64url.bearer.botvisor." + b64url(token)])``.
+# The server answers with EVENTS_SUBPROTOCOL, never echoing the token's entry.
+TOKEN_SUBPROTOCOL_PREFIX = b"base64url.bearer.botvisor."
+EVENTS_SUBPROTOCOL = "botvisor.events"
 
 UNAUTHORIZED = (
     "this route needs 'Authorization: Bearer <admin token>' "
@@ -61,6 +70,10 @@ class BearerAuth:
 
     def _authorized(self, scope: Scope) -> bool:
         assert self._token is not None
+        if scope["type"] == "websocket":
+            for offered in offered_subprotocols(scope):
+                if offered.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                    return hmac.compare_digest(_decoded(offered), self._token)
         for name, value in scope.get("headers", []):
             if name == b"authorization":
                 scheme, _, credentials = value.partition(b" ")
@@ -68,3 +81,20 @@ class BearerAuth:
                     credentials.strip(), self._token
                 )
         return False
+
+
+def offered_subprotocols(scope: Scope) -> list[bytes]:
+    """The subprotocols a WebSocket client offered (``Sec-WebSocket-Protocol``)."""
+    offered: list[bytes] = []
+    for name, value in scope.get("headers", []):
+        if name == b"sec-websocket-protocol":
+            offered += [part.strip() for part in value.split(b",") if part.strip()]
+    return offered
+
+
+def _decoded(offered: bytes) -> bytes:
+    encoded = offered[len(TOKEN_SUBPROTOCOL_PREFIX) :]
+    try:
+        return base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        return b""

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from actors import MetricsActor, Subscription
+from admin.auth import EVENTS_SUBPROTOCOL, offered_subprotocols
 from admin.errors import ApiError, refuse
 from admin.requests import EventsQuery, parse
 
@@ -92,7 +93,14 @@ class EventStreams:
             await refuse(scope, send, 503, SHUTDOWN_REASON)
             return
         websocket = WebSocket(scope, receive, send)
-        await websocket.accept()
+        # A browser offered its token as a subprotocol: it must be answered with one it
+        # offered, and never with the token's own entry.
+        chosen = (
+            EVENTS_SUBPROTOCOL
+            if EVENTS_SUBPROTOCOL.encode() in offered_subprotocols(scope)
+            else None
+        )
+        await websocket.accept(subprotocol=chosen)
         subscription = self._metrics.subscribe(user_id)
         connection = _Connection()
         self._open.add(connection)
