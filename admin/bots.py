@@ -149,7 +149,7 @@ def _matches(actor: BotActor, query: BotListQuery) -> bool:
         return False
     if query.breaker is not None and actor.pipeline.breaker.state is not query.breaker:
         return False
-    return query.status is None or actor.status is query.status
+    return query.status is None or actor.status() is query.status
 
 
 @operation(

@@ -45,6 +45,18 @@ async def test_bots_are_filtered_by_breaker_and_mode_and_searched_by_user_id(
         assert webhook["bots"] == []
         polling = (await admin.http.get("/admin/bots", params={"mode": "polling"})).json()
         assert polling["count"] == 4
+        by_status = {
+            status: [
+                b["user_id"]
+                for b in (await admin.http.get("/admin/bots", params={"status": status})).json()[
+                    "bots"
+                ]
+            ]
+            for status in ("healthy", "degraded", "unhealthy", "suspended")
+        }
+        # The forced-open bot is unhealthy; each bot is under its own status exactly once.
+        assert 12 in by_status["unhealthy"]
+        assert sorted(sum(by_status.values(), [])) == [1, 7, 12, 121]
 
 
 async def test_bad_page_and_filter_values_are_422s_naming_the_parameter(
