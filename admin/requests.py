@@ -35,8 +35,6 @@ from admin.errors import ApiError
 __all__ = [
     "MAX_BODY",
     "BotListQuery",
-    "DeadLetterQuery",
-    "DeadLetterSelection",
     "EventsQuery",
     "HoursQuery",
     "ModeRequest",
@@ -134,23 +132,6 @@ class BotListQuery(RequestModel):
     )
 
 
-DEAD_LETTERS_PAGE_MAX = 500
-
-
-class DeadLetterQuery(RequestModel):
-    """``GET /admin/bots/{user_id}/dead-letters``: newest first."""
-
-    limit: int = Field(
-        50, ge=1, le=DEAD_LETTERS_PAGE_MAX, description=f"1 to {DEAD_LETTERS_PAGE_MAX}"
-    )
-    state: str = Field(
-        "dead",
-        pattern=r"^(dead|redriven|discarded|all)$",
-        description="'dead' (waiting for an operator), 'redriven', 'discarded' or 'all'",
-        json_schema_extra={"x-rule": "be one of dead, redriven, discarded, all"},
-    )
-
-
 # --- bodies ----------------------------------------------------------------------------------
 
 
@@ -171,21 +152,6 @@ class ModeRequest(RequestModel):
     """The body of ``POST /admin/bots/{user_id}/mode``."""
 
     mode: BotMode = Field(description="'polling' (getUpdates) or 'webhook' (Telegram pushes)")
-
-
-class DeadLetterSelection(RequestModel):
-    """The body of a dead-letter redrive or discard: which of the bot's waiting dead
-    letters (all of them when empty)."""
-
-    ids: list[int] | None = Field(
-        None, max_length=DEAD_LETTERS_PAGE_MAX, description="these dead letters (their id)"
-    )
-    reason_contains: str | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_REASON,
-        description="only those whose reason contains this text",
-    )
 
 
 # --- parsing ---------------------------------------------------------------------------------
