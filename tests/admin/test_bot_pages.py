@@ -56,7 +56,7 @@ async def test_bots_are_filtered_by_breaker_and_mode_and_searched_by_user_id(
         }
         # The forced-open bot is unhealthy; each bot is under its own status exactly once.
         assert 12 in by_status["unhealthy"]
-        assert sorted(sum(by_status.values(), [])) == [1, 7, 12, 121]
+        assert sorted(uid for ids in by_status.values() for uid in ids) == [1, 7, 12, 121]
 
 
 async def test_bad_page_and_filter_values_are_422s_naming_the_parameter(
