@@ -181,6 +181,16 @@ class BotSupervisor:
             nursery.cancel_scope.cancel()
         self._nursery = None
 
+    def begin_stop(self, graceful_timeout: float | None = None) -> None:
+        """The start of a shutdown, without waiting: no child is started any more, every
+        running child is asked to stop at once (its long poll is cancelled now, so no bot
+        starts another while the rest of the daemon shuts down) and its in-flight work gets
+        the grace period from now. :meth:`stop` then waits for them."""
+        self._stopping = True
+        timeout = self._config.graceful_timeout if graceful_timeout is None else graceful_timeout
+        for supervised in reversed(list(self._children.values())):
+            self._request_stop(supervised, timeout)
+
     async def stop(self, graceful_timeout: float | None = None) -> None:
         """Stop every child (in parallel, each within the grace period), then return."""
         self._stopping = True
@@ -264,19 +274,28 @@ class BotSupervisor:
 
     # --- internals -----------------------------------------------------------------------
 
-    async def _stop_supervised(self, supervised: _Supervised, grace: float) -> None:
-        supervised.stop_requested = True
+    def _request_stop(self, supervised: _Supervised, grace: float) -> None:
+        """Ask one child to stop now; its in-flight work gets ``grace`` seconds from now (a
+        child asked already keeps its earlier deadline)."""
         if supervised.done.is_set():
+            supervised.stop_requested = True
             return
         if supervised.state in (ChildState.STARTING, ChildState.RUNNING):
+            supervised.stop_requested = True
             supervised.state = ChildState.STOPPING
             supervised.child.request_stop()
             # In-flight work gets a deadline, not an instant cancel.
             supervised.cancel_scope.deadline = min(
                 supervised.cancel_scope.deadline, trio.current_time() + grace
             )
+        elif supervised.state is ChildState.STOPPING and supervised.stop_requested:
+            pass  # asked already: its deadline stands
         else:
+            supervised.stop_requested = True
             supervised.cancel_scope.cancel()
+
+    async def _stop_supervised(self, supervised: _Supervised, grace: float) -> None:
+        self._request_stop(supervised, grace)
         await supervised.done.wait()
 
     def _emit(

@@ -9,10 +9,11 @@
     ├─ AdminServer      Starlette on hypercorn.trio.serve
     └─ WebhookServer    the webhook receiver (plain ASGI) on Hypercorn, if webhook.public_url
 
-Components start in that order and stop in reverse: the webhook listener stops first (a
-delivery then meets a refused connection and Telegram retries it; every delivery answered 200
-is committed), then the admin server stops taking requests,
-the bots stop polling and finish in-flight handlers within ``graceful_timeout``, the metrics
+Components start in that order and stop in reverse, except that the bots stop polling
+first of all: at the start of a shutdown every long poll is cancelled and the grace period
+begins. Then the webhook listener stops (a delivery then meets a refused connection and
+Telegram retries it; every delivery answered 200 is committed), the admin server stops taking
+requests, the bots finish in-flight handlers within ``graceful_timeout``, the metrics
 actor writes its final snapshot, and the writer commits everything queued. A crash of a core
 component cancels the tree and propagates, so the process exits non-zero.
 """
@@ -253,10 +254,14 @@ class Daemon:
 
             await self._shutdown.wait()
             log.info(
-                "shutting down: stopping the admin API, then %d bots (grace %g s)",
+                "shutting down: %d bots stop polling now (grace %g s), then the admin API stops",
                 len(fleet.actors()),
                 config.supervisor.graceful_timeout,
             )
+            # First of all, every long poll is cancelled and no bot polls again: stopping
+            # the servers takes a while at scale, and a fleet that went on polling meanwhile
+            # kept the loop busy with new polls (and the grace period had not begun).
+            supervisor.begin_stop(config.supervisor.graceful_timeout)
             if webhook is not None:
                 await webhook.stop()
                 log.info("shutdown: webhook listener stopped")

@@ -51,6 +51,41 @@ async def test_shutdown_stops_admin_then_bots_then_metrics_then_storage(
     assert store.writer.state is WriterState.STOPPED
 
 
+class _PollsAtAdminStop(logging.Handler):
+    """Reads the simulator's poll counters when the daemon logs that its admin API stopped."""
+
+    def __init__(self, api: SimulatedBotApi) -> None:
+        super().__init__()
+        self.api = api
+        self.seen: tuple[int, int] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("shutdown: admin API stopped"):
+            stats = self.api.statistics()
+            self.seen = (stats.waiting_polls, stats.calls_by_method.get("getUpdates", 0))
+
+
+async def test_every_bot_stops_polling_at_once_when_shutdown_begins(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(3))
+    watcher = _PollsAtAdminStop(api)
+    logger = logging.getLogger("botvisor")
+    logger.addHandler(watcher)
+    try:
+        async with running_fleet(tmp_path / "d.db", [1, 2, 3], api=api, admin=True) as fleet:
+            await trio.sleep(10)
+            assert api.statistics().waiting_polls == 3
+            polls_before = api.statistics().calls_by_method["getUpdates"]
+            assert fleet.handle.admin_url is not None
+    finally:
+        logger.removeHandler(watcher)
+    # Before the admin API (stopped early in a shutdown) was down, no long poll was left
+    # waiting at Telegram and none had started since the shutdown began.
+    assert watcher.seen == (0, polls_before)
+    assert api.statistics().calls_by_method["getUpdates"] == polls_before
+
+
 async def test_the_final_snapshot_is_taken_after_the_bots_stopped(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
