@@ -565,6 +565,11 @@ class Fleet:
         self._secrets[user_id] = secret
         return secret
 
+    def webhook_decoy_secret(self, user_id: int) -> str:
+        """The secret a delivery to an unknown ``user_id`` is checked against (derived, not
+        kept: a prober's many user ids cost no memory)."""
+        return derive_secret_token(self._services.webhook.secret or "", user_id)
+
     def webhook_counted(self, user_id: int, accepted: bool) -> None:
         """A delivery to the bot answered (accepted or refused): counted in its usage, which
         the bot writes with its next flush (a dormant bot's, when it next runs or stops)."""
