@@ -61,6 +61,9 @@ log = logging.getLogger("botvisor.fleet")
 # if shorter), then go round the webhook bots every info_interval.
 FIRST_WEBHOOK_CHECK_DELAY = 60.0
 
+# How long removing a webhook bot waits for its deleteWebhook before going on without it.
+DELETE_WEBHOOK_TIMEOUT = 10.0
+
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
@@ -203,6 +206,7 @@ class Fleet:
         _refuse_taken_user_ids(configured, stored)
         _refuse_shared_tokens(configured, stored.values())
         self._refuse_disallowed_handlers(configured, stored.values())
+        self._registrations = await store.load_webhook_registrations()
         vanished = sorted(
             uid for uid, record in stored.items() if record.source == "config" and uid not in wanted
         )
@@ -219,6 +223,10 @@ class Fleet:
                 "(its health history stays)",
                 user_id,
             )
+            if user_id in self._registrations or (
+                (stored[user_id].settings or {}).get("mode") == BotMode.WEBHOOK.value
+            ):
+                await self._delete_webhook(user_id, BotToken(stored[user_id].token))
             await store.remove_bot(user_id)
         records = []
         for bot in configured:
@@ -232,7 +240,6 @@ class Fleet:
         offsets = await store.load_offsets()
         pending = await store.inbox_pending_all()
         migrations = await store.load_chat_migrations()
-        self._registrations = await store.load_webhook_registrations()
         for record in stored.values():
             if record.source == "config" and record.user_id not in wanted:
                 continue
@@ -386,7 +393,9 @@ class Fleet:
             )
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
-        await self._services.store.remove_bot(user_id)
+        if actor.webhook_mode or user_id in self._registrations:
+            await self._delete_webhook(user_id, actor.config.token)
+        await self._services.store.remove_bot(user_id)  # its stored registration too
         del self._bots[user_id]
         self._secrets.pop(user_id, None)
         self._registrations.pop(user_id, None)
@@ -565,6 +574,11 @@ class Fleet:
         self._secrets[user_id] = secret
         return secret
 
+    def webhook_decoy_secret(self, user_id: int) -> str:
+        """The secret a delivery to an unknown ``user_id`` is checked against (derived, not
+        kept: a prober's many user ids cost no memory)."""
+        return derive_secret_token(self._services.webhook.secret or "", user_id)
+
     def webhook_counted(self, user_id: int, accepted: bool) -> None:
         """A delivery to the bot answered (accepted or refused): counted in its usage, which
         the bot writes with its next flush (a dormant bot's, when it next runs or stops)."""
@@ -737,6 +751,33 @@ class Fleet:
         self._registrations[actor.user_id] = wanted
         log.info("bot %s: webhook registered at %s", actor.user_id, wanted.url)
         return True
+
+    async def _delete_webhook(self, user_id: int, token: BotToken) -> None:
+        """deleteWebhook for a bot being removed, dropping its pending updates (no bot of
+        botvisor will handle them; a webhook left set would have Telegram push to a URL that
+        now answers 404 for a day). Bounded and never blocking the removal: a failure is
+        logged (redacted) and the removal goes on."""
+        self._registrations.pop(user_id, None)
+        try:
+            with trio.move_on_after(DELETE_WEBHOOK_TIMEOUT) as scope:
+                async with self._services.http_client() as http:
+                    client = BotApiClient(http, token=token, telegram=self._services.telegram)
+                    await client.delete_webhook(drop_pending_updates=True)
+        except (BotApiError, OSError) as exc:
+            log.warning(
+                "bot %s: deleteWebhook failed while removing it (%s); Telegram may keep "
+                "pushing to its URL, which answers 404, until the update expires",
+                user_id,
+                redact(str(exc)),
+            )
+            return
+        if scope.cancelled_caught:
+            log.warning(
+                "bot %s: deleteWebhook got no answer within %.0f s while removing it; "
+                "removed anyway",
+                user_id,
+                DELETE_WEBHOOK_TIMEOUT,
+            )
 
     def _emit(self, user_id: int, kind: str, detail: str = "") -> None:
         self._services.events.emit(

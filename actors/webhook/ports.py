@@ -16,6 +16,12 @@ class WebhookBots(Protocol):
         when no bot has this user_id (the receiver answers 404)."""
         ...
 
+    def webhook_decoy_secret(self, user_id: int) -> str:
+        """The ``secret_token`` the master secret would give a bot numbered ``user_id``: what
+        a delivery to an unknown bot is checked against (401 on a mismatch, 404 only after),
+        so the answers do not tell a caller without the secret which bots exist."""
+        ...
+
     def webhook_stored(
         self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
     ) -> None:

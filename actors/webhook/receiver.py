@@ -10,8 +10,9 @@ code   when                                                    Telegram
 =====  ======================================================  ================================
 200    stored (new) or already in the inbox (duplicate)        sends the chat's next update
 400    not JSON, not an object, no integer ``update_id``       retries with a doubling delay
-401    the secret header is missing or wrong                   retries (someone else's request)
-404    not our path, not a user_id, no such bot                retries with a doubling delay
+401    the secret header is missing or wrong (checked before   retries (someone else's request)
+       whether the bot exists: no probing which bots exist)
+404    not our path, not a user_id; no such bot (right secret) retries with a doubling delay
 405    not POST                                                —
 413    body above ``webhook.max_body_bytes``                   retries with a doubling delay
 429    the store's write queue is full                         retries after ``Retry-After``
@@ -241,6 +242,15 @@ class WebhookReceiver:
         user_id = int(raw_id)
         expected = self._bots.webhook_secret(user_id)
         if expected is None:
+            # The secret is checked first even for no bot (against the one the master secret
+            # would give it), so a caller without the secret cannot probe which bots exist.
+            presented = dict(scope["headers"]).get(SECRET_HEADER)
+            decoy = self._bots.webhook_decoy_secret(user_id)
+            if not secret_matches(
+                decoy, None if presented is None else presented.decode("latin-1")
+            ):
+                self._reject("bad_secret")
+                return _BAD_SECRET
             self._reject("unknown_bot")
             return _UNKNOWN_BOT
         answer = await self._answer_bot(user_id, expected, scope, receive)

@@ -332,3 +332,26 @@ async def test_telegram_failing_to_deliver_makes_the_bot_degraded_then_unhealthy
         await trio.sleep(100)
         assert bot.webhook["url"] == f"{PUBLIC_URL}/1"
         assert telegram.methods().count("setWebhook") == 2
+
+
+async def test_a_webhook_bot_removed_from_the_config_deletes_its_webhook_and_registration(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        db, [1, 2], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        gone = fleet.bot_id(2)
+    telegram.calls.clear()
+    async with running_fleet(
+        db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        # Telegram would otherwise push bot 2's updates to a URL that now answers 404.
+        assert telegram.methods(gone) == ["deleteWebhook"]
+        call = next(c for c in telegram.calls if c.bot_id == gone)
+        assert call.params["drop_pending_updates"] is True
+        assert telegram.methods(fleet.bot_id(1)) == []
+        assert set(await fleet.handle.store.load_webhook_registrations()) == {1}

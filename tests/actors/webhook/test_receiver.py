@@ -38,6 +38,9 @@ class FakeBots:
     def webhook_secret(self, user_id: int) -> str | None:
         return self.secrets.get(user_id)
 
+    def webhook_decoy_secret(self, user_id: int) -> str:
+        return derive_secret_token(MASTER, user_id)
+
     def webhook_stored(
         self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
     ) -> None:
@@ -188,7 +191,6 @@ async def test_a_missing_or_wrong_secret_is_401_and_nothing_is_stored(
         ("POST", "/tg/0", 404, "not_found"),
         ("POST", "/tg/1001/extra", 404, "not_found"),
         ("POST", "/tg/99999999999999999999", 404, "not_found"),
-        ("POST", "/tg/2002", 404, "unknown_bot"),
         ("GET", "/tg/1001", 405, "method"),
     ],
 )
@@ -419,7 +421,7 @@ async def test_each_answered_delivery_to_a_known_bot_is_counted_for_its_usage_wi
     assert wrong.status_code == 401
     assert (await client.post(URL, content=b"{", headers=headers())).status_code == 400
     unknown = await client.post("/tg/999", content=b"{}", headers=headers())
-    assert unknown.status_code == 404  # no tenant to count it for
+    assert unknown.status_code == 401  # no tenant to count it for
     assert bots.counted == [(BOT, True), (BOT, True), (BOT, False), (BOT, False)]
     # The update is counted by its type once, in the transaction that stored it.
     with sqlite3.connect(tmp_path / "bv.db") as conn:
@@ -429,3 +431,37 @@ async def test_each_answered_delivery_to_a_known_bot_is_counted_for_its_usage_wi
             (BOT,),
         ).fetchall()
     assert counted == [(1,)]
+
+
+@pytest.mark.parametrize("secret", [None, "wrong", SECRET])
+async def test_an_unknown_bot_with_a_wrong_secret_is_401_like_a_known_one(
+    autojump_clock: trio.testing.MockClock,
+    client: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+    tmp_path: Path,
+    secret: str | None,
+) -> None:
+    """No probing which bots exist: without the secret, bot 2002 (none) answers as bot 1001."""
+    body = json.dumps(payloads.message(1)).encode()
+    # Bot 1001's own secret is a wrong one for bot 2002.
+    known = await client.post(URL, content=body, headers=headers("wrong" if secret else None))
+    unknown = await client.post("/tg/2002", content=body, headers=headers(secret))
+    assert known.status_code == unknown.status_code == 401
+    assert known.text == unknown.text
+    assert receiver.statistics().rejected["bad_secret"] == 2
+    assert receiver.statistics().rejected["unknown_bot"] == 0
+    assert rows(tmp_path / "bv.db") == []
+
+
+async def test_an_unknown_bot_is_404_only_to_a_caller_with_the_secret_it_would_have(
+    autojump_clock: trio.testing.MockClock,
+    client: httpx.AsyncClient,
+    receiver: WebhookReceiver,
+) -> None:
+    body = json.dumps(payloads.message(1)).encode()
+    decoy = derive_secret_token(MASTER, 2002)
+    response = await client.post(
+        "/tg/2002", content=body, headers={"x-telegram-bot-api-secret-token": decoy}
+    )
+    assert response.status_code == 404
+    assert receiver.statistics().rejected["unknown_bot"] == 1
