@@ -8,7 +8,8 @@
     month) and of a done mark's usage, per update.
 (c) Bytes on disk for 10,000 bots × 30 days at the demo's traffic (3 chats a bot, a message
     every 10 s in each: 1,080 updates an hour a bot, each answered): a sample of bots is
-    written hour by hour through the real job functions, the file measured after VACUUM, and
+    written hour by hour through the real job functions (distinct chats and users exact at
+    this traffic: 3 and 5 a bot, below the sketch threshold), the file measured after VACUUM, and
     scaled to 10,000 bots (rows are per bot, so size grows linearly with bots).
 
 Run ``python -m bench.usage [--quick]``; ``run()`` returns the figures and ``markdown()``

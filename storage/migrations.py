@@ -16,6 +16,7 @@ import sqlite_utils
 
 from storage.errors import NotADatabaseError, SchemaTooNewError
 from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS
+from storage.usage import convert_large_member_sets
 
 __all__ = [
     "MIGRATIONS",
@@ -201,6 +202,19 @@ def _v6_usage(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_usage_members_period ON usage_members (grain, period)")
 
 
+def _v7_usage_sketches(db: sqlite_utils.Database) -> None:
+    # Distinct chats and users beyond storage.usage.EXACT_MEMBERS a bucket: one serialized
+    # HLL sketch per (grain, bot, period, kind) instead of a row per member. Buckets already
+    # above the threshold are converted here, in the migration's transaction.
+    db.execute(
+        "CREATE TABLE usage_sketches (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, kind TEXT NOT NULL, sketch BLOB NOT NULL, "
+        "PRIMARY KEY (grain, user_id, period, kind)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX idx_usage_sketches_period ON usage_sketches (grain, period)")
+    convert_large_member_sets(db.conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
@@ -208,6 +222,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "inbox.lane and its undone index", _v4_inbox_lanes),
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
+    Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,10 +1,15 @@
 """Usage analytics in SQLite: exact counters per bot per hour, day and month (UTC).
 
-Two tables (migration 5). ``usage_counts`` holds one integer per (grain, bot, period, metric);
-``usage_members`` holds the distinct chats and users seen per (grain, bot, period). Every
-increment is written to its hour, its day and its month in the same transaction, so a day is
-exactly the sum of its hours and roll-ups never re-read raw data; a period is keyed by its
-start in epoch seconds (UTC).
+Three tables (migrations 6 and 7). ``usage_counts`` holds one integer per (grain, bot,
+period, metric). Distinct chats and users per (grain, bot, period, kind) are exact while
+small and a sketch beyond: ``usage_members`` holds one row per member until a bucket has more
+than :data:`EXACT_MEMBERS`, then the set is turned into an Apache DataSketches HLL sketch
+(:data:`SKETCH_LG_K`, HLL_4, serialized compact) in ``usage_sketches`` and its rows deleted.
+Every increment is written to its hour, its day and its month in the same transaction, so a
+day is exactly the sum of its hours, a day's sketch is the union of its hours' (HLL union is
+register-wise max: adding the same members to the day equals merging the hours' sketches),
+and roll-ups never re-read raw data; reads over several buckets (top tenants by users) merge
+sketches with a union. A period is keyed by its start in epoch seconds (UTC).
 
 Metric names (stable; docs/OPERATIONS.md "Usage analytics" defines each):
 
@@ -27,13 +32,17 @@ import math
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import datasketches
 import sqlite_utils
 
 __all__ = [
+    "EXACT_MEMBERS",
     "GRAINS",
     "LATENCY_BOUNDS_MS",
     "OUTCOMES",
+    "SKETCH_LG_K",
     "TOP_METRICS",
     "UsageRow",
     "grain_seconds",
@@ -69,6 +78,16 @@ OUTCOMES: tuple[str, ...] = (
     "failed_unknown",
 )
 TOP_METRICS: tuple[str, ...] = ("updates", "sends", "users")
+# Distinct members kept exactly per bucket and kind; one more turns the set into a sketch.
+# At 64 the exact rows (about 35 bytes each on disk, plus the period index) cost as much as a
+# dense lg_k 12 HLL_4 sketch (2,088 bytes), so no bucket costs more than ~2 KiB per kind;
+# and a sketch of a few hundred members is still in its coupon list (measured: exact up to
+# 256), so crossing the threshold does not make the figure jump.
+EXACT_MEMBERS = 64
+# lg_k 12 (4,096 registers): relative standard error 1.04/sqrt(4096) = 1.6% (a single
+# bucket's HIP estimate: 1.3%); docs/OPERATIONS.md states the bound.
+SKETCH_LG_K = 12
+_SKETCH_TYPE = datasketches.tgt_hll_type.HLL_4
 _LATENCY_PREFIX = "reply_latency_ms.le_"
 _HOUR, _DAY = 3_600, 86_400
 
@@ -183,6 +202,15 @@ _MEMBER = (
     "INSERT OR IGNORE INTO usage_members (grain, user_id, period, kind, member) "
     "VALUES (?, ?, ?, ?, ?)"
 )
+_BUCKET = "grain = ? AND user_id = ? AND period = ? AND kind = ?"
+_MEMBER_COUNT = f"SELECT COUNT(*) FROM usage_members WHERE {_BUCKET}"
+_MEMBER_LIST = f"SELECT member FROM usage_members WHERE {_BUCKET}"
+_MEMBER_DELETE = f"DELETE FROM usage_members WHERE {_BUCKET}"
+_SKETCH_GET = f"SELECT sketch FROM usage_sketches WHERE {_BUCKET}"
+_SKETCH_SET = f"UPDATE usage_sketches SET sketch = ? WHERE {_BUCKET}"
+_SKETCH_ADD = (
+    "INSERT INTO usage_sketches (grain, user_id, period, kind, sketch) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def add_counts(
@@ -199,19 +227,63 @@ def add_counts(
     conn.executemany(_UPSERT, rows)
 
 
+def _new_sketch(members: Iterable[int]) -> Any:
+    sketch = datasketches.hll_sketch(SKETCH_LG_K, _SKETCH_TYPE)
+    for member in members:
+        sketch.update(member)
+    return sketch
+
+
+def sketch_estimate(blob: bytes) -> int:
+    """The distinct count a stored sketch estimates, rounded."""
+    return round(float(datasketches.hll_sketch.deserialize(blob).get_estimate()))
+
+
 def add_members(
     conn: sqlite3.Connection, user_id: int, members: Iterable[tuple[str, int]], at: float
 ) -> None:
     """Remember distinct ``(kind, member)`` pairs (kind ``chat`` or ``user``) for the bot's
-    hour, day and month holding ``at``."""
-    unique = set(members)
-    if not unique:
-        return
-    rows: list[tuple[str, int, int, str, int]] = []
+    hour, day and month holding ``at``: as rows while a bucket has at most
+    :data:`EXACT_MEMBERS` of a kind, else in its sketch (HLL updates are idempotent, so a
+    member added twice is counted once either way)."""
+    by_kind: dict[str, set[int]] = {}
+    for kind, member in members:
+        by_kind.setdefault(kind, set()).add(member)
     for grain in GRAINS:
         start = period_start(grain, at)
-        rows.extend((grain, user_id, start, kind, member) for kind, member in unique)
-    conn.executemany(_MEMBER, rows)
+        for kind, unique in by_kind.items():
+            key = (grain, user_id, start, kind)
+            found = conn.execute(_SKETCH_GET, key).fetchone()
+            if found is not None:
+                sketch = datasketches.hll_sketch.deserialize(found[0])
+                for member in unique:
+                    sketch.update(member)
+                conn.execute(_SKETCH_SET, (bytes(sketch.serialize_compact()), *key))
+                continue
+            conn.executemany(_MEMBER, [(*key, member) for member in unique])
+            (count,) = conn.execute(_MEMBER_COUNT, key).fetchone()
+            if count > EXACT_MEMBERS:
+                _to_sketch(conn, key)
+
+
+def _to_sketch(conn: sqlite3.Connection, key: tuple[str, int, int, str]) -> None:
+    """Turn a bucket's exact member rows into its sketch (same transaction)."""
+    rows = conn.execute(_MEMBER_LIST, key).fetchall()
+    sketch = _new_sketch(member for (member,) in rows)
+    conn.execute(_SKETCH_ADD, (*key, bytes(sketch.serialize_compact())))
+    conn.execute(_MEMBER_DELETE, key)
+
+
+def convert_large_member_sets(conn: sqlite3.Connection) -> int:
+    """Every bucket above :data:`EXACT_MEMBERS` members into its sketch (migration 7)."""
+    keys = conn.execute(
+        "SELECT grain, user_id, period, kind FROM usage_members "
+        "GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > ?",
+        (EXACT_MEMBERS,),
+    ).fetchall()
+    for key in keys:
+        _to_sketch(conn, tuple(key))
+    return len(keys)
 
 
 def delete_older(
@@ -220,7 +292,11 @@ def delete_older(
     """Retention: up to ``batch_size`` rows of each table whose period started before its
     grain's cutoff (hours: ``hour_cutoff``; days and months: ``rollup_cutoff``)."""
     deleted = 0
-    keys = {"usage_counts": "metric", "usage_members": "kind, member"}
+    keys = {
+        "usage_counts": "metric",
+        "usage_members": "kind, member",
+        "usage_sketches": "kind",
+    }
     for table, rest in keys.items():
         for grain, cutoff in (
             ("hour", hour_cutoff),
@@ -269,12 +345,21 @@ def read_usage(
     ).fetchall():
         row(owner, period).counts[metric] = int(value)
     distinct: dict[tuple[int | None, int], dict[str, int]] = {}
+    # Per bot and bucket a kind is either exact rows or a sketch; the fleet's figure is the
+    # sum of its bots' (a person using two bots counts in each).
     for owner, period, kind, count in db.execute(
         f"SELECT {key}, kind, COUNT(*) FROM usage_members WHERE {where} GROUP BY 1, 2, 3",
         params,
     ).fetchall():
         row(owner, period)
-        distinct.setdefault((owner, period), {})[kind] = int(count)
+        kinds = distinct.setdefault((owner, period), {})
+        kinds[kind] = kinds.get(kind, 0) + int(count)
+    for owner, period, kind, blob in db.execute(
+        f"SELECT {key}, kind, sketch FROM usage_sketches WHERE {where}", params
+    ).fetchall():
+        row(owner, period)
+        kinds = distinct.setdefault((owner, period), {})
+        kinds[kind] = kinds.get(kind, 0) + sketch_estimate(blob)
     result = []
     for (owner, period), found in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0] or 0)):
         kinds = distinct.get((owner, period), {})
@@ -297,11 +382,8 @@ def read_top(
     """The ``limit`` bots with the most ``metric`` (see :data:`TOP_METRICS`) in the hours
     starting at or after ``since``: ``(user_id, value)``, largest first."""
     if metric == "users":
-        sql = (
-            "SELECT user_id, COUNT(DISTINCT member) FROM usage_members WHERE grain = 'hour' "
-            "AND kind = 'user' AND period >= ? GROUP BY user_id ORDER BY 2 DESC, 1 LIMIT ?"
-        )
-    elif metric in ("updates", "sends"):
+        return _top_users(db, since, limit)
+    if metric in ("updates", "sends"):
         match = "metric LIKE 'updates.%'" if metric == "updates" else "metric = 'sends'"
         sql = (
             "SELECT user_id, SUM(value) FROM usage_counts WHERE grain = 'hour' AND "
@@ -310,6 +392,34 @@ def read_top(
     else:
         raise ValueError(f"metric must be one of {', '.join(TOP_METRICS)}, got {metric!r}")
     return [(int(u), int(v)) for u, v in db.execute(sql, (since, limit)).fetchall()]
+
+
+def _top_users(db: sqlite_utils.Database, since: float, limit: int) -> list[tuple[int, int]]:
+    """Distinct users per bot over the hours since ``since``: exact while no hour of the bot
+    has a sketch, else the union of its hours' sketches and exact members (estimate)."""
+    exact: dict[int, set[int]] = {}
+    for owner, member in db.execute(
+        "SELECT user_id, member FROM usage_members WHERE grain = 'hour' AND kind = 'user' "
+        "AND period >= ?",
+        (since,),
+    ).fetchall():
+        exact.setdefault(int(owner), set()).add(int(member))
+    unions: dict[int, Any] = {}
+    for owner, blob in db.execute(
+        "SELECT user_id, sketch FROM usage_sketches WHERE grain = 'hour' AND kind = 'user' "
+        "AND period >= ?",
+        (since,),
+    ).fetchall():
+        union = unions.get(int(owner))
+        if union is None:
+            union = unions[int(owner)] = datasketches.hll_union(SKETCH_LG_K)
+        union.update(datasketches.hll_sketch.deserialize(blob))
+    values: dict[int, int] = {owner: len(members) for owner, members in exact.items()}
+    for owner, union in unions.items():
+        union.update(_new_sketch(exact.get(owner, ())))
+        values[owner] = round(float(union.get_estimate()))
+    ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:limit]
 
 
 def total(counts: Mapping[str, int], prefix: str) -> int:

@@ -68,6 +68,7 @@ def test_fresh_file_gets_the_whole_schema(db_path: Path) -> None:
             "chat_migrations",
             "usage_counts",
             "usage_members",
+            "usage_sketches",
             "webhook_registrations",
         }
         columns = [c.name for c in db.table("bot_health_metrics").columns]
@@ -150,7 +151,7 @@ def test_migrations_must_be_numbered_in_order(db_path: Path) -> None:
 def test_a_newer_schema_is_refused_and_the_file_left_untouched(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("CREATE TABLE future (x)")
-    conn.execute("PRAGMA user_version = 7")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     before = db_path.read_bytes()
@@ -159,8 +160,8 @@ def test_a_newer_schema_is_refused_and_the_file_left_untouched(db_path: Path) ->
     with pytest.raises(SchemaTooNewError) as caught:
         open_database(db_path)
     assert str(caught.value) == (
-        f"{db_path} was written by a newer botvisor (schema 7, this one knows up to "
-        f"{SCHEMA_VERSION}); upgrade botvisor or use another storage.path"
+        f"{db_path} was written by a newer botvisor (schema {SCHEMA_VERSION + 1}, this one "
+        f"knows up to {SCHEMA_VERSION}); upgrade botvisor or use another storage.path"
     )
     assert isinstance(caught.value, StorageError)
     with pytest.raises(SchemaTooNewError):

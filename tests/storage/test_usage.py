@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
+import datasketches
 import trio
 
-from storage import InboxEntry, Store, iso_utc, latency_metric, latency_quantile, period_start
+from storage import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    InboxEntry,
+    Store,
+    iso_utc,
+    latency_metric,
+    latency_quantile,
+    migrate,
+    open_database,
+    period_start,
+)
+from storage.usage import EXACT_MEMBERS, SKETCH_LG_K, add_members, sketch_estimate
 from tests import payloads
 
 # 2026-12-02T10:59:59Z, one second before an hour, 13 h before a day ends.
@@ -117,3 +131,132 @@ async def test_sends_go_with_the_done_mark_and_retention_keeps_days_longer(
             "2026-12-01T00:00:00Z"
         ]
         await store.stop()
+
+
+def users_of(first: int, count: int, update_base: int) -> list[InboxEntry]:
+    """``count`` messages from distinct users ``first..``, each in its own private chat."""
+    return [
+        entry(payloads.message(update_base + n, chat_id=first + n), "message", first + n, first + n)
+        for n in range(count)
+    ]
+
+
+def sketch_blobs(path: Path, grain: str, kind: str = "user") -> list[bytes]:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT sketch FROM usage_sketches WHERE grain = ? AND kind = ? ORDER BY period",
+            (grain, kind),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [bytes(blob) for (blob,) in rows]
+
+
+async def test_distinct_counts_are_exact_up_to_the_threshold(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(tmp_path / "u.db").run)
+        # Two batches, the second re-sending half the users: 64 distinct in all.
+        await store.inbox_add(1001, users_of(5_000, 40, 1), 41, T0)
+        await store.inbox_add(1001, users_of(5_020, 44, 41), 85, T0)
+        (hour,) = await store.usage("hour", T0 - HOUR, T0 + 1, user_id=1001)
+        assert (hour.distinct_chats, hour.distinct_users) == (EXACT_MEMBERS, EXACT_MEMBERS)
+        assert sketch_blobs(tmp_path / "u.db", "hour") == []
+        # One more member turns the hour, day and month into sketches, still exact here.
+        await store.inbox_add(1001, users_of(9_999, 1, 85), 86, T0)
+        (hour,) = await store.usage("hour", T0 - HOUR, T0 + 1, user_id=1001)
+        assert hour.distinct_users == EXACT_MEMBERS + 1
+        assert len(sketch_blobs(tmp_path / "u.db", "day")) == 1
+        await store.stop()
+
+
+async def test_large_distinct_counts_are_within_the_documented_error(tmp_path: Path) -> None:
+    bound = 3 * 1.04 / math.sqrt(2**SKETCH_LG_K)  # docs/OPERATIONS.md: 3 standard errors
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(tmp_path / "u.db").run)
+        # 6 hours of 2,000 users each, half of them the previous hour's: 7,000 distinct.
+        for h in range(6):
+            await store.inbox_add(
+                1001, users_of(100_000 + h * 1_000, 2_000, 1 + h * 2_000), None, T0 + 1 + h * HOUR
+            )
+        hours = await store.usage("hour", T0, T0 + DAY, user_id=1001)
+        assert len(hours) == 6
+        for row in hours:
+            assert abs(row.distinct_users - 2_000) <= bound * 2_000
+            assert row.counts["updates.message"] == 2_000  # counts stay exact
+        (day,) = await store.usage("day", T0 - DAY, T0 + DAY, user_id=1001)
+        assert abs(day.distinct_users - 7_000) <= bound * 7_000
+        assert day.distinct_users != sum(r.distinct_users for r in hours)
+        (top,) = await store.usage_top("users", T0, 1)
+        assert top[0] == 1001 and abs(top[1] - 7_000) <= bound * 7_000
+        await store.stop()
+
+
+async def test_a_day_sketch_is_the_union_of_its_hours(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(tmp_path / "u.db").run)
+        for h in range(3):
+            await store.inbox_add(
+                1001, users_of(h * 700, 1_000, 1 + h * 1_000), None, T0 + 1 + h * HOUR
+            )
+        await store.stop()
+    hours = sketch_blobs(tmp_path / "u.db", "hour")
+    (day,) = sketch_blobs(tmp_path / "u.db", "day")
+    union = datasketches.hll_union(SKETCH_LG_K)
+    for blob in hours:
+        union.update(datasketches.hll_sketch.deserialize(blob))
+    merged = union.get_result(datasketches.tgt_hll_type.HLL_4)
+    # The same registers: the day's sketch merged with one of its hours (a subset, which
+    # moves no register, but makes both unions use the same merged-sketch estimator rather
+    # than the HIP estimate a directly updated sketch carries) estimates the same as the
+    # merge of the hours, bounds included.
+    again = datasketches.hll_union(SKETCH_LG_K)
+    again.update(datasketches.hll_sketch.deserialize(day))
+    again.update(datasketches.hll_sketch.deserialize(hours[0]))
+    assert again.get_estimate() == union.get_estimate()
+    assert again.get_lower_bound(2) == merged.get_lower_bound(2)
+    assert abs(sketch_estimate(day) - 2_400) <= 0.05 * 2_400
+
+
+async def test_a_redelivered_batch_after_a_restart_counts_nothing_again(tmp_path: Path) -> None:
+    path = tmp_path / "u.db"
+    batch = users_of(1, 500, 1)
+    async with trio.open_nursery() as nursery:
+        store: Store = await nursery.start(Store(path).run)
+        assert len(await store.inbox_add(1001, batch, 501, T0)) == 500
+        (before,) = await store.usage("day", T0 - DAY, T0 + 1, user_id=1001)
+        await store.stop()
+    async with trio.open_nursery() as nursery:
+        # The daemon was killed before confirming the offset: the same updates come back.
+        store = await nursery.start(Store(path).run)
+        assert await store.inbox_add(1001, batch, 501, T0 + 5) == []
+        (after,) = await store.usage("day", T0 - DAY, T0 + 1, user_id=1001)
+        assert after == before
+        assert after.counts["updates.message"] == 500
+        await store.stop()
+    # And a sketch given the same members again (idempotent HLL) does not move.
+    db = open_database(path)
+    try:
+        (blob,) = sketch_blobs(path, "day")
+        add_members(db.conn, 1001, [("user", n) for n in range(1, 501)], T0)
+        assert sketch_blobs(path, "day") == [blob]
+    finally:
+        db.close()
+
+
+def test_the_migration_turns_large_member_sets_into_sketches(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "old.db")
+    try:
+        migrate(db, MIGRATIONS[:6])
+        start = period_start("hour", T0)
+        db.conn.executemany(
+            "INSERT INTO usage_members VALUES ('hour', 1001, ?, ?, ?)",
+            [(start, "user", n) for n in range(300)] + [(start, "chat", n) for n in range(10)],
+        )
+        assert migrate(db) == (6, SCHEMA_VERSION)
+        kinds = db.execute("SELECT DISTINCT kind FROM usage_members").fetchall()
+        assert kinds == [("chat",)]
+        (blob,) = [bytes(b) for (b,) in db.execute("SELECT sketch FROM usage_sketches")]
+        assert sketch_estimate(blob) == 300
+    finally:
+        db.close()
