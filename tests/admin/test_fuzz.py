@@ -130,7 +130,14 @@ def _send(
         pairs = (f"{json.dumps(k)}: {v}" for k, v in body.items())
         content = ("{" + ", ".join(pairs) + "}").encode("ascii")
     headers = {"content-type": "application/json"}
-    return url, content, client.request(method, url, content=content, headers=headers)
+    try:
+        response = client.request(method, url, content=content, headers=headers)
+    except httpx.RemoteProtocolError:
+        # Hypercorn closes a keep-alive connection after its request limit without saying
+        # so in the last response, and a request already sent on it then gets no answer. That
+        # is the connection's end, not the route's: send it again on a fresh connection.
+        response = client.request(method, url, content=content, headers=headers)
+    return url, content, response
 
 
 def fuzz(base_url: str, token: str) -> list[str]:
