@@ -30,7 +30,6 @@ MASTER = "the master webhook secret of the crash test"
 USER_ID = 3001
 CHATS = 6
 PER_CHAT = 10  # 60 updates in the burst
-CONNECTIONS = 6
 
 
 def free_port() -> int:
@@ -127,11 +126,12 @@ async def test_every_update_answered_200_before_a_kill_minus_nine_is_handled_aft
             updates = burst(api, token)
             # Telegram's webhook queues hold the burst now; the test delivers it instead.
             answers: list[int] = []
-            queue = list(updates)
+            # Telegram's queues: one a chat, its next update sent only after the previous one
+            # was answered, the chats in parallel (one connection each).
+            queues = [updates[c::CHATS] for c in range(CHATS)]
 
-            async def connection(client: httpx.AsyncClient) -> None:
-                while queue:
-                    update = queue.pop(0)
+            async def connection(client: httpx.AsyncClient, queue: list[dict[str, Any]]) -> None:
+                for update in queue:
                     answer = await client.post(
                         f"/tg/{USER_ID}",
                         content=json.dumps(update),
@@ -145,8 +145,8 @@ async def test_every_update_answered_200_before_a_kill_minus_nine_is_handled_aft
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
                 with trio.fail_after(30):
                     async with trio.open_nursery() as senders:
-                        for _ in range(CONNECTIONS):
-                            senders.start_soon(connection, client)
+                        for queue in queues:
+                            senders.start_soon(connection, client, queue)
                 first.kill()  # at once: the last 200 was just answered
             assert answers == [200] * len(updates)
             assert await first.wait() == -signal.SIGKILL
