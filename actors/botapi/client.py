@@ -2,8 +2,9 @@
 
 Building the HTTP client is separate from the Bot API client so the daemon can share one
 ``ssl.SSLContext`` between all bots (httpx builds a new one, ~834 KiB and ~25 ms, for every
-client it is not handed one) while each bot keeps its own connection pool, and a slow tenant
-cannot exhaust another's connections.
+client it is not handed one). The daemon builds one client for the fleet and hands each bot a
+bounded share of it (:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot
+exhaust another's connections.
 
 Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's own exceptions carry the
 request URL, which contains the token, so they are never chained, formatted or logged without
@@ -50,7 +51,7 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
-# Each bot's own pool: its long poll and up to three calls at once. This bounds the sockets,
+# Each bot's share of the fleet's pool: its long poll and up to three calls at once. This bounds the sockets,
 # and so the open files, one bot can hold.
 BOT_CONNECTIONS = 4
 
