@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 
-import httpx
-
 from actors.botapi.errors import ErrorCategory
+from actors.botapi.pool import HttpPoster
 from actors.config import (
     BreakerConfig,
     HandlersConfig,
@@ -43,7 +43,9 @@ class FleetServices:
     store: Store
     events: EventSink
     wall_clock: Callable[[], float]
-    http_client: Callable[[], httpx.AsyncClient]
+    # A bounded share of the fleet's one HTTP pool (FleetHttpPool.lease): one a bot
+    # incarnation, one a fleet call (token check, webhook registration).
+    http_client: Callable[[], AbstractAsyncContextManager[HttpPoster]]
     rng: random.Random
     # Where module:function handlers may come from (config and API bots alike).
     handlers: HandlersConfig = field(default_factory=HandlersConfig)

@@ -32,9 +32,11 @@ import httpx
 import trio
 
 from actors import (
+    BOT_CONNECTIONS,
     BotEvent,
     EventSink,
     FleetHealth,
+    FleetHttpPool,
     FleetServices,
     GlobalRateLimiter,
     HandlerNotAllowed,
@@ -65,6 +67,9 @@ __all__ = ["Daemon", "DaemonHandle", "setup_error"]
 log = logging.getLogger("botvisor")
 
 EVENT_BUFFER = 10_000
+# Idle connections the fleet's shared HTTP pool keeps open for reuse (beyond them an idle
+# connection is closed): enough for every bot's reply burst to a host without a new connect.
+SHARED_KEEPALIVE_CONNECTIONS = 256
 
 
 @dataclass(frozen=True)
@@ -126,10 +131,17 @@ class Daemon:
         config = self.config
         ssl_context = None if self._transport is not None else shared_ssl_context()
 
-        def http_client() -> httpx.AsyncClient:
-            return make_http_client(
-                transport=self._transport, ssl_context=ssl_context, telegram=config.telegram
-            )
+        # One pool for the fleet (connections reused across bots and incarnations); each
+        # lease admits BOT_CONNECTIONS requests at once, so open sockets stay within
+        # fdlimit's estimate and a hanging tenant cannot take the others' connections.
+        shared_http = make_http_client(
+            transport=self._transport,
+            ssl_context=ssl_context,
+            telegram=config.telegram,
+            max_connections=None,
+            max_keepalive_connections=SHARED_KEEPALIVE_CONNECTIONS,
+        )
+        http_pool = FleetHttpPool(shared_http, per_bot=BOT_CONNECTIONS)
 
         store = (
             Store(config.storage.path)
@@ -149,7 +161,7 @@ class Daemon:
             store=store,
             events=events,
             wall_clock=self._wall_clock,
-            http_client=http_client,
+            http_client=http_pool.lease,
             rng=self._rng,
             handlers=config.handlers,
             webhook=config.webhook,
@@ -229,7 +241,8 @@ class Daemon:
             )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
-        async with trio.open_nursery() as root:
+        # The shared client is closed after every bot (the root nursery) has stopped.
+        async with shared_http, trio.open_nursery() as root:
             await root.start(store.run)
             if self._open_files is not None:
                 check_open_files(await _polling_bots(config, store), self._open_files)

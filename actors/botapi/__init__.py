@@ -2,7 +2,8 @@
 
 Other packages import from here only:
 
-- :class:`BotApiClient`, :func:`make_http_client`, :func:`shared_ssl_context`: calling the API.
+- :class:`BotApiClient`, :func:`make_http_client`, :func:`shared_ssl_context`: calling the API;
+  :class:`FleetHttpPool`: the fleet's one connection pool, a bounded share per bot.
 - :class:`BotApiError` and its subclasses, :class:`ErrorCategory`: what a failed call means.
 
 The simulated server is :mod:`actors.simulator`, which production code never imports.
@@ -24,14 +25,18 @@ from actors.botapi.errors import (
     TransportError,
     categorize,
 )
+from actors.botapi.pool import BotHttp, FleetHttpPool, HttpPoster
 
 __all__ = [
     "BOT_CONNECTIONS",
     "BotApiClient",
     "BotApiError",
+    "BotHttp",
     "CircuitOpenError",
     "ClientStatistics",
     "ErrorCategory",
+    "FleetHttpPool",
+    "HttpPoster",
     "MalformedResponseError",
     "TelegramError",
     "TransportError",

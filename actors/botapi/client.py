@@ -2,8 +2,9 @@
 
 Building the HTTP client is separate from the Bot API client so the daemon can share one
 ``ssl.SSLContext`` between all bots (httpx builds a new one, ~834 KiB and ~25 ms, for every
-client it is not handed one) while each bot keeps its own connection pool, and a slow tenant
-cannot exhaust another's connections.
+client it is not handed one). The daemon builds one client for the fleet and hands each bot a
+bounded share of it (:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot
+exhaust another's connections.
 
 Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's own exceptions carry the
 request URL, which contains the token, so they are never chained, formatted or logged without
@@ -26,6 +27,7 @@ from actors.botapi.errors import (
     TelegramError,
     TransportError,
 )
+from actors.botapi.pool import HttpPoster
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
 from actors.text import may_hold_surrogates, valid_data
@@ -49,7 +51,7 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
-# Each bot's own pool: its long poll and up to three calls at once. This bounds the sockets,
+# Each bot's share of the fleet's pool: its long poll and up to three calls at once. This bounds the sockets,
 # and so the open files, one bot can hold.
 BOT_CONNECTIONS = 4
 
@@ -68,7 +70,8 @@ def make_http_client(
     transport: httpx.AsyncBaseTransport | None = None,
     ssl_context: ssl.SSLContext | None,
     telegram: TelegramConfig,
-    max_connections: int = BOT_CONNECTIONS,
+    max_connections: int | None = BOT_CONNECTIONS,
+    max_keepalive_connections: int | None = None,
 ) -> httpx.AsyncClient:
     """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
 
@@ -77,13 +80,15 @@ def make_http_client(
     this client, which is what a daemon of thousands of bots must avoid. The caller owns the
     client and closes it (``async with``).
     """
-    if max_connections < 1:
-        raise ValueError(f"max_connections must be >= 1, got {max_connections!r}")
+    if max_connections is not None and max_connections < 1:
+        raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
+    if max_keepalive_connections is None:
+        max_keepalive_connections = max_connections
     return httpx.AsyncClient(
         transport=transport,
         verify=ssl_context if ssl_context is not None else True,
         limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
         ),
         timeout=httpx.Timeout(telegram.request_timeout, connect=telegram.connect_timeout),
         # Proxies and CA files from the environment are the CLI's business, not a library's.
@@ -112,9 +117,7 @@ class BotApiClient:
 
     __slots__ = ("_calls", "_failed", "_http", "_in_flight", "_succeeded", "_telegram", "_token")
 
-    def __init__(
-        self, http: httpx.AsyncClient, *, token: BotToken, telegram: TelegramConfig
-    ) -> None:
+    def __init__(self, http: HttpPoster, *, token: BotToken, telegram: TelegramConfig) -> None:
         self._http = http
         self._token = token
         self._telegram = telegram
