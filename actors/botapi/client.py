@@ -51,8 +51,8 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
-# Each bot's share of the fleet's pool: its long poll and up to three calls at once. This bounds the sockets,
-# and so the open files, one bot can hold.
+# Each bot's share of the fleet's pool: its long poll and up to three calls at once. This
+# bounds the sockets, and so the open files, one bot can hold.
 BOT_CONNECTIONS = 4
 
 
