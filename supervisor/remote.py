@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,8 +403,12 @@ async def open_event_stream(
     user_id: int | None = None,
     *,
     message_queue_size: int = 64,
+    subprotocols: Sequence[str] = (),
 ) -> AsyncIterator[WebSocketConnection]:
     """A WebSocket on ``/admin/events`` of the admin API at ``url`` (http or https).
+
+    ``token`` goes in the ``Authorization`` header; a browser, which cannot send headers,
+    offers it among ``subprotocols`` instead (``None`` for the token then).
 
     Raises ``ConnectionRejected`` (with the API's JSON error as body) if the handshake is
     refused. The TCP stream is always closed on exit.
@@ -430,6 +434,7 @@ async def open_event_stream(
                     stream,
                     f"{host}:{port}",
                     resource,
+                    subprotocols=subprotocols,
                     extra_headers=headers,
                     message_queue_size=message_queue_size,
                 )

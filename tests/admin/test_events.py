@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -231,29 +229,6 @@ def test_watch_lines_say_what_happened() -> None:
     ) == ("1970-01-01 00:01:00  bot 3  restarted: crash")
 
 
-@asynccontextmanager
-async def browser_stream(url: str, subprotocols: list[str]) -> AsyncIterator[WebSocketConnection]:
-    """A WebSocket as a browser opens it: no Authorization header, only subprotocols."""
-    from trio_websocket import wrap_client_stream
-
-    host, port = url.removeprefix("http://").split(":")
-    stream = await trio.open_tcp_stream(host, int(port))
-    try:
-        async with trio.open_nursery() as nursery:
-            ws = await wrap_client_stream(
-                nursery, stream, f"{host}:{port}", "/admin/events", subprotocols=subprotocols
-            )
-            yield ws
-            await ws.aclose()
-            nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    finally:
-        await stream.aclose()
-
-
 async def test_a_browser_signs_in_to_the_stream_with_its_token_as_a_subprotocol(
     tmp_path: Path,
 ) -> None:
@@ -268,11 +243,11 @@ async def test_a_browser_signs_in_to_the_stream_with_its_token_as_a_subprotocol(
         async with running_fleet(tmp_path / "e.db", [1], api=api, configure=served()) as fleet:
             url = fleet.handle.admin_url
             assert url is not None
-            async with browser_stream(url, offered(ADMIN_TOKEN)) as ws:
+            async with open_event_stream(url, None, subprotocols=offered(ADMIN_TOKEN)) as ws:
                 # The chosen subprotocol is never the entry that carries the token.
                 assert ws.subprotocol == "botvisor.events"
                 assert (await subscribed(ws))["user_id"] is None
             with pytest.raises(ConnectionRejected) as rejected:
-                async with browser_stream(url, offered("wrong-token")):
+                async with open_event_stream(url, None, subprotocols=offered("wrong-token")):
                     pass
             assert rejected.value.status_code == 401
