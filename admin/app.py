@@ -297,7 +297,10 @@ async def persist_now(request: Request) -> Response:
     "Live events over a WebSocket (ws://…/admin/events[?user_id=N]): one JSON object per "
     "message, first {'type': 'subscribed'}, then 'status', 'breaker' and 'lifecycle' "
     "transitions. A client that falls behind is closed with 1008; shutdown closes with 1001. "
-    "A plain HTTP GET is answered 426.",
+    "A plain HTTP GET is answered 426. Sign in with the bearer header, or, from a browser "
+    "(which cannot send headers), offer the subprotocols 'botvisor.events' and "
+    "'base64url.bearer.botvisor.<the token, base64url without padding>': the server answers "
+    "'botvisor.events', never the entry that carries the token.",
     {101: Reply("switching to the WebSocket protocol")},
     query=EventsQuery,
     errors=(426,),
