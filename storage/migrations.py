@@ -16,7 +16,7 @@ import sqlite_utils
 
 from storage.errors import NotADatabaseError, SchemaTooNewError
 from storage.rows import COUNTER_COLUMNS, HEALTH_COLUMNS
-from storage.usage import convert_large_member_sets
+from storage.usage import EXACT_MEMBERS, new_sketch, pack_members, sketch_bytes
 
 __all__ = [
     "MIGRATIONS",
@@ -212,7 +212,69 @@ def _v7_usage_sketches(db: sqlite_utils.Database) -> None:
         "PRIMARY KEY (grain, user_id, period, kind)) WITHOUT ROWID"
     )
     db.execute("CREATE INDEX idx_usage_sketches_period ON usage_sketches (grain, period)")
-    convert_large_member_sets(db.conn)
+    conn = db.conn
+    for key in conn.execute(
+        "SELECT grain, user_id, period, kind FROM usage_members "
+        "GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > ?",
+        (EXACT_MEMBERS,),
+    ).fetchall():
+        where = "grain = ? AND user_id = ? AND period = ? AND kind = ?"
+        members = conn.execute(f"SELECT member FROM usage_members WHERE {where}", key)
+        sketch = sketch_bytes(new_sketch(member for (member,) in members.fetchall()))
+        conn.execute("INSERT INTO usage_sketches VALUES (?, ?, ?, ?, ?)", (*key, sketch))
+        conn.execute(f"DELETE FROM usage_members WHERE {where}", key)
+
+
+def _v8_usage_buckets(db: sqlite_utils.Database) -> None:
+    # One row per (grain, bot, period) instead of one per metric and one per member (see
+    # storage/usage.py): the counts a JSON object keyed by metric id, the distinct chats and
+    # users packed (exact) or a sketch. The old tables are converted and dropped; the view
+    # usage_counts shows the counts as the old table had them.
+    db.execute("CREATE TABLE usage_metrics (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
+    db.execute(
+        "CREATE TABLE usage_buckets (grain TEXT NOT NULL, user_id INTEGER NOT NULL, "
+        "period INTEGER NOT NULL, counts TEXT NOT NULL DEFAULT '{}', "
+        "chats BLOB, chats_hll BLOB, users BLOB, users_hll BLOB, "
+        "PRIMARY KEY (grain, user_id, period)) WITHOUT ROWID"
+    )
+    # The fleet's series, the top tenants and retention read by grain and period across bots.
+    db.execute("CREATE INDEX idx_usage_buckets_period ON usage_buckets (grain, period)")
+    conn = db.conn
+    conn.execute(
+        "INSERT INTO usage_metrics (name) SELECT DISTINCT metric FROM usage_counts ORDER BY 1"
+    )
+    conn.execute(
+        "INSERT INTO usage_buckets (grain, user_id, period, counts) "
+        "SELECT c.grain, c.user_id, c.period, json_group_object(CAST(m.id AS TEXT), c.value) "
+        "FROM usage_counts c JOIN usage_metrics m ON m.name = c.metric GROUP BY 1, 2, 3"
+    )
+    column = {"chat": "chats", "user": "users"}
+    sets: dict[tuple[str, int, int, str], list[int]] = {}
+    for grain, user_id, period, kind, member in conn.execute(
+        "SELECT grain, user_id, period, kind, member FROM usage_members"
+    ).fetchall():
+        sets.setdefault((grain, user_id, period, kind), []).append(member)
+    blobs = [((*key[:3], column[key[3]]), pack_members(members)) for key, members in sets.items()]
+    blobs += [
+        ((grain, user_id, period, column[kind] + "_hll"), bytes(sketch))
+        for grain, user_id, period, kind, sketch in conn.execute(
+            "SELECT grain, user_id, period, kind, sketch FROM usage_sketches"
+        ).fetchall()
+    ]
+    for (grain, user_id, period, name), blob in blobs:
+        conn.execute(
+            f"INSERT INTO usage_buckets (grain, user_id, period, {name}) VALUES (?, ?, ?, ?) "
+            f"ON CONFLICT (grain, user_id, period) DO UPDATE SET {name} = excluded.{name}",
+            (grain, user_id, period, blob),
+        )
+    for table in ("usage_counts", "usage_members", "usage_sketches"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute(
+        "CREATE VIEW usage_counts (grain, user_id, period, metric, value) AS "
+        "SELECT b.grain, b.user_id, b.period, m.name, j.value "
+        "FROM usage_buckets AS b, json_each(b.counts) AS j "
+        "JOIN usage_metrics AS m ON m.id = CAST(j.key AS INTEGER)"
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -223,6 +285,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
     Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
+    Migration(
+        8, "usage_buckets: a row per bucket (usage_counts becomes a view)", _v8_usage_buckets
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

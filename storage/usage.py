@@ -1,15 +1,18 @@
 """Usage analytics in SQLite: exact counters per bot per hour, day and month (UTC).
 
-Three tables (migrations 6 and 7). ``usage_counts`` holds one integer per (grain, bot,
-period, metric). Distinct chats and users per (grain, bot, period, kind) are exact while
-small and a sketch beyond: ``usage_members`` holds one row per member until a bucket has more
-than :data:`EXACT_MEMBERS`, then the set is turned into an Apache DataSketches HLL sketch
-(:data:`SKETCH_LG_K`, HLL_4, serialized compact) in ``usage_sketches`` and its rows deleted.
-Every increment is written to its hour, its day and its month in the same transaction, so a
-day is exactly the sum of its hours, a day's sketch is the union of its hours' (HLL union is
-register-wise max: adding the same members to the day equals merging the hours' sketches),
-and roll-ups never re-read raw data; reads over several buckets (top tenants by users) merge
-sketches with a union. A period is keyed by its start in epoch seconds (UTC).
+One row per (grain, bot, period) in ``usage_buckets`` (migration 8): ``counts``, a JSON
+object of integers keyed by metric id (names in ``usage_metrics``; the view ``usage_counts``
+shows them as one row per metric, for reading and for SQL by hand), and the bucket's distinct
+chats and users, exact (``chats``/``users``: the member ids packed as 64-bit integers) while a
+kind has at most :data:`EXACT_MEMBERS`, then an Apache DataSketches HLL sketch
+(:data:`SKETCH_LG_K`, HLL_4, serialized compact) in ``chats_hll``/``users_hll``. A row a bucket,
+rather than a row a metric and a row a member, makes usage about seven times smaller on disk
+(docs/BENCHMARKS.md). Every increment is written to its hour, its day and its month in the
+same transaction, so a day is exactly the sum of its hours, a day's sketch is the union of
+its hours' (HLL union is register-wise max: adding the same members to the day equals merging
+the hours' sketches), and roll-ups never re-read raw data; reads over several buckets (top
+tenants by users) merge sketches with a union. A period is keyed by its start in epoch
+seconds (UTC).
 
 Metric names (stable; docs/OPERATIONS.md "Usage analytics" defines each):
 
@@ -28,8 +31,10 @@ Storage never reads a clock: every function takes the wall-clock time it counts 
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import sqlite3
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,10 +84,10 @@ OUTCOMES: tuple[str, ...] = (
 )
 TOP_METRICS: tuple[str, ...] = ("updates", "sends", "users")
 # Distinct members kept exactly per bucket and kind; one more turns the set into a sketch.
-# At 64 the exact rows (about 35 bytes each on disk, plus the period index) cost as much as a
-# dense lg_k 12 HLL_4 sketch (2,088 bytes), so no bucket costs more than ~2 KiB per kind;
-# and a sketch of a few hundred members is still in its coupon list (measured: exact up to
-# 256), so crossing the threshold does not make the figure jump.
+# At 64 the exact set (8 bytes a member) is a quarter of a dense lg_k 12 HLL_4 sketch (2,088
+# bytes), so no bucket costs more than ~2 KiB per kind; and a sketch of a few hundred members
+# is still in its coupon list (measured: exact up to 256), so crossing the threshold does not
+# make the figure jump.
 EXACT_MEMBERS = 64
 # lg_k 12 (4,096 registers): relative standard error 1.04/sqrt(4096) = 1.6% (a single
 # bucket's HIP estimate: 1.3%); docs/OPERATIONS.md states the bound.
@@ -194,23 +199,50 @@ class UsageRow:
 
 # --- jobs, run by the writer in its thread ---------------------------------------------------
 
-_UPSERT = (
-    "INSERT INTO usage_counts (grain, user_id, period, metric, value) VALUES (?, ?, ?, ?, ?) "
-    "ON CONFLICT (grain, user_id, period, metric) DO UPDATE SET value = value + excluded.value"
+# A bucket's counts are a JSON object keyed by metric id (``usage_metrics``). A new bucket
+# takes the batch's object as it is; an existing one has each of the batch's keys added to in
+# place by ``json_set`` (cheaper than merging two objects with ``json_each``).
+_INSERT_COUNTS = (
+    "INSERT INTO usage_buckets (grain, user_id, period, counts) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (grain, user_id, period) DO UPDATE SET counts = json_set(counts, "
 )
-_MEMBER = (
-    "INSERT OR IGNORE INTO usage_members (grain, user_id, period, kind, member) "
-    "VALUES (?, ?, ?, ?, ?)"
+
+
+def _add_counts_sql(keys: Sequence[int]) -> str:
+    """The upsert adding to the metric ids ``keys`` (integers: nothing from outside)."""
+    paths = ", ".join(
+        f"'$.\"{key:d}\"', coalesce(json_extract(counts, '$.\"{key:d}\"'), 0) + ?" for key in keys
+    )
+    return f"{_INSERT_COUNTS}{paths})"
+
+
+_BUCKET = "grain = ? AND user_id = ? AND period = ?"
+_KINDS = ("chat", "user")
+_MEMBERS_GET = f"SELECT chats, chats_hll, users, users_hll FROM usage_buckets WHERE {_BUCKET}"
+_MEMBERS_SET = (
+    "INSERT INTO usage_buckets (grain, user_id, period, chats, chats_hll, users, users_hll) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (grain, user_id, period) DO UPDATE SET "
+    "chats = excluded.chats, chats_hll = excluded.chats_hll, "
+    "users = excluded.users, users_hll = excluded.users_hll"
 )
-_BUCKET = "grain = ? AND user_id = ? AND period = ? AND kind = ?"
-_MEMBER_COUNT = f"SELECT COUNT(*) FROM usage_members WHERE {_BUCKET}"
-_MEMBER_LIST = f"SELECT member FROM usage_members WHERE {_BUCKET}"
-_MEMBER_DELETE = f"DELETE FROM usage_members WHERE {_BUCKET}"
-_SKETCH_GET = f"SELECT sketch FROM usage_sketches WHERE {_BUCKET}"
-_SKETCH_SET = f"UPDATE usage_sketches SET sketch = ? WHERE {_BUCKET}"
-_SKETCH_ADD = (
-    "INSERT INTO usage_sketches (grain, user_id, period, kind, sketch) VALUES (?, ?, ?, ?, ?)"
-)
+
+
+def metric_ids(conn: sqlite3.Connection, names: Iterable[str]) -> dict[str, int]:
+    """The ids of metric ``names`` in ``usage_metrics``, new names given the next id (in the
+    caller's transaction: a rolled-back name takes its id with it)."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    marks = ", ".join("?" * len(wanted))
+    lookup = f"SELECT name, id FROM usage_metrics WHERE name IN ({marks})"
+    ids = dict(conn.execute(lookup, tuple(wanted)).fetchall())
+    if len(ids) < len(wanted):  # a name seen for the first time (rare: the set is small)
+        conn.executemany(
+            "INSERT OR IGNORE INTO usage_metrics (name) VALUES (?)",
+            [(name,) for name in sorted(wanted - ids.keys())],
+        )
+        ids = dict(conn.execute(lookup, tuple(wanted)).fetchall())
+    return ids
 
 
 def add_counts(
@@ -220,18 +252,39 @@ def add_counts(
     transaction)."""
     if not counts:
         return
-    rows: list[tuple[str, int, int, str, int]] = []
-    for grain in GRAINS:
-        start = period_start(grain, at)
-        rows.extend((grain, user_id, start, metric, value) for metric, value in counts.items())
-    conn.executemany(_UPSERT, rows)
+    ids = metric_ids(conn, counts)
+    pairs = sorted((ids[name], value) for name, value in counts.items())
+    encoded = json.dumps({str(key): value for key, value in pairs}, separators=(",", ":"))
+    values = [value for _key, value in pairs]
+    conn.executemany(
+        _add_counts_sql([key for key, _value in pairs]),
+        [(grain, user_id, period_start(grain, at), encoded, *values) for grain in GRAINS],
+    )
 
 
-def _new_sketch(members: Iterable[int]) -> Any:
+def pack_members(members: Iterable[int]) -> bytes:
+    """An exact member set as stored: sorted signed 64-bit little-endian integers."""
+    ordered = sorted(members)
+    return struct.pack(f"<{len(ordered)}q", *ordered)
+
+
+def unpack_members(blob: bytes | None) -> list[int]:
+    """The members of a stored exact set."""
+    if not blob:
+        return []
+    return list(struct.unpack(f"<{len(blob) // 8}q", blob))
+
+
+def new_sketch(members: Iterable[int]) -> Any:
+    """An empty (or filled) HLL sketch of the stored kind."""
     sketch = datasketches.hll_sketch(SKETCH_LG_K, _SKETCH_TYPE)
     for member in members:
         sketch.update(member)
     return sketch
+
+
+def sketch_bytes(sketch: Any) -> bytes:
+    return bytes(sketch.serialize_compact())
 
 
 def sketch_estimate(blob: bytes) -> int:
@@ -239,76 +292,64 @@ def sketch_estimate(blob: bytes) -> int:
     return round(float(datasketches.hll_sketch.deserialize(blob).get_estimate()))
 
 
+def _merge_members(
+    exact: bytes | None, sketch: bytes | None, new: set[int]
+) -> tuple[bytes | None, bytes | None]:
+    """A kind's (exact, sketch) after adding ``new``: exact while at most
+    :data:`EXACT_MEMBERS`, else a sketch (HLL updates are idempotent)."""
+    if sketch is not None:
+        merged = datasketches.hll_sketch.deserialize(sketch)
+        for member in new:
+            merged.update(member)
+        return None, sketch_bytes(merged)
+    members = set(unpack_members(exact))
+    if new <= members:
+        return exact, None
+    members |= new
+    if len(members) > EXACT_MEMBERS:
+        return None, sketch_bytes(new_sketch(members))
+    return pack_members(members), None
+
+
 def add_members(
     conn: sqlite3.Connection, user_id: int, members: Iterable[tuple[str, int]], at: float
 ) -> None:
     """Remember distinct ``(kind, member)`` pairs (kind ``chat`` or ``user``) for the bot's
-    hour, day and month holding ``at``: as rows while a bucket has at most
-    :data:`EXACT_MEMBERS` of a kind, else in its sketch (HLL updates are idempotent, so a
-    member added twice is counted once either way)."""
+    hour, day and month holding ``at``: exact while a bucket has at most
+    :data:`EXACT_MEMBERS` of a kind, else in its sketch."""
     by_kind: dict[str, set[int]] = {}
     for kind, member in members:
+        if kind not in _KINDS:
+            raise ValueError(f"member kind must be one of {', '.join(_KINDS)}, got {kind!r}")
         by_kind.setdefault(kind, set()).add(member)
+    if not by_kind:
+        return
     for grain in GRAINS:
-        start = period_start(grain, at)
-        for kind, unique in by_kind.items():
-            key = (grain, user_id, start, kind)
-            found = conn.execute(_SKETCH_GET, key).fetchone()
-            if found is not None:
-                sketch = datasketches.hll_sketch.deserialize(found[0])
-                for member in unique:
-                    sketch.update(member)
-                conn.execute(_SKETCH_SET, (bytes(sketch.serialize_compact()), *key))
-                continue
-            conn.executemany(_MEMBER, [(*key, member) for member in unique])
-            (count,) = conn.execute(_MEMBER_COUNT, key).fetchone()
-            if count > EXACT_MEMBERS:
-                _to_sketch(conn, key)
-
-
-def _to_sketch(conn: sqlite3.Connection, key: tuple[str, int, int, str]) -> None:
-    """Turn a bucket's exact member rows into its sketch (same transaction)."""
-    rows = conn.execute(_MEMBER_LIST, key).fetchall()
-    sketch = _new_sketch(member for (member,) in rows)
-    conn.execute(_SKETCH_ADD, (*key, bytes(sketch.serialize_compact())))
-    conn.execute(_MEMBER_DELETE, key)
-
-
-def convert_large_member_sets(conn: sqlite3.Connection) -> int:
-    """Every bucket above :data:`EXACT_MEMBERS` members into its sketch (migration 7)."""
-    keys = conn.execute(
-        "SELECT grain, user_id, period, kind FROM usage_members "
-        "GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > ?",
-        (EXACT_MEMBERS,),
-    ).fetchall()
-    for key in keys:
-        _to_sketch(conn, tuple(key))
-    return len(keys)
+        key = (grain, user_id, period_start(grain, at))
+        found = conn.execute(_MEMBERS_GET, key).fetchone()
+        chats, chats_hll, users, users_hll = found if found is not None else (None,) * 4
+        if "chat" in by_kind:
+            chats, chats_hll = _merge_members(chats, chats_hll, by_kind["chat"])
+        if "user" in by_kind:
+            users, users_hll = _merge_members(users, users_hll, by_kind["user"])
+        if found is not None and (chats, chats_hll, users, users_hll) == tuple(found):
+            continue  # nobody new: leave the page alone
+        conn.execute(_MEMBERS_SET, (*key, chats, chats_hll, users, users_hll))
 
 
 def delete_older(
     conn: sqlite3.Connection, hour_cutoff: float, rollup_cutoff: float, batch_size: int
 ) -> int:
-    """Retention: up to ``batch_size`` rows of each table whose period started before its
+    """Retention: up to ``batch_size`` buckets of each grain whose period started before its
     grain's cutoff (hours: ``hour_cutoff``; days and months: ``rollup_cutoff``)."""
     deleted = 0
-    keys = {
-        "usage_counts": "metric",
-        "usage_members": "kind, member",
-        "usage_sketches": "kind",
-    }
-    for table, rest in keys.items():
-        for grain, cutoff in (
-            ("hour", hour_cutoff),
-            ("day", rollup_cutoff),
-            ("month", rollup_cutoff),
-        ):
-            key = f"grain, user_id, period, {rest}"
-            deleted += conn.execute(
-                f"DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} "
-                "WHERE grain = ? AND period < ? LIMIT ?)",
-                (grain, cutoff, batch_size),
-            ).rowcount
+    for grain, cutoff in (("hour", hour_cutoff), ("day", rollup_cutoff), ("month", rollup_cutoff)):
+        deleted += conn.execute(
+            "DELETE FROM usage_buckets WHERE (grain, user_id, period) IN ("
+            "SELECT grain, user_id, period FROM usage_buckets "
+            "WHERE grain = ? AND period < ? LIMIT ?)",
+            (grain, cutoff, batch_size),
+        ).rowcount
     return deleted
 
 
@@ -344,35 +385,22 @@ def read_usage(
         params,
     ).fetchall():
         row(owner, period).counts[metric] = int(value)
-    distinct: dict[tuple[int | None, int], dict[str, int]] = {}
-    # Per bot and bucket a kind is either exact rows or a sketch; the fleet's figure is the
+    # Per bot and bucket a kind is either an exact set or a sketch; the fleet's figure is the
     # sum of its bots' (a person using two bots counts in each).
-    for owner, period, kind, count in db.execute(
-        f"SELECT {key}, kind, COUNT(*) FROM usage_members WHERE {where} GROUP BY 1, 2, 3",
+    distinct: dict[tuple[int | None, int], list[int]] = {}
+    for owner, period, chats, chats_hll, users, users_hll in db.execute(
+        f"SELECT {key}, length(chats) / 8, chats_hll, length(users) / 8, users_hll "
+        f"FROM usage_buckets WHERE {where}",
         params,
     ).fetchall():
         row(owner, period)
-        kinds = distinct.setdefault((owner, period), {})
-        kinds[kind] = kinds.get(kind, 0) + int(count)
-    for owner, period, kind, blob in db.execute(
-        f"SELECT {key}, kind, sketch FROM usage_sketches WHERE {where}", params
-    ).fetchall():
-        row(owner, period)
-        kinds = distinct.setdefault((owner, period), {})
-        kinds[kind] = kinds.get(kind, 0) + sketch_estimate(blob)
+        figures = distinct.setdefault((owner, period), [0, 0])
+        figures[0] += sketch_estimate(chats_hll) if chats_hll is not None else int(chats or 0)
+        figures[1] += sketch_estimate(users_hll) if users_hll is not None else int(users or 0)
     result = []
     for (owner, period), found in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0] or 0)):
-        kinds = distinct.get((owner, period), {})
-        result.append(
-            UsageRow(
-                owner,
-                grain,
-                found.period,
-                found.counts,
-                kinds.get("chat", 0),
-                kinds.get("user", 0),
-            )
-        )
+        chats_count, users_count = distinct.get((owner, period), (0, 0))
+        result.append(UsageRow(owner, grain, found.period, found.counts, chats_count, users_count))
     return result
 
 
@@ -398,25 +426,22 @@ def _top_users(db: sqlite_utils.Database, since: float, limit: int) -> list[tupl
     """Distinct users per bot over the hours since ``since``: exact while no hour of the bot
     has a sketch, else the union of its hours' sketches and exact members (estimate)."""
     exact: dict[int, set[int]] = {}
-    for owner, member in db.execute(
-        "SELECT user_id, member FROM usage_members WHERE grain = 'hour' AND kind = 'user' "
-        "AND period >= ?",
-        (since,),
-    ).fetchall():
-        exact.setdefault(int(owner), set()).add(int(member))
     unions: dict[int, Any] = {}
-    for owner, blob in db.execute(
-        "SELECT user_id, sketch FROM usage_sketches WHERE grain = 'hour' AND kind = 'user' "
-        "AND period >= ?",
+    for owner, users, blob in db.execute(
+        "SELECT user_id, users, users_hll FROM usage_buckets WHERE grain = 'hour' "
+        "AND period >= ? AND (users IS NOT NULL OR users_hll IS NOT NULL)",
         (since,),
     ).fetchall():
-        union = unions.get(int(owner))
-        if union is None:
-            union = unions[int(owner)] = datasketches.hll_union(SKETCH_LG_K)
-        union.update(datasketches.hll_sketch.deserialize(blob))
+        owner = int(owner)
+        exact.setdefault(owner, set()).update(unpack_members(users))
+        if blob is not None:
+            union = unions.get(owner)
+            if union is None:
+                union = unions[owner] = datasketches.hll_union(SKETCH_LG_K)
+            union.update(datasketches.hll_sketch.deserialize(blob))
     values: dict[int, int] = {owner: len(members) for owner, members in exact.items()}
     for owner, union in unions.items():
-        union.update(_new_sketch(exact.get(owner, ())))
+        union.update(new_sketch(exact.get(owner, ())))
         values[owner] = round(float(union.get_estimate()))
     ranked = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[:limit]

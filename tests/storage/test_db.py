@@ -66,9 +66,8 @@ def test_fresh_file_gets_the_whole_schema(db_path: Path) -> None:
             "dead_letters",
             "bot_counters",
             "chat_migrations",
-            "usage_counts",
-            "usage_members",
-            "usage_sketches",
+            "usage_buckets",
+            "usage_metrics",
             "webhook_registrations",
         }
         columns = [c.name for c in db.table("bot_health_metrics").columns]

@@ -424,9 +424,9 @@ async def test_the_whole_file_stays_private_and_sound(db_path: Path) -> None:
         assert await store.integrity_check() == ["ok"]
         stats = store.statistics()
         assert stats.readers == 2
-        # bot, snapshots, updates, offset, and the updates' count and chat of the hour, day
-        # and month (usage analytics)
-        assert stats.writer.rows == 1 + 100 + 50 + 1 + 3 + 3
+        # bot, snapshots, updates, offset, and (usage analytics) the metric's name, the
+        # updates' count and chat of the hour, day and month
+        assert stats.writer.rows == 1 + 100 + 50 + 1 + 1 + 3 + 3
         await store.stop()
     # The last connection to close checkpoints the WAL into the main file.
     assert not exists(Path(f"{db_path}-wal"))

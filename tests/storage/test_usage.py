@@ -21,7 +21,13 @@ from storage import (
     open_database,
     period_start,
 )
-from storage.usage import EXACT_MEMBERS, SKETCH_LG_K, add_members, sketch_estimate
+from storage.usage import (
+    EXACT_MEMBERS,
+    SKETCH_LG_K,
+    add_members,
+    sketch_estimate,
+    unpack_members,
+)
 from tests import payloads
 
 # 2026-12-02T10:59:59Z, one second before an hour, 13 h before a day ends.
@@ -145,8 +151,9 @@ def sketch_blobs(path: Path, grain: str, kind: str = "user") -> list[bytes]:
     conn = sqlite3.connect(path)
     try:
         rows = conn.execute(
-            "SELECT sketch FROM usage_sketches WHERE grain = ? AND kind = ? ORDER BY period",
-            (grain, kind),
+            f"SELECT {kind}s_hll FROM usage_buckets WHERE grain = ? AND {kind}s_hll IS NOT NULL "
+            "ORDER BY period",
+            (grain,),
         ).fetchall()
     finally:
         conn.close()
@@ -244,19 +251,50 @@ async def test_a_redelivered_batch_after_a_restart_counts_nothing_again(tmp_path
         db.close()
 
 
-def test_the_migration_turns_large_member_sets_into_sketches(tmp_path: Path) -> None:
+def test_the_migrations_keep_old_counts_and_turn_large_member_sets_into_sketches(
+    tmp_path: Path,
+) -> None:
     db = open_database(tmp_path / "old.db")
     try:
         migrate(db, MIGRATIONS[:6])
-        start = period_start("hour", T0)
+        hour, day = period_start("hour", T0), period_start("day", T0)
         db.conn.executemany(
-            "INSERT INTO usage_members VALUES ('hour', 1001, ?, ?, ?)",
-            [(start, "user", n) for n in range(300)] + [(start, "chat", n) for n in range(10)],
+            "INSERT INTO usage_members VALUES (?, 1001, ?, ?, ?)",
+            [("hour", hour, "user", n) for n in range(300)]
+            + [("hour", hour, "chat", n) for n in range(10)]
+            + [("day", day, "chat", -100_123)],
+        )
+        db.conn.executemany(
+            "INSERT INTO usage_counts VALUES (?, ?, ?, ?, ?)",
+            [
+                ("hour", 1001, hour, "updates.message", 300),
+                ("hour", 1001, hour, "calls.sendMessage.ok", 290),
+                ("day", 1002, day, "sends", 7),
+            ],
         )
         assert migrate(db) == (6, SCHEMA_VERSION)
-        kinds = db.execute("SELECT DISTINCT kind FROM usage_members").fetchall()
-        assert kinds == [("chat",)]
-        (blob,) = [bytes(b) for (b,) in db.execute("SELECT sketch FROM usage_sketches")]
-        assert sketch_estimate(blob) == 300
+        assert not {"usage_members", "usage_sketches"} & set(db.table_names())
+        # The counts read as before, through the view of the one-row-a-bucket table.
+        assert sorted(db.execute("SELECT * FROM usage_counts").fetchall()) == [
+            ("day", 1002, day, "sends", 7),
+            ("hour", 1001, hour, "calls.sendMessage.ok", 290),
+            ("hour", 1001, hour, "updates.message", 300),
+        ]
+        rows = {
+            (grain, user_id): (
+                unpack_members(chats),
+                None if chats_hll is None else sketch_estimate(chats_hll),
+                unpack_members(users),
+                None if users_hll is None else sketch_estimate(users_hll),
+            )
+            for grain, user_id, chats, chats_hll, users, users_hll in db.execute(
+                "SELECT grain, user_id, chats, chats_hll, users, users_hll FROM usage_buckets"
+            ).fetchall()
+        }
+        assert rows == {
+            ("hour", 1001): (list(range(10)), None, [], 300),  # 300 users: a sketch
+            ("day", 1001): ([-100_123], None, [], None),
+            ("day", 1002): ([], None, [], None),
+        }
     finally:
         db.close()
