@@ -215,6 +215,18 @@ def _v7_usage_sketches(db: sqlite_utils.Database) -> None:
     convert_large_member_sets(db.conn)
 
 
+def _v8_dead_letter_actions(db: sqlite_utils.Database) -> None:
+    # Dead letters an operator can act on: the update itself (the inbox row may be pruned
+    # once done, so the dead letter carries its own copy), the lane it goes back to, and when
+    # it was last redriven. Rows stored before keep NULL payload: listed, never redriven.
+    dead = db.table("dead_letters")
+    dead.add_column("payload", str)  # the update's JSON, as received
+    dead.add_column("lane", str)  # the actors' lane name, as the inbox stores it
+    dead.add_column("redriven_at", float)
+    # A bot's page of dead letters, newest first, and "the dead letter of this update".
+    db.execute("CREATE INDEX idx_dead_user_update ON dead_letters (user_id, update_id)")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
@@ -223,6 +235,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
     Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
+    Migration(8, "dead_letters.payload, lane and redriven_at", _v8_dead_letter_actions),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
