@@ -8,8 +8,8 @@ Each endpoint declares what it takes and answers with ``@operation`` (``operatio
 and parameters are parsed into the models of ``requests``, answers are the records of
 ``records``, and ``openapi`` generates the document from those.
 
-Modules: ``bots`` (bot management), ``dead_letters`` (list, redrive, discard), ``events`` (the live WebSocket), ``metrics``
-(Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
+Modules: ``bots`` (bot management), ``dead_letters`` (list, redrive, discard), ``events``
+(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
 """
 
 from __future__ import annotations
