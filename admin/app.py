@@ -9,7 +9,8 @@ and parameters are parsed into the models of ``requests``, answers are the recor
 ``records``, and ``openapi`` generates the document from those.
 
 Modules: ``bots`` (bot management), ``dead_letters`` (list, redrive, discard), ``events``
-(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
+(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``auth`` and
+``ratelimit`` (middleware), ``errors``.
 """
 
 from __future__ import annotations
