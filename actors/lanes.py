@@ -261,9 +261,7 @@ class ChatLanes(Generic[T]):
         position = self._position(item)
         if any(self._position(queued) == position for queued in lane.queue):
             return  # waiting in the lane already
-        if forget:
-            lane.taken.pop(position, None)
-        elif position in lane.taken:
+        if not forget and position in lane.taken:
             return
         if lane.overflow and position > lane.last_position:
             lane.missed = True
