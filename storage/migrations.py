@@ -223,7 +223,10 @@ def _v8_dead_letter_actions(db: sqlite_utils.Database) -> None:
     dead.add_column("payload", str)  # the update's JSON, as received
     dead.add_column("lane", str)  # the actors' lane name, as the inbox stores it
     dead.add_column("redriven_at", float)
-    # A bot's page of dead letters, newest first, and "the dead letter of this update".
+    # A bot's pages of dead letters, newest (highest id) first: (user_id, id) is in id order
+    # within a bot, which (user_id, recorded_at) is not quite. And "the dead letters of this
+    # update", which a redrive's refusals look up.
+    db.execute("CREATE INDEX idx_dead_user_id ON dead_letters (user_id, id)")
     db.execute("CREATE INDEX idx_dead_user_update ON dead_letters (user_id, update_id)")
 
 
@@ -235,7 +238,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
     Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
-    Migration(8, "dead_letters.payload, lane and redriven_at", _v8_dead_letter_actions),
+    Migration(8, "dead_letters.payload, lane and redriven_at (redrive)", _v8_dead_letter_actions),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

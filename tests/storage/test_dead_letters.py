@@ -239,3 +239,19 @@ def test_a_selection_takes_exactly_one_key() -> None:
         DeadLetterSelection()
     with pytest.raises(ValueError, match="exactly one"):
         DeadLetterSelection(ids=(1,), all=True)
+
+
+def test_a_bots_page_of_dead_letters_reads_its_index_in_order(db_path: Path) -> None:
+    db = open_database(db_path)
+    try:
+        migrate(db)
+        plan = " ".join(
+            str(row[3])
+            for row in db.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM dead_letters WHERE user_id = 1 AND id < 99 "
+                "ORDER BY id DESC LIMIT 51"
+            )
+        )
+    finally:
+        db.close()
+    assert "idx_dead_user_id" in plan and "TEMP B-TREE" not in plan, plan
