@@ -46,10 +46,12 @@ class Blocked:
 
 
 @asynccontextmanager
-async def blocked_bot(db: Path, user_ids: tuple[int, ...] = (1,)) -> AsyncIterator[Blocked]:
+async def blocked_bot(
+    db: Path, user_ids: tuple[int, ...] = (1,), api: SimulatedBotApi | None = None
+) -> AsyncIterator[Blocked]:
     """Bot 1 (echo) whose sendMessage and answerCallbackQuery Telegram answers 403 "bot was
     blocked by the user" until ``refusing.active`` is set False."""
-    api = SimulatedBotApi(rng=random.Random(14), record=True)
+    api = api or SimulatedBotApi(rng=random.Random(14), record=True)
     holder: list[FailingMethod] = []
 
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -224,6 +226,26 @@ async def test_a_suspended_bot_handles_a_redrive_after_it_is_resumed(
         assert (await blocked.http.post("/admin/bots/1/resume")).status_code == 200
         await trio.sleep(30)
         assert blocked.api.report().bot(bot_id).answered == 1
+
+
+async def test_a_bot_suspended_since_the_start_handles_a_redrive_once_resumed(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(15), record=True)
+    db = tmp_path / "d.db"
+    async with blocked_bot(db, api=api) as blocked:
+        blocked.api.send_update(blocked.token, payloads.callback_query(chat_id=111))
+        await trio.sleep(30)
+        assert (await blocked.http.post("/admin/bots/1/suspend", json={})).status_code == 200
+    # The next daemon loads the bot suspended (its undone inbox read in bulk at load); the
+    # redrive comes after that read.
+    async with blocked_bot(db, api=api) as blocked:
+        blocked.refusing.active = False
+        response = await blocked.http.post(BASE + "/redrive", json={"all": True})
+        assert response.json() == {"redriven": 1, "refused": []}
+        assert (await blocked.http.post("/admin/bots/1/resume")).status_code == 200
+        await trio.sleep(30)
+        assert blocked.api.report().bot(blocked.fleet.bot_id(1)).callbacks_answered == 1
 
 
 async def test_a_dead_letter_stored_before_payloads_is_listed_but_refused(
