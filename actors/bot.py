@@ -15,7 +15,7 @@ resumption as a :class:`~actors.events.LifecycleEvent`, which the fleet persists
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple
@@ -144,9 +144,10 @@ class BotActor:
             context=UpdateContext,
         )
         self._runs = 0  # incarnations started
-        # Webhook deliveries that arrived while an incarnation was starting: dispatched after
-        # the undone inbox it read (the lanes skip what that read already held).
-        self._early: list[tuple[Mapping[str, Any], Hashable, float]] | None = None
+        # Webhook deliveries (and redriven updates: key None) that arrived while an
+        # incarnation was starting: dispatched after the undone inbox it read (the lanes skip
+        # what that read already held).
+        self._early: list[tuple[Mapping[str, Any], Hashable | None, float]] | None = None
         # When the running webhook incarnation last got a delivery (its idle clock).
         self._last_push = 0.0
         # A polling bot with a webhook registration left over: delete it before the first poll.
@@ -344,6 +345,25 @@ class BotActor:
         self._last_push = trio.current_time()
         return True
 
+    def redrive(self, updates: Sequence[Mapping[str, Any]], received_at: float) -> bool:
+        """Updates an operator redrove, already undone again in the inbox (received at
+        ``received_at``), in ``update_id`` order: each goes to its chat's lane in its place
+        in the chat's order (:meth:`ChatLanes.redrive_nowait`).
+
+        Returns whether the running (or starting) incarnation took them. False when there is
+        none, or it is stopping: they wait in the inbox for the next start (a dormant webhook
+        bot's caller wakes it). Never waits."""
+        if self._early is not None:
+            self._early.extend((update, None, received_at) for update in updates)
+            return True
+        if self._state is ActorState.RUNNING and self._lanes is not None:
+            for update in updates:
+                self._poller.redrive_nowait(self._lanes, update, received_at)
+            return True
+        # The next start reads the inbox itself: what was read at load no longer holds these.
+        self._preloaded = None
+        return False
+
     @property
     def last_push_at(self) -> float:
         """When (Trio time) the bot last took a webhook delivery; 0 if never."""
@@ -411,7 +431,10 @@ class BotActor:
                 await poller.dispatch_pending(lanes, pending)
                 early, self._early = self._early or [], None
                 for update, key, received_at in early:
-                    poller.dispatch_nowait(lanes, update, received_at, key)
+                    if key is None:
+                        poller.redrive_nowait(lanes, update, received_at, forget=False)
+                    else:
+                        poller.dispatch_nowait(lanes, update, received_at, key)
                 if self.webhook_mode:
                     await self._serve_webhook(lanes)
                 else:

@@ -20,7 +20,7 @@ import trio
 from actors.botapi import BotApiClient, BotApiError, ErrorCategory, TelegramError
 from actors.chat_migrations import ChatMigrations, migration_announced
 from actors.handlers import Handler, HandlerContext
-from actors.lanes import update_chat_id
+from actors.lanes import chat_key, key_chat_id, lane_name
 from actors.pipeline import RequestPipeline
 from actors.retry import ExponentialBackoff, forbids_repeat
 from actors.secrets import redact
@@ -267,14 +267,18 @@ class Delivery:
         return redirected
 
     async def dead_letter(self, item: Inbound, reason: str) -> None:
-        """Give up on ``item``: count it, log it and store it with its (redacted) reason."""
+        """Give up on ``item``: count it, log it and store it with its (redacted) reason and
+        the update itself, so that an operator can redrive it."""
         self._dead_letters += 1
         self._pipeline.usage.count("dead_letters")
         log.warning("bot %s: update %s dead-lettered: %s", self._user_id, item.update_id, reason)
+        key = chat_key(item.update)
         await self._services.store.dead_letter(
             self._user_id,
             item.update_id,
-            update_chat_id(item.update),
+            key_chat_id(key),
             redact(reason),
             self._services.wall_clock(),
+            update=item.update,
+            lane=lane_name(key),
         )

@@ -239,6 +239,43 @@ class ChatLanes(Generic[T]):
             lane.take(item, position, 2 * self._buffer)
         lane.wakeup.set()
 
+    def redrive_nowait(self, key: Hashable, item: T, *, forget: bool = True) -> None:
+        """Queue ``item``, an update an operator redrove (already undone in the inbox again),
+        in its place in the lane's order: before the queued updates that come after it.
+
+        ``forget``: the lane took this position before (when the update dead-lettered) and
+        must take it again; False for a redrive that reached an incarnation while it started,
+        whose undone inbox may hold the update already (then it is not taken twice). A lane
+        that overflowed leaves an update after its cursor to its re-read, which comes to it in
+        order; one behind the cursor is queued even when the lane is full (redrives are few,
+        and chosen by an operator). Never waits.
+        """
+        if self._closing:
+            raise RuntimeError("chat lanes are closing; no update can be redriven now")
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = _Lane[T]()
+            self._lanes[key] = lane
+            self._all_done = trio.Event()
+            self._nursery.start_soon(self._run_lane, key, lane)
+        position = self._position(item)
+        if any(self._position(queued) == position for queued in lane.queue):
+            return  # waiting in the lane already
+        if not forget and position in lane.taken:
+            return
+        if lane.overflow and position > lane.last_position:
+            lane.missed = True
+        else:
+            lane.take(item, position, 2 * self._buffer)
+            # take() appended it: move it before the queued updates that come after it.
+            lane.queue.pop()
+            index = next(
+                (i for i, queued in enumerate(lane.queue) if self._position(queued) > position),
+                len(lane.queue),
+            )
+            lane.queue.insert(index, item)
+        lane.wakeup.set()
+
     async def dispatch(self, key: Hashable, item: T) -> None:
         """:meth:`dispatch_nowait`, then a checkpoint (it never waits for the lane)."""
         self.dispatch_nowait(key, item)

@@ -120,6 +120,18 @@ class Poller:
         """:meth:`dispatch` for a synchronous caller (a webhook delivery just committed)."""
         lanes.dispatch_nowait(key, self._inbound(update, received_at))
 
+    def redrive_nowait(
+        self,
+        lanes: ChatLanes[Inbound],
+        update: Mapping[str, Any],
+        received_at: float,
+        *,
+        forget: bool = True,
+    ) -> None:
+        """Hand an update an operator redrove (undone in the inbox again, received at
+        ``received_at``) to its chat lane, in its place in the chat's order."""
+        lanes.redrive_nowait(chat_key(update), self._inbound(update, received_at), forget=forget)
+
     async def dispatch_pending(
         self, lanes: ChatLanes[Inbound], pending: list[dict[str, Any]]
     ) -> None:

@@ -8,8 +8,9 @@ Each endpoint declares what it takes and answers with ``@operation`` (``operatio
 and parameters are parsed into the models of ``requests``, answers are the records of
 ``records``, and ``openapi`` generates the document from those.
 
-Modules: ``bots`` (bot management), ``events`` (the live WebSocket), ``metrics``
-(Prometheus), ``openapi`` (the spec), ``auth`` and ``ratelimit`` (middleware), ``errors``.
+Modules: ``bots`` (bot management), ``dead_letters`` (list, redrive, discard), ``events``
+(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``auth`` and
+``ratelimit`` (middleware), ``errors``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from admin.analytics import analytics_routes
 from admin.auth import BearerAuth
 from admin.bots import bot_routes, management_state
 from admin.context import AdminContext, context_of
+from admin.dead_letters import DeadLetterActions, dead_letter_routes
 from admin.errors import ApiError, exception_handlers
 from admin.events import EventStreams
 from admin.metrics import FleetCollector, metrics_endpoint, metrics_registry
@@ -358,6 +360,7 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
         Route(f"{base}/retry-statistics", retry_statistics),
         Route(f"{base}/retry-statistics/reset", retry_reset, methods=["POST"]),
         *bot_routes(),
+        *dead_letter_routes(),
         *analytics_routes(),
         WebSocketRoute("/admin/events", streams),
         Route("/admin/events", events_over_http),
@@ -399,7 +402,11 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     app.state.event_streams = streams
     app.state.rate_limiter = buckets
     app.state.bot_management = management_state()
-    collector = FleetCollector(context, rate_limiter=buckets, streams=streams)
+    actions = DeadLetterActions()
+    app.state.dead_letter_actions = actions
+    collector = FleetCollector(
+        context, rate_limiter=buckets, streams=streams, dead_letter_actions=actions
+    )
     app.state.metrics_collector = collector
     app.state.metrics_registry = metrics_registry(collector)
     # Generated from the routing table: a route without a declaration fails here, at start.

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from actors import COMMIT_BUCKETS, BotStatistics, BotStatus, BreakerState
 from admin.context import AdminContext
+from admin.dead_letters import DeadLetterActions
 from admin.events import EventStreams
 from admin.operations import Reply, operation
 from admin.ratelimit import ClientBuckets
@@ -96,10 +97,12 @@ class FleetCollector:
         *,
         rate_limiter: ClientBuckets | None = None,
         streams: EventStreams | None = None,
+        dead_letter_actions: DeadLetterActions | None = None,
     ) -> None:
         self._ctx = context
         self._rate_limiter = rate_limiter
         self._streams = streams
+        self._dead_letter_actions = dead_letter_actions
 
     def collect(self) -> Iterable[Metric]:
         """The prometheus-client collector protocol (reads everything in one go)."""
@@ -348,6 +351,25 @@ class FleetCollector:
             yield _gauge(
                 "botvisor_admin_event_streams", "Open /admin/events WebSockets", streams.open
             )
+        if self._dead_letter_actions is not None:
+            acted = self._dead_letter_actions.statistics()
+            actions = CounterMetricFamily(
+                "botvisor_dead_letter_actions",
+                "Operators' redrive and discard requests on dead letters since start",
+                labels=["action"],
+            )
+            actions.add_metric(["redrive"], acted.redrives)
+            actions.add_metric(["discard"], acted.discards)
+            yield actions
+            letters = CounterMetricFamily(
+                "botvisor_dead_letters_acted_on",
+                "Dead letters redriven, refused a redrive, or discarded, since start",
+                labels=["outcome"],
+            )
+            letters.add_metric(["redriven"], acted.redriven)
+            letters.add_metric(["refused"], acted.refused)
+            letters.add_metric(["discarded"], acted.discarded)
+            yield letters
         limiter = self._rate_limiter
         if limiter is not None:
             limits = limiter.statistics()

@@ -7,8 +7,8 @@ Tests may hand in anything else that does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from actors import BotActor, BotConfig, BotMode
 
@@ -67,3 +67,6 @@ class FleetControl(Protocol):
     async def suspend(self, user_id: int, reason: str = ...) -> None: ...
     async def resume(self, user_id: int) -> None: ...
     async def set_mode(self, user_id: int, mode: BotMode) -> BotActor: ...
+    def dead_letters_redriven(
+        self, user_id: int, updates: Sequence[Mapping[str, Any]], received_at: float
+    ) -> None: ...

@@ -8,6 +8,13 @@ Other packages import from here only::
 
 from storage.config import StorageConfig, storage_path_problem
 from storage.db import migrate_file, open_database
+from storage.dead_letters import (
+    DeadLetter,
+    DeadLetterPage,
+    DeadLetterSelection,
+    Redrive,
+    Refusal,
+)
 from storage.errors import (
     DatabaseFailedError,
     NotADatabaseError,
@@ -29,7 +36,6 @@ from storage.store import (
     BOT_SOURCES,
     UNHEALTHY_STATUSES,
     BotRecord,
-    DeadLetter,
     Store,
     StoreStatistics,
 )
@@ -62,12 +68,16 @@ __all__ = [
     "BotRecord",
     "DatabaseFailedError",
     "DeadLetter",
+    "DeadLetterPage",
+    "DeadLetterSelection",
     "HealthRow",
     "InboxEntry",
     "Job",
     "Migration",
     "NotADatabaseError",
     "Offload",
+    "Redrive",
+    "Refusal",
     "SchemaTooNewError",
     "StorageConfig",
     "StorageError",

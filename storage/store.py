@@ -25,6 +25,18 @@ import sqlite_utils
 import trio
 
 from storage.db import open_database
+from storage.dead_letters import (
+    DeadLetter,
+    DeadLetterPage,
+    DeadLetterSelection,
+    Redrive,
+    encode_payload,
+    insert_dead_letter,
+)
+from storage.dead_letters import discard as _discard_dead_letters
+from storage.dead_letters import page as _dead_letters_page
+from storage.dead_letters import recent as _recent_dead_letters
+from storage.dead_letters import redrive as _redrive_dead_letters
 from storage.errors import DatabaseFailedError, StoreClosedError
 from storage.rows import (
     COUNTER_COLUMNS,
@@ -95,17 +107,6 @@ class BotRecord:
         )
 
     __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """An update whose reply could not be delivered (the ``dead_letters`` table)."""
-
-    user_id: int
-    update_id: int
-    chat_id: int | None
-    reason: str
-    recorded_at: float
 
 
 @dataclass(frozen=True)
@@ -494,17 +495,63 @@ class Store:
     # --- dead letters --------------------------------------------------------------------
 
     async def dead_letter(
-        self, user_id: int, update_id: int, chat_id: int | None, reason: str, at: float
+        self,
+        user_id: int,
+        update_id: int,
+        chat_id: int | None,
+        reason: str,
+        at: float,
+        *,
+        update: Mapping[str, Any] | None = None,
+        lane: str | None = None,
     ) -> None:
-        """Record an update whose reply could not be delivered (``reason`` must be redacted).
-        It does not mark the update done: that is :meth:`inbox_done`."""
-        await self.writer.submit(partial(_dead_letter, user_id, update_id, chat_id, reason, at))
+        """Record an update botvisor gave up on (``reason`` must be redacted), with the
+        update as received and its lane name, so that it can be redriven. It does not mark
+        the update done: that is :meth:`inbox_done`."""
+        await self.writer.submit(
+            partial(
+                insert_dead_letter,
+                user_id,
+                update_id,
+                chat_id,
+                reason,
+                at,
+                encode_payload(update),
+                lane,
+            )
+        )
 
     async def list_dead_letters(
         self, user_id: int | None = None, *, limit: int = 100
     ) -> list[DeadLetter]:
         """The most recent dead letters (of one bot, or of all), newest first."""
-        return await self._read(partial(_list_dead_letters, user_id, limit))
+        _check_limit(limit)
+        return await self._read(partial(_recent_dead_letters, user_id, limit))
+
+    async def dead_letters_page(
+        self,
+        user_id: int,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        reason: str | None = None,
+    ) -> DeadLetterPage:
+        """A page of one bot's dead letters, newest first: those with an id below ``before``
+        (the previous page's ``next_cursor``), whose reason contains ``reason`` (any case)."""
+        _check_limit(limit)
+        return await self._read(partial(_dead_letters_page, user_id, limit, before, reason))
+
+    async def redrive_dead_letters(
+        self, user_id: int, selection: DeadLetterSelection, at: float
+    ) -> Redrive:
+        """Put the selected dead letters' updates back into the bot's inbox as undone,
+        received at ``at``, in one transaction; see :mod:`storage.dead_letters` for what is
+        refused. The caller hands the redriven updates to the bot."""
+        return await self.writer.submit(partial(_redrive_dead_letters, user_id, selection, at))
+
+    async def discard_dead_letters(self, user_id: int, selection: DeadLetterSelection) -> int:
+        """Delete the selected dead letters; return how many were deleted."""
+        return await self.writer.submit(partial(_discard_dead_letters, user_id, selection))
 
     async def integrity_check(self) -> list[str]:
         """SQLite's ``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
@@ -651,7 +698,7 @@ def _inbox_add(
                 update_id,
                 entry.chat_id,
                 entry.lane,
-                json.dumps(entry.update, ensure_ascii=False, separators=(",", ":")),
+                encode_payload(entry.update),
                 received_at,
             ),
         )
@@ -727,21 +774,6 @@ def _record_chat_migration(
         "VALUES (?, ?, ?, ?) ON CONFLICT (user_id, old_chat_id) DO UPDATE SET "
         "new_chat_id = excluded.new_chat_id, migrated_at = excluded.migrated_at",
         (user_id, old_chat_id, new_chat_id, at),
-    )
-
-
-def _dead_letter(
-    user_id: int,
-    update_id: int,
-    chat_id: int | None,
-    reason: str,
-    at: float,
-    conn: sqlite3.Connection,
-) -> None:
-    conn.execute(
-        "INSERT INTO dead_letters (user_id, update_id, chat_id, reason, recorded_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (user_id, update_id, chat_id, reason, at),
     )
 
 
@@ -929,24 +961,6 @@ def _upsert_bots(records: list[BotRecord], conn: sqlite3.Connection) -> None:
 def _load_offset(user_id: int, db: sqlite_utils.Database) -> int | None:
     row = db.execute("SELECT next_offset FROM offsets WHERE user_id = ?", (user_id,)).fetchone()
     return None if row is None else int(row[0])
-
-
-def _list_dead_letters(
-    user_id: int | None, limit: int, db: sqlite_utils.Database
-) -> list[DeadLetter]:
-    if user_id is None:
-        cursor = db.execute(
-            "SELECT user_id, update_id, chat_id, reason, recorded_at FROM dead_letters "
-            "ORDER BY recorded_at DESC, id DESC LIMIT ?",
-            (limit,),
-        )
-    else:
-        cursor = db.execute(
-            "SELECT user_id, update_id, chat_id, reason, recorded_at FROM dead_letters "
-            "WHERE user_id = ? ORDER BY recorded_at DESC, id DESC LIMIT ?",
-            (user_id, limit),
-        )
-    return [DeadLetter(*row) for row in cursor.fetchall()]
 
 
 def _integrity_check(db: sqlite_utils.Database) -> list[str]:

@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--config", required=True, type=Path)
 
     from supervisor.demo import add_demo_arguments, add_sim_server_arguments
-    from supervisor.remote import add_bots_arguments, add_usage_arguments, add_watch_arguments
+    from supervisor.remote import (
+        add_bots_arguments,
+        add_dead_letters_arguments,
+        add_usage_arguments,
+        add_watch_arguments,
+    )
 
     add_bots_arguments(
         commands.add_parser("bots", help="add, list, remove, suspend or resume bots of a daemon")
@@ -81,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_usage_arguments(
         commands.add_parser("usage", help="a daemon's usage per day (updates, sends, users)")
+    )
+    add_dead_letters_arguments(
+        commands.add_parser(
+            "dead-letters", help="list, redrive or discard a bot's dead letters on a daemon"
+        )
     )
 
     add_demo_arguments(
@@ -103,11 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return migrate_command(args.config)
         if args.command == "run":
             return run_command(args.config, prune_config_bots=args.prune_config_bots)
-        if args.command in ("bots", "watch", "usage"):
-            from supervisor.remote import bots_command, usage_command, watch_command
+        if args.command in ("bots", "watch", "usage", "dead-letters"):
+            from supervisor.remote import (
+                bots_command,
+                dead_letters_command,
+                usage_command,
+                watch_command,
+            )
 
             if args.command == "usage":
                 return usage_command(args)
+            if args.command == "dead-letters":
+                return dead_letters_command(args)
             return bots_command(args) if args.command == "bots" else watch_command(args)
         from supervisor.demo import demo_command, sim_server_command
 

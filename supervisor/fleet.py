@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -597,6 +597,21 @@ class Fleet:
             return
         actor = registered.actor
         if actor.suspended_reason is not None or actor.push(update, key, received_at):
+            return
+        if actor.webhook_mode:
+            self._supervisor.wake(user_id, actor, restart=RestartType.TRANSIENT)
+
+    def dead_letters_redriven(
+        self, user_id: int, updates: Sequence[Mapping[str, Any]], received_at: float
+    ) -> None:
+        """Updates of the bot an operator redrove are undone in its inbox again: to their
+        lanes if it runs, else wake a dormant webhook bot; a suspended or stopped bot finds
+        them in the inbox when it next starts. Never blocks."""
+        registered = self._bots.get(user_id)
+        if registered is None or not updates:
+            return
+        actor = registered.actor
+        if actor.redrive(updates, received_at) or actor.suspended_reason is not None:
             return
         if actor.webhook_mode:
             self._supervisor.wake(user_id, actor, restart=RestartType.TRANSIENT)

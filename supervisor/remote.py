@@ -38,9 +38,11 @@ __all__ = [
     "AdminClient",
     "RemoteError",
     "add_bots_arguments",
+    "add_dead_letters_arguments",
     "add_usage_arguments",
     "add_watch_arguments",
     "bots_command",
+    "dead_letters_command",
     "format_event",
     "open_event_stream",
     "usage_command",
@@ -147,6 +149,21 @@ class AdminClient:
     def resume(self, user_id: int) -> dict[str, Any]:
         bot: dict[str, Any] = self._call("POST", f"/admin/bots/{user_id}/resume")
         return bot
+
+    def dead_letters(self, user_id: int, params: Mapping[str, str]) -> dict[str, Any]:
+        page: dict[str, Any] = self._call(
+            "GET", f"/admin/bots/{user_id}/dead-letters", params=params
+        )
+        return page
+
+    def act_on_dead_letters(
+        self, user_id: int, action: str, selection: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``action`` is ``redrive`` or ``discard``; ``selection`` its body."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/admin/bots/{user_id}/dead-letters/{action}", selection
+        )
+        return result
 
     def usage(self, params: Mapping[str, str]) -> dict[str, Any]:
         usage: dict[str, Any] = self._call("GET", "/admin/analytics/usage", params=params)
@@ -390,6 +407,128 @@ def usage_command(
     print("  ".join(n.rjust(w) for n, w in zip(names, widths, strict=True)), file=out)
     for row in rows:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)), file=out)
+    return EXIT_OK
+
+
+# --- dead letters -----------------------------------------------------------------------
+
+
+def add_dead_letters_arguments(parser: argparse.ArgumentParser) -> None:
+    """``botvisor dead-letters list|redrive|discard USER_ID [--ids 1,2] [--reason TEXT]
+    [--all] [--json]``."""
+    _add_target_arguments(parser)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="a bot's dead letters, newest first")
+    redrive = actions.add_parser(
+        "redrive", help="put dead letters' updates back into the bot's inbox, to be handled again"
+    )
+    discard = actions.add_parser("discard", help="delete dead letters")
+    for action in (listing, redrive, discard):
+        action.add_argument("user_id", type=int)
+        action.add_argument("--json", action="store_true", help="print the API's JSON")
+    listing.add_argument("--reason", help="only those whose reason contains this (any case)")
+    listing.add_argument(
+        "--limit", type=int, default=50, help="at most this many, newest first (default 50)"
+    )
+    for action in (redrive, discard):
+        action.add_argument("--ids", help="comma-separated dead letter ids (see list)")
+        action.add_argument("--reason", help="those whose reason contains this (any case)")
+        action.add_argument(
+            "--all", action="store_true", help="every one (a redrive: every one not redriven)"
+        )
+
+
+def _selection(args: argparse.Namespace) -> dict[str, Any]:
+    given = [name for name in ("ids", "reason") if getattr(args, name) is not None]
+    if args.all:
+        given.append("all")
+    if len(given) != 1:
+        raise RemoteError(None, "give exactly one of --ids, --reason and --all", "usage")
+    if args.all:
+        return {"all": True}
+    if args.reason is not None:
+        return {"reason_contains": args.reason}
+    try:
+        ids = [int(part) for part in args.ids.split(",") if part.strip()]
+    except ValueError:
+        raise RemoteError(
+            None, f"--ids must be comma-separated dead letter ids, got {args.ids!r}", "usage"
+        ) from None
+    if not ids:
+        raise RemoteError(None, "--ids must name at least one dead letter id", "usage")
+    return {"ids": ids}
+
+
+def _dead_letter_line(letter: Mapping[str, Any]) -> str:
+    redriven = f"  redriven {letter['redriven_at']}" if letter.get("redriven_at") else ""
+    chat = "-" if letter.get("chat_id") is None else str(letter["chat_id"])
+    kind = letter.get("update_type") or "(no payload)"
+    return (
+        f"{letter['id']:>8}  update {letter['update_id']:<10} chat {chat:<15} {kind:<20} "
+        f"{letter['recorded_at']}{redriven}  {letter['reason']}"
+    )
+
+
+def _list_dead_letters(
+    client: AdminClient, args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], int]:
+    """Up to ``--limit`` dead letters, page by page; and how many match in all."""
+    if args.limit < 1:
+        raise RemoteError(None, "--limit must be a whole number >= 1", "usage")
+    letters: list[dict[str, Any]] = []
+    params: dict[str, str] = {}
+    if args.reason is not None:
+        params["reason"] = args.reason
+    while True:
+        params["limit"] = str(min(500, args.limit - len(letters)))
+        page = client.dead_letters(args.user_id, params)
+        letters += page["dead_letters"]
+        if page["next_cursor"] is None or len(letters) >= args.limit:
+            return letters, int(page["total"])
+        params["cursor"] = page["next_cursor"]
+
+
+def dead_letters_command(
+    args: argparse.Namespace, *, env: Mapping[str, str] | None = None, out: TextIO | None = None
+) -> int:
+    """List, redrive or discard one bot's dead letters."""
+    env = os.environ if env is None else env
+    out = out or sys.stdout
+    try:
+        target = resolve_target(args, env)
+        selection = _selection(args) if args.action != "list" else {}
+        with AdminClient(target) as client:
+            if args.action == "list":
+                letters, total = _list_dead_letters(client, args)
+                if args.json:
+                    listing = {"user_id": args.user_id, "dead_letters": letters, "total": total}
+                    print(json.dumps(listing, indent=2, ensure_ascii=False), file=out)
+                else:
+                    for letter in letters:
+                        print(_dead_letter_line(letter), file=out)
+                    print(
+                        f"{len(letters)} of {total} dead letter(s) of bot {args.user_id}", file=out
+                    )
+                return EXIT_OK
+            result = client.act_on_dead_letters(args.user_id, args.action, selection)
+    except RemoteError as exc:
+        print(f"botvisor: {exc}", file=sys.stderr)
+        if exc.code == "usage":
+            return EXIT_USAGE
+        return EXIT_UNREACHABLE if exc.status is None else EXIT_REFUSED
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
+    elif args.action == "discard":
+        print(f"discarded {result['discarded']} dead letter(s) of bot {args.user_id}", file=out)
+    else:
+        refused = result["refused"]
+        print(
+            f"redrove {result['redriven']} dead letter(s) of bot {args.user_id}; "
+            f"refused {len(refused)}",
+            file=out,
+        )
+        for refusal in refused:
+            print(f"  refused {refusal['id']}: {refusal['reason']}", file=out)
     return EXIT_OK
 
 

@@ -289,6 +289,12 @@ class SimulatedBotApi:
             bot.blocked = set()
         bot.blocked.add(chat_id)
 
+    def unblock(self, token: str | BotToken, chat_id: int) -> None:
+        """The user of ``chat_id`` unblocked the bot: its messages land there again."""
+        blocked = self.bot(token).blocked
+        if blocked is not None:
+            blocked.discard(chat_id)
+
     # -- faults -------------------------------------------------------------------------------
 
     def set_faults(

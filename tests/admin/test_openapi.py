@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from actors.simulator import FaultProfile, SimulatedBotApi
 from admin import openapi_spec
+from tests import payloads
 from tests.admin.helpers import AUTH, AdminFleet, admin_fleet, served
 from tests.harness import bot_token, running_fleet
 
@@ -164,6 +165,10 @@ async def test_every_json_answer_matches_its_declared_closed_schema(
         spec = openapi_spec(admin.app.routes)
         await troubled(admin)
         admin.api.add_bot(token)
+        await admin.fleet.handle.store.dead_letter(
+            2, 5, 111, "the handler's sendMessage call failed", 1.0, update=payloads.message(5)
+        )
+        letters = "/admin/bots/{user_id}/dead-letters"
         # (method, documented path, requested path, body, expected status)
         requests: list[tuple[str, str, str, Any, int]] = [
             ("GET", "/healthz", "/healthz", None, 200),
@@ -218,6 +223,31 @@ async def test_every_json_answer_matches_its_declared_closed_schema(
             ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/1/mode", {"mode": "polling"}, 409),
             ("POST", "/admin/bots/{user_id}/mode", "/admin/bots/99/mode", {"mode": "polling"}, 404),
             ("DELETE", "/admin/bots/{user_id}", "/admin/bots/7", None, 200),
+            ("GET", letters, "/admin/bots/2/dead-letters?limit=1", None, 200),
+            ("GET", letters, "/admin/bots/99/dead-letters", None, 404),
+            ("GET", letters, "/admin/bots/2/dead-letters?cursor=x", None, 422),
+            (
+                "POST",
+                f"{letters}/redrive",
+                "/admin/bots/2/dead-letters/redrive",
+                {"all": True},
+                200,
+            ),
+            (
+                "POST",
+                f"{letters}/redrive",
+                "/admin/bots/2/dead-letters/redrive",
+                {"ids": [77]},
+                200,
+            ),
+            ("POST", f"{letters}/redrive", "/admin/bots/2/dead-letters/redrive", {}, 422),
+            (
+                "POST",
+                f"{letters}/discard",
+                "/admin/bots/2/dead-letters/discard",
+                {"all": True},
+                200,
+            ),
             ("GET", "/admin/events", "/admin/events", None, 426),
             ("GET", "/admin/analytics/usage", "", None, 200),
             ("GET", "/admin/analytics/usage", "/admin/analytics/usage?user_id=1", None, 200),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import build_parser
-from supervisor.remote import Target, bots_command, resolve_target
+from supervisor.remote import Target, bots_command, dead_letters_command, resolve_target
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -56,3 +56,30 @@ def test_the_bot_token_is_never_a_command_line_argument() -> None:
         parse("bots", "add", "7", "--token", "123:abc")
     with pytest.raises(SystemExit):
         parse("bots", "add", "7")  # a token source is required
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("redrive", "1"), "give exactly one of --ids, --reason and --all"),
+        (("discard", "1", "--ids", "1", "--all"), "give exactly one of --ids, --reason and --all"),
+        (("redrive", "1", "--ids", "3,x"), "--ids must be comma-separated dead letter ids"),
+        (("discard", "1", "--ids", ","), "--ids must name at least one dead letter id"),
+        (("list", "1", "--limit", "0"), "--limit must be a whole number >= 1"),
+    ],
+)
+def test_dead_letter_commands_check_their_selection_before_calling(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    # Nothing listens on port 9: a usage error is found before any call is made.
+    args = parse("dead-letters", "--url", "http://127.0.0.1:9", *argv)
+    assert dead_letters_command(args, env={}) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_dead_letter_commands_exit_3_when_the_daemon_is_unreachable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = parse("dead-letters", "--url", "http://127.0.0.1:9", "redrive", "1", "--all")
+    assert dead_letters_command(args, env={}) == 3
+    assert "cannot reach the admin API" in capsys.readouterr().err
