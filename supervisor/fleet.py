@@ -52,6 +52,7 @@ from actors import (
 )
 from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
+from supervisor.registration import RegistrationRetries
 
 __all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
 
@@ -183,6 +184,8 @@ class Fleet:
         self._registrations: dict[int, WebhookRegistration] = {}
         # Webhook bots waiting for setWebhook (user ids; the registration task takes them).
         self._register_send, self._register_receive = trio.open_memory_channel[int](math.inf)
+        # Webhook bots whose setWebhook failed, tried again with a backoff.
+        self._retries = RegistrationRetries(services.rng)
         self._webhook_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
@@ -399,6 +402,7 @@ class Fleet:
         del self._bots[user_id]
         self._secrets.pop(user_id, None)
         self._registrations.pop(user_id, None)
+        self._retries.forget(user_id)
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
@@ -534,12 +538,12 @@ class Fleet:
         self._emit(user_id, "mode", mode.value)
         if mode is BotMode.POLLING:
             self._registrations.pop(user_id, None)
+            self._forget_registration_retry(actor)
             actor.leftover_webhook = True  # deleted by the bot itself before it polls
         elif actor.suspended_reason is None:
             async with self._services.http_client() as http:
-                registered = await self._register(actor, http)
-            if not registered:
-                self._queue_registration(actor)  # once more from the fleet's queue
+                # A failure is tried again with a backoff (RegistrationRetries).
+                await self._register(actor, http)
         if actor.suspended_reason is None:
             # A webhook bot handles its undone inbox, then goes dormant.
             await self._start(actor)
@@ -641,6 +645,7 @@ class Fleet:
                 for _ in range(REGISTRATION_CONCURRENCY):
                     nursery.start_soon(self._registration_worker)
                 nursery.start_soon(self._check_webhooks)
+                nursery.start_soon(self._retries.run, self._retry_registration)
                 task_status.started()
 
     def stop_webhook_tasks(self) -> None:
@@ -648,6 +653,29 @@ class Fleet:
         the next start, since they are not stored)."""
         if self._webhook_scope is not None:
             self._webhook_scope.cancel()
+
+    def registration_retries(self, user_id: int) -> int:
+        """The bot's failed setWebhook calls in a row, while they are tried again (0: none)."""
+        return self._retries.failures(user_id)
+
+    def _retry_registration(self, user_id: int) -> None:
+        """A failed registration is due again: back to the queue, unless the bot is gone,
+        polling or suspended meanwhile (then its retries end)."""
+        registered = self._bots.get(user_id)
+        if (
+            registered is None
+            or not registered.actor.webhook_mode
+            or registered.actor.suspended_reason is not None
+        ):
+            self._retries.forget(user_id)
+            return
+        self._register_send.send_nowait(user_id)
+
+    def _forget_registration_retry(self, actor: BotActor) -> None:
+        """End the bot's retries and clear its registration error from its health."""
+        self._retries.forget(actor.user_id)
+        if actor.pipeline.health.webhook_registration_error is not None:
+            actor.record_webhook_registration(None)
 
     async def _registration_worker(self) -> None:
         async with self._services.http_client() as http:
@@ -717,9 +745,12 @@ class Fleet:
         actor.record_webhook_info(problem)
 
     async def _register(self, actor: BotActor, http: Any) -> bool:
-        """setWebhook for ``actor`` (pending updates kept), stored on success."""
+        """setWebhook for ``actor`` (pending updates kept), stored on success. A failure is
+        on the bot's health (DEGRADED) and tried again with a backoff; a PERMANENT one has
+        suspended the bot (its pipeline did), which ends the retries until it is resumed."""
         wanted = self.wanted_registration(actor)
         if wanted.same_as(self._registrations.get(actor.user_id)):
+            self._forget_registration_retry(actor)
             return True
         secret = self.webhook_secret(actor.user_id)
         assert secret is not None  # wanted_registration checked it
@@ -741,14 +772,27 @@ class Fleet:
                 rate_limited=False,
             )
         except BotApiError as exc:
+            # The error's message names the method ("setWebhook failed: 502 Bad Gateway").
+            problem = redact(exc.message)
+            actor.record_webhook_registration(problem)
+            if actor.suspended_reason is not None or exc.category is ErrorCategory.PERMANENT:
+                self._retries.forget(actor.user_id)
+                log.warning(
+                    "bot %s: %s; not tried again until the bot is resumed", actor.user_id, problem
+                )
+                return False
+            delay = self._retries.failed(actor.user_id)
             log.warning(
-                "bot %s: setWebhook failed (%s); it is registered again at the next start",
+                "bot %s: %s (%d in a row); trying again in %.0f s",
                 actor.user_id,
-                exc,
+                problem,
+                self._retries.failures(actor.user_id),
+                delay,
             )
             return False
         await self._services.store.upsert_webhook_registration(wanted)
         self._registrations[actor.user_id] = wanted
+        self._forget_registration_retry(actor)
         log.info("bot %s: webhook registered at %s", actor.user_id, wanted.url)
         return True
 
