@@ -215,6 +215,19 @@ def _v7_usage_sketches(db: sqlite_utils.Database) -> None:
     convert_large_member_sets(db.conn)
 
 
+def _v8_reserved(db: sqlite_utils.Database) -> None:
+    # Reserved for the dead-letters migration of a branch developed alongside (its number is
+    # 8); this placeholder changes nothing and goes when that branch is merged.
+    pass
+
+
+def _v9_webhook_certificates(db: sqlite_utils.Database) -> None:
+    # The SHA-256 of the certificate uploaded with setWebhook (direct TLS), so a renewed
+    # certificate registers the bot again; NULL for a registration without one (every row
+    # stored before, which is what they were).
+    db.table("webhook_registrations").add_column("certificate_fingerprint", str)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
@@ -223,6 +236,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "webhook_registrations", _v5_webhook_registrations),
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
     Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
+    Migration(8, "reserved (a parallel branch's dead letters)", _v8_reserved),
+    Migration(9, "webhook_registrations.certificate_fingerprint", _v9_webhook_certificates),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -954,7 +954,8 @@ def _integrity_check(db: sqlite_utils.Database) -> list[str]:
 
 
 _REGISTRATION_COLUMNS = (
-    "user_id, url, secret_fingerprint, allowed_updates, max_connections, registered_at"
+    "user_id, url, secret_fingerprint, allowed_updates, max_connections, registered_at, "
+    "certificate_fingerprint"
 )
 
 
@@ -974,6 +975,7 @@ def _load_webhook_registrations(db: sqlite_utils.Database) -> dict[int, WebhookR
             allowed_updates=allowed,
             max_connections=row[4],
             registered_at=row[5],
+            certificate_fingerprint=row[6],
         )
     return registrations
 
@@ -983,7 +985,7 @@ def _upsert_webhook_registration(
 ) -> None:
     conn.execute(
         f"INSERT OR REPLACE INTO webhook_registrations ({_REGISTRATION_COLUMNS}) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             registration.user_id,
             registration.url,
@@ -991,6 +993,7 @@ def _upsert_webhook_registration(
             json.dumps(list(registration.allowed_updates)),
             registration.max_connections,
             registration.registered_at,
+            registration.certificate_fingerprint,
         ),
     )
 

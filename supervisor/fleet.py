@@ -43,6 +43,7 @@ from actors import (
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    WebhookCertificate,
     derive_secret_token,
     handler_module_problem,
     import_handler,
@@ -169,9 +170,13 @@ class Fleet:
         self,
         supervisor: BotSupervisor,
         services: FleetServices,
+        *,
+        webhook_certificate: WebhookCertificate | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._services = services
+        # The listener's self-signed certificate (direct TLS), uploaded with each setWebhook.
+        self._certificate = webhook_certificate
         self._bots: dict[int, _Registered] = {}
         # Adds in progress (user_id -> the token's bot id), reserved while getMe runs.
         self._adding: dict[int, int] = {}
@@ -618,6 +623,9 @@ class Fleet:
             allowed_updates=tuple(actor.config.allowed_updates),
             max_connections=webhook.max_connections,
             registered_at=self._services.wall_clock(),
+            certificate_fingerprint=None
+            if self._certificate is None
+            else self._certificate.fingerprint,
         )
 
     def registration(self, user_id: int) -> WebhookRegistration | None:
@@ -627,7 +635,7 @@ class Fleet:
     def _queue_registration(self, actor: BotActor) -> None:
         """Queue setWebhook for a webhook bot whose stored registration is not the wanted
         one (a new bot, a changed url, allowed_updates or max_connections, a rotated master
-        secret); one whose registration is current costs no Bot API call."""
+        secret, a renewed certificate); one whose registration is current costs no Bot API call."""
         if actor.suspended_reason is not None:
             return
         if self.wanted_registration(actor).same_as(self._registrations.get(actor.user_id)):
@@ -765,6 +773,7 @@ class Fleet:
                     max_connections=wanted.max_connections,
                     allowed_updates=wanted.allowed_updates,
                     drop_pending_updates=False,
+                    certificate=None if self._certificate is None else self._certificate.pem,
                 ),
                 # Not a message: the message limits (global_rps...) would make a first
                 # registration of 100,000 bots take an hour; the queue's concurrency bounds

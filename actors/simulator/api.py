@@ -983,15 +983,20 @@ class SimulatedBotApi:
         self,
         client: httpx.AsyncClient,
         *,
+        trust_uploaded_certificates: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """POST the updates of every bot with a webhook through ``client``, until cancelled.
 
         Start it once, ``await nursery.start(api.push_webhooks, client)``, before or after
         bots call setWebhook. ``client`` is the caller's: an ``httpx.AsyncClient`` over a real
-        network to 127.0.0.1, or over an in-process transport on a MockClock in tests.
+        network to 127.0.0.1, or over an in-process transport on a MockClock in tests. With
+        ``trust_uploaded_certificates``, a webhook set with an uploaded (self-signed)
+        certificate is reached over TLS trusting that certificate alone, as Telegram does.
         """
-        await self._hooks.push(client, task_status=task_status)
+        await self._hooks.push(
+            client, trust_uploaded_certificates=trust_uploaded_certificates, task_status=task_status
+        )
 
     # -- the server ---------------------------------------------------------------------------
 
