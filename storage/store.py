@@ -456,6 +456,22 @@ class Store:
             if count < batch_size:
                 return deleted
 
+    async def prune_inbox_received_before(self, cutoff: float, batch_size: int = 5_000) -> int:
+        """Delete done updates received before ``cutoff`` (wall clock), whatever their bot's
+        offset; return rows deleted. For webhook bots, which have no offset: Telegram gives up
+        on an update about 24 h after it was made, so one received long before cannot be
+        delivered again and needs no row to be deduplicated. Undone updates are never deleted
+        here."""
+        _check_batch_size(batch_size)
+        deleted = 0
+        while True:
+            count = await self.writer.submit(
+                partial(_prune_inbox_received_before, cutoff, batch_size)
+            )
+            deleted += count
+            if count < batch_size:
+                return deleted
+
     # --- chat migrations -----------------------------------------------------------------
 
     async def record_chat_migration(
@@ -716,6 +732,14 @@ def _prune_inbox_batch(batch_size: int, conn: sqlite3.Connection) -> int:
         "JOIN offsets ON offsets.user_id = inbox.user_id "
         "WHERE inbox.done_at IS NOT NULL AND inbox.update_id < offsets.next_offset LIMIT ?)",
         (batch_size,),
+    ).rowcount
+
+
+def _prune_inbox_received_before(cutoff: float, batch_size: int, conn: sqlite3.Connection) -> int:
+    return conn.execute(
+        "DELETE FROM inbox WHERE rowid IN (SELECT rowid FROM inbox "
+        "WHERE done_at IS NOT NULL AND received_at < ? LIMIT ?)",
+        (cutoff, batch_size),
     ).rowcount
 
 
