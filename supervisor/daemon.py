@@ -285,6 +285,7 @@ class Daemon:
                 await admin.stop()
                 log.info("shutdown: admin API stopped")
             fleet.stop_webhook_tasks()
+            await fleet.write_webhook_usage()
             await supervisor.stop(config.supervisor.graceful_timeout)
             log.info("shutdown: bots stopped")
             await metrics.stop()

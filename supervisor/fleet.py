@@ -22,6 +22,7 @@ import trio
 
 from actors import (
     DEFAULT_ALLOWED_UPDATES,
+    ActorState,
     AutoreplyRule,
     BotActor,
     BotApiClient,
@@ -69,6 +70,10 @@ DELETE_WEBHOOK_TIMEOUT = 10.0
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
+
+
+# A bot in these states has no incarnation to write its usage counts.
+_NO_INCARNATION = frozenset({ActorState.IDLE, ActorState.SUSPENDED})
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,9 @@ class Fleet:
         self._register_send, self._register_receive = trio.open_memory_channel[int](math.inf)
         # Webhook bots whose setWebhook failed, tried again with a backoff.
         self._retries = RegistrationRetries(services.rng)
+        # Bots with webhook deliveries counted in memory since the fleet last wrote them (a
+        # dormant bot's are not written by the bot: it has no incarnation to flush them).
+        self._usage_waiting: set[int] = set()
         self._webhook_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
@@ -590,10 +598,13 @@ class Fleet:
 
     def webhook_counted(self, user_id: int, accepted: bool) -> None:
         """A delivery to the bot answered (accepted or refused): counted in its usage, which
-        the bot writes with its next flush (a dormant bot's, when it next runs or stops)."""
+        a running bot writes with its own flushes and the fleet writes for a bot with no
+        incarnation (dormant, suspended) every ``report_interval`` and at shutdown, so a
+        dormant bot's counts reach storage while it sleeps."""
         registered = self._bots.get(user_id)
         if registered is not None:
             registered.actor.pipeline.usage.count_webhook(accepted)
+            self._usage_waiting.add(user_id)
 
     def webhook_stored(
         self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
@@ -654,13 +665,53 @@ class Fleet:
                     nursery.start_soon(self._registration_worker)
                 nursery.start_soon(self._check_webhooks)
                 nursery.start_soon(self._retries.run, self._retry_registration)
+                nursery.start_soon(self._write_webhook_usage_loop)
                 task_status.started()
 
     def stop_webhook_tasks(self) -> None:
         """End :meth:`run_webhook_tasks` (at shutdown; unfinished registrations are made at
-        the next start, since they are not stored)."""
+        the next start, since they are not stored). Then :meth:`write_webhook_usage`."""
         if self._webhook_scope is not None:
             self._webhook_scope.cancel()
+
+    async def _write_webhook_usage_loop(self) -> None:
+        while True:
+            await trio.sleep(self._services.report_interval)
+            self._write_webhook_usage_nowait()
+
+    def _webhook_usage(self) -> list[tuple[int, dict[str, int]]]:
+        """The usage counts of the bots that took deliveries since the last write and have no
+        incarnation now, taken. A running bot writes its own (with its done marks, which
+        keeps a send's count exactly once across a crash), and when it goes dormant."""
+        waiting, self._usage_waiting = self._usage_waiting, set()
+        taken = []
+        for user_id in waiting:
+            registered = self._bots.get(user_id)
+            if registered is not None and registered.actor.state in _NO_INCARNATION:
+                counts = registered.actor.pipeline.usage.take()
+                if counts:
+                    taken.append((user_id, counts))
+        return taken
+
+    def _write_webhook_usage_nowait(self) -> None:
+        store = self._services.store
+        now = self._services.wall_clock()
+        for user_id, counts in self._webhook_usage():
+            try:
+                store.usage_add_nowait(user_id, counts, now)
+            except trio.WouldBlock:
+                # The write queue is full: kept for the next round.
+                self._bots[user_id].actor.pipeline.usage.give_back(counts)
+                self._usage_waiting.add(user_id)
+            except StoreClosedError:
+                return
+
+    async def write_webhook_usage(self) -> None:
+        """Write every delivery counted and not yet stored (at shutdown, once the webhook
+        listener has stopped), waiting for room in the write queue."""
+        now = self._services.wall_clock()
+        for user_id, counts in self._webhook_usage():
+            await self._services.store.usage_add(user_id, counts, now)
 
     def registration_retries(self, user_id: int) -> int:
         """The bot's failed setWebhook calls in a row, while they are tried again (0: none)."""
