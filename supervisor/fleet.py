@@ -792,6 +792,20 @@ class Fleet:
             )
             del self._registrations[actor.user_id]
             self._queue_registration(actor)
+        elif (
+            registered is not None
+            and registered.certificate_fingerprint is not None
+            and info.get("has_custom_certificate") is False
+        ):
+            # Set again without the certificate (by someone else): Telegram cannot reach
+            # a listener with a self-signed certificate it was not given.
+            log.warning(
+                "bot %s: Telegram has no certificate for the webhook botvisor registered with "
+                "one; registering it again",
+                actor.user_id,
+            )
+            del self._registrations[actor.user_id]
+            self._queue_registration(actor)
         problem = None
         error_date = info.get("last_error_date")
         pending = info.get("pending_update_count") or 0

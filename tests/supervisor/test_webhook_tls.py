@@ -164,3 +164,33 @@ def test_a_webhook_certificate_that_does_not_load_is_a_config_problem(tmp_path: 
         f'tls_cert = "{cert}"\ntls_key = "{key}"\n'
     )
     assert load_config(good, {}, check_environment=True).webhook.tls_cert == str(cert)
+
+
+async def test_a_webhook_set_again_without_the_certificate_is_registered_again(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    cert, key = self_signed(tmp_path, "hook")
+    port = free_port()
+    api = SimulatedBotApi(rng=random.Random(3), record=True)
+    token = bot_token(1)
+
+    def configure(config: Config) -> Config:
+        config = direct_tls(cert, key, port)(config)
+        webhook = config.webhook.model_copy(update={"info_interval": 100.0})
+        return config.model_copy(update={"webhook": webhook})
+
+    async def has_certificate() -> bool:
+        _, info = await api.handle(token, "getWebhookInfo", {})
+        return bool(info["result"]["has_custom_certificate"])
+
+    async with running_fleet(tmp_path / "t.db", [1], api=api, configure=configure):
+        await trio.sleep(1)
+        assert await has_certificate()
+        # Someone (another deployment with the same token) sets it without the certificate.
+        _, info = await api.handle(token, "getWebhookInfo", {})
+        await api.handle(token, "setWebhook", {"url": info["result"]["url"]})
+        assert not await has_certificate()
+        await trio.sleep(60 + 100 + 1)  # the first getWebhookInfo check, and the queue
+        assert await has_certificate()
+    uploads = [c for c in api.calls if c.method == "setWebhook" and "certificate" in c.params]
+    assert len(uploads) == 2
