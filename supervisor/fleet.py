@@ -819,8 +819,8 @@ class Fleet:
 
     async def _register(self, actor: BotActor, http: Any) -> bool:
         """setWebhook for ``actor`` (pending updates kept), stored on success. A failure is
-        on the bot's health (DEGRADED) and tried again with a backoff; a PERMANENT one has
-        suspended the bot (its pipeline did), which ends the retries until it is resumed."""
+        on the bot's health (DEGRADED) and tried again with a backoff; a 401 has suspended
+        the bot (its pipeline did), which ends the retries until it is resumed."""
         wanted = self.wanted_registration(actor)
         if wanted.same_as(self._registrations.get(actor.user_id)):
             self._forget_registration_retry(actor)
@@ -849,7 +849,8 @@ class Fleet:
             # The error's message names the method ("setWebhook failed: 502 Bad Gateway").
             problem = redact(exc.message)
             actor.record_webhook_registration(problem)
-            if actor.suspended_reason is not None or exc.category is ErrorCategory.PERMANENT:
+            if actor.suspended_reason is not None:
+                # A 401: the pipeline suspended the bot, as it does a polling bot.
                 self._retries.forget(actor.user_id)
                 log.warning(
                     "bot %s: %s; not tried again until the bot is resumed", actor.user_id, problem
@@ -864,6 +865,9 @@ class Fleet:
                 delay,
             )
             return False
+        current = self._bots.get(actor.user_id)
+        if current is None or current.actor is not actor or not actor.webhook_mode:
+            return False  # removed or switched to polling while Telegram was asked
         await self._services.store.upsert_webhook_registration(wanted)
         self._registrations[actor.user_id] = wanted
         self._forget_registration_retry(actor)
