@@ -375,6 +375,12 @@ class BotActor:
         self.pipeline.health.record_webhook_info(problem)
         self._check_status(problem or "webhook delivery recovered")
 
+    def record_webhook_registration(self, problem: str | None) -> None:
+        """The fleet's setWebhook of this bot failed (``problem``, redacted) or succeeded
+        (None); the bot is DEGRADED while it is not registered."""
+        self.pipeline.health.record_webhook_registration(problem)
+        self._check_status(problem or "webhook registered")
+
     # --- an incarnation ------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -98,6 +98,9 @@ class HealthStatistics:
     last_failure_at: float | None  # wall clock
     last_error: str | None  # redacted
     suspended_reason: str | None
+    # Why the webhook bot's setWebhook failed (redacted), while it is not registered: it is
+    # tried again with a backoff, the bot DEGRADED meanwhile. None once it succeeds.
+    webhook_registration_error: str | None = None
 
 
 class HealthTracker:
@@ -134,6 +137,7 @@ class HealthTracker:
         self._suspended_reason: str | None = None
         # Consecutive getWebhookInfo checks that reported a delivery problem.
         self._webhook_run = 0
+        self._registration_error: str | None = None
         # Moves on every change that may change the status; with the breaker state it keys
         # a remembered status (see ``status``).
         self._version = 0
@@ -249,13 +253,28 @@ class HealthTracker:
         self._last_error = redact(problem)[:_MAX_ERROR_CHARS]
         self._last_failure_at = self._wall_clock()
 
+    def record_webhook_registration(self, problem: str | None) -> None:
+        """A setWebhook of the bot: ``problem`` is why it failed (None: registered)."""
+        self._version += 1
+        if problem is None:
+            self._registration_error = None
+            return
+        self._registration_error = self._last_error = redact(problem)[:_MAX_ERROR_CHARS]
+        self._last_failure_at = self._wall_clock()
+
+    @property
+    def webhook_registration_error(self) -> str | None:
+        """Why the last setWebhook failed, while the bot is not registered (redacted)."""
+        return self._registration_error
+
     def webhook_status(self) -> BotStatus:
-        """The webhook's status as Telegram reports it (SUSPENDED overrides)."""
+        """The webhook's status as Telegram reports it (SUSPENDED overrides); DEGRADED while
+        setWebhook fails (Telegram does not know where to push)."""
         if self._suspended_reason is not None:
             return BotStatus.SUSPENDED
         if self._webhook_run >= WEBHOOK_UNHEALTHY_CHECKS:
             return BotStatus.UNHEALTHY
-        if self._webhook_run:
+        if self._webhook_run or self._registration_error is not None:
             return BotStatus.DEGRADED
         return BotStatus.HEALTHY
 
@@ -337,6 +356,7 @@ class HealthTracker:
             last_failure_at=self._last_failure_at,
             last_error=self._last_error,
             suspended_reason=self._suspended_reason,
+            webhook_registration_error=self._registration_error,
         )
 
     def restore(self, row: HealthRow) -> None:

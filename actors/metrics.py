@@ -4,7 +4,10 @@ Bot actors tell it what changes over one bounded channel (``EventSink``); it for
 events to live subscribers (the admin WebSocket), dropping any subscriber that falls behind.
 Its numbers come from the fleet's one health truth (:class:`~actors.fleet_health.FleetHealth`):
 the summary, and the snapshot of every bot it writes each ``persist_interval`` through the
-store's single writer. It also deletes rows older than ``retention_days``.
+store's single writer. It also deletes rows older than ``retention_days``, and handled inbox
+rows once no redelivery can need them (below the bot's offset, on the snapshot cadence; or
+received more than :data:`DONE_UPDATE_DEDUPE_SECONDS` ago, in the retention task: the only
+rule for webhook bots, which have no offset).
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from actors.events import BotEvent
 from actors.fleet_health import FleetHealth, FleetSummary
 from storage import StorageError, Store
 
-__all__ = ["MetricsActor", "MetricsStatistics", "Subscription"]
+__all__ = ["DONE_UPDATE_DEDUPE_SECONDS", "MetricsActor", "MetricsStatistics", "Subscription"]
 
 log = logging.getLogger("botvisor.metrics")
 
 SECONDS_PER_DAY = 86400.0
+# A handled update received this long ago is deleted from the inbox, whatever its bot's
+# offset: Telegram drops an update it could not deliver about 24 h after it was made, so it
+# cannot come again and its row dedupes nothing. Twice that, for clock skew and a margin.
+DONE_UPDATE_DEDUPE_SECONDS = 2 * SECONDS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,9 @@ class MetricsActor:
 
     async def cleanup_now(self) -> int:
         """Delete rows older than their retention period (health snapshots and dead letters:
-        ``retention_days``; usage: its own periods); returns how many were deleted."""
+        ``retention_days``; usage: its own periods); returns how many were deleted. Handled
+        inbox updates received over :data:`DONE_UPDATE_DEDUPE_SECONDS` ago go too (counted
+        in ``inbox_rows_pruned``, not in the result)."""
         now = self._wall_clock()
         cutoff = now - self._retention_seconds
         deleted = await self._store.delete_older_than(cutoff)
@@ -207,6 +216,17 @@ class MetricsActor:
                 self._usage_retention / SECONDS_PER_DAY,
             )
         self._deleted += deleted + usage
+        # Webhook bots have no offset to prune their handled updates by (prune_inbox_now):
+        # age is their rule (and a safe one for any bot).
+        pruned = await self._store.prune_inbox_received_before(now - DONE_UPDATE_DEDUPE_SECONDS)
+        if pruned:
+            log.info(
+                "retention: deleted %d handled inbox updates received more than %g h ago "
+                "(Telegram cannot send them again)",
+                pruned,
+                DONE_UPDATE_DEDUPE_SECONDS / 3600,
+            )
+        self._pruned += pruned
         return deleted + usage
 
     async def prune_inbox_now(self) -> int:

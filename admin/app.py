@@ -114,6 +114,7 @@ def _bot_health(stats: BotStatistics, child_state: str | None) -> BotHealth:
         last_success_at=health.last_success_at,
         last_failure_at=health.last_failure_at,
         last_error=health.last_error,
+        webhook_registration_error=health.webhook_registration_error,
         circuit_state=stats.breaker.state,
         handled_updates=stats.handled_updates,
         replies_sent=stats.replies_sent,

@@ -61,6 +61,7 @@ def bot_record(ctx: AdminContext, actor: BotActor) -> Bot:
         status=stats.status,
         supervisor_state=child.value if child is not None else None,
         suspended_reason=stats.health.suspended_reason,
+        webhook_registration_error=stats.health.webhook_registration_error,
         circuit_state=stats.breaker.state,
     )
 

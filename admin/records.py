@@ -134,6 +134,11 @@ class Bot(Record):
     status: BotStatus
     supervisor_state: str | None
     suspended_reason: str | None
+    webhook_registration_error: str | None = Field(
+        description="a webhook bot whose setWebhook failed: the Bot API's error (redacted), "
+        "while it is tried again with a backoff (the bot is degraded meanwhile); null once "
+        "registered, and for polling bots"
+    )
     circuit_state: BreakerState
 
 
@@ -184,6 +189,10 @@ class BotHealth(Record):
     last_success_at: float | None
     last_failure_at: float | None
     last_error: str | None
+    webhook_registration_error: str | None = Field(
+        description="why the webhook bot's setWebhook failed, while it is retried; null "
+        "once registered"
+    )
     circuit_state: BreakerState
     handled_updates: int
     replies_sent: int

@@ -225,7 +225,29 @@ def _v7_usage_sketches(db: sqlite_utils.Database) -> None:
         conn.execute(f"DELETE FROM usage_members WHERE {where}", key)
 
 
-def _v9_usage_buckets(db: sqlite_utils.Database) -> None:
+def _v8_dead_letter_actions(db: sqlite_utils.Database) -> None:
+    # Dead letters an operator can act on: the update itself (the inbox row may be pruned
+    # once done, so the dead letter carries its own copy), the lane it goes back to, and when
+    # it was last redriven. Rows stored before keep NULL payload: listed, never redriven.
+    dead = db.table("dead_letters")
+    dead.add_column("payload", str)  # the update's JSON, as received
+    dead.add_column("lane", str)  # the actors' lane name, as the inbox stores it
+    dead.add_column("redriven_at", float)
+    # A bot's pages of dead letters, newest (highest id) first: (user_id, id) is in id order
+    # within a bot, which (user_id, recorded_at) is not quite. And "the dead letters of this
+    # update", which a redrive's refusals look up.
+    db.execute("CREATE INDEX idx_dead_user_id ON dead_letters (user_id, id)")
+    db.execute("CREATE INDEX idx_dead_user_update ON dead_letters (user_id, update_id)")
+
+
+def _v9_webhook_certificates(db: sqlite_utils.Database) -> None:
+    # The SHA-256 of the certificate uploaded with setWebhook (direct TLS), so a renewed
+    # certificate registers the bot again; NULL for a registration without one (every row
+    # stored before, which is what they were).
+    db.table("webhook_registrations").add_column("certificate_fingerprint", str)
+
+
+def _v10_usage_buckets(db: sqlite_utils.Database) -> None:
     # One row per (grain, bot, period) instead of one per metric and one per member (see
     # storage/usage.py): the counts a JSON object keyed by metric id, the distinct chats and
     # users packed (exact) or a sketch. The old tables are converted and dropped; the view
@@ -277,21 +299,6 @@ def _v9_usage_buckets(db: sqlite_utils.Database) -> None:
     )
 
 
-def _v8_dead_letter_actions(db: sqlite_utils.Database) -> None:
-    # Dead letters an operator can act on: the update itself (the inbox row may be pruned
-    # once done, so the dead letter carries its own copy), the lane it goes back to, and when
-    # it was last redriven. Rows stored before keep NULL payload: listed, never redriven.
-    dead = db.table("dead_letters")
-    dead.add_column("payload", str)  # the update's JSON, as received
-    dead.add_column("lane", str)  # the actors' lane name, as the inbox stores it
-    dead.add_column("redriven_at", float)
-    # A bot's pages of dead letters, newest (highest id) first: (user_id, id) is in id order
-    # within a bot, which (user_id, recorded_at) is not quite. And "the dead letters of this
-    # update", which a redrive's refusals look up.
-    db.execute("CREATE INDEX idx_dead_user_id ON dead_letters (user_id, id)")
-    db.execute("CREATE INDEX idx_dead_user_update ON dead_letters (user_id, update_id)")
-
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "bots, bot_health_metrics, inbox, offsets, dead_letters", _v1_initial),
     Migration(2, "bot_counters", _v2_bot_counters),
@@ -301,8 +308,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "usage_counts and usage_members (usage analytics)", _v6_usage),
     Migration(7, "usage_sketches (distinct counts beyond the exact threshold)", _v7_usage_sketches),
     Migration(8, "dead_letters.payload, lane and redriven_at (redrive)", _v8_dead_letter_actions),
+    Migration(9, "webhook_registrations.certificate_fingerprint", _v9_webhook_certificates),
     Migration(
-        9, "usage_buckets: a row per bucket (usage_counts becomes a view)", _v9_usage_buckets
+        10, "usage_buckets: a row per bucket (usage_counts becomes a view)", _v10_usage_buckets
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -96,6 +96,8 @@ class WebhookRegistration:
     allowed_updates: tuple[str, ...]
     max_connections: int
     registered_at: float
+    # SHA-256 of the certificate uploaded with it (direct TLS), None when none was.
+    certificate_fingerprint: str | None = None
 
     def same_as(self, other: WebhookRegistration | None) -> bool:
         """Whether ``other`` asks Telegram for exactly this (``registered_at`` aside)."""
@@ -106,4 +108,5 @@ class WebhookRegistration:
             and self.secret_fingerprint == other.secret_fingerprint
             and self.allowed_updates == other.allowed_updates
             and self.max_connections == other.max_connections
+            and self.certificate_fingerprint == other.certificate_fingerprint
         )

@@ -457,6 +457,22 @@ class Store:
             if count < batch_size:
                 return deleted
 
+    async def prune_inbox_received_before(self, cutoff: float, batch_size: int = 5_000) -> int:
+        """Delete done updates received before ``cutoff`` (wall clock), whatever their bot's
+        offset; return rows deleted. For webhook bots, which have no offset: Telegram gives up
+        on an update about 24 h after it was made, so one received long before cannot be
+        delivered again and needs no row to be deduplicated. Undone updates are never deleted
+        here."""
+        _check_batch_size(batch_size)
+        deleted = 0
+        while True:
+            count = await self.writer.submit(
+                partial(_prune_inbox_received_before, cutoff, batch_size)
+            )
+            deleted += count
+            if count < batch_size:
+                return deleted
+
     # --- chat migrations -----------------------------------------------------------------
 
     async def record_chat_migration(
@@ -766,6 +782,14 @@ def _prune_inbox_batch(batch_size: int, conn: sqlite3.Connection) -> int:
     ).rowcount
 
 
+def _prune_inbox_received_before(cutoff: float, batch_size: int, conn: sqlite3.Connection) -> int:
+    return conn.execute(
+        "DELETE FROM inbox WHERE rowid IN (SELECT rowid FROM inbox "
+        "WHERE done_at IS NOT NULL AND received_at < ? LIMIT ?)",
+        (cutoff, batch_size),
+    ).rowcount
+
+
 def _record_chat_migration(
     user_id: int, old_chat_id: int, new_chat_id: int, at: float, conn: sqlite3.Connection
 ) -> None:
@@ -968,7 +992,8 @@ def _integrity_check(db: sqlite_utils.Database) -> list[str]:
 
 
 _REGISTRATION_COLUMNS = (
-    "user_id, url, secret_fingerprint, allowed_updates, max_connections, registered_at"
+    "user_id, url, secret_fingerprint, allowed_updates, max_connections, registered_at, "
+    "certificate_fingerprint"
 )
 
 
@@ -988,6 +1013,7 @@ def _load_webhook_registrations(db: sqlite_utils.Database) -> dict[int, WebhookR
             allowed_updates=allowed,
             max_connections=row[4],
             registered_at=row[5],
+            certificate_fingerprint=row[6],
         )
     return registrations
 
@@ -997,7 +1023,7 @@ def _upsert_webhook_registration(
 ) -> None:
     conn.execute(
         f"INSERT OR REPLACE INTO webhook_registrations ({_REGISTRATION_COLUMNS}) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (
             registration.user_id,
             registration.url,
@@ -1005,6 +1031,7 @@ def _upsert_webhook_registration(
             json.dumps(list(registration.allowed_updates)),
             registration.max_connections,
             registration.registered_at,
+            registration.certificate_fingerprint,
         ),
     )
 

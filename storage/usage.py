@@ -1,6 +1,6 @@
 """Usage analytics in SQLite: exact counters per bot per hour, day and month (UTC).
 
-One row per (grain, bot, period) in ``usage_buckets`` (migration 8): ``counts``, a JSON
+One row per (grain, bot, period) in ``usage_buckets`` (migration 10): ``counts``, a JSON
 object of integers keyed by metric id (names in ``usage_metrics``; the view ``usage_counts``
 shows them as one row per metric, for reading and for SQL by hand), and the bucket's distinct
 chats and users, exact (``chats``/``users``: the member ids packed as 64-bit integers) while a

@@ -27,6 +27,7 @@ import random
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import trio
@@ -43,6 +44,7 @@ from actors import (
     MetricsActor,
     OwnershipError,
     TokenInUse,
+    WebhookCertificate,
     WebhookReceiver,
     find_exception,
     make_http_client,
@@ -61,6 +63,7 @@ from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
 from supervisor.fleet import Fleet
+from supervisor.loading import ConfigError
 
 __all__ = ["Daemon", "DaemonHandle", "setup_error"]
 
@@ -172,7 +175,7 @@ class Daemon:
             rng=self._rng,
             on_event=lambda event: fleet_box[0].on_supervisor_event(event),
         )
-        fleet = Fleet(supervisor, services)
+        fleet = Fleet(supervisor, services, webhook_certificate=_webhook_certificate(config))
         fleet_box.append(fleet)
         metrics = MetricsActor(
             store,
@@ -282,6 +285,7 @@ class Daemon:
                 await admin.stop()
                 log.info("shutdown: admin API stopped")
             fleet.stop_webhook_tasks()
+            await fleet.write_webhook_usage()
             await supervisor.stop(config.supervisor.graceful_timeout)
             log.info("shutdown: bots stopped")
             await metrics.stop()
@@ -317,6 +321,21 @@ async def _polling_bots(config: Config, store: Store) -> int:
     return sum(
         1 for uid in configured | api_added if uid not in stored or not stored[uid].suspended_reason
     )
+
+
+def _webhook_certificate(config: Config) -> WebhookCertificate | None:
+    """The webhook listener's certificate, uploaded with setWebhook (direct TLS only: behind
+    a proxy with a CA-signed certificate there is nothing to upload)."""
+    path = config.webhook.tls_cert
+    if path is None or config.webhook.public_url is None:
+        return None
+    try:
+        return WebhookCertificate.from_pem(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            "config", [f"webhook.tls_cert: cannot read a certificate from {path!r}: {detail}"]
+        ) from None
 
 
 def setup_error(exc: BaseException, *, database: str = "the database") -> Exception | None:

@@ -22,6 +22,7 @@ import trio
 
 from actors import (
     DEFAULT_ALLOWED_UPDATES,
+    ActorState,
     AutoreplyRule,
     BotActor,
     BotApiClient,
@@ -43,6 +44,7 @@ from actors import (
     TokenInUse,
     TokenRejected,
     UnknownBot,
+    WebhookCertificate,
     derive_secret_token,
     handler_module_problem,
     import_handler,
@@ -52,6 +54,7 @@ from actors import (
 )
 from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
+from supervisor.registration import RegistrationRetries
 
 __all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
 
@@ -67,6 +70,10 @@ DELETE_WEBHOOK_TIMEOUT = 10.0
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
+
+
+# A bot in these states has no incarnation to write its usage counts.
+_NO_INCARNATION = frozenset({ActorState.IDLE, ActorState.SUSPENDED})
 
 
 @dataclass(frozen=True)
@@ -168,9 +175,13 @@ class Fleet:
         self,
         supervisor: BotSupervisor,
         services: FleetServices,
+        *,
+        webhook_certificate: WebhookCertificate | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._services = services
+        # The listener's self-signed certificate (direct TLS), uploaded with each setWebhook.
+        self._certificate = webhook_certificate
         self._bots: dict[int, _Registered] = {}
         # Adds in progress (user_id -> the token's bot id), reserved while getMe runs.
         self._adding: dict[int, int] = {}
@@ -183,6 +194,11 @@ class Fleet:
         self._registrations: dict[int, WebhookRegistration] = {}
         # Webhook bots waiting for setWebhook (user ids; the registration task takes them).
         self._register_send, self._register_receive = trio.open_memory_channel[int](math.inf)
+        # Webhook bots whose setWebhook failed, tried again with a backoff.
+        self._retries = RegistrationRetries(services.rng)
+        # Bots with webhook deliveries counted in memory since the fleet last wrote them (a
+        # dormant bot's are not written by the bot: it has no incarnation to flush them).
+        self._usage_waiting: set[int] = set()
         self._webhook_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
@@ -399,6 +415,7 @@ class Fleet:
         del self._bots[user_id]
         self._secrets.pop(user_id, None)
         self._registrations.pop(user_id, None)
+        self._retries.forget(user_id)
         self._emit(actor.user_id, "removed")
 
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
@@ -534,12 +551,12 @@ class Fleet:
         self._emit(user_id, "mode", mode.value)
         if mode is BotMode.POLLING:
             self._registrations.pop(user_id, None)
+            self._forget_registration_retry(actor)
             actor.leftover_webhook = True  # deleted by the bot itself before it polls
         elif actor.suspended_reason is None:
             async with self._services.http_client() as http:
-                registered = await self._register(actor, http)
-            if not registered:
-                self._queue_registration(actor)  # once more from the fleet's queue
+                # A failure is tried again with a backoff (RegistrationRetries).
+                await self._register(actor, http)
         if actor.suspended_reason is None:
             # A webhook bot handles its undone inbox, then goes dormant.
             await self._start(actor)
@@ -581,10 +598,13 @@ class Fleet:
 
     def webhook_counted(self, user_id: int, accepted: bool) -> None:
         """A delivery to the bot answered (accepted or refused): counted in its usage, which
-        the bot writes with its next flush (a dormant bot's, when it next runs or stops)."""
+        a running bot writes with its own flushes and the fleet writes for a bot with no
+        incarnation (dormant, suspended) every ``report_interval`` and at shutdown, so a
+        dormant bot's counts reach storage while it sleeps."""
         registered = self._bots.get(user_id)
         if registered is not None:
             registered.actor.pipeline.usage.count_webhook(accepted)
+            self._usage_waiting.add(user_id)
 
     def webhook_stored(
         self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
@@ -629,6 +649,9 @@ class Fleet:
             allowed_updates=tuple(actor.config.allowed_updates),
             max_connections=webhook.max_connections,
             registered_at=self._services.wall_clock(),
+            certificate_fingerprint=None
+            if self._certificate is None
+            else self._certificate.fingerprint,
         )
 
     def registration(self, user_id: int) -> WebhookRegistration | None:
@@ -638,7 +661,7 @@ class Fleet:
     def _queue_registration(self, actor: BotActor) -> None:
         """Queue setWebhook for a webhook bot whose stored registration is not the wanted
         one (a new bot, a changed url, allowed_updates or max_connections, a rotated master
-        secret); one whose registration is current costs no Bot API call."""
+        secret, a renewed certificate); one whose registration is current costs no Bot API call."""
         if actor.suspended_reason is not None:
             return
         if self.wanted_registration(actor).same_as(self._registrations.get(actor.user_id)):
@@ -656,13 +679,77 @@ class Fleet:
                 for _ in range(REGISTRATION_CONCURRENCY):
                     nursery.start_soon(self._registration_worker)
                 nursery.start_soon(self._check_webhooks)
+                nursery.start_soon(self._retries.run, self._retry_registration)
+                nursery.start_soon(self._write_webhook_usage_loop)
                 task_status.started()
 
     def stop_webhook_tasks(self) -> None:
         """End :meth:`run_webhook_tasks` (at shutdown; unfinished registrations are made at
-        the next start, since they are not stored)."""
+        the next start, since they are not stored). Then :meth:`write_webhook_usage`."""
         if self._webhook_scope is not None:
             self._webhook_scope.cancel()
+
+    async def _write_webhook_usage_loop(self) -> None:
+        while True:
+            await trio.sleep(self._services.report_interval)
+            self._write_webhook_usage_nowait()
+
+    def _webhook_usage(self) -> list[tuple[int, dict[str, int]]]:
+        """The usage counts of the bots that took deliveries since the last write and have no
+        incarnation now, taken. A running bot writes its own (with its done marks, which
+        keeps a send's count exactly once across a crash), and when it goes dormant."""
+        waiting, self._usage_waiting = self._usage_waiting, set()
+        taken = []
+        for user_id in waiting:
+            registered = self._bots.get(user_id)
+            if registered is not None and registered.actor.state in _NO_INCARNATION:
+                counts = registered.actor.pipeline.usage.take()
+                if counts:
+                    taken.append((user_id, counts))
+        return taken
+
+    def _write_webhook_usage_nowait(self) -> None:
+        store = self._services.store
+        now = self._services.wall_clock()
+        for user_id, counts in self._webhook_usage():
+            try:
+                store.usage_add_nowait(user_id, counts, now)
+            except trio.WouldBlock:
+                # The write queue is full: kept for the next round.
+                self._bots[user_id].actor.pipeline.usage.give_back(counts)
+                self._usage_waiting.add(user_id)
+            except StoreClosedError:
+                return
+
+    async def write_webhook_usage(self) -> None:
+        """Write every delivery counted and not yet stored (at shutdown, once the webhook
+        listener has stopped), waiting for room in the write queue."""
+        now = self._services.wall_clock()
+        for user_id, counts in self._webhook_usage():
+            await self._services.store.usage_add(user_id, counts, now)
+
+    def registration_retries(self, user_id: int) -> int:
+        """The bot's failed setWebhook calls in a row, while they are tried again (0: none)."""
+        return self._retries.failures(user_id)
+
+    def _retry_registration(self, user_id: int) -> None:
+        """A failed registration is due again: back to the queue, unless the bot is gone,
+        polling or suspended meanwhile (then its retries end)."""
+        registered = self._bots.get(user_id)
+        if (
+            registered is None
+            or not registered.actor.webhook_mode
+            or registered.actor.suspended_reason is not None
+        ):
+            self._retries.forget(user_id)
+            return
+        self._register_send.send_nowait(user_id)
+
+    def _forget_registration_retry(self, actor: BotActor) -> None:
+        """End the bot's retries and clear its registration error from its health."""
+        self._retries.forget(actor.user_id)
+        if actor.pipeline.health.webhook_registration_error is not None:
+            actor.record_webhook_registration(None)
 
     async def _registration_worker(self) -> None:
         async with self._services.http_client() as http:
@@ -720,6 +807,20 @@ class Fleet:
             )
             del self._registrations[actor.user_id]
             self._queue_registration(actor)
+        elif (
+            registered is not None
+            and registered.certificate_fingerprint is not None
+            and info.get("has_custom_certificate") is False
+        ):
+            # Set again without the certificate (by someone else): Telegram cannot reach
+            # a listener with a self-signed certificate it was not given.
+            log.warning(
+                "bot %s: Telegram has no certificate for the webhook botvisor registered with "
+                "one; registering it again",
+                actor.user_id,
+            )
+            del self._registrations[actor.user_id]
+            self._queue_registration(actor)
         problem = None
         error_date = info.get("last_error_date")
         pending = info.get("pending_update_count") or 0
@@ -732,9 +833,12 @@ class Fleet:
         actor.record_webhook_info(problem)
 
     async def _register(self, actor: BotActor, http: Any) -> bool:
-        """setWebhook for ``actor`` (pending updates kept), stored on success."""
+        """setWebhook for ``actor`` (pending updates kept), stored on success. A failure is
+        on the bot's health (DEGRADED) and tried again with a backoff; a 401 has suspended
+        the bot (its pipeline did), which ends the retries until it is resumed."""
         wanted = self.wanted_registration(actor)
         if wanted.same_as(self._registrations.get(actor.user_id)):
+            self._forget_registration_retry(actor)
             return True
         secret = self.webhook_secret(actor.user_id)
         assert secret is not None  # wanted_registration checked it
@@ -749,6 +853,7 @@ class Fleet:
                     max_connections=wanted.max_connections,
                     allowed_updates=wanted.allowed_updates,
                     drop_pending_updates=False,
+                    certificate=None if self._certificate is None else self._certificate.pem,
                 ),
                 # Not a message: the message limits (global_rps...) would make a first
                 # registration of 100,000 bots take an hour; the queue's concurrency bounds
@@ -756,14 +861,31 @@ class Fleet:
                 rate_limited=False,
             )
         except BotApiError as exc:
+            # The error's message names the method ("setWebhook failed: 502 Bad Gateway").
+            problem = redact(exc.message)
+            actor.record_webhook_registration(problem)
+            if actor.suspended_reason is not None:
+                # A 401: the pipeline suspended the bot, as it does a polling bot.
+                self._retries.forget(actor.user_id)
+                log.warning(
+                    "bot %s: %s; not tried again until the bot is resumed", actor.user_id, problem
+                )
+                return False
+            delay = self._retries.failed(actor.user_id)
             log.warning(
-                "bot %s: setWebhook failed (%s); it is registered again at the next start",
+                "bot %s: %s (%d in a row); trying again in %.0f s",
                 actor.user_id,
-                exc,
+                problem,
+                self._retries.failures(actor.user_id),
+                delay,
             )
             return False
+        current = self._bots.get(actor.user_id)
+        if current is None or current.actor is not actor or not actor.webhook_mode:
+            return False  # removed or switched to polling while Telegram was asked
         await self._services.store.upsert_webhook_registration(wanted)
         self._registrations[actor.user_id] = wanted
+        self._forget_registration_retry(actor)
         log.info("bot %s: webhook registered at %s", actor.user_id, wanted.url)
         return True
 

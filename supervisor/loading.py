@@ -26,6 +26,7 @@ from actors import (
     BotToken,
     HandlersConfig,
     Problem,
+    WebhookCertificate,
     WebhookConfig,
     describe_problems,
     handler_module_problem,
@@ -111,7 +112,8 @@ def parse_config(
     _bot_tokens(document, env, problems, stated)
     _handler_modules(document, problems)
     if check_environment:
-        _admin_tls(document, problems)
+        _listener_tls(document, "admin", problems)
+        _listener_tls(document, "webhook", problems)
         _storage_path(document, problems)
         _handler_imports(document, problems)
     try:
@@ -213,21 +215,26 @@ def _handler_modules(document: dict[str, Any], problems: list[Problem]) -> None:
             problems.append(Problem(("bots", index, "handler"), f"bots[{index}].handler{problem}"))
 
 
-def _admin_tls(document: dict[str, Any], problems: list[Problem]) -> None:
-    """The admin API's certificate and key load together, as Hypercorn will load them."""
-    table = document.get("admin", {})
+def _listener_tls(document: dict[str, Any], section: str, problems: list[Problem]) -> None:
+    """A listener's ([admin] or [webhook]) certificate and key load together, as Hypercorn
+    will load them; the webhook's certificate is also what setWebhook uploads, so it must be
+    a PEM certificate."""
+    table = document.get(section, {})
     cert = table.get("tls_cert") if isinstance(table, dict) else None
     key = table.get("tls_key") if isinstance(table, dict) else None
     if not (isinstance(cert, str) and isinstance(key, str)):
         return  # none, or the model states what is wrong
     try:
         ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
-    except OSError as exc:
+        if section == "webhook":
+            WebhookCertificate.from_pem(Path(cert).read_bytes())
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         problems.append(
             Problem(
-                ("admin", "tls_cert"),
-                f"admin.tls_cert / admin.tls_key: cannot load {cert!r} with {key!r}: "
-                f"{exc.strerror or exc}",
+                (section, "tls_cert"),
+                f"{section}.tls_cert / {section}.tls_key: cannot load {cert!r} with {key!r}: "
+                f"{detail}",
             )
         )
 

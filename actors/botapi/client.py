@@ -27,7 +27,7 @@ from actors.botapi.errors import (
     TelegramError,
     TransportError,
 )
-from actors.botapi.pool import HttpPoster
+from actors.botapi.pool import HttpPoster, UploadFiles
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
 from actors.text import may_hold_surrogates, valid_data
@@ -148,18 +148,22 @@ class BotApiClient:
         *,
         # The Bot API's own parameter name; an HTTP read timeout, not a deadline on the call.
         timeout: float | None = None,  # noqa: ASYNC109
+        files: UploadFiles | None = None,
     ) -> Any:
         """Call ``method`` and return the response's ``result``.
 
         Parameters whose value is None are left out. ``timeout`` is the HTTP read timeout in
-        seconds (default ``telegram.request_timeout``).
+        seconds (default ``telegram.request_timeout``). With ``files`` (InputFile parameters:
+        name -> (file name, content, content type)) the call is sent as multipart/form-data,
+        the other parameters as form fields (JSON-serialized unless they are strings), as the
+        Bot API takes uploads.
         """
         payload = {k: v for k, v in params.items() if v is not None} if params else {}
         read_timeout = self._telegram.request_timeout if timeout is None else timeout
         self._calls += 1
         self._in_flight += 1
         try:
-            result = await self._call(method, payload, read_timeout)
+            result = await self._call(method, payload, read_timeout, files)
         except BotApiError:
             self._failed += 1
             raise
@@ -212,9 +216,13 @@ class BotApiClient:
         max_connections: int,
         allowed_updates: Sequence[str],
         drop_pending_updates: bool = False,
+        certificate: bytes | None = None,
     ) -> bool:
         """Tell Telegram to push the bot's updates to ``url`` with ``secret_token`` in each
-        delivery's header; pending updates are kept unless ``drop_pending_updates``."""
+        delivery's header; pending updates are kept unless ``drop_pending_updates``.
+
+        ``certificate`` (PEM) is a self-signed certificate of the listener, uploaded so that
+        Telegram trusts it; the call is multipart/form-data then, as the Bot API requires."""
         result = await self.call(
             "setWebhook",
             {
@@ -224,6 +232,9 @@ class BotApiClient:
                 "allowed_updates": list(allowed_updates),
                 "drop_pending_updates": drop_pending_updates,
             },
+            files=None
+            if certificate is None
+            else {"certificate": ("certificate.pem", certificate, "application/x-pem-file")},
         )
         return bool(result)
 
@@ -238,7 +249,13 @@ class BotApiClient:
         ``last_error_date`` and ``last_error_message`` when a delivery failed."""
         return _expect_object("getWebhookInfo", await self.call("getWebhookInfo"))
 
-    async def _call(self, method: str, payload: dict[str, Any], read_timeout: float) -> Any:
+    async def _call(
+        self,
+        method: str,
+        payload: dict[str, Any],
+        read_timeout: float,
+        files: UploadFiles | None = None,
+    ) -> Any:
         telegram = self._telegram
         timeout = httpx.Timeout(
             connect=telegram.connect_timeout,
@@ -249,7 +266,12 @@ class BotApiClient:
         url = f"{telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
         error: BotApiError | None = None
         try:
-            response = await self._http.post(url, json=payload, timeout=timeout)
+            if files is None:
+                response = await self._http.post(url, json=payload, timeout=timeout)
+            else:
+                response = await self._http.post(
+                    url, data=_form_fields(payload), files=files, timeout=timeout
+                )
         except httpx.RequestError as exc:
             # Built here, raised below, outside the except block: raising inside would chain
             # httpx's exception, whose request URL holds the token, as __context__.
@@ -257,6 +279,15 @@ class BotApiClient:
         if error is not None:
             raise error
         return _result(method, response)
+
+
+def _form_fields(payload: Mapping[str, Any]) -> dict[str, str]:
+    """Parameters as multipart form fields: strings as they are, anything else (numbers,
+    booleans, lists) JSON-serialized, which is how the Bot API reads a form's values."""
+    return {
+        key: value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        for key, value in payload.items()
+    }
 
 
 def _transport_error(method: str, exc: httpx.RequestError) -> TransportError:

@@ -19,21 +19,34 @@ out unredacted.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import httpx
 import trio
 
-__all__ = ["BotHttp", "FleetHttpPool", "HttpPoster"]
+__all__ = ["BotHttp", "FleetHttpPool", "HttpPoster", "UploadFiles"]
+
+# Files of a multipart/form-data POST: field name -> (file name, content, content type).
+UploadFiles = Mapping[str, tuple[str, bytes, str]]
 
 
 class HttpPoster(Protocol):
-    """What :class:`~actors.botapi.client.BotApiClient` needs of HTTP: one POST."""
+    """What :class:`~actors.botapi.client.BotApiClient` needs of HTTP: one POST, of JSON
+    (``json``) or, for the few calls that upload a file (setWebhook's certificate), of
+    multipart/form-data (``data`` and ``files``). ``httpx.AsyncClient`` is one."""
 
-    # httpx's own parameter: per-phase HTTP timeouts, not a deadline on the call.
-    async def post(self, url: str, *, json: Any, timeout: httpx.Timeout) -> httpx.Response: ...  # noqa: ASYNC109
+    # httpx's own parameters; timeout: per-phase HTTP timeouts, not a deadline on the call.
+    async def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: UploadFiles | None = None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109
+    ) -> httpx.Response: ...
 
 
 class BotHttp:
@@ -51,9 +64,19 @@ class BotHttp:
         """Requests of this lease holding a connection now."""
         return int(self._limiter.borrowed_tokens)
 
-    async def post(self, url: str, *, json: Any, timeout: httpx.Timeout) -> httpx.Response:  # noqa: ASYNC109
+    async def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: Mapping[str, str] | None = None,
+        files: UploadFiles | None = None,
+        timeout: httpx.Timeout,  # noqa: ASYNC109
+    ) -> httpx.Response:
         async with self._limiter:
-            return await self._http.post(url, json=json, timeout=timeout)
+            if files is None:
+                return await self._http.post(url, json=json, timeout=timeout)
+            return await self._http.post(url, data=data, files=files, timeout=timeout)
 
 
 class FleetHttpPool:

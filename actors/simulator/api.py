@@ -44,8 +44,9 @@ id, the others what they created: a topic's thread id, a connection's or a query
 e.g. from ``tests/payloads.py``), ``create_forum_topic``, ``add_business_connection``,
 ``send_business_message``, ``send_callback_query``, ``edit_user_message``,
 ``send_channel_post``, ``send_reaction``, ``send_member_update``, ``migrate_group``,
-``set_allowed_updates``, ``block``, ``revoke``; simulated users (``add_users``) produce
-messages, forum-topic messages, edits and button presses.
+``set_allowed_updates``, ``block``, ``revoke``, ``refuse`` (the next N calls of one method
+fail with a chosen Bot API error, e.g. setWebhook answered 500 three times); simulated users
+(``add_users``) produce messages, forum-topic messages, edits and button presses.
 """
 
 from __future__ import annotations
@@ -281,6 +282,27 @@ class SimulatedBotApi:
         bot.revoked = True
         if bot.waiter is not None:
             bot.waiter.set()
+
+    def refuse(
+        self,
+        token: str | BotToken,
+        method: str,
+        times: int,
+        *,
+        error_code: int = 500,
+        description: str = "Internal Server Error",
+    ) -> None:
+        """The bot's next ``times`` calls of ``method`` are answered with this Bot API error
+        (after any earlier refusals of it); the calls after them are answered as usual."""
+        if times < 1:
+            raise ValueError(f"times must be >= 1, got {times!r}")
+        if not 400 <= error_code <= 599:
+            raise ValueError(f"error_code must be an HTTP error status (400-599), got {error_code}")
+        bot = self.bot(token)
+        if bot.refusals is None:
+            bot.refusals = {}
+        queue = bot.refusals.setdefault(method.lower(), deque())
+        queue.extend([(error_code, description)] * times)
 
     def block(self, token: str | BotToken, chat_id: int) -> None:
         """The user of ``chat_id`` blocked the bot: sendMessage there -> 403 Forbidden."""
@@ -967,15 +989,20 @@ class SimulatedBotApi:
         self,
         client: httpx.AsyncClient,
         *,
+        trust_uploaded_certificates: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """POST the updates of every bot with a webhook through ``client``, until cancelled.
 
         Start it once, ``await nursery.start(api.push_webhooks, client)``, before or after
         bots call setWebhook. ``client`` is the caller's: an ``httpx.AsyncClient`` over a real
-        network to 127.0.0.1, or over an in-process transport on a MockClock in tests.
+        network to 127.0.0.1, or over an in-process transport on a MockClock in tests. With
+        ``trust_uploaded_certificates``, a webhook set with an uploaded (self-signed)
+        certificate is reached over TLS trusting that certificate alone, as Telegram does.
         """
-        await self._hooks.push(client, task_status=task_status)
+        await self._hooks.push(
+            client, trust_uploaded_certificates=trust_uploaded_certificates, task_status=task_status
+        )
 
     # -- the server ---------------------------------------------------------------------------
 
@@ -1045,6 +1072,9 @@ class SimulatedBotApi:
         if bot is None or bot.revoked:
             self._counts["unauthorized"] += 1
             response = error(401, "Unauthorized")
+        elif bot.refusals is not None and bot.refusals.get(name):
+            code, description = bot.refusals[name].popleft()
+            response = error(code, description)
         elif drawn == "5xx":
             self._counts["injected_5xx"] += 1
             response = error(500, "Internal Server Error")

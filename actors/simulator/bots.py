@@ -155,6 +155,7 @@ class SimBot:
         "next_update_id",
         "pending",
         "polling",
+        "refusals",
         "revoked",
         "sent",
         "token",
@@ -171,6 +172,9 @@ class SimBot:
         self.first_name = f"Bot {bot_id}"
         self.revoked = False
         self.faults: FaultProfile | None = None  # None: the global profile
+        # Scripted refusals (SimulatedBotApi.refuse): lower-cased method -> the answers
+        # (error_code, description) its next calls get, in order.
+        self.refusals: dict[str, deque[tuple[int, str]]] | None = None
         self.next_update_id = first_update_id
         self.next_message_id = 1
         self.pending: deque[SimUpdate | RawUpdate] = deque()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.simulator.bots import RawUpdate, SimUpdate
@@ -13,6 +14,7 @@ __all__ = [
     "CONFLICT",
     "MAX_TEXT",
     "BadRequest",
+    "InputFile",
     "Response",
     "chat_json",
     "error",
@@ -37,6 +39,15 @@ class BadRequest(Exception):
     def __init__(self, description: str, *, migrate_to_chat_id: int | None = None) -> None:
         super().__init__(description)
         self.migrate_to_chat_id = migrate_to_chat_id
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A file uploaded with a call (a part of a multipart/form-data body with a filename)."""
+
+    filename: str
+    content_type: str
+    content: bytes = field(repr=False)
 
 
 def ok(result: Any) -> Response:

@@ -19,8 +19,11 @@ long poll longer than it, as a socket's would.
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import re
+from email.message import Message
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,6 +32,7 @@ import trio
 
 from actors.simulator.api import SimulatedBotApi
 from actors.simulator.faults import FaultKind, SimulatedFault
+from actors.simulator.protocol import InputFile
 
 __all__ = ["BAD_GATEWAY_PAGE", "SimulatedTransport", "parse_params"]
 
@@ -43,7 +47,8 @@ _NOT_FOUND = json.dumps({"ok": False, "error_code": 404, "description": "Not Fou
 
 
 def parse_params(query: list[tuple[str, str]], content_type: str, body: bytes) -> dict[str, Any]:
-    """A Bot API call's parameters from its query string and a JSON or form body.
+    """A Bot API call's parameters from its query string and a JSON, form or
+    multipart/form-data body (an uploaded file's part becomes an :class:`InputFile`).
 
     Raises ValueError when the body cannot be parsed.
     """
@@ -56,7 +61,31 @@ def parse_params(query: list[tuple[str, str]], content_type: str, body: bytes) -
             params.update(decoded)
         elif content_type.startswith("application/x-www-form-urlencoded"):
             params.update(parse_qsl(body.decode(), keep_blank_values=True))
+        elif content_type.startswith("multipart/form-data"):
+            params.update(_multipart(content_type, body))
     return params
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """The fields of a multipart/form-data body: text, or an InputFile for a file's part."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not parsed.is_multipart():
+        raise ValueError("a multipart/form-data body without its boundary")
+    fields: dict[str, Any] = {}
+    for part in parsed.iter_parts():
+        assert isinstance(part, Message)
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            raise ValueError("a multipart part without a name")
+        content = part.get_payload(decode=True)
+        content = content if isinstance(content, bytes) else b""
+        filename = part.get_filename()
+        if filename is not None:
+            fields[name] = InputFile(filename, part.get_content_type(), content)
+        else:
+            fields[name] = content.decode("utf-8")
+    return fields
 
 
 class SimulatedTransport(httpx.AsyncBaseTransport):

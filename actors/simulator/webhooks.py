@@ -7,9 +7,14 @@ Modelled on the real server (tdlib/telegram-bot-api, ``WebhookActor``):
   also accepts ``http`` and any port on a loopback host (127.0.0.1, ::1, localhost), where
   tests and the demo run their receivers. ``secret_token`` is up to 256 characters of
   ``A-Za-z0-9_-`` (empty: none). ``max_connections`` is clamped to 1-100 (default 40), as
-  Telegram clamps it. ``certificate`` is accepted and only recorded
-  (``has_custom_certificate``). ``allowed_updates`` becomes the bot's kept setting, as
-  getUpdates' does. Setting the same webhook again answers "Webhook is already set".
+  Telegram clamps it. ``certificate`` must be an uploaded file (multipart/form-data, or
+  ``attach://<name>`` naming one) holding a PEM certificate, which OpenSSL must load (400
+  "bad webhook: ..." otherwise); a certificate given as text is not a file and is ignored, as
+  the Bot API reads only uploads. getWebhookInfo then shows ``has_custom_certificate``, and
+  with ``push(trust_uploaded_certificates=True)`` deliveries to that webhook go over TLS
+  trusting that certificate alone, as Telegram trusts a self-signed one. ``allowed_updates``
+  becomes the bot's kept setting, as getUpdates' does. Setting the same webhook again answers
+  "Webhook is already set".
 - Updates are queued per chat; member and join-request updates of one user share a queue,
   callback and inline queries are queued per user, updates with no such key each get their
   own (:func:`queue_key`). At most ``max_connections`` deliveries of a bot are in flight, and
@@ -39,12 +44,14 @@ confirms, so :meth:`SimulatedBotApi.report` works for webhook bots unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import json
 import math
 import random
 import re
+import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,7 +69,14 @@ from actors.simulator.bots import (
     SimBot,
     SimUpdate,
 )
-from actors.simulator.protocol import BadRequest, Response, error, int_param, render_update
+from actors.simulator.protocol import (
+    BadRequest,
+    InputFile,
+    Response,
+    error,
+    int_param,
+    render_update,
+)
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -201,6 +215,7 @@ class Webhook:
     """A bot's webhook as set: its parameters, its queues and its deliveries in flight."""
 
     __slots__ = (
+        "certificate",
         "first_410",
         "has_custom_certificate",
         "heap",
@@ -225,13 +240,15 @@ class Webhook:
         secret: str,
         max_connections: int,
         ip_address: str,
-        has_custom_certificate: bool,
+        certificate: bytes | None,
     ) -> None:
         self.url = url
         self.secret = secret
         self.max_connections = max_connections
         self.ip_address = ip_address
-        self.has_custom_certificate = has_custom_certificate
+        # The uploaded PEM certificate (a self-signed one the deliveries trust), if any.
+        self.certificate = certificate
+        self.has_custom_certificate = certificate is not None
         self.queues: dict[QueueKey, deque[_Entry]] = {}
         # (Trio time due, tie-break, queue): each queue whose head is not in flight, once.
         self.heap: list[tuple[float, int, QueueKey]] = []
@@ -414,13 +431,12 @@ class WebhookHub:
                 ip_address = str(ipaddress.ip_address(host))
             except ValueError:
                 ip_address = "127.0.0.1" if host == "localhost" else "<unknown>"
-        certificate = params.get("certificate")
         return Webhook(
             url if "://" in url else f"https://{url}",
             secret,
             max_connections,
             ip_address,
-            certificate not in (None, "", False),
+            _uploaded_certificate(params),
         )
 
     def _remove(self, bot: SimBot) -> None:
@@ -465,15 +481,31 @@ class WebhookHub:
         self,
         client: httpx.AsyncClient,
         *,
+        trust_uploaded_certificates: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Deliver every webhook's updates through ``client`` until cancelled."""
+        """Deliver every webhook's updates through ``client`` until cancelled.
+
+        With ``trust_uploaded_certificates``, a webhook set with a certificate is delivered
+        to through a client of its own that trusts that certificate and nothing else (as
+        Telegram does for a self-signed one); ``client`` serves the others."""
         if self._start is not None:
             raise RuntimeError("webhooks are already being pushed; start push() only once")
-        async with trio.open_nursery() as nursery:
+        async with contextlib.AsyncExitStack() as clients, trio.open_nursery() as nursery:
+            trusting: dict[bytes, httpx.AsyncClient] = {}
+
+            def client_for(hook: Webhook) -> httpx.AsyncClient:
+                pem = hook.certificate
+                if not trust_uploaded_certificates or pem is None:
+                    return client
+                if pem not in trusting:
+                    context = ssl.create_default_context(cadata=pem.decode("ascii"))
+                    own = trusting[pem] = httpx.AsyncClient(verify=context, trust_env=False)
+                    clients.push_async_callback(own.aclose)
+                return trusting[pem]
 
             def start(bot: SimBot, hook: Webhook) -> None:
-                nursery.start_soon(self._push_bot, bot, hook, client)
+                nursery.start_soon(self._push_bot, bot, hook, client_for(hook))
 
             self._start = start
             try:
@@ -586,6 +618,24 @@ class WebhookHub:
     def _note_error(self, hook: Webhook, problem: str | None) -> None:
         hook.last_error_date = self._date()
         hook.last_error_message = problem
+
+
+def _uploaded_certificate(params: Mapping[str, Any]) -> bytes | None:
+    """The PEM certificate uploaded with setWebhook, None when none was (text is no file);
+    BadRequest when the file is not a certificate OpenSSL loads."""
+    certificate = params.get("certificate")
+    if isinstance(certificate, str) and certificate.startswith("attach://"):
+        certificate = params.get(certificate.removeprefix("attach://"))
+    if not isinstance(certificate, InputFile):
+        return None
+    try:
+        text = certificate.content.decode("ascii")
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError("no PEM certificate")
+        ssl.create_default_context(cadata=text)
+    except (ValueError, ssl.SSLError):
+        raise BadRequest(f"{_BAD_WEBHOOK}the certificate is not a PEM certificate") from None
+    return certificate.content
 
 
 def _phrase(status: int) -> str:

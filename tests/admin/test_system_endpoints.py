@@ -50,6 +50,7 @@ BOT_HEALTH_KEYS = {
     "last_success_at",
     "last_failure_at",
     "last_error",
+    "webhook_registration_error",
     "circuit_state",
     "handled_updates",
     "replies_sent",

@@ -3,9 +3,7 @@ clock, a self-signed certificate made with the openssl command."""
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -14,34 +12,10 @@ import trio
 
 from supervisor import ConfigError, load_config
 from tests.admin.helpers import AUTH, served
+from tests.certificates import needs_openssl, self_signed
 from tests.harness import running_fleet
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="needs the openssl command to make a certificate"
-)
-
-
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "admin.crt", directory / "admin.key"
-    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-    files = ["-keyout", str(key), "-out", str(cert)]
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            *subject,
-            *files,
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+pytestmark = needs_openssl
 
 
 async def test_the_admin_api_serves_https_with_the_configured_certificate(
