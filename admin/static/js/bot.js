@@ -2,7 +2,7 @@
 // letters (redrive/discard) and its live events.
 
 import { ApiError, call } from "./api.js";
-import { chartCard, lineChart } from "./charts.js";
+import { chartCard, lastDay, lineChart } from "./charts.js";
 import { badge, clear, errorBox, h, number, when } from "./dom.js";
 import { openStream } from "./live.js";
 
@@ -134,12 +134,12 @@ export async function botPage(view, ctx, userId) {
     const xs = usage.rows.map((r) => Date.parse(r.start) / 1000);
     const types = [...new Set(usage.rows.flatMap((r) => Object.keys(r.updates_by_type)))].sort();
     const empty = "no usage recorded in the last 24 h";
-    lineChart(typesChart.box, xs, types.map((t) => ({ label: t, values: usage.rows.map((r) => r.updates_by_type[t] ?? 0) })), { yLabel: "updates", empty });
+    lineChart(typesChart.box, xs, types.map((t) => ({ label: t, values: usage.rows.map((r) => r.updates_by_type[t] ?? 0) })), { yLabel: "updates", empty, xRange: lastDay() });
     lineChart(sendsChart.box, xs, [
       { label: "sends", values: usage.rows.map((r) => r.sends) },
       { label: "distinct users", values: usage.rows.map((r) => r.distinct_users) },
-    ], { empty });
-    lineChart(p95Chart.box, xs, [{ label: "p95 ms", values: usage.rows.map((r) => r.reply_latency_p95_ms) }], { yLabel: "ms", empty });
+    ], { empty, xRange: lastDay() });
+    lineChart(p95Chart.box, xs, [{ label: "p95 ms", values: usage.rows.map((r) => r.reply_latency_p95_ms) }], { yLabel: "ms", empty, xRange: lastDay() });
   }
 
   async function loadDeadLetters() {

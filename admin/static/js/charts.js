@@ -6,7 +6,8 @@ import { clear, h } from "./dom.js";
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
 // xs: epoch seconds; series: [{label, values}] of the same length as xs.
-export function lineChart(container, xs, series, { yLabel = "", empty = "no data in this period" } = {}) {
+// xRange: [from, to] epoch seconds to show whatever the data covers (a day of hourly buckets).
+export function lineChart(container, xs, series, { yLabel = "", empty = "no data in this period", xRange = null } = {}) {
   const old = container.uplot;
   if (old) old.destroy();
   container.uplot = null;
@@ -22,7 +23,7 @@ export function lineChart(container, xs, series, { yLabel = "", empty = "no data
     width,
     height: 180,
     cursor: { drag: { x: true, y: false } },
-    scales: { x: { time: true } },
+    scales: { x: xRange ? { time: true, range: () => xRange } : { time: true } },
     axes: [{}, { label: yLabel, size: 55 }],
     series: [
       {},
@@ -48,4 +49,10 @@ export function chartCard(title, testid, note = null) {
   const box = h("div", { class: "chart", "data-testid": testid });
   const card = h("section", { class: "card" }, h("h2", {}, title), box, note ? h("p", { class: "note" }, note) : null);
   return { card, box };
+}
+
+// The hour buckets of the last day: from the start of the hour 23 hours ago to the next hour.
+export function lastDay() {
+  const hour = Math.floor(Date.now() / 3600000) * 3600;
+  return [hour - 23 * 3600, hour + 3600];
 }

@@ -1,4 +1,4 @@
-// Building DOM nodes without innerHTML: every text is set as text, so nothing the API
+// Building DOM nodes without parsing HTML: every text is set as text, so nothing the API
 // returns (a bot's last error, a dead letter's reason) can become markup.
 
 export function h(tag, attrs = {}, ...children) {

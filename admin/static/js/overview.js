@@ -2,7 +2,7 @@
 // rates sampled from the summary, the busiest tenants, recent incidents and live events.
 
 import { call } from "./api.js";
-import { chartCard, lineChart } from "./charts.js";
+import { chartCard, lastDay, lineChart } from "./charts.js";
 import { badge, counts, h, number, when } from "./dom.js";
 import { openStream } from "./live.js";
 
@@ -87,7 +87,7 @@ export async function overview(view, ctx) {
     lineChart(hourly.box, xs, [
       { label: "updates", values: usage.rows.map((r) => r.updates) },
       { label: "replies (sends)", values: usage.rows.map((r) => r.sends) },
-    ], { yLabel: "per hour" });
+    ], { yLabel: "per hour", xRange: lastDay() });
   };
 
   const loadTop = async () => {
