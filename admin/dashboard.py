@@ -200,10 +200,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if path == "/":
-            policy = page_policy(_header(scope, b"host"))
-        else:
-            policy = _DATA_POLICY
+        policy = page_policy(_header(scope, b"host")) if path == "/" else _DATA_POLICY
         data = path == "/admin" or path.startswith("/admin/")
 
         async def send_with_headers(message: Message) -> None:

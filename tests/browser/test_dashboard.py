@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from actors.simulator import FaultProfile, SimulatedBotApi
 from tests.browser.harness import (
@@ -34,10 +37,6 @@ from tests.browser.harness import (
 CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_MISSING)
 
-if CHROMIUM is not None:
-    from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
-else:  # pragma: no cover - the module is skipped
-    sync_playwright = None
 
 ADMIN_TOKEN = "dashboard-browser-test-token-0f3a"
 FIRST_BOT = 8_100_000_001
@@ -51,18 +50,12 @@ WITHIN = 20.0
 def wait_until(what: str, condition: Callable[[], bool], within: float = WITHIN) -> None:
     """Poll ``condition`` (a real process changes on its own time) until it holds."""
     deadline = time.monotonic() + within
-    pause = trio_free_pause()
+    # The processes have no "done" event to wait on: a 50 ms poll, bounded by ``within``.
+    idle = threading.Event()
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {within:g} s")
-        pause()
-
-
-def trio_free_pause() -> Callable[[], None]:
-    import threading
-
-    idle = threading.Event()
-    return lambda: idle.wait(0.05) and None
+        idle.wait(0.05)
 
 
 class Fleet:
@@ -127,7 +120,8 @@ def _prepare(fleet: Fleet) -> None:
     for n, user_id in enumerate(USERS):
         token = tokens[user_id]
         sim.call(api.send_user_message, token, 30_000 + n, f"hello {user_id}")
-        sim.call(api.send_user_message, token, -1_001_000_000_000 - n, "/start", chat_type="supergroup")
+        group = -1_001_000_000_000 - n
+        sim.call(api.send_user_message, token, group, "/start", chat_type="supergroup")
     wait_until("every bot answered", lambda: all(fleet.replies(u) >= 2 for u in USERS))
     fleet.post("/admin/system/bot-health/persist-now").raise_for_status()
     # The blocked chat: the echo's sendMessage is refused (403) and the update dead-letters.
@@ -169,9 +163,11 @@ def page(browser: Browser, fleet: Fleet) -> Iterator[Page]:
     # A refused call (401, 404) is logged by the browser too; the page shows those itself.
     tab.on(
         "console",
-        lambda message: problems.append(f"console: {message.text}")
-        if message.type == "error" and not message.text.startswith("Failed to load resource")
-        else None,
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
     )
     try:
         yield tab
@@ -230,7 +226,7 @@ def test_signed_in_the_fleet_counts_match_the_api(
 
 def chart_points(page: Page, testid: str) -> int:
     box = page.locator(f'[data-testid="{testid}"]')
-    expect(box).to_have_attribute("data-points", __import__("re").compile(r"^\d+$"))
+    expect(box).to_have_attribute("data-points", re.compile(r"^\d+$"))
     return int(box.get_attribute("data-points") or "0")
 
 
@@ -306,7 +302,8 @@ def test_a_live_event_arrives_as_it_happens(page: Page, fleet: Fleet) -> None:
     fleet.post(f"/admin/bots/{QUIET}/suspend", {"reason": "browser test"}).raise_for_status()
     try:
         expect(events.filter(has_text=f"bot {QUIET}: status").first).to_contain_text("suspended")
-        expect(page.locator('[data-testid="status-counts"] li[data-key="suspended"] .n')).to_have_text("1")
+        suspended = page.locator('[data-testid="status-counts"] li[data-key="suspended"] .n')
+        expect(suspended).to_have_text("1")
     finally:
         fleet.post(f"/admin/bots/{QUIET}/resume").raise_for_status()
     expect(events.filter(has_text=f"bot {QUIET}: status suspended →").first).to_be_visible()

@@ -15,7 +15,7 @@ export async function botPage(view, ctx, userId) {
   const facts = h("dl", { class: "facts", "data-testid": "bot-facts" });
   const breakerState = h("span", { "data-testid": "breaker-state" });
   const statusState = h("span", { "data-testid": "bot-status" });
-  const resetButton = h("button", { type: "button", "data-testid": "reset-breaker", onclick: () => act("reset the breaker", `/admin/system/circuit-breakers/${userId}/reset`) }, "Reset breaker");
+  const resetButton = h("button", { type: "button", "data-testid": "reset-breaker", onclick: () => act("breaker reset", `/admin/system/circuit-breakers/${userId}/reset`) }, "Reset breaker");
   const suspendButton = h("button", { type: "button", class: "danger", "data-testid": "suspend", onclick: () => act("suspended", `${base}/suspend`, { reason: "suspended from the dashboard" }) }, "Suspend");
   const resumeButton = h("button", { type: "button", "data-testid": "resume", onclick: () => act("resumed", `${base}/resume`) }, "Resume");
 
@@ -63,7 +63,8 @@ export async function botPage(view, ctx, userId) {
       await call(path, { method: "POST", body });
       say(`Bot ${userId}: ${done}.`);
     } catch (exc) {
-      if (!ctx.failed(exc, null, true)) say(exc.message, true);
+      if (ctx.failed(exc, null, true)) return; // signed out
+      say(exc.message, true);
     }
     await loadStatus().catch((e) => ctx.failed(e, flash));
   }
@@ -191,7 +192,8 @@ export async function botPage(view, ctx, userId) {
         say(`Discarded ${answer.discarded} dead letter(s).`);
       }
     } catch (exc) {
-      if (!ctx.failed(exc, null, true)) say(exc.message, true);
+      if (ctx.failed(exc, null, true)) return; // signed out
+      say(exc.message, true);
     }
     await loadDeadLetters().catch((e) => ctx.failed(e, flash));
   }
