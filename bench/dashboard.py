@@ -121,6 +121,19 @@ class _DaemonThread:
         self._thread.join(60)
 
 
+# Milliseconds from navigation start: the page's HTML received, its last script or style
+# received, and the two summary answers (the counts) received.
+_PHASES = """() => {
+  const end = (match) => Math.max(0, ...performance.getEntriesByType("resource")
+    .filter((e) => match(new URL(e.name).pathname)).map((e) => e.responseEnd));
+  return {
+    html_ms: performance.getEntriesByType("navigation")[0].responseEnd,
+    assets_ms: end((p) => p.startsWith("/static/")),
+    summaries_ms: end((p) => p.endsWith("/summary")),
+  };
+}"""
+
+
 def _measure(url: str, token: str, repeats: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
@@ -143,6 +156,10 @@ def _measure(url: str, token: str, repeats: int) -> dict[str, list[float]]:
                 page.goto(url + "/", wait_until="commit", timeout=60_000)
                 page.wait_for_selector("#view[data-ready=true]", timeout=60_000)
                 figures["interactive_ms"].append((time.perf_counter() - began) * 1000)
+                # Where the time went, from the browser's own timing of each request.
+                phases = page.evaluate(_PHASES)
+                for name, value in phases.items():
+                    figures.setdefault(name, []).append(value)
                 page.wait_for_selector("#view[data-loaded=true]", timeout=60_000)
                 figures["loaded_ms"].append((time.perf_counter() - began) * 1000)
                 began = time.perf_counter()
@@ -199,6 +216,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"(max {ready['max']:.0f}, {ready['runs']} loads, the first with a cold cache); "
             f"target ≤ {TARGET_MS:g} ms: {verdict}. Every panel filled in median "
             f"{loaded['median']:.0f} ms.",
+            f"- Where the time goes (median ms from navigation start): the HTML received at "
+            f"{results['html_ms']['median']:.0f}, its last script or style at "
+            f"{results['assets_ms']['median']:.0f}, both summary answers at "
+            f"{results['summaries_ms']['median']:.0f}. The admin server shares the daemon's "
+            "event loop with the fleet's long polls, so its answers wait behind them.",
             f"- Bot list, first page of 50 (`GET /admin/bots?limit=50`) after a click: median "
             f"{listed['median']:.0f} ms (max {listed['max']:.0f}).",
             f"- The page's own files, uPlot included: {results['page_bytes'] / 1024:.0f} KB "

@@ -31,9 +31,11 @@ export function badge(value) {
   return h("span", { class: `badge s-${value}` }, String(value ?? "unknown").replace("_", " "));
 }
 
-export function when(epochSeconds) {
-  if (epochSeconds === null || epochSeconds === undefined) return "—";
-  const d = new Date(epochSeconds * 1000);
+// A time as the API gives it (epoch seconds, or ISO-8601 text), in UTC.
+export function when(value) {
+  if (value === null || value === undefined) return "—";
+  const d = typeof value === "string" ? new Date(value) : new Date(value * 1000);
+  if (Number.isNaN(d.getTime())) return String(value);
   return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
