@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from bench import dashboard
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="install Debian's chromium package (apt-get install chromium)",
-)
+@pytest.mark.skipif(dashboard.chromium_path() is None, reason=dashboard.CHROMIUM_MISSING)
 def test_the_dashboard_benchmark_times_the_overview_and_the_bot_list() -> None:
     results = dashboard.run(bots=3, repeats=1)
     assert results["polling"] == 3

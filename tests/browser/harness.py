@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ import httpx
 import trio
 
 from actors.simulator import SimulatedBotApi, serve_sim
+from bench.dashboard import CHROMIUM_ARGS, CHROMIUM_MISSING, chromium_path
 from supervisor.clock import system_wall_clock
 from tests.e2e.process import BOTVISOR, ROOT
 
@@ -39,23 +39,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-CHROMIUM_MISSING = "install Debian's chromium package (apt-get install chromium)"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _ADMIN_URL = re.compile(r"admin API listening on (http://\S+)")
-
-
-def chromium_path() -> str | None:
-    """Debian's Chromium (never a browser Playwright would download)."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 class SimThread:
