@@ -9,8 +9,8 @@ and parameters are parsed into the models of ``requests``, answers are the recor
 ``records``, and ``openapi`` generates the document from those.
 
 Modules: ``bots`` (bot management), ``dead_letters`` (list, redrive, discard), ``events``
-(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``auth`` and
-``ratelimit`` (middleware), ``errors``.
+(the live WebSocket), ``metrics`` (Prometheus), ``openapi`` (the spec), ``dashboard`` (the
+page at ``/`` and its security headers), ``auth`` and ``ratelimit`` (middleware), ``errors``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from admin.analytics import analytics_routes
 from admin.auth import BearerAuth
 from admin.bots import bot_routes, management_state
 from admin.context import AdminContext, context_of
+from admin.dashboard import DashboardAssets, SecurityHeaders, dashboard_routes
 from admin.dead_letters import DeadLetterActions, dead_letter_routes
 from admin.errors import ApiError, exception_handlers
 from admin.events import EventStreams
@@ -365,6 +366,7 @@ def routes(streams: EventStreams) -> list[BaseRoute]:
         *analytics_routes(),
         WebSocketRoute("/admin/events", streams),
         Route("/admin/events", events_over_http),
+        *dashboard_routes(),
     ]
 
 
@@ -374,7 +376,8 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     that declares none (``RuntimeError``).
 
     ``app.state`` holds what ``AdminServer`` and tests reach for: ``event_streams``
-    (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``.
+    (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``,
+    ``dashboard`` (``DashboardAssets``, the page's files).
     """
     streams = EventStreams(context.metrics, send_timeout=context.event_send_timeout)
     buckets = (
@@ -390,16 +393,19 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
         )
     ]
     if buckets is not None:
-        # Outermost: floods and token guessing are limited before anything else runs.
+        # Floods and token guessing are limited before anything else runs.
         middleware.insert(
             0, Middleware(IpRateLimit, buckets=buckets, trusted_proxies=context.trusted_proxies)
         )
+    # Outermost: every answer, a refusal too, carries the security headers.
+    middleware.insert(0, Middleware(SecurityHeaders))
     app = Starlette(
         routes=[*routes(streams), *(extra_routes or [])],
         middleware=middleware,
         exception_handlers=exception_handlers,
     )
     app.state.admin = context
+    app.state.dashboard = DashboardAssets.load()
     app.state.event_streams = streams
     app.state.rate_limiter = buckets
     app.state.bot_management = management_state()

@@ -24,6 +24,7 @@ from typing import Any
 from bench import (
     arrivals,
     chaos,
+    dashboard,
     fleet,
     limiter,
     memory,
@@ -53,6 +54,7 @@ SECTIONS = (
     "chaos",
     "storage",
     "usage",
+    "dashboard",
 )
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -67,6 +69,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "chaos": chaos.markdown,
     "storage": storage_bench.markdown,
     "usage": usage.markdown,
+    "dashboard": dashboard.markdown,
 }
 
 
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "chaos": lambda: chaos.run(quick),
         "storage": lambda: storage_bench.run(quick),
         "usage": lambda: usage.run(quick),
+        "dashboard": lambda: dashboard.run(quick),
     }
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}

@@ -368,6 +368,7 @@ async def run_demo(args: argparse.Namespace, *, out: TextIO = sys.stdout) -> Dem
             kept = "" if args.db is not None else " (fresh; --db PATH keeps one across runs)"
             say(f"  simulated Bot API {api_url}; database {db}{kept}")
             say(f"  admin API {handle.admin_url}  (Authorization: Bearer {admin_token})")
+            say(f"  dashboard {handle.admin_url}/  (open it in a browser; sign in with the token)")
             say(
                 f"  try: curl -H 'Authorization: Bearer {admin_token}' "
                 f"{handle.admin_url}/admin/system/bot-health/summary"

@@ -18,7 +18,8 @@ from admin import AdminConfig, AdminServer
 from admin.auth import BearerAuth
 from tests.admin.helpers import ADMIN_TOKEN, AUTH, admin_fleet, client, make_app
 
-OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json"}
+# "/" is the dashboard page: public, as it holds no data (its calls send the token).
+OPEN_PATHS = {"/healthz", "/readyz", "/openapi.json", "/"}
 WRONG = [
     {},
     {"Authorization": "Bearer wrong-token-0123456789abcdef"},
