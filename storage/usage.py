@@ -208,6 +208,12 @@ _MEMBER_LIST = f"SELECT member FROM usage_members WHERE {_BUCKET}"
 _MEMBER_DELETE = f"DELETE FROM usage_members WHERE {_BUCKET}"
 _SKETCH_GET = f"SELECT sketch FROM usage_sketches WHERE {_BUCKET}"
 _SKETCH_SET = f"UPDATE usage_sketches SET sketch = ? WHERE {_BUCKET}"
+# The sketches of one bot's buckets of every grain (one (grain, period) pair a grain).
+_SKETCHES_OF = (
+    "SELECT grain, kind, sketch FROM usage_sketches WHERE user_id = ? AND ("
+    + " OR ".join(["(grain = ? AND period = ?)"] * len(GRAINS))
+    + ")"
+)
 _SKETCH_ADD = (
     "INSERT INTO usage_sketches (grain, user_id, period, kind, sketch) VALUES (?, ?, ?, ?, ?)"
 )
@@ -245,25 +251,44 @@ def add_members(
     """Remember distinct ``(kind, member)`` pairs (kind ``chat`` or ``user``) for the bot's
     hour, day and month holding ``at``: as rows while a bucket has at most
     :data:`EXACT_MEMBERS` of a kind, else in its sketch (HLL updates are idempotent, so a
-    member added twice is counted once either way)."""
+    member added twice is counted once either way).
+
+    This runs for every stored update, so it costs few statements: one look-up for the
+    sketches of all six buckets, one insert of every exact bucket's members, and the buckets'
+    counts only when that insert added a member (members seen before change no count)."""
     by_kind: dict[str, set[int]] = {}
     for kind, member in members:
         by_kind.setdefault(kind, set()).add(member)
-    for grain in GRAINS:
-        start = period_start(grain, at)
+    if not by_kind:
+        return
+    starts = [(grain, period_start(grain, at)) for grain in GRAINS]
+    sketches: dict[tuple[str, str], bytes] = {
+        (grain, kind): blob
+        for grain, kind, blob in conn.execute(_SKETCHES_OF, (user_id, *_flat(starts)))
+    }
+    exact: list[tuple[str, int, int, str]] = []
+    for grain, start in starts:
         for kind, unique in by_kind.items():
             key = (grain, user_id, start, kind)
-            found = conn.execute(_SKETCH_GET, key).fetchone()
-            if found is not None:
-                sketch = datasketches.hll_sketch.deserialize(found[0])
-                for member in unique:
-                    sketch.update(member)
-                conn.execute(_SKETCH_SET, (bytes(sketch.serialize_compact()), *key))
+            found = sketches.get((grain, kind))
+            if found is None:
+                exact.append(key)
                 continue
-            conn.executemany(_MEMBER, [(*key, member) for member in unique])
-            (count,) = conn.execute(_MEMBER_COUNT, key).fetchone()
-            if count > EXACT_MEMBERS:
-                _to_sketch(conn, key)
+            sketch = datasketches.hll_sketch.deserialize(found)
+            for member in unique:
+                sketch.update(member)
+            conn.execute(_SKETCH_SET, (bytes(sketch.serialize_compact()), *key))
+    rows = [(*key, member) for key in exact for member in by_kind[key[3]]]
+    if not rows or conn.executemany(_MEMBER, rows).rowcount < 1:
+        return  # no new member: every count is what it was (at most the limit)
+    for key in exact:
+        (count,) = conn.execute(_MEMBER_COUNT, key).fetchone()
+        if count > EXACT_MEMBERS:
+            _to_sketch(conn, key)
+
+
+def _flat(pairs: Iterable[tuple[str, int]]) -> list[str | int]:
+    return [value for pair in pairs for value in pair]
 
 
 def _to_sketch(conn: sqlite3.Connection, key: tuple[str, int, int, str]) -> None:
