@@ -86,6 +86,10 @@ class HealthSample(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+# A webhook delivery handed over in memory: (update, its chat_key, received_at).
+_Pushed = tuple[Mapping[str, Any], Hashable, float]
+# Shared by every dormant bot with nothing undone (100,000 of them cost no list each).
+NOTHING_UNDONE: tuple[()] = ()
 
 
 class BotActor:
@@ -154,6 +158,11 @@ class BotActor:
         self.leftover_webhook = False
         self._idle_wait: trio.CancelScope | None = None
         self._preloaded: tuple[int | None, list[dict[str, Any]]] | None = None
+        # A dormant webhook bot's undone inbox, known without reading it: None (unknown: the
+        # next start reads the inbox), else exactly the deliveries committed since the bot
+        # went dormant with nothing undone, in arrival order (NOTHING_UNDONE: none yet). The
+        # next start hands them to its lanes from memory; the inbox stays their durable copy.
+        self._handover: list[_Pushed] | tuple[()] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -207,6 +216,9 @@ class BotActor:
         Raises :class:`LifecycleError` if the bot is not suspended or still stopping.
         """
         self.check_resumable()
+        # Deliveries to a suspended bot were stored, not handed over: the start reads them.
+        self._handover = None
+        self._preloaded = None if self.webhook_mode else self._preloaded
         self._transition(ActorState.IDLE)
         self.pipeline.health.resume()
         self.pipeline.breaker.reset()
@@ -214,6 +226,7 @@ class BotActor:
         self._check_status("resumed")
 
     def _apply_suspension(self, reason: str) -> None:
+        self._handover = None
         health = self.pipeline.health
         health.suspend(reason)
         stored = health.suspended_reason or ""  # redacted and cut as the tracker keeps it
@@ -278,6 +291,13 @@ class BotActor:
         if chat_migrations is not None:
             self._delivery.migrations.restore(chat_migrations)
 
+    def preload_dormant(self, chat_migrations: Mapping[int, int]) -> None:
+        """At load, for a webhook bot left dormant (not started) with nothing undone in its
+        inbox: its stored chat migrations, and that deliveries from now on are handed to its
+        next start in memory (so a wake reads nothing from SQLite)."""
+        self._delivery.migrations.restore(chat_migrations)
+        self._handover = NOTHING_UNDONE
+
     def status(self) -> BotStatus:
         return self.pipeline.status()
 
@@ -341,6 +361,14 @@ class BotActor:
         elif state is ActorState.RUNNING and self._lanes is not None:
             self._poller.dispatch_nowait(self._lanes, update, received_at, key)
         else:
+            handover = self._handover
+            if handover is not None:
+                # Dormant (or going dormant) with the undone inbox known: the next start
+                # takes this one from memory, after those before it.
+                if isinstance(handover, list):
+                    handover.append((update, key, received_at))
+                else:
+                    self._handover = [(update, key, received_at)]
             return False
         self._last_push = trio.current_time()
         return True
@@ -391,6 +419,9 @@ class BotActor:
         self._early = []
         try:
             await self._run(task_status)
+        except BaseException:
+            self._handover = None  # a crash: the next start reads the inbox
+            raise
         finally:
             self._early = None
             self._client = None
@@ -403,7 +434,15 @@ class BotActor:
         store = self._services.store
         poller = self._poller
         poller.arm()
-        if self._preloaded is not None:
+        handover, self._handover = self._handover, None
+        if handover is not None and not self.webhook_mode:
+            handover = None  # switched to polling meanwhile: the inbox and offset are read
+        pending: list[dict[str, Any]] = []
+        if handover is not None:
+            # Woken from dormancy with the undone inbox known (see push): no read, no
+            # offset (a webhook bot has none to keep), no wait for the last done marks.
+            self._preloaded = None
+        elif self._preloaded is not None:
             (offset, pending), self._preloaded = self._preloaded, None
             poller.prepare(offset)
         else:
@@ -434,7 +473,11 @@ class BotActor:
                 nursery.start_soon(self._status_loop)
                 self._transition(ActorState.RUNNING)
                 task_status.started()
-                await poller.dispatch_pending(lanes, pending)
+                if pending:
+                    await poller.dispatch_pending(lanes, pending)
+                for update, key, received_at in handover or ():
+                    # Committed with its lane named (the receiver's InboxEntry).
+                    poller.dispatch_nowait(lanes, update, received_at, key)
                 early, self._early = self._early or [], None
                 for update, key, received_at in early:
                     if key is None:
@@ -469,6 +512,9 @@ class BotActor:
                 # No await between the check and the state change: a delivery from here on
                 # finds the bot STOPPING, stays in the inbox and wakes the bot again.
                 self._transition(ActorState.STOPPING)
+                # Nothing undone now: what is pushed from here on is handed to the next
+                # start in memory (the inbox keeps it durably all the same).
+                self._handover = NOTHING_UNDONE
                 log.debug("bot %s: idle for %g s, going dormant", self.user_id, idle)
                 return
             # A lane still works (or is not reaped yet): look again once none is left.

@@ -59,7 +59,8 @@ class ChatMigrations:
 
     def restore(self, stored: Mapping[int, int]) -> None:
         """Seed from the stored mappings; what was learned meanwhile is kept."""
-        self._new = {**stored, **self._new}
+        if stored:
+            self._new = {**stored, **self._new}
         self._loaded = True
 
     def record(self, old_chat_id: int, new_chat_id: int) -> bool:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -70,6 +71,8 @@ DELETE_WEBHOOK_TIMEOUT = 10.0
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
+# The stored chat migrations of a bot that has none (read-only, shared by every such bot).
+_NO_MIGRATIONS: Mapping[int, int] = MappingProxyType({})
 
 
 # A bot in these states has no incarnation to write its usage counts.
@@ -272,8 +275,10 @@ class Fleet:
                 actor.preload(
                     offsets.get(record.user_id), undone, migrations.get(record.user_id, {})
                 )
-            # A dormant webhook bot reads its own when a delivery wakes it (what was read
-            # now would be stale by then).
+            elif actor.suspended_reason is None:
+                # Dormant with nothing undone: a delivery wakes it with the update in hand
+                # (committed to the inbox first), so the wake reads nothing from SQLite.
+                actor.preload_dormant(migrations.get(record.user_id, _NO_MIGRATIONS))
             self._bots[record.user_id] = _Registered(actor, record.source)
             if actor.webhook_mode:
                 self._queue_registration(actor)

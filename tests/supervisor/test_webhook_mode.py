@@ -203,6 +203,70 @@ async def test_a_suspended_webhook_bot_keeps_its_delivery_for_later(
         assert [row["update_id"] for row in await fleet.handle.store.inbox_pending(1)] == [61]
 
 
+async def test_a_woken_bot_takes_its_deliveries_in_hand_in_order_reading_no_inbox(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        store = fleet.handle.store
+        reads: list[str] = []
+        for name in ("inbox_pending", "load_offset", "load_bot_chat_migrations"):
+            original = getattr(store, name)
+
+            async def counted(*args: Any, _name: str = name, _original: Any = original) -> Any:
+                reads.append(_name)
+                return await _original(*args)
+
+            monkeypatch.setattr(store, name, counted)
+        await trio.sleep(1)
+        actor = fleet.handle.fleet.get(1)
+        # Two chats' updates, committed in a burst before the woken bot has started.
+        await deliver(fleet, 1, payloads.message(71, chat_id=111, text="one"))
+        await deliver(fleet, 1, payloads.message(72, chat_id=222, text="a"))
+        await deliver(fleet, 1, payloads.message(73, chat_id=111, text="two"))
+        await deliver(fleet, 1, payloads.message(74, chat_id=111, text="three"))
+        await trio.sleep(10)  # a chat's replies are paced (Telegram's per-chat limit)
+        sent = telegram.sent()
+        assert [p["text"] for p in sent if p["chat_id"] == 111] == ["one", "two", "three"]
+        assert [p["text"] for p in sent if p["chat_id"] == 222] == ["a"]
+        assert actor.statistics().handled_updates == 4
+        # Dormant again, then woken again: still nothing read back from SQLite.
+        await trio.sleep(IDLE + 5)
+        assert fleet.handle.supervisor.child_state(1) is None
+        await deliver(fleet, 1, payloads.edited_message(75, chat_id=111))
+        await deliver(fleet, 1, payloads.message(76, chat_id=111, text="four"))
+        await trio.sleep(5)
+        assert [p["text"] for p in telegram.sent()][-1] == "four"
+        assert actor.statistics().handled_updates == 6
+        assert reads == []
+        assert await store.inbox_pending(1) == []
+
+
+async def test_a_delivery_stored_while_suspended_is_handled_after_resume(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        # Woken once and dormant again (its undone inbox known to be empty), then suspended.
+        await deliver(fleet, 1, payloads.message(81, chat_id=111, text="before"))
+        await trio.sleep(IDLE + 5)
+        assert fleet.handle.supervisor.child_state(1) is None
+        await fleet.handle.fleet.suspend(1)
+        await deliver(fleet, 1, payloads.message(82, chat_id=111, text="while suspended"))
+        await trio.sleep(5)
+        await fleet.handle.fleet.resume(1)
+        await trio.sleep(1)
+        # Delivered after the resume: handled after the one stored while suspended.
+        await deliver(fleet, 1, payloads.message(83, chat_id=111, text="after"))
+        await trio.sleep(5)
+        assert [p["text"] for p in telegram.sent()] == ["before", "while suspended", "after"]
+        assert await fleet.handle.store.inbox_pending(1) == []
+
+
 async def test_a_polling_bot_deletes_its_leftover_webhook_before_it_polls(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
