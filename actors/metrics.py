@@ -4,7 +4,8 @@ Bot actors tell it what changes over one bounded channel (``EventSink``); it for
 events to live subscribers (the admin WebSocket), dropping any subscriber that falls behind.
 Its numbers come from the fleet's one health truth (:class:`~actors.fleet_health.FleetHealth`):
 the summary, and the snapshot of every bot it writes each ``persist_interval`` through the
-store's single writer. It also deletes rows older than ``retention_days``.
+store's single writer. It also deletes rows older than ``retention_days``. It holds the
+fleet's :class:`~actors.instruments.FleetInstruments` for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import trio
 
 from actors.events import BotEvent
 from actors.fleet_health import FleetHealth, FleetSummary
+from actors.instruments import FleetInstruments
 from storage import StorageError, Store
 
 __all__ = ["MetricsActor", "MetricsStatistics", "Subscription"]
@@ -77,8 +79,11 @@ class MetricsActor:
         usage_hour_retention_days: float = 35.0,
         usage_retention_days: float = 400.0,
         subscriber_buffer: int = 256,
+        instruments: FleetInstruments | None = None,
     ) -> None:
         self._store = store
+        # The bots' counters and histograms (FleetServices.instruments), read at scrape.
+        self._instruments = FleetInstruments() if instruments is None else instruments
         self._events = events
         self._health = health
         self._wall_clock = wall_clock
@@ -136,6 +141,11 @@ class MetricsActor:
     def health(self) -> FleetHealth:
         """The fleet's one health truth, which the summary and the snapshots read."""
         return self._health
+
+    @property
+    def instruments(self) -> FleetInstruments:
+        """The fleet's Prometheus counters and histograms (updates, calls, latencies)."""
+        return self._instruments
 
     def summary(self) -> FleetSummary:
         return self._health.summary()
