@@ -64,11 +64,13 @@ INSTRUMENT_METHODS: tuple[str, ...] = (*BOT_API_METHODS, OTHER_METHOD)
 
 _UPDATE_INDEX = {name: i for i, name in enumerate(INSTRUMENT_UPDATE_TYPES)}
 _OTHER_UPDATE = _UPDATE_INDEX["other"]
-_METHOD_INDEX = {name: i for i, name in enumerate(INSTRUMENT_METHODS)}
-_OTHER_METHOD = _METHOD_INDEX[OTHER_METHOD]
 _OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
-_OUTCOMES = len(OUTCOMES)
-_CALL_SLOTS = len(CALL_LATENCY_BOUNDS) + 1  # the last one: above every bound (+Inf)
+_OK = _OUTCOME_INDEX["ok"]
+# A method's row: its attempts by outcome, then its latency slots (the last one above every
+# bound: +Inf), then the latency sum.
+_FIRST_SLOT = len(OUTCOMES)
+_SUM = _FIRST_SLOT + len(CALL_LATENCY_BOUNDS) + 1
+_SENDS = tuple(method for method in BOT_API_METHODS if method.startswith("send"))
 
 
 @dataclass(frozen=True)
@@ -102,23 +104,14 @@ def _histogram(bounds: tuple[float, ...], slots: list[int], total: float) -> His
 class FleetInstruments:
     """The fleet's counters and histograms (see the module docstring)."""
 
-    __slots__ = (
-        "_call_slots",
-        "_call_sums",
-        "_calls",
-        "_reply_slots",
-        "_reply_sum",
-        "_sent",
-        "_updates",
-    )
+    __slots__ = ("_other", "_reply_slots", "_reply_sum", "_rows", "_updates")
 
     def __init__(self) -> None:
         self._updates = [0] * len(INSTRUMENT_UPDATE_TYPES)
-        # Flat, row-major: [method][outcome] and [method][latency slot].
-        self._calls = [0] * (len(INSTRUMENT_METHODS) * _OUTCOMES)
-        self._call_slots = [0] * (len(INSTRUMENT_METHODS) * _CALL_SLOTS)
-        self._call_sums = [0.0] * len(INSTRUMENT_METHODS)
-        self._sent = 0
+        self._rows: dict[str, list[float]] = {
+            method: [0] * _SUM + [0.0] for method in INSTRUMENT_METHODS
+        }
+        self._other = self._rows[OTHER_METHOD]
         self._reply_slots = [0] * (len(REPLY_LATENCY_BOUNDS) + 1)
         self._reply_sum = 0.0
 
@@ -129,15 +122,13 @@ class FleetInstruments:
         self._updates[_UPDATE_INDEX.get(kind, _OTHER_UPDATE)] += 1
 
     def count_call(self, method: str, outcome: str, seconds: float | None = None) -> None:
-        """One Bot API attempt of ``method`` with ``outcome`` (one of ``OUTCOMES``), and its
-        latency if measured; a successful ``send*`` is a message sent."""
-        m = _METHOD_INDEX.get(method, _OTHER_METHOD)
-        self._calls[m * _OUTCOMES + _OUTCOME_INDEX[outcome]] += 1
+        """One Bot API attempt of ``method`` (not a Bot API method: ``other``) with
+        ``outcome`` (one of ``OUTCOMES``), and its latency if measured."""
+        row = self._rows.get(method, self._other)
+        row[_OUTCOME_INDEX[outcome]] += 1
         if seconds is not None:
-            self._call_slots[m * _CALL_SLOTS + bisect_left(CALL_LATENCY_BOUNDS, seconds)] += 1
-            self._call_sums[m] += seconds
-        if outcome == "ok" and method[:4] == "send":
-            self._sent += 1
+            row[_FIRST_SLOT + bisect_left(CALL_LATENCY_BOUNDS, seconds)] += 1
+            row[_SUM] += seconds
 
     def observe_reply_latency(self, seconds: float) -> None:
         """An update's first reply was sent ``seconds`` after the update was stored."""
@@ -148,21 +139,21 @@ class FleetInstruments:
 
     def statistics(self) -> InstrumentStatistics:
         """Everything counted so far, the histograms cumulative (a few thousand list reads:
-        done per scrape, never per observation)."""
+        done per scrape, never per observation). Messages sent are the ``ok`` attempts of
+        the Bot API's ``send*`` methods."""
         calls: dict[tuple[str, str], int] = {}
         latency: dict[str, Histogram] = {}
-        for m, method in enumerate(INSTRUMENT_METHODS):
-            row = self._calls[m * _OUTCOMES : (m + 1) * _OUTCOMES]
-            for outcome, count in zip(OUTCOMES, row, strict=True):
+        for method, row in self._rows.items():
+            for outcome, count in zip(OUTCOMES, row[:_FIRST_SLOT], strict=True):
                 if count:
-                    calls[(method, outcome)] = count
-            slots = self._call_slots[m * _CALL_SLOTS : (m + 1) * _CALL_SLOTS]
+                    calls[(method, outcome)] = int(count)
+            slots = [int(n) for n in row[_FIRST_SLOT:_SUM]]
             if any(slots):
-                latency[method] = _histogram(CALL_LATENCY_BOUNDS, slots, self._call_sums[m])
+                latency[method] = _histogram(CALL_LATENCY_BOUNDS, slots, row[_SUM])
         return InstrumentStatistics(
             updates=dict(zip(INSTRUMENT_UPDATE_TYPES, self._updates, strict=True)),
             calls=calls,
-            messages_sent=self._sent,
+            messages_sent=sum(int(self._rows[method][_OK]) for method in _SENDS),
             call_latency=latency,
             reply_latency=_histogram(REPLY_LATENCY_BOUNDS, self._reply_slots, self._reply_sum),
         )
