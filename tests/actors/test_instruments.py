@@ -13,8 +13,8 @@ from actors import (
     UPDATE_TYPES,
     FleetInstruments,
 )
-from actors.botapi import BOT_API_METHODS, method_label
-from actors.usage import UsageMeter
+from actors.botapi import BOT_API_METHODS, ErrorCategory, method_label
+from actors.usage import UsageMeter, call_outcome
 from storage import LATENCY_BOUNDS_MS, OUTCOMES, latency_quantile
 
 
@@ -133,3 +133,13 @@ def test_the_usage_meter_feeds_the_fleet_and_two_fleets_do_not_share() -> None:
     assert stats.messages_sent == 1
     assert two.statistics().calls == {}
     assert two.statistics().messages_sent == 0
+
+
+def test_every_error_category_has_an_outcome_label() -> None:
+    """A category without one would make the pipeline's count raise on the hot path."""
+    instruments = FleetInstruments()
+    for category in ErrorCategory:
+        outcome = call_outcome(category.value)
+        assert outcome in OUTCOMES
+        instruments.count_call("sendMessage", outcome, 0.1)
+    assert sum(instruments.statistics().calls.values()) == len(ErrorCategory)
