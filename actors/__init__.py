@@ -73,6 +73,15 @@ from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
 from actors.handlers import HandlerContext, HandlerError, import_handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
+from actors.instruments import (
+    CALL_LATENCY_BOUNDS,
+    INSTRUMENT_METHODS,
+    INSTRUMENT_UPDATE_TYPES,
+    REPLY_LATENCY_BOUNDS,
+    FleetInstruments,
+    Histogram,
+    InstrumentStatistics,
+)
 from actors.lanes import ChatLanes, LaneStatistics, chat_key, update_chat_id, update_payload
 from actors.lifecycle import ActorState, LifecycleError
 from actors.limits import (
@@ -123,11 +132,15 @@ from actors.webhook import (
 
 __all__ = [
     "BOT_CONNECTIONS",
+    "CALL_LATENCY_BOUNDS",
     "COMMIT_BUCKETS",
     "DEFAULT_ALLOWED_UPDATES",
+    "INSTRUMENT_METHODS",
+    "INSTRUMENT_UPDATE_TYPES",
     "LISTEN_RULE",
     "MAX_USER_ID",
     "REJECTION_REASONS",
+    "REPLY_LATENCY_BOUNDS",
     "UPDATE_TYPES",
     "USER_ID_RULE",
     "ActorState",
@@ -165,6 +178,7 @@ __all__ = [
     "FleetError",
     "FleetHealth",
     "FleetHttpPool",
+    "FleetInstruments",
     "FleetServices",
     "FleetSummary",
     "FloodGate",
@@ -180,6 +194,8 @@ __all__ = [
     "HealthSample",
     "HealthStatistics",
     "HealthTracker",
+    "Histogram",
+    "InstrumentStatistics",
     "Jitter",
     "JitterKind",
     "LaneStatistics",

@@ -125,6 +125,7 @@ class BotActor:
             on_suspend=self._suspend_after_error,
             confirm_token=self._token_accepted,
             policies=services.retry_policies,
+            instruments=services.instruments,
         )
         self._state = ActorState.IDLE
         self._status = BotStatus.HEALTHY

@@ -8,6 +8,7 @@ store's single writer. It also deletes rows older than ``retention_days``, and h
 rows once no redelivery can need them (below the bot's offset, on the snapshot cadence; or
 received more than :data:`DONE_UPDATE_DEDUPE_SECONDS` ago, in the retention task: the only
 rule for webhook bots, which have no offset).
+It holds the fleet's :class:`~actors.instruments.FleetInstruments` for ``/metrics``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import trio
 
 from actors.events import BotEvent
 from actors.fleet_health import FleetHealth, FleetSummary
+from actors.instruments import FleetInstruments
 from storage import StorageError, Store
 
 __all__ = ["DONE_UPDATE_DEDUPE_SECONDS", "MetricsActor", "MetricsStatistics", "Subscription"]
@@ -84,8 +86,11 @@ class MetricsActor:
         usage_hour_retention_days: float = 35.0,
         usage_retention_days: float = 400.0,
         subscriber_buffer: int = 256,
+        instruments: FleetInstruments | None = None,
     ) -> None:
         self._store = store
+        # The bots' counters and histograms (FleetServices.instruments), read at scrape.
+        self._instruments = FleetInstruments() if instruments is None else instruments
         self._events = events
         self._health = health
         self._wall_clock = wall_clock
@@ -143,6 +148,11 @@ class MetricsActor:
     def health(self) -> FleetHealth:
         """The fleet's one health truth, which the summary and the snapshots read."""
         return self._health
+
+    @property
+    def instruments(self) -> FleetInstruments:
+        """The fleet's Prometheus counters and histograms (updates, calls, latencies)."""
+        return self._instruments
 
     def summary(self) -> FleetSummary:
         return self._health.summary()

@@ -46,6 +46,7 @@ from actors.botapi.errors import (
 from actors.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from actors.config import RetryConfig
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
+from actors.instruments import FleetInstruments
 from actors.limits import ChatLimiters, FloodGate, GlobalRateLimiter, TokenBucket
 from actors.retry import (
     RetryCounters,
@@ -99,6 +100,7 @@ class RequestPipeline:
         on_suspend: Callable[[str], None],
         confirm_token: Callable[[], Awaitable[bool | None]] | None = None,
         policies: Mapping[ErrorCategory, RetryPolicy] | None = None,
+        instruments: FleetInstruments | None = None,
     ) -> None:
         self._user_id = user_id
         self._breaker = breaker
@@ -119,7 +121,7 @@ class RequestPipeline:
         self._retry_uncertain = retry.retry_uncertain_sends
         self._refused = 0
         self._in_flight = 0
-        self._usage = UsageMeter()
+        self._usage = UsageMeter(instruments)
 
     @property
     def user_id(self) -> int:
@@ -224,7 +226,11 @@ class RequestPipeline:
                 self._record_error(
                     error, chat_id, latency if measure_latency else None, generation, poll=poll
                 )
-                self._usage.count_call(method, call_outcome(error.category.value))
+                self._usage.count_call(
+                    method,
+                    call_outcome(error.category.value),
+                    latency if measure_latency else None,
+                )
                 last_error = error
             except BaseException:
                 # Cancelled, or not a Bot API outcome at all: says nothing about the bot, but
@@ -233,13 +239,12 @@ class RequestPipeline:
                 raise
             else:
                 self._breaker.record_success(generation=generation, poll=poll)
-                self._usage.count_call(method, "ok")
+                latency = trio.current_time() - started
+                self._usage.count_call(method, "ok", latency if measure_latency else None)
                 if poll:
                     self._health.record_poll_success()
                 else:
-                    self._health.record_success(
-                        trio.current_time() - started if measure_latency else None
-                    )
+                    self._health.record_success(latency if measure_latency else None)
                 if retries:
                     self._counters.record_recovered()
                 return result

@@ -249,9 +249,11 @@ class Poller:
         ]
         new_ids = set(await store.inbox_add(self._user_id, entries, next_offset, now))
         self._offset = next_offset
-        for update, key in zip(updates, keys, strict=True):
-            if int(update["update_id"]) in new_ids:
-                await self.dispatch(lanes, update, now, key)
+        instruments = self._services.instruments
+        for entry, key in zip(entries, keys, strict=True):
+            if int(entry.update["update_id"]) in new_ids:
+                instruments.count_update(entry.kind)
+                await self.dispatch(lanes, entry.update, now, key)
 
 
 def webhook_is_set(exc: BotApiError) -> bool:

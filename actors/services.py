@@ -20,6 +20,7 @@ from actors.config import (
     WebhookConfig,
 )
 from actors.events import EventSink
+from actors.instruments import FleetInstruments
 from actors.limits import GlobalRateLimiter
 from actors.retry import RetryPolicy, retry_policies
 from storage import Store
@@ -51,6 +52,8 @@ class FleetServices:
     handlers: HandlersConfig = field(default_factory=HandlersConfig)
     # The [webhook] section: a webhook bot's dormancy (idle_seconds) and registration.
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    # The fleet's Prometheus counters and histograms (the metrics actor holds the same one).
+    instruments: FleetInstruments = field(default_factory=FleetInstruments)
 
     @cached_property
     def retry_policies(self) -> dict[ErrorCategory, RetryPolicy]:

@@ -5,10 +5,14 @@ counts reach SQLite through the store's one writer, taken with :meth:`UsageMeter
 an update's done mark (the same transaction, so the sends of a handled update and its mark
 commit together) and every ``supervisor.report_interval`` for what no update carries
 (getUpdates polls, webhook deliveries). Metric names are :mod:`storage.usage`'s.
+
+Calls and reply latencies also go to the daemon's :class:`~actors.instruments.FleetInstruments`
+(the Prometheus counters and histograms) when the meter is given them: one place counts both.
 """
 
 from __future__ import annotations
 
+from actors.instruments import FleetInstruments
 from storage import latency_metric
 
 __all__ = ["UsageMeter", "call_outcome"]
@@ -27,19 +31,23 @@ def call_outcome(category: str | None) -> str:
 class UsageMeter:
     """Counts not yet written, metric name -> count."""
 
-    __slots__ = ("_counts",)
+    __slots__ = ("_counts", "_fleet")
 
-    def __init__(self) -> None:
+    def __init__(self, fleet: FleetInstruments | None = None) -> None:
         self._counts: dict[str, int] = {}
+        self._fleet = fleet
 
     def count(self, metric: str, n: int = 1) -> None:
         """Add ``n`` to ``metric``."""
         counts = self._counts
         counts[metric] = counts.get(metric, 0) + n
 
-    def count_call(self, method: str, outcome: str) -> None:
+    def count_call(self, method: str, outcome: str, seconds: float | None = None) -> None:
         """One Bot API attempt of ``method`` with ``outcome`` (see :func:`call_outcome`, or
-        ``retried`` for a retry scheduled); a successful ``send*`` is a message sent."""
+        ``retried`` for a retry scheduled); a successful ``send*`` is a message sent.
+        ``seconds``, the attempt's latency where measured, goes to the fleet's histogram."""
+        if self._fleet is not None:
+            self._fleet.count_call(method, outcome, seconds)
         counts = self._counts
         metric = f"calls.{method}.{outcome}"
         counts[metric] = counts.get(metric, 0) + 1
@@ -48,6 +56,8 @@ class UsageMeter:
 
     def count_reply_latency(self, seconds: float) -> None:
         """An update's first reply, ``seconds`` after the update was stored."""
+        if self._fleet is not None:
+            self._fleet.observe_reply_latency(seconds)
         counts = self._counts
         metric = latency_metric(seconds)
         counts[metric] = counts.get(metric, 0) + 1

@@ -5,7 +5,9 @@ process) with one collector that reads ``statistics()`` records at scrape time: 
 counted twice and nothing is kept between scrapes.
 
 Cardinality: 9 series per bot (label ``user_id``) unless ``admin.metrics_per_bot = false``,
-plus about 50 fleet and daemon series; docs/OPERATIONS.md has the arithmetic for large fleets.
+plus about 50 fleet and daemon series, 24 of updates by type, and, for each Bot API method
+the fleet calls, up to 7 of calls by outcome and 15 of its latency histogram (methods from a
+fixed list, the rest ``other``); docs/OPERATIONS.md has the arithmetic for large fleets.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors import COMMIT_BUCKETS, BotStatistics, BotStatus, BreakerState
+from actors import (
+    COMMIT_BUCKETS,
+    BotStatistics,
+    BotStatus,
+    BreakerState,
+    Histogram,
+    InstrumentStatistics,
+)
 from admin.context import AdminContext
 from admin.dead_letters import DeadLetterActions
 from admin.events import EventStreams
@@ -203,6 +212,7 @@ class FleetCollector:
                 restarts,
             )
         yield from self._fleet(totals)
+        yield from _instrument_families(ctx.metrics.instruments.statistics())
         yield from self._daemon()
         yield from self._webhook()
 
@@ -383,6 +393,50 @@ class FleetCollector:
                 "Client addresses tracked by the IP rate limit",
                 limits.clients,
             )
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    bounds = [f"{bound:g}" for bound in histogram.bounds] + ["+Inf"]
+    return list(zip(bounds, histogram.cumulative, strict=True))
+
+
+def _instrument_families(stats: InstrumentStatistics) -> Iterator[Metric]:
+    """The fleet's own counters and histograms (actors.FleetInstruments): fleet-wide only,
+    whatever ``metrics_per_bot`` says; labels from fixed sets (docs/OPERATIONS.md)."""
+    updates = CounterMetricFamily(
+        "botvisor_updates_received",
+        "Updates first stored in the inbox, by update type ('other': a type botvisor does "
+        "not know); a redelivered update is not counted again",
+        labels=["type"],
+    )
+    for kind, count in stats.updates.items():
+        updates.add_metric([kind], count)
+    yield updates
+    calls = CounterMetricFamily(
+        "botvisor_api_calls",
+        "Bot API call attempts by method ('other': not a Bot API method name) and outcome "
+        "(ok, retried, throttled, failed_<category>)",
+        labels=["method", "outcome"],
+    )
+    for (method, outcome), count in stats.calls.items():
+        calls.add_metric([method, outcome], count)
+    yield calls
+    yield _counter("botvisor_messages_sent", "Successful send* Bot API calls", stats.messages_sent)
+    latency = HistogramMetricFamily(
+        "botvisor_api_call_duration_seconds",
+        "Latency of Bot API call attempts by method (getUpdates long polls excluded)",
+        labels=["method"],
+    )
+    for method, histogram in stats.call_latency.items():
+        latency.add_metric([method], _buckets(histogram), histogram.sum)
+    yield latency
+    reply = stats.reply_latency
+    yield HistogramMetricFamily(
+        "botvisor_reply_latency_seconds",
+        "From an update stored in the inbox to its first reply sent",
+        buckets=_buckets(reply),
+        sum_value=reply.sum,
+    )
 
 
 def metrics_registry(collector: FleetCollector) -> CollectorRegistry:

@@ -6,11 +6,20 @@
 (b) The writer's side (a worker thread, not the event loop): the extra statements of a
     100-update inbox batch (its counts by type and distinct chats and users, hour, day and
     month) and of a done mark's usage, per update.
+(a') The same with the daemon's Prometheus instruments (``FleetInstruments``: the update's
+    type, the calls by method and outcome with their latency histogram, the reply latency
+    histogram), and the instruments alone: µs per update, µs per Bot API call, and what one
+    scrape's ``statistics()`` costs (cumulative buckets of every method called).
 (c) Bytes on disk for 10,000 bots × 30 days at the demo's traffic (3 chats a bot, a message
     every 10 s in each: 1,080 updates an hour a bot, each answered): a sample of bots is
     written hour by hour through the real job functions (distinct chats and users exact at
     this traffic: 3 and 5 a bot, below the sketch threshold), the file measured after VACUUM, and
     scaled to 10,000 bots (rows are per bot, so size grows linearly with bots).
+(d) Sketch-sized traffic: bots with more distinct users an hour than ``EXACT_MEMBERS`` (64),
+    so every hour's, day's and month's bucket crosses into its HLL sketch: µs per update on
+    the loop (the type and sender read from a realistic update, the counts and instruments)
+    and in the writer (counts by type and distinct chats/users of 20-update inbox batches,
+    from users each writing twice an hour), over hours so buckets start exact and cross.
 
 Run ``python -m bench.usage [--quick]``; ``run()`` returns the figures and ``markdown()``
 renders them for docs/BENCHMARKS.md.
@@ -26,9 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from actors import FleetInstruments
+from actors.lanes import usage_kind
 from actors.usage import UsageMeter
 from storage import migrate, open_database
-from storage.usage import add_counts, add_members
+from storage.usage import EXACT_MEMBERS, add_counts, add_members
 
 __all__ = ["markdown", "run"]
 
@@ -53,6 +64,119 @@ def _hot_path(updates: int, repeats: int) -> dict[str, float]:
             meter.take()
         per_update.append((time.perf_counter() - started) / updates * 1e6)
     return {"median": statistics.median(per_update), "max": max(per_update)}
+
+
+def _handled(meter: UsageMeter, instruments: FleetInstruments | None, updates: int) -> float:
+    """µs per update of (a)'s counts, with the instruments' update count if given."""
+    started = time.perf_counter()
+    for n in range(updates):
+        if instruments is not None:
+            instruments.count_update("message")
+        meter.count_call("getUpdates", "ok")
+        meter.count_call("sendMessage", "ok", 0.04 + (n % 9) * 0.03)
+        meter.count_reply_latency(0.05 + (n % 7) * 0.1)
+        meter.take()
+    return (time.perf_counter() - started) / updates * 1e6
+
+
+def _instrumented(updates: int, repeats: int) -> dict[str, float]:
+    """(a'): the hot path of (a) with the fleet's instruments, and the instruments alone.
+    With and without run back to back in each repeat, so their difference (the instruments'
+    own cost) holds on a machine whose other load varies."""
+    per_update, extra, per_call, scrape_ms = [], [], [], []
+    methods = ("sendMessage", "answerCallbackQuery", "editMessageText", "sendPhoto", "getMe")
+    for _ in range(repeats):
+        without = _handled(UsageMeter(), None, updates)
+        instruments = FleetInstruments()
+        with_them = _handled(UsageMeter(instruments), instruments, updates)
+        per_update.append(with_them)
+        extra.append(with_them - without)
+        started = time.perf_counter()
+        for n in range(updates):
+            instruments.count_call(methods[n % 5], "ok", 0.04 + (n % 9) * 0.03)
+        per_call.append((time.perf_counter() - started) / updates * 1e6)
+        started = time.perf_counter()
+        for _scrape in range(20):
+            instruments.statistics()
+        scrape_ms.append((time.perf_counter() - started) / 20 * 1e3)
+    return {
+        "per_update_median": statistics.median(per_update),
+        "per_update_max": max(per_update),
+        "extra_median": statistics.median(extra),
+        "per_call_median": statistics.median(per_call),
+        "per_call_max": max(per_call),
+        "scrape_ms": statistics.median(scrape_ms),
+    }
+
+
+def _message(update_id: int, user: int) -> dict[str, Any]:
+    """A private-chat text message as the Bot API sends it."""
+    person = {"id": user, "is_bot": False, "first_name": "Ada", "username": f"user{user}"}
+    return {
+        "update_id": update_id,
+        "message": {
+            "message_id": update_id,
+            "from": {**person, "language_code": "en"},
+            "chat": {**person, "type": "private"},
+            "date": 1_800_000_000,
+            "text": f"question {update_id}",
+        },
+    }
+
+
+def _sketch_sized(work: Path, bots: int, hours: int, users: int) -> dict[str, Any]:
+    """(d): ``users`` distinct users a bot an hour, each writing twice, in 20-update batches."""
+    batch = 20
+    updates = [_message(n, 500_000 + n % users) for n in range(2 * users)]
+    instruments = FleetInstruments()
+    meter = UsageMeter(instruments)
+    loop_us = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for n, update in enumerate(updates):
+            kind, _sender = usage_kind(update)
+            instruments.count_update(kind)
+            meter.count_call("sendMessage", "ok", 0.04 + (n % 9) * 0.03)
+            meter.count_reply_latency(0.05 + (n % 7) * 0.1)
+            if n % batch == 0:
+                meter.count_call("getUpdates", "ok")
+            meter.take()
+        loop_us.append((time.perf_counter() - started) / len(updates) * 1e6)
+    db = open_database(work / "sketch.db")
+    migrate(db)
+    conn = db.conn
+    written = 0
+    started = time.perf_counter()
+    for hour in range(hours):
+        for bot in range(bots):
+            user_id = 1_000 + bot
+            # Each hour its own users, so each hour's buckets start exact and cross over.
+            base = 500_000 + hour * users
+            for first in range(0, 2 * users, batch):
+                at = T0 + hour * HOUR + first
+                senders = [base + (first + i) % users for i in range(batch)]
+                conn.execute("BEGIN")
+                add_counts(conn, user_id, {"updates.message": batch}, at)
+                add_members(
+                    conn,
+                    user_id,
+                    [("chat", u) for u in senders] + [("user", u) for u in senders],
+                    at,
+                )
+                conn.execute("COMMIT")
+                written += batch
+    writer_us = (time.perf_counter() - started) / written * 1e6
+    sketches = conn.execute("SELECT COUNT(*) FROM usage_sketches").fetchone()[0]
+    db.close()
+    return {
+        "bots": bots,
+        "hours": hours,
+        "users_per_hour": users,
+        "updates": written,
+        "sketches": sketches,
+        "loop_us": statistics.median(loop_us),
+        "writer_us": writer_us,
+    }
 
 
 def _writer_side(work: Path, batches: int) -> dict[str, float]:
@@ -136,15 +260,25 @@ def run(
     with tempfile.TemporaryDirectory(prefix="botvisor-bench-", dir=directory) as tmp:
         work = Path(tmp)
         hot = _hot_path(20_000 if quick else 200_000, 3 if quick else 7)
+        instrumented = _instrumented(20_000 if quick else 200_000, 3 if quick else 7)
         writer = _writer_side(work, 50 if quick else 500)
         disk = _disk(work, sample_bots or (10 if quick else 100))
-    return {"hot_path_us": hot, "writer": writer, "disk": disk}
+        sketch = _sketch_sized(work, 2 if quick else 20, 2 if quick else 3, 500)
+    return {
+        "hot_path_us": hot,
+        "instrumented": instrumented,
+        "writer": writer,
+        "disk": disk,
+        "sketch": sketch,
+    }
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The figures of ``run`` as a Markdown section."""
     hot, writer, disk = results["hot_path_us"], results["writer"], results["disk"]
+    inst, sketch = results["instrumented"], results["sketch"]
     verdict = "met" if hot["median"] <= TARGET_US else "**missed**"
+    inst_verdict = "met" if inst["per_update_median"] <= TARGET_US else "**missed**"
     return "\n".join(
         [
             "### Usage analytics",
@@ -152,6 +286,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"- Counting on the event loop: median **{hot['median']:.2f} µs** per update "
             f"(max {hot['max']:.2f}) for a handled update's counts and its done mark's "
             f"`take()`; target ≤ {TARGET_US:g} µs: {verdict}.",
+            f"- With the Prometheus instruments as well (update type, calls by method and "
+            f"outcome, call and reply latency histograms): median "
+            f"**{inst['per_update_median']:.2f} µs** per update (max "
+            f"{inst['per_update_max']:.2f}), of which the instruments "
+            f"{inst['extra_median']:.2f} µs (the same loop without them, run alternately); "
+            f"target ≤ {TARGET_US:g} µs: {inst_verdict}. One "
+            f"Bot API call's observation alone: {inst['per_call_median']:.2f} µs (max "
+            f"{inst['per_call_max']:.2f}); one scrape's `statistics()`: "
+            f"{inst['scrape_ms']:.2f} ms.",
             f"- In the writer's thread: {writer['inbox_per_update_us']:.2f} µs per update for "
             "the counts and distinct chats/users of a 100-update inbox batch, "
             f"{writer['done_per_update_us']:.2f} µs per done mark's usage (hour, day and "
@@ -160,6 +303,11 @@ def markdown(results: dict[str, Any]) -> str:
             f"**{disk['fleet_bytes'] / 2**20:,.0f} MiB** "
             f"({disk['bytes_per_bot_day'] / 1024:.1f} KiB a bot a day; measured on "
             f"{disk['sample_bots']} bots after VACUUM and scaled, rows being per bot).",
+            f"- Sketch-sized traffic ({sketch['users_per_hour']} distinct users a bot an hour, "
+            f"above the {EXACT_MEMBERS} kept exactly; {sketch['bots']} bots × "
+            f"{sketch['hours']} h, {sketch['updates']:,} updates, {sketch['sketches']} "
+            f"sketches): **{sketch['loop_us']:.2f} µs** per update on the loop, "
+            f"**{sketch['writer_us']:.2f} µs** per update in the writer (20-update batches).",
             "",
         ]
     )

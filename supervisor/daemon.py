@@ -187,6 +187,7 @@ class Daemon:
             retention_check_interval=config.storage.retention_check_interval,
             usage_hour_retention_days=config.storage.usage_hour_retention_days,
             usage_retention_days=config.storage.usage_retention_days,
+            instruments=services.instruments,
         )
 
         receiver: WebhookReceiver | None = None

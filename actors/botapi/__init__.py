@@ -5,6 +5,7 @@ Other packages import from here only:
 - :class:`BotApiClient`, :func:`make_http_client`, :func:`shared_ssl_context`: calling the API;
   :class:`FleetHttpPool`: the fleet's one connection pool, a bounded share per bot.
 - :class:`BotApiError` and its subclasses, :class:`ErrorCategory`: what a failed call means.
+- :data:`BOT_API_METHODS`, :func:`method_label`: the method names, a bounded metric label.
 
 The simulated server is :mod:`actors.simulator`, which production code never imports.
 """
@@ -25,10 +26,13 @@ from actors.botapi.errors import (
     TransportError,
     categorize,
 )
+from actors.botapi.methods import BOT_API_METHODS, OTHER_METHOD, method_label
 from actors.botapi.pool import BotHttp, FleetHttpPool, HttpPoster
 
 __all__ = [
+    "BOT_API_METHODS",
     "BOT_CONNECTIONS",
+    "OTHER_METHOD",
     "BotApiClient",
     "BotApiError",
     "BotHttp",
@@ -42,5 +46,6 @@ __all__ = [
     "TransportError",
     "categorize",
     "make_http_client",
+    "method_label",
     "shared_ssl_context",
 ]

@@ -12,8 +12,10 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors import CALL_LATENCY_BOUNDS, INSTRUMENT_METHODS, REPLY_LATENCY_BOUNDS
 from actors.simulator import FaultProfile, SimulatedBotApi
-from tests.admin.helpers import AUTH, admin_fleet, client, make_app
+from tests import payloads
+from tests.admin.helpers import AUTH, add_api_bot, admin_fleet, client, make_app
 
 PER_BOT = {
     "botvisor_bot_status",
@@ -120,3 +122,139 @@ async def test_each_app_has_its_own_registry(
         assert "botvisor_" not in global_text
         async with client(other, **AUTH) as http:
             assert (await http.get("/metrics")).status_code == 200
+
+
+FLEET_FAMILIES = {
+    "botvisor_updates_received": "counter",
+    "botvisor_api_calls": "counter",
+    "botvisor_messages_sent": "counter",
+    "botvisor_api_call_duration_seconds": "histogram",
+    "botvisor_reply_latency_seconds": "histogram",
+}
+
+
+def buckets(text: str, name: str, **labels: str) -> list[tuple[float, float]]:
+    """The (le, cumulative count) pairs of one histogram series, in exposition order."""
+    found = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            rest = {k: v for k, v in sample.labels.items() if k != "le"}
+            if rest == labels:
+                found.append((float(sample.labels["le"]), sample.value))
+    return found
+
+
+async def test_fleet_counters_and_histograms_count_what_the_simulator_saw(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    api = SimulatedBotApi(rng=random.Random(3))
+    api.set_faults(FaultProfile(latency=0.2))  # every call answers in 200 ms
+    async with admin_fleet(tmp_path / "a.db", [1], api=api, metrics_per_bot=False) as admin:
+        token = admin.fleet.tokens[1]
+        for n in range(4):
+            admin.api.send_user_message(token, 111 + n % 2, f"question {n}")
+        admin.api.send_update(token, payloads.edited_message(chat_id=111))
+        admin.api.send_update(token, payloads.my_chat_member(chat_id=-4001, user_id=222))
+        admin.api.send_update(token, payloads.inline_query(user_id=333))
+        admin.api.send_update(token, payloads.future_update(chat_id=-4001))
+        # A tenant whose handler calls a method Telegram does not have: a 404 the handler
+        # lets through, so its update is dead-lettered.
+        token2 = await add_api_bot(
+            admin, 2, handler="tests.handlers_for_tests:call_a_misspelled_method"
+        )
+        admin.api.send_user_message(token2, 777, "typo")
+        await trio.sleep(60)
+        report = admin.api.report()
+
+        response = await admin.http.get("/metrics")
+        text = response.text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        for name, kind in FLEET_FAMILIES.items():
+            assert families[name].type == kind, name
+            # Fleet-wide only: no family of these has a user_id label, per_bot or not.
+            assert all("user_id" not in s.labels for s in families[name].samples), name
+        values = samples(text)
+
+        def updates(kind: str) -> float:
+            return values[("botvisor_updates_received_total", (("type", kind),))]
+
+        assert updates("message") == 5  # four for bot 1, one for bot 2
+        assert updates("edited_message") == 1
+        assert updates("my_chat_member") == 1
+        assert updates("inline_query") == 1
+        assert updates("other") == 1  # the future update type
+        assert updates("callback_query") == 0  # every known type is there, zeros too
+        delivered = sum(
+            v for (n, _l), v in values.items() if n == "botvisor_updates_received_total"
+        )
+        assert delivered == report.updates_confirmed == 9
+
+        def calls(method: str, outcome: str) -> float:
+            key = ("botvisor_api_calls_total", (("method", method), ("outcome", outcome)))
+            return values.get(key, 0)
+
+        # Echo answers the four messages and the edit.
+        assert calls("sendMessage", "ok") == report.replies == 5
+        assert values[("botvisor_messages_sent_total", ())] == 5
+        # sendMesage: Telegram's 404 for one call (the token is fine), labelled other.
+        assert calls("other", "failed_chat") == 1
+        assert values[("botvisor_handler_errors_total", ())] == 1
+        assert values[("botvisor_dead_letters_total", ())] == 1
+        assert calls("getUpdates", "ok") >= 2
+        methods = {
+            dict(labels)["method"] for (n, labels) in values if n == "botvisor_api_calls_total"
+        }
+        assert methods <= set(INSTRUMENT_METHODS)
+        assert "sendMesage" not in text
+
+        # The call latency histogram: every 200 ms sendMessage in the (0.1, 0.25] bucket.
+        send = buckets(text, "botvisor_api_call_duration_seconds", method="sendMessage")
+        assert [le for le, _count in send] == [*CALL_LATENCY_BOUNDS, float("inf")]
+        by_le = dict(send)
+        assert by_le[0.1] == 0
+        assert by_le[0.25] == by_le[float("inf")] == 5
+        count = values[("botvisor_api_call_duration_seconds_count", (("method", "sendMessage"),))]
+        total = values[("botvisor_api_call_duration_seconds_sum", (("method", "sendMessage"),))]
+        assert count == 5
+        assert abs(total - 5 * 0.2) < 1e-6
+        # Long polls are not timed: getUpdates has counts but no latency series.
+        assert not buckets(text, "botvisor_api_call_duration_seconds", method="getUpdates")
+
+        # Reply latency: one per update answered (five), cumulative, at least the call's 200 ms.
+        reply = buckets(text, "botvisor_reply_latency_seconds")
+        assert [le for le, _count in reply] == [*REPLY_LATENCY_BOUNDS, float("inf")]
+        counts = [count for _le, count in reply]
+        assert counts == sorted(counts)
+        assert dict(reply)[0.1] == 0
+        assert counts[-1] == values[("botvisor_reply_latency_seconds_count", ())] == 5
+        assert values[("botvisor_reply_latency_seconds_sum", ())] >= 5 * 0.2
+        assert admin.fleet.tokens[1] not in text
+
+        promtool = shutil.which("promtool")
+        if promtool is not None:
+            checked = await trio.run_process(
+                [promtool, "check", "metrics"],
+                stdin=text.encode(),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+            assert checked.returncode == 0, checked.stderr.decode()
+
+
+async def test_per_bot_series_add_no_per_bot_histograms(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with admin_fleet(tmp_path / "a.db", [1, 2]) as admin:
+        admin.api.send_user_message(admin.fleet.tokens[1], 42, "hi")
+        await trio.sleep(10)
+        text = (await admin.http.get("/metrics")).text
+        per_bot_families = {
+            family.name
+            for family in text_string_to_metric_families(text)
+            if any("user_id" in s.labels for s in family.samples)
+        }
+        assert per_bot_families == PER_BOT
+        assert samples(text)[("botvisor_reply_latency_seconds_count", ())] == 1

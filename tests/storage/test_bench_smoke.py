@@ -81,6 +81,14 @@ def test_the_usage_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
     results = usage.run(quick=True, directory=str(tmp_path), sample_bots=1)
     assert results["hot_path_us"]["median"] > 0
+    assert (
+        results["instrumented"]["per_update_median"]
+        > results["instrumented"]["per_call_median"]
+        > 0
+    )
+    # Sketch-sized traffic did cross into sketches (hour, day and month, chats and users).
+    assert results["sketch"]["sketches"] >= 6
     assert results["disk"]["fleet_bytes"] > results["disk"]["sample_bytes"] > 0
     text = usage.markdown(results)
     assert "10,000 bots × 30 days" in text and "µs per update" in text
+    assert "Prometheus instruments" in text and "Sketch-sized traffic" in text

@@ -267,6 +267,10 @@ async def test_an_update_delivered_twice_is_handled_once(
         await trio.sleep(5)
         assert actor.state is ActorState.IDLE  # a duplicate wakes nobody
         assert receiver.statistics().accepted_duplicate == len(lost) + 2
+        # /metrics counts each update once too, the redeliveries not at all.
+        counted = fleet.handle.metrics.instruments.statistics()
+        assert sum(counted.updates.values()) == api.report().updates_confirmed
+        assert receiver.statistics().accepted_new == api.report().updates_confirmed
     assert_once_in_order(api.report())
     assert api.report().replies == report.replies
     sent = api.statistics().calls_by_method
