@@ -389,8 +389,10 @@ class BotActor:
             for update in updates:
                 self._poller.redrive_nowait(self._lanes, update, received_at)
             return True
-        # The next start reads the inbox itself: what was read at load no longer holds these.
+        # The next start reads the inbox itself: neither what was read at load nor a dormant
+        # bot's hand-over in memory holds these.
         self._preloaded = None
+        self._handover = None
         return False
 
     @property

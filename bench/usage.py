@@ -166,7 +166,9 @@ def _sketch_sized(work: Path, bots: int, hours: int, users: int) -> dict[str, An
                 conn.execute("COMMIT")
                 written += batch
     writer_us = (time.perf_counter() - started) / written * 1e6
-    sketches = conn.execute("SELECT COUNT(*) FROM usage_sketches").fetchone()[0]
+    (sketches,) = conn.execute(
+        "SELECT COUNT(chats_hll) + COUNT(users_hll) FROM usage_buckets"
+    ).fetchone()
     db.close()
     return {
         "bots": bots,
