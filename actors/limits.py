@@ -12,6 +12,7 @@ t=0 admits the next call at exactly t=1.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -196,12 +197,17 @@ def _window_of(rate: float, period: float) -> tuple[int, float]:
     return 1, period / rate
 
 
+# An optional minus and ASCII digits: str.isdigit() also takes "²", which int() refuses.
+_CHAT_NUMBER = re.compile(r"-?[0-9]+")
+
+
 def _normal_chat_id(chat_id: int | str) -> int | str:
     # A call's chat_id parameter, not an update's chat (that rule is lanes.chat_key): "-100"
-    # and -100 are one chat, "@channel" stays a name.
+    # and -100 are one chat, "@channel" stays a name, and so does text that is no number
+    # ("--5"): Telegram answers it "chat not found", the limiter does not raise on it.
     if isinstance(chat_id, str):
         text = chat_id.strip()
-        if text.lstrip("-").isdigit():
+        if _CHAT_NUMBER.fullmatch(text):
             return int(text)
         return text
     return chat_id

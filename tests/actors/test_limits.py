@@ -336,6 +336,255 @@ def test_global_never_exceeds_rate_and_serves_everyone(
             assert j - i + 1 <= rate * (grants[j] - grants[i]) + burst + 1e-9
 
 
+# --- what the mutation run found untested (docs/TESTING.md) --------------------------------
+
+
+async def test_token_bucket_statistics_count_the_holder_and_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bucket = TokenBucket(rate=2, burst=3)
+    idle = bucket.statistics()
+    assert (idle.rate, idle.burst, idle.tokens, idle.granted, idle.waiting) == (2, 3, 3, 0, 0)
+    for _ in range(3):
+        await bucket.acquire()
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(bucket.acquire)
+        await trio.testing.wait_all_tasks_blocked()
+        # One holds the bucket (sleeping until its token at 0.5), two queue behind it.
+        busy = bucket.statistics()
+        assert (busy.tokens, busy.granted, busy.waiting) == (0, 3, 3)
+        await trio.sleep(0.75)
+        assert bucket.statistics().waiting == 2
+    assert trio.current_time() == 1.5
+    done = bucket.statistics()
+    assert (done.granted, done.waiting) == (6, 0)
+
+
+async def test_chat_limiters_try_acquire_takes_only_free_slots(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chats = ChatLimiters(LimitsConfig())
+    assert chats.statistics().granted == 0
+    assert chats.try_acquire(42)
+    assert not chats.try_acquire(42)  # 1 a second in a private chat
+    assert chats.try_acquire(43)  # another chat has its own
+    assert [chats.try_acquire(-100) for _ in range(21)] == [True] * 20 + [False]
+    await trio.sleep(1)
+    assert chats.try_acquire(42)
+    assert chats.statistics().granted == 23
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(chats.acquire, 42)  # waits until t=2
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(1)
+        # Free at t=2, but the queued call is first.
+        assert not chats.try_acquire(42)
+    assert chats.statistics().granted == 24
+    await chats.acquire(7)
+    await chats.acquire(7)
+    assert trio.current_time() == 3
+    assert chats.statistics().granted == 26
+
+
+async def test_a_numeric_chat_id_in_text_shares_the_limit_of_its_number(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chats = ChatLimiters(LimitsConfig())
+    for _ in range(20):
+        await chats.acquire(-100123)
+    await chats.acquire(" -100123 ")  # the same group: its 21st message in the minute
+    assert trio.current_time() == 60
+    await chats.acquire(42)
+    await chats.acquire("42")
+    assert trio.current_time() == 61
+
+
+@pytest.mark.parametrize("chat_id", ["--5", "-", "\u00b2", "1-2", "@-5"])
+async def test_a_chat_id_that_is_no_number_is_limited_as_a_name(
+    autojump_clock: trio.testing.MockClock, chat_id: str
+) -> None:
+    # Telegram answers such a chat_id with 400 "chat not found"; the limiter must let the call
+    # through to hear it (as a name: a group's limit), not raise on it.
+    chats = ChatLimiters(LimitsConfig())
+    assert [chats.try_acquire(chat_id) for _ in range(21)] == [True] * 20 + [False]
+
+
+@pytest.mark.parametrize(
+    ("private_per_second", "group_per_minute", "private_times", "group_times"),
+    [
+        (1.5, 20.0, [0, 1, 2], [0, 0, 0]),  # 1.5 a second: whole messages, 1 a second
+        (0.25, 0.5, [0, 4, 8], [0, 120, 240]),  # under 1: one per 1/rate periods
+        (2.0, 60.0, [0, 0, 1], [0, 0, 0]),
+    ],
+)
+async def test_chat_limits_below_one_a_period_space_single_messages(
+    autojump_clock: trio.testing.MockClock,
+    private_per_second: float,
+    group_per_minute: float,
+    private_times: list[float],
+    group_times: list[float],
+) -> None:
+    chats = ChatLimiters(
+        LimitsConfig(
+            private_chat_per_second=private_per_second, group_chat_per_minute=group_per_minute
+        )
+    )
+    times: list[float] = []
+    for _ in range(3):
+        await stamp(times, partial(chats.acquire, 42))
+    assert times == private_times
+    start = trio.current_time()
+    times = []
+    for _ in range(3):
+        await stamp(times, partial(chats.acquire, -5))
+    assert [t - start for t in times] == group_times
+
+
+@pytest.mark.parametrize(
+    ("limit", "period", "message"),
+    [
+        (1, 0.0, "period must be a finite number > 0, got 0.0"),
+        (1, -1.0, "period must be a finite number > 0"),
+        (1, math.inf, "period must be a finite number > 0, got inf"),
+        (1, math.nan, "period must be a finite number > 0"),
+        (1.5, 1.0, "limit must be a whole number >= 1, got 1.5"),
+    ],
+)
+def test_sliding_window_names_the_bad_argument(limit: int, period: float, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}"):
+        SlidingWindowLimiter(limit, period)
+
+
+async def test_flood_gate_opens_exactly_at_retry_after(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = FloodGate()
+    never = gate.statistics()
+    assert (never.open_at, never.is_open, never.closures, never.waiting) == (None, True, 0, 0)
+    assert gate.is_open() and gate.is_open(now=-1e9)
+    gate.close_for(0)  # retry_after 0: open at once
+    assert gate.is_open()
+    assert gate.statistics().open_at == 0
+    gate.close_for(0.5)
+    assert not gate.is_open()
+    assert gate.is_open(now=0.5)
+    gate.close_for(7)
+    assert not gate.is_open(now=6.999)
+    woke: list[float] = []
+
+    async def caller() -> None:
+        await gate.wait_open()
+        woke.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller)
+        nursery.start_soon(caller)
+        await trio.testing.wait_all_tasks_blocked()
+        closed = gate.statistics()
+        assert (closed.open_at, closed.is_open, closed.waiting) == (7, False, 2)
+        await trio.sleep_until(7)
+        assert gate.is_open()
+        assert gate.statistics().is_open
+    assert woke == [7, 7]
+    assert gate.statistics().waiting == 0
+    # Opening exactly now still lets a cancelled caller see its cancellation.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await gate.wait_open()
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("seconds", [-1.0, -0.001, math.inf, math.nan])
+async def test_flood_gate_refuses_a_wait_that_is_no_finite_time(seconds: float) -> None:
+    gate = FloodGate()
+    with pytest.raises(ValueError, match=f"^seconds must be a finite number >= 0, got {seconds}"):
+        gate.close_for(seconds)
+    assert gate.statistics().closures == 0
+    assert gate.is_open()
+
+
+async def test_global_released_permit_goes_to_the_next_waiter_or_back_to_the_bucket(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = GlobalRateLimiter(rate=1, burst=1)
+    idle = limiter.statistics()
+    assert (idle.rate, idle.burst, idle.tokens, idle.granted) == (1, 1, 1, 0)
+    await limiter.acquire(1)
+    assert limiter.statistics().tokens == 0
+    limiter.release()  # unused: the bucket takes it back
+    back = limiter.statistics()
+    assert (back.tokens, back.granted, back.handed_on) == (1, 0, 0)
+    assert limiter.try_acquire(2)
+    served: list[tuple[int, float]] = []
+
+    async def ask(tenant: int) -> None:
+        await limiter.acquire(tenant)
+        served.append((tenant, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        limiter.release()  # tenant 2's permit, unused: tenant 3 gets it now, not at t=1
+        await trio.testing.wait_all_tasks_blocked()
+        assert served == [(3, 0)]
+        nursery.start_soon(ask, 4)
+        await trio.testing.wait_all_tasks_blocked()
+    assert served == [(3, 0), (4, 1)]
+    stats = limiter.statistics()
+    assert (stats.granted, stats.handed_on, stats.waiting) == (2, 1, 0)
+
+
+async def test_global_a_tenant_back_after_giving_up_keeps_one_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = GlobalRateLimiter(rate=1, burst=1)
+    await limiter.acquire(0)
+    served: list[int] = []
+
+    async def ask(tenant: int, patience: float = math.inf) -> None:
+        with trio.move_on_after(patience):
+            await limiter.acquire(tenant)
+            served.append(tenant)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ask, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask, 2, 0.5)  # gives up; its place in the rotation stays
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask, 3)
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(0.6)
+        nursery.start_soon(ask, 2)  # back with two calls: they get one turn each round
+        nursery.start_soon(ask, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ask, 4)
+    assert served == [1, 2, 3, 4, 2]
+
+
+async def test_global_a_tenant_asking_again_at_once_waits_behind_the_others(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = GlobalRateLimiter(rate=1, burst=1)
+    await limiter.acquire(0)
+    served: list[tuple[int, float]] = []
+
+    async def twice(tenant: int) -> None:
+        for _ in range(2):
+            await limiter.acquire(tenant)  # the second call comes with no checkpoint between
+            served.append((tenant, trio.current_time()))
+
+    async def once(tenant: int) -> None:
+        await limiter.acquire(tenant)
+        served.append((tenant, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(twice, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(once, 2)
+    assert served == [(1, 1), (2, 2), (1, 3)]
+    assert limiter.statistics().granted == 4
+
+
 # --- fairness over a simulated hour ----------------------------------------------------
 
 HOUR = 3600.0
