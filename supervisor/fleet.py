@@ -52,7 +52,6 @@ from actors import (
     load_handler,
     redact,
     secret_fingerprint,
-    update_payload,
 )
 from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
@@ -613,14 +612,19 @@ class Fleet:
             self._usage_waiting.add(user_id)
 
     def webhook_stored(
-        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+        self,
+        user_id: int,
+        update: Mapping[str, Any],
+        key: Hashable,
+        received_at: float,
+        kind: str,
     ) -> None:
         """A new update of the bot is in its inbox: to its lane if it runs, else wake a
         dormant webhook bot; a suspended bot (or one stopping) finds it in the inbox when it
         next starts. Never blocks."""
-        # Handed on only when new (a redelivery is not), like the poller's count.
-        found = update_payload(update)
-        self._services.instruments.count_update(found[0] if found is not None else "other")
+        # Handed on only when new (a redelivery is not), like the poller's count; ``kind``
+        # is the update type the receiver stored it with (its usage kind).
+        self._services.instruments.count_update(kind)
         registered = self._bots.get(user_id)
         if registered is None:
             return

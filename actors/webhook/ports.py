@@ -23,9 +23,15 @@ class WebhookBots(Protocol):
         ...
 
     def webhook_stored(
-        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+        self,
+        user_id: int,
+        update: Mapping[str, Any],
+        key: Hashable,
+        received_at: float,
+        kind: str,
     ) -> None:
-        """A NEW update of the bot is committed to its inbox (``key``: its ``chat_key``): hand
+        """A NEW update of the bot is committed to its inbox (``key``: its ``chat_key``,
+        ``kind``: its update type as stored, for the fleet's counters): hand
         it to the bot — to its chat lane if it runs, else wake it (a dormant webhook bot has
         no task) or leave it in the inbox (a suspended bot handles it after resume). Never
         blocks: the receiver answers 200 right after."""

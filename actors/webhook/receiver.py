@@ -343,7 +343,7 @@ class WebhookReceiver:
         self._commit_sum += elapsed
         if new:
             self._new += 1
-            self._bots.webhook_stored(user_id, update, key, received_at)
+            self._bots.webhook_stored(user_id, update, key, received_at, entry.kind)
         else:
             self._duplicate += 1
         return _OK

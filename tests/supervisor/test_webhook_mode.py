@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from actors import ActorState, BotConfig, BotMode, BotStatus, BotToken, WebhookConfig, chat_key
-from actors.lanes import key_chat_id, lane_name
+from actors.lanes import key_chat_id, lane_name, usage_kind
 from storage import InboxEntry
 from supervisor import Config
 from supervisor.fleet import FIRST_WEBHOOK_CHECK_DELAY
@@ -49,7 +49,7 @@ async def deliver(fleet: Fleet, user_id: int, update: Mapping[str, Any]) -> None
         user_id, [InboxEntry(update, key_chat_id(key), lane_name(key))], None, received_at
     )
     if new:
-        handle.fleet.webhook_stored(user_id, update, key, received_at)
+        handle.fleet.webhook_stored(user_id, update, key, received_at, usage_kind(update)[0])
 
 
 def count_tasks() -> int:

@@ -42,7 +42,12 @@ class FakeBots:
         return derive_secret_token(MASTER, user_id)
 
     def webhook_stored(
-        self, user_id: int, update: Mapping[str, Any], key: Hashable, received_at: float
+        self,
+        user_id: int,
+        update: Mapping[str, Any],
+        key: Hashable,
+        received_at: float,
+        kind: str,
     ) -> None:
         self.stored.append((user_id, int(update["update_id"]), key))
 
