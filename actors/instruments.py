@@ -22,7 +22,7 @@ from itertools import accumulate
 
 from actors.botapi.methods import BOT_API_METHODS, OTHER_METHOD
 from actors.config import UPDATE_TYPES
-from storage import LATENCY_BOUNDS_MS, OUTCOMES
+from storage import LATENCY_BOUNDS_S, OUTCOMES
 
 __all__ = [
     "CALL_LATENCY_BOUNDS",
@@ -54,11 +54,10 @@ CALL_LATENCY_BOUNDS: tuple[float, ...] = (
     60.0,
 )
 # Reply latency (update stored -> its first reply sent): the usage analytics' buckets
-# (storage.LATENCY_BOUNDS_MS, 50 ms to 5 min), in seconds, so PromQL's quantiles and
-# /admin/analytics/usage's p50/p95 come from the same bucket edges.
-REPLY_LATENCY_BOUNDS: tuple[float, ...] = tuple(
-    bound / 1000.0 for bound in LATENCY_BOUNDS_MS if bound != float("inf")
-)
+# (storage.LATENCY_BOUNDS_S, 50 ms to 5 min), so PromQL's quantiles and
+# /admin/analytics/usage's p50/p95 come from the same bucket edges, and a slot index is
+# storage.latency_index's.
+REPLY_LATENCY_BOUNDS: tuple[float, ...] = LATENCY_BOUNDS_S[:-1]
 INSTRUMENT_UPDATE_TYPES: tuple[str, ...] = (*UPDATE_TYPES, "other")
 INSTRUMENT_METHODS: tuple[str, ...] = (*BOT_API_METHODS, OTHER_METHOD)
 
@@ -130,9 +129,12 @@ class FleetInstruments:
             row[_FIRST_SLOT + bisect_left(CALL_LATENCY_BOUNDS, seconds)] += 1
             row[_SUM] += seconds
 
-    def observe_reply_latency(self, seconds: float) -> None:
-        """An update's first reply was sent ``seconds`` after the update was stored."""
-        self._reply_slots[bisect_left(REPLY_LATENCY_BOUNDS, seconds)] += 1
+    def observe_reply_latency(self, seconds: float, slot: int | None = None) -> None:
+        """An update's first reply was sent ``seconds`` after the update was stored; ``slot``,
+        its bucket if already known (``storage.latency_index(seconds)``)."""
+        if slot is None:
+            slot = bisect_left(REPLY_LATENCY_BOUNDS, seconds)
+        self._reply_slots[slot] += 1
         self._reply_sum += seconds
 
     # --- the scrape ------------------------------------------------------------------------

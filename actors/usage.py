@@ -13,7 +13,7 @@ Calls and reply latencies also go to the daemon's :class:`~actors.instruments.Fl
 from __future__ import annotations
 
 from actors.instruments import FleetInstruments
-from storage import latency_metric
+from storage import LATENCY_METRICS, latency_index
 
 __all__ = ["UsageMeter", "call_outcome"]
 
@@ -46,8 +46,9 @@ class UsageMeter:
         """One Bot API attempt of ``method`` with ``outcome`` (see :func:`call_outcome`, or
         ``retried`` for a retry scheduled); a successful ``send*`` is a message sent.
         ``seconds``, the attempt's latency where measured, goes to the fleet's histogram."""
-        if self._fleet is not None:
-            self._fleet.count_call(method, outcome, seconds)
+        fleet = self._fleet
+        if fleet is not None:
+            fleet.count_call(method, outcome, seconds)
         counts = self._counts
         metric = f"calls.{method}.{outcome}"
         counts[metric] = counts.get(metric, 0) + 1
@@ -56,10 +57,11 @@ class UsageMeter:
 
     def count_reply_latency(self, seconds: float) -> None:
         """An update's first reply, ``seconds`` after the update was stored."""
+        slot = latency_index(seconds)
         if self._fleet is not None:
-            self._fleet.observe_reply_latency(seconds)
+            self._fleet.observe_reply_latency(seconds, slot)
         counts = self._counts
-        metric = latency_metric(seconds)
+        metric = LATENCY_METRICS[slot]
         counts[metric] = counts.get(metric, 0) + 1
 
     def count_webhook(self, accepted: bool) -> None:

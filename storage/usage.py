@@ -46,12 +46,15 @@ __all__ = [
     "EXACT_MEMBERS",
     "GRAINS",
     "LATENCY_BOUNDS_MS",
+    "LATENCY_BOUNDS_S",
+    "LATENCY_METRICS",
     "OUTCOMES",
     "SKETCH_LG_K",
     "TOP_METRICS",
     "UsageRow",
     "grain_seconds",
     "iso_utc",
+    "latency_index",
     "latency_metric",
     "latency_quantile",
     "period_start",
@@ -101,19 +104,29 @@ def _bound_name(bound: float) -> str:
     return "inf" if math.isinf(bound) else str(int(bound))
 
 
-_LATENCY_METRICS = tuple(_LATENCY_PREFIX + _bound_name(b) for b in LATENCY_BOUNDS_MS)
+# The bucket names, and the bounds in seconds (what the hot path measures; the Prometheus
+# histogram uses the same edges, so a latency falls in the same bucket in both).
+LATENCY_METRICS: tuple[str, ...] = tuple(
+    _LATENCY_PREFIX + _bound_name(b) for b in LATENCY_BOUNDS_MS
+)
+LATENCY_BOUNDS_S: tuple[float, ...] = tuple(b / 1000.0 for b in LATENCY_BOUNDS_MS)
+
+
+def latency_index(seconds: float) -> int:
+    """The index (into ``LATENCY_METRICS``) of the bucket a reply latency of ``seconds`` falls
+    in; the last bound is infinite, so every latency has one (NaN: the first)."""
+    return bisect.bisect_left(LATENCY_BOUNDS_S, seconds)
 
 
 def latency_metric(seconds: float) -> str:
     """The metric of the bucket a reply latency of ``seconds`` falls in."""
-    index = bisect.bisect_left(LATENCY_BOUNDS_MS, seconds * 1000.0)
-    return _LATENCY_METRICS[min(index, len(_LATENCY_METRICS) - 1)]
+    return LATENCY_METRICS[latency_index(seconds)]
 
 
 def latency_quantile(counts: Mapping[str, int], q: float) -> float | None:
     """The upper bound (ms) of the bucket holding the ``q`` quantile of the reply latencies in
     ``counts`` (``inf`` above the last finite bound), or ``None`` when there were none."""
-    buckets = [counts.get(name, 0) for name in _LATENCY_METRICS]
+    buckets = [counts.get(name, 0) for name in LATENCY_METRICS]
     total = sum(buckets)
     if total == 0:
         return None
