@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import string
 
@@ -15,7 +16,7 @@ from actors import (
 )
 from actors.botapi import BOT_API_METHODS, ErrorCategory, method_label
 from actors.usage import UsageMeter, call_outcome
-from storage import LATENCY_BOUNDS_MS, OUTCOMES, latency_quantile
+from storage import LATENCY_BOUNDS_MS, LATENCY_METRICS, OUTCOMES, latency_quantile
 
 
 def test_updates_are_counted_by_type_and_unknown_types_are_other() -> None:
@@ -116,6 +117,26 @@ def test_reply_latency_uses_the_usage_analytics_buckets() -> None:
     assert reply.count == 5
     # The usage meter counted the same replies, and its p95 is the same bucket's edge.
     assert latency_quantile(meter.pending(), 0.95) == 10_000
+
+
+def test_a_latency_on_any_edge_falls_in_the_same_bucket_for_usage_and_prometheus() -> None:
+    """The meter finds the bucket once for both; the same latencies observed on the fleet
+    directly (its own bisect) land in the same buckets, on and just beside every edge."""
+    latencies = [0.0, 400.0, float("nan")]
+    for bound in REPLY_LATENCY_BOUNDS:
+        latencies += [bound, math.nextafter(bound, 0.0), math.nextafter(bound, math.inf)]
+    via_meter, direct = FleetInstruments(), FleetInstruments()
+    meter = UsageMeter(via_meter)
+    for seconds in latencies:
+        meter.count_reply_latency(seconds)
+        direct.observe_reply_latency(seconds)
+    by_meter = via_meter.statistics().reply_latency.cumulative
+    assert by_meter == direct.statistics().reply_latency.cumulative
+    # The usage counts agree bucket by bucket with the histogram's (non-cumulative) slots.
+    usage = meter.pending()
+    slots = [b - a for a, b in zip((0, *by_meter), by_meter, strict=False)]
+    assert [usage.get(name, 0) for name in LATENCY_METRICS] == slots
+    assert sum(slots) == len(latencies)
 
 
 def test_the_usage_meter_feeds_the_fleet_and_two_fleets_do_not_share() -> None:
