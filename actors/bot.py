@@ -473,7 +473,6 @@ class BotActor:
                     position=_update_position,
                 )
                 self._lanes = lanes
-                nursery.start_soon(self._status_loop)
                 self._transition(ActorState.RUNNING)
                 task_status.started()
                 if pending:
@@ -556,12 +555,14 @@ class BotActor:
 
     # --- status and events ---------------------------------------------------------------
 
-    async def _status_loop(self) -> None:
-        # Calls' outcomes are looked at as they happen; this catches what time alone changes.
-        while True:
-            await trio.sleep(self._services.report_interval)
-            self._check_status()
-            self._flush_usage()
+    def tick(self) -> dict[str, int]:
+        """The fleet's periodic look at the bot (every ``report_interval``, one task for the
+        whole fleet rather than one a bot): announce a status that time alone changed
+        (failures ageing out of the window, a breaker due to half-open; calls' outcomes are
+        looked at as they happen), and hand over, taken, the usage counts no done mark
+        carried (polls, webhook deliveries) for the fleet to write in one job."""
+        self._check_status()
+        return self.pipeline.usage.take()
 
     def _flush_usage(self) -> None:
         """Write the usage counts no done mark has carried (polls, webhook deliveries)."""

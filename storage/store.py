@@ -371,6 +371,15 @@ class Store:
         if counts:
             self.writer.submit_nowait(partial(_usage_add, user_id, dict(counts), at))
 
+    def usage_add_many_nowait(
+        self, counts: Sequence[tuple[int, Mapping[str, int]]], at: float
+    ) -> None:
+        """:meth:`usage_add_nowait` for many bots (``(user_id, counts)`` pairs) in one job: the
+        fleet's periodic flush. Raises ``trio.WouldBlock`` if the write queue is full."""
+        items = [(user_id, dict(bot_counts)) for user_id, bot_counts in counts if bot_counts]
+        if items:
+            self.writer.submit_nowait(partial(_usage_add_many, items, at))
+
     async def usage(
         self,
         grain: str,
@@ -757,6 +766,13 @@ def _inbox_done(
 
 def _usage_add(user_id: int, counts: dict[str, int], at: float, conn: sqlite3.Connection) -> None:
     add_counts(conn, user_id, counts, at)
+
+
+def _usage_add_many(
+    items: list[tuple[int, dict[str, int]]], at: float, conn: sqlite3.Connection
+) -> None:
+    for user_id, counts in items:
+        add_counts(conn, user_id, counts, at)
 
 
 def _usage_delete_batch(

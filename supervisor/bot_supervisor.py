@@ -253,6 +253,11 @@ class BotSupervisor:
         if self._children.get(child_id) is supervised:
             del self._children[child_id]
 
+    def child_ids(self) -> list[int]:
+        """The children supervised now (running, starting, restarting or stopping; a dormant
+        webhook bot is not one), oldest first."""
+        return list(self._children)
+
     def child_state(self, child_id: int) -> ChildState | None:
         supervised = self._children.get(child_id)
         return None if supervised is None else supervised.state

@@ -254,7 +254,7 @@ class Daemon:
             await root.start(supervisor.run)
             with _collector_paused(freeze=self._freeze_after_load):
                 await fleet.load(config.bots, prune_config_bots=self._prune_config_bots)
-            await root.start(fleet.run_webhook_tasks)
+            await root.start(fleet.run_tasks)
             admin_url = await root.start(admin.run) if admin is not None else None
             webhook_url = await root.start(webhook.run) if webhook is not None else None
             self.handle = DaemonHandle(
@@ -285,7 +285,7 @@ class Daemon:
             if admin is not None:
                 await admin.stop()
                 log.info("shutdown: admin API stopped")
-            fleet.stop_webhook_tasks()
+            fleet.stop_tasks()
             await fleet.write_webhook_usage()
             await supervisor.stop(config.supervisor.graceful_timeout)
             log.info("shutdown: bots stopped")

@@ -57,7 +57,7 @@ from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 from supervisor.registration import RegistrationRetries
 
-__all__ = ["REGISTRATION_CONCURRENCY", "Fleet"]
+__all__ = ["REGISTRATION_CONCURRENCY", "TICK_CHUNK", "Fleet"]
 
 log = logging.getLogger("botvisor.fleet")
 
@@ -71,6 +71,9 @@ DELETE_WEBHOOK_TIMEOUT = 10.0
 # setWebhook calls in flight at once, fleet-wide: registering 100,000 bots the first time
 # needs no running bot, and does not hold 100,000 connections open.
 REGISTRATION_CONCURRENCY = 16
+# The fleet's tick looks at this many bots between two yields to the event loop (about a
+# millisecond of work: the loop stays responsive at 10,000 bots).
+TICK_CHUNK = 500
 # The stored chat migrations of a bot that has none (read-only, shared by every such bot).
 _NO_MIGRATIONS: Mapping[int, int] = MappingProxyType({})
 
@@ -202,7 +205,7 @@ class Fleet:
         # Bots with webhook deliveries counted in memory since the fleet last wrote them (a
         # dormant bot's are not written by the bot: it has no incarnation to flush them).
         self._usage_waiting: set[int] = set()
-        self._webhook_scope: trio.CancelScope | None = None
+        self._tasks_scope: trio.CancelScope | None = None
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -681,31 +684,59 @@ class Fleet:
             return
         self._register_send.send_nowait(actor.user_id)
 
-    async def run_webhook_tasks(
+    async def run_tasks(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The fleet-wide registration queue: up to :data:`REGISTRATION_CONCURRENCY`
-        setWebhook calls at once, each through its bot's pipeline (retries, breaker, limits)
-        but with no incarnation of the bot. Runs until :meth:`stop_webhook_tasks`."""
-        with trio.CancelScope() as self._webhook_scope:
+        """The fleet-wide tasks, until :meth:`stop_tasks`: the tick (:meth:`tick`, every
+        ``report_interval``) and the registration queue (up to
+        :data:`REGISTRATION_CONCURRENCY` setWebhook calls at once, each through its bot's
+        pipeline: retries, breaker, limits, but with no incarnation of the bot)."""
+        with trio.CancelScope() as self._tasks_scope:
             async with trio.open_nursery() as nursery:
                 for _ in range(REGISTRATION_CONCURRENCY):
                     nursery.start_soon(self._registration_worker)
                 nursery.start_soon(self._check_webhooks)
                 nursery.start_soon(self._retries.run, self._retry_registration)
-                nursery.start_soon(self._write_webhook_usage_loop)
+                nursery.start_soon(self._tick_loop)
                 task_status.started()
 
-    def stop_webhook_tasks(self) -> None:
-        """End :meth:`run_webhook_tasks` (at shutdown; unfinished registrations are made at
-        the next start, since they are not stored). Then :meth:`write_webhook_usage`."""
-        if self._webhook_scope is not None:
-            self._webhook_scope.cancel()
+    def stop_tasks(self) -> None:
+        """End :meth:`run_tasks` (at shutdown; unfinished registrations are made at the next
+        start, since they are not stored). Then :meth:`write_webhook_usage`."""
+        if self._tasks_scope is not None:
+            self._tasks_scope.cancel()
 
-    async def _write_webhook_usage_loop(self) -> None:
+    async def _tick_loop(self) -> None:
         while True:
             await trio.sleep(self._services.report_interval)
-            self._write_webhook_usage_nowait()
+            await self.tick()
+
+    async def tick(self) -> None:
+        """One look at every bot with an incarnation and every dormant bot that took webhook
+        deliveries since: each announces what time alone changed in its status, and their
+        usage counts no done mark carried go to the store in one job. Yields to the loop
+        every :data:`TICK_CHUNK` bots, so 10,000 bots do not hold it in one piece."""
+        waiting, self._usage_waiting = self._usage_waiting, set()
+        user_ids = dict.fromkeys(self._supervisor.child_ids())
+        user_ids.update(dict.fromkeys(waiting))
+        taken: list[tuple[int, dict[str, int]]] = []
+        for n, user_id in enumerate(user_ids):
+            if n and n % TICK_CHUNK == 0:
+                await trio.lowlevel.checkpoint()
+            registered = self._bots.get(user_id)
+            if registered is not None and (counts := registered.actor.tick()):
+                taken.append((user_id, counts))
+        try:
+            self._services.store.usage_add_many_nowait(taken, self._services.wall_clock())
+        except trio.WouldBlock:
+            # The write queue is full: kept for the next tick.
+            for user_id, counts in taken:
+                registered = self._bots.get(user_id)
+                if registered is not None:
+                    registered.actor.pipeline.usage.give_back(counts)
+                    self._usage_waiting.add(user_id)
+        except StoreClosedError:
+            return
 
     def _webhook_usage(self) -> list[tuple[int, dict[str, int]]]:
         """The usage counts of the bots that took deliveries since the last write and have no
@@ -720,19 +751,6 @@ class Fleet:
                 if counts:
                     taken.append((user_id, counts))
         return taken
-
-    def _write_webhook_usage_nowait(self) -> None:
-        store = self._services.store
-        now = self._services.wall_clock()
-        for user_id, counts in self._webhook_usage():
-            try:
-                store.usage_add_nowait(user_id, counts, now)
-            except trio.WouldBlock:
-                # The write queue is full: kept for the next round.
-                self._bots[user_id].actor.pipeline.usage.give_back(counts)
-                self._usage_waiting.add(user_id)
-            except StoreClosedError:
-                return
 
     async def write_webhook_usage(self) -> None:
         """Write every delivery counted and not yet stored (at shutdown, once the webhook
