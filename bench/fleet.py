@@ -101,8 +101,8 @@ async def _measure(
             wall = time.perf_counter() - wall
             result["idle_cpu_us_per_bot_s"] = cpu / (bots * wall) * 1e6
             result["idle_calls"] = api.statistics().calls - calls
-        if polling == bots and fleet.handle.admin_url is not None:
-            result.update(await _loop_and_scrapes(fleet.handle.admin_url, max(idle, 5.0)))
+        if idle > 0 and polling == bots and fleet.handle.admin_url is not None:
+            result.update(await _loop_and_scrapes(fleet.handle.admin_url, idle))
         stopping = time.perf_counter()
     result["shutdown_s"] = time.perf_counter() - stopping
     return result

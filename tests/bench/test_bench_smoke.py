@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import chaos, fleet, limiter, memory, peers, pipeline, throughput
+from bench import chaos, fleet, limiter, memory, peers, pipeline, shutdown, throughput
 from bench.__main__ import render
 from bench.chaos import Timeline
 from bench.common import spread
@@ -87,7 +87,13 @@ def test_fleet_and_memory_benchmarks_at_twenty_bots() -> None:
     figures = results["sizes"]["20"]
     assert figures["startup_s"]["median"] > 0
     assert figures["rss_per_bot_kib"]["runs"] == 1
-    assert "| 20 |" in fleet.markdown(results)
+    # The fleet's totals over HTTP: 20 bots by status (4 statuses), breakers by state...
+    assert figures["scrape_samples"]["median"] > 40
+    assert figures["lateness_wakeups"]["median"] > 0
+    assert figures["lateness_p99_ms"]["median"] >= figures["lateness_p50_ms"]["median"]
+    text = fleet.markdown(results)
+    assert "| 20 |" in text
+    assert "`/metrics` scrape" in text
     mem = memory.run(bots=20)
     assert mem["total_kib_per_bot"] > 0
     assert "tracemalloc" in memory.markdown(mem)
@@ -107,6 +113,15 @@ def test_loopback_benchmark_with_botvisor_over_http() -> None:
     assert ours["updates"]["median"] == 3 * 2 * 5
     assert ours["duplicates"]["median"] == 0
     assert "Peers: the same echo workload" in peers.markdown(results)
+
+
+def test_shutdown_benchmark_stops_every_poll_and_exits_zero() -> None:
+    results = shutdown.run(bots=5, runs=1)
+    assert results["exit_codes"] == [0]
+    assert results["polls_waiting_at_signal"]["median"] == 5
+    assert results["polls_after_signal"]["median"] == 0
+    assert results["polls_waiting_after"]["median"] == 0
+    assert "SIGTERM to exit" in shutdown.markdown(results)
 
 
 def test_pipeline_benchmark_measures_our_stack() -> None:
