@@ -236,11 +236,23 @@ def summary(results: dict[str, Any]) -> str:
             if a is None or b is None:
                 continue
             better = a <= b if lower else a >= b
+            shown = f"{a:,.1f} vs {b:,.1f}"
+            target = "botvisor at least as good"
+            per_round = (peer.get("ratios") or {}).get(key)
+            if per_round is not None:
+                # peer ÷ botvisor of each round: botvisor is as good in every round when the
+                # ratio never falls below 1 (memory) or never rises above 1 (throughput).
+                better = per_round["min"] >= 1.0 if lower else per_round["max"] <= 1.0
+                shown += (
+                    f" (peer ÷ botvisor per round ×{per_round['median']:.2f}, "
+                    f"×{per_round['min']:.2f}–{per_round['max']:.2f})"
+                )
+                target += " in every round"
             rows.append(
                 [
                     f"{label}: botvisor vs {peer['client']}",
-                    f"{a:,.1f} vs {b:,.1f}",
-                    "botvisor at least as good",
+                    shown,
+                    target,
                     "met" if better else "**missed**",
                 ]
             )

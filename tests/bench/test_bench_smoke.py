@@ -7,6 +7,7 @@ Speed is not asserted here: speed claims live in docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,3 +192,47 @@ def test_a_client_that_fails_every_run_is_shown_with_its_error_not_dropped() -> 
     text = peers.markdown(results)
     assert f"| aiogram 3 | 10 | failed in every run: {line} |" in text
     assert "aiogram 3: 3 run(s) failed" in text
+
+
+def test_peer_runs_interleave_by_round_and_report_per_round_ratios(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A machine that slows down over the run: a later round is slower for every client.
+    order: list[str] = []
+
+    def fake_measure(client: Any, workload: Any, **kwargs: Any) -> dict[str, Any]:
+        order.append(client.module + " ".join(client.extra))
+        slow = 1.0 + len(order) / 10
+        ours = client.name == "botvisor"
+        cpu = (2.0 if ours else 1.0) * slow
+        return {
+            "startup_s": 1.0 * slow,
+            "rss_per_bot_kib": 50.0 if ours else 100.0,
+            "updates_per_cpu_s": 1000 / cpu,
+            "cpu_ms_per_update": cpu,
+            "updates_per_s": 10.0,
+            "duplicates": 0,
+        }
+
+    monkeypatch.setattr(peers, "measure", fake_measure)
+    results = peers.run(
+        peer_python=tmp_path / "python",
+        fleet_bots=0,
+        kinds=("botvisor", "aiogram", "ptb"),
+        rounds=5,
+    )
+    assert order == ["bench.client_botvisor", "bench.peer_aiogram", "bench.peer_ptb"] * 5
+    ours, aiogram, _ptb = results["clients"]
+    assert "ratios" not in ours
+    rss = aiogram["ratios"]["rss_per_bot_kib"]
+    assert rss == {"median": 2.0, "min": 2.0, "max": 2.0, "runs": 5}
+    # The peer ran 0.1 "later" than botvisor in each round: its ratio shows that, not the
+    # slowdown across rounds.
+    cpu = aiogram["ratios"]["cpu_ms_per_update"]
+    assert cpu["runs"] == 5
+    assert 0.5 < cpu["min"] <= cpu["median"] <= cpu["max"] < 0.55
+    text = peers.markdown(results)
+    assert "5 interleaved rounds" in text
+    assert "×2.00" in text
+    verdicts = summary({"peers": results})
+    assert "in every round" in verdicts
