@@ -10,7 +10,7 @@ from actors.addresses import (
     is_loopback,
     split_listen,
 )
-from actors.bot import BotActor, BotStatistics, HealthSample
+from actors.bot import BotActor, BotStatistics, HealthSample, MetricsSample
 from actors.botapi import (
     BOT_CONNECTIONS,
     BotApiClient,
@@ -69,7 +69,7 @@ from actors.events import (
     LifecycleEvent,
     StatusChanged,
 )
-from actors.fleet_health import FleetHealth, FleetSummary, HealthPull
+from actors.fleet_health import FleetHealth, FleetSummary, FleetTotals, HealthPull
 from actors.handlers import HandlerContext, HandlerError, import_handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
@@ -181,6 +181,7 @@ __all__ = [
     "FleetInstruments",
     "FleetServices",
     "FleetSummary",
+    "FleetTotals",
     "FloodGate",
     "Fraction",
     "GlobalLimiterStatistics",
@@ -204,6 +205,7 @@ __all__ = [
     "LimitsConfig",
     "ListenAddress",
     "MetricsActor",
+    "MetricsSample",
     "MetricsStatistics",
     "NonNegative",
     "Number",

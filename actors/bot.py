@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import trio
 
 from actors.botapi import BotApiClient, BotApiError, ErrorCategory
-from actors.breaker import BreakerStatistics, BreakerTransition, CircuitBreaker
+from actors.breaker import BreakerState, BreakerStatistics, BreakerTransition, CircuitBreaker
 from actors.config import BotConfig, BotMode
 from actors.context import UpdateContext
 from actors.delivery import Delivery, DeliveryFailed, Inbound
@@ -46,6 +46,7 @@ __all__ = [
     "DeliveryFailed",
     "FleetServices",
     "HealthSample",
+    "MetricsSample",
 ]
 
 log = logging.getLogger("botvisor.bot")
@@ -83,6 +84,27 @@ class HealthSample(NamedTuple):
     handled_updates: int
     replies_sent: int
     dead_letters: int
+
+
+class MetricsSample(NamedTuple):
+    """What ``/metrics`` adds up of one bot when per-bot series are off: its status and
+    breaker state (for the counts by them) and the cumulative counters summed over the
+    fleet. Read as cheaply as a :class:`HealthSample`."""
+
+    status: BotStatus
+    breaker_state: BreakerState
+    total_requests: int
+    failed_requests: int
+    throttled: int
+    chat_errors: int
+    retries: int
+    handled_updates: int
+    replies_sent: int
+    dead_letters: int
+    ambiguous_sends: int
+    handler_errors: int
+    lane_updates: int
+    lanes_overflowing: int
 
 
 _new_tuple = tuple.__new__
@@ -342,6 +364,35 @@ class BotActor:
                 delivery.handled,
                 delivery.replies,
                 delivery.dead_letters,
+            ),
+        )
+
+    def metrics_sample(self) -> MetricsSample:
+        """The bot's status, breaker state and cumulative counters now (see
+        :class:`MetricsSample`), without a full statistics record."""
+        pipeline = self.pipeline
+        health = pipeline.health
+        state = pipeline.breaker.state
+        delivery = self._delivery
+        lanes = self._lanes
+        queued, overflowing = (0, 0) if lanes is None else lanes.occupancy()
+        return _new_tuple(
+            MetricsSample,
+            (
+                health.status(state),
+                state,
+                health.total_requests,
+                health.failures,
+                health.throttled,
+                health.chat_errors,
+                pipeline.counters.retries,
+                delivery.handled,
+                delivery.replies,
+                delivery.dead_letters,
+                delivery.ambiguous,
+                delivery.handler_errors,
+                queued,
+                overflowing,
             ),
         )
 

@@ -176,6 +176,11 @@ class HealthTracker:
         """Calls answered 429 so far (cumulative)."""
         return self._throttled
 
+    @property
+    def chat_errors(self) -> int:
+        """Calls refused for one chat so far (cumulative)."""
+        return self._chat_errors
+
     def record_success(self, latency: float | None) -> None:
         """A call succeeded; ``latency`` in seconds, None when not meaningful (long polls)."""
         self._version += 1

@@ -301,6 +301,18 @@ class ChatLanes(Generic[T]):
         """Return once no lane exists (each reaped after ``idle_seconds`` without work)."""
         await self._all_done.wait()
 
+    def occupancy(self) -> tuple[int, int]:
+        """(updates queued in lanes, lanes overflowing): the two figures of
+        :meth:`statistics` the fleet's ``/metrics`` totals add up, read cheaply."""
+        lanes = self._lanes
+        if not lanes:
+            return 0, 0
+        queued = overflowing = 0
+        for lane in lanes.values():
+            queued += len(lane.queue)
+            overflowing += lane.overflow
+        return queued, overflowing
+
     def statistics(self) -> LaneStatistics:
         lanes = self._lanes.values()
         return LaneStatistics(

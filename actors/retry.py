@@ -347,6 +347,11 @@ class RetryCounters:
         self._exhausted = 0
         self._uncertain = 0
 
+    @property
+    def retries(self) -> int:
+        """Attempts after the first one so far, without building a statistics record."""
+        return self._retries
+
     def restore(self, *, retries: int) -> None:
         """Seed the cumulative retry count from a stored snapshot (which has no breakdown)."""
         if retries < 0:

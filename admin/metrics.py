@@ -13,7 +13,6 @@ fixed list, the rest ``other``); docs/OPERATIONS.md has the arithmetic for large
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -32,6 +31,7 @@ from actors import (
     BotStatistics,
     BotStatus,
     BreakerState,
+    FleetTotals,
     Histogram,
     InstrumentStatistics,
 )
@@ -71,24 +71,6 @@ _STATUS_HELP = "0 healthy, 1 degraded, 2 unhealthy, 3 suspended"
 _BREAKER_HELP = "0 closed (or disabled), 1 half_open, 2 open (or forced_open)"
 
 
-@dataclass
-class _Totals:
-    requests: int = 0
-    failures: int = 0
-    throttled: int = 0
-    chat_errors: int = 0
-    retries: int = 0
-    handled_updates: int = 0
-    replies_sent: int = 0
-    dead_letters: int = 0
-    ambiguous_sends: int = 0
-    handler_errors: int = 0
-    lane_updates: int = 0
-    lanes_overflowing: int = 0
-    by_status: dict[str, int] = field(default_factory=dict)
-    by_breaker: dict[str, int] = field(default_factory=dict)
-
-
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
@@ -115,14 +97,22 @@ class FleetCollector:
 
     def collect(self) -> Iterable[Metric]:
         """The prometheus-client collector protocol (reads everything in one go)."""
-        pull = self._ctx.metrics.health.full_pull()
-        return self._families(self._with_restarts(pull.bots or ()))
+        health = self._ctx.metrics.health
+        if not self._ctx.metrics_per_bot:
+            return list(self._families(health.totals(), None))
+        pull = health.full_pull()
+        return list(self._families(pull.totals(), self._with_restarts(pull.bots or ())))
 
     async def collect_async(self) -> list[Metric]:
-        """The same, the fleet's health pulled in chunks (yielding to the event loop between
-        them) so a scrape of a large fleet does not stall the bots."""
-        pull = await self._ctx.metrics.health.full_pull_async()
-        return list(self._families(self._with_restarts(pull.bots or ())))
+        """The same for the endpoint. With per-bot series the fleet's health is pulled in
+        chunks (yielding to the event loop between them) so a scrape of a large fleet does
+        not stall the bots; without them the fleet's totals are read in one go, cheaply
+        (:meth:`actors.FleetHealth.totals`)."""
+        health = self._ctx.metrics.health
+        if not self._ctx.metrics_per_bot:
+            return list(self._families(health.totals(), None))
+        pull = await health.full_pull_async()
+        return list(self._families(pull.totals(), self._with_restarts(pull.bots or ())))
 
     def _with_restarts(self, bots: Iterable[BotStatistics]) -> list[tuple[BotStatistics, int]]:
         supervisor = self._ctx.supervisor
@@ -132,85 +122,14 @@ class FleetCollector:
             rows.append((stats, child.restarts if child is not None else 0))
         return rows
 
-    def _families(self, rows: list[tuple[BotStatistics, int]]) -> Iterator[Metric]:
+    def _families(
+        self, totals: FleetTotals, rows: list[tuple[BotStatistics, int]] | None
+    ) -> Iterator[Metric]:
+        """Per-bot families from ``rows`` (None: per-bot series off), then the fleet's and
+        the daemon's."""
         ctx = self._ctx
-        totals = _Totals(
-            by_status={s.value: 0 for s in BotStatus},
-            by_breaker={s.value: 0 for s in BreakerState},
-        )
-        per_bot = ctx.metrics_per_bot
-        status = GaugeMetricFamily("botvisor_bot_status", _STATUS_HELP, labels=["user_id"])
-        breaker = GaugeMetricFamily("botvisor_bot_breaker_state", _BREAKER_HELP, labels=["user_id"])
-        requests = CounterMetricFamily(
-            "botvisor_bot_requests",
-            "Bot API calls of the bot with an outcome (successes, failures, throttled, "
-            "chat errors)",
-            labels=["user_id"],
-        )
-        failures = CounterMetricFamily(
-            "botvisor_bot_failures", "Bot API calls of the bot that failed", labels=["user_id"]
-        )
-        throttled = CounterMetricFamily(
-            "botvisor_bot_throttled", "Calls answered 429 (flood control)", labels=["user_id"]
-        )
-        retries = CounterMetricFamily(
-            "botvisor_bot_retries", "Attempts after the first one", labels=["user_id"]
-        )
-        latency = GaugeMetricFamily(
-            "botvisor_bot_response_time_seconds",
-            "Moving average (EMA) of the bot's Bot API response time; absent until measured",
-            labels=["user_id"],
-        )
-        error_rate = GaugeMetricFamily(
-            "botvisor_bot_error_rate",
-            "Failed share of the bot's calls in the health window",
-            labels=["user_id"],
-        )
-        restarts = CounterMetricFamily(
-            "botvisor_bot_restarts", "Restarts of the bot by its supervisor", labels=["user_id"]
-        )
-        for stats, restart_count in rows:
-            health = stats.health
-            totals.requests += health.total_requests
-            totals.failures += health.failed_requests
-            totals.throttled += health.throttled
-            totals.chat_errors += health.chat_errors
-            totals.retries += stats.retry.retries
-            totals.handled_updates += stats.handled_updates
-            totals.replies_sent += stats.replies_sent
-            totals.dead_letters += stats.dead_letters
-            totals.ambiguous_sends += stats.ambiguous_sends
-            totals.handler_errors += stats.handler_errors
-            if stats.lanes is not None:
-                totals.lane_updates += stats.lanes.queued_updates
-                totals.lanes_overflowing += stats.lanes.overflowing_lanes
-            totals.by_status[stats.status.value] += 1
-            totals.by_breaker[stats.breaker.state.value] += 1
-            if not per_bot:
-                continue
-            label = [str(stats.user_id)]
-            status.add_metric(label, STATUS_VALUES[stats.status])
-            breaker.add_metric(label, BREAKER_STATE_VALUES[stats.breaker.state])
-            requests.add_metric(label, health.total_requests)
-            failures.add_metric(label, health.failed_requests)
-            throttled.add_metric(label, health.throttled)
-            retries.add_metric(label, stats.retry.retries)
-            if health.ema_latency_ms is not None:
-                latency.add_metric(label, health.ema_latency_ms / 1000.0)
-            error_rate.add_metric(label, health.error_rate)
-            restarts.add_metric(label, restart_count)
-        if per_bot:
-            yield from (
-                status,
-                breaker,
-                requests,
-                failures,
-                throttled,
-                retries,
-                latency,
-                error_rate,
-                restarts,
-            )
+        if rows is not None:
+            yield from _per_bot_families(rows)
         yield from self._fleet(totals)
         yield from _instrument_families(ctx.metrics.instruments.statistics())
         yield from self._daemon()
@@ -249,7 +168,7 @@ class FleetCollector:
             sum_value=stats.commit_seconds_sum,
         )
 
-    def _fleet(self, totals: _Totals) -> Iterator[Metric]:
+    def _fleet(self, totals: FleetTotals) -> Iterator[Metric]:
         bots = GaugeMetricFamily("botvisor_bots", "Registered bots by status", labels=["status"])
         for name, count in totals.by_status.items():
             bots.add_metric([name], count)
@@ -393,6 +312,54 @@ class FleetCollector:
                 "Client addresses tracked by the IP rate limit",
                 limits.clients,
             )
+
+
+def _per_bot_families(rows: list[tuple[BotStatistics, int]]) -> Iterator[Metric]:
+    """The 9 series of each bot (label ``user_id``)."""
+    status = GaugeMetricFamily("botvisor_bot_status", _STATUS_HELP, labels=["user_id"])
+    breaker = GaugeMetricFamily("botvisor_bot_breaker_state", _BREAKER_HELP, labels=["user_id"])
+    requests = CounterMetricFamily(
+        "botvisor_bot_requests",
+        "Bot API calls of the bot with an outcome (successes, failures, throttled, chat errors)",
+        labels=["user_id"],
+    )
+    failures = CounterMetricFamily(
+        "botvisor_bot_failures", "Bot API calls of the bot that failed", labels=["user_id"]
+    )
+    throttled = CounterMetricFamily(
+        "botvisor_bot_throttled", "Calls answered 429 (flood control)", labels=["user_id"]
+    )
+    retries = CounterMetricFamily(
+        "botvisor_bot_retries", "Attempts after the first one", labels=["user_id"]
+    )
+    latency = GaugeMetricFamily(
+        "botvisor_bot_response_time_seconds",
+        "Moving average (EMA) of the bot's Bot API response time; absent until measured",
+        labels=["user_id"],
+    )
+    error_rate = GaugeMetricFamily(
+        "botvisor_bot_error_rate",
+        "Failed share of the bot's calls in the health window",
+        labels=["user_id"],
+    )
+    restarts = CounterMetricFamily(
+        "botvisor_bot_restarts", "Restarts of the bot by its supervisor", labels=["user_id"]
+    )
+    for stats, restart_count in rows:
+        health = stats.health
+        label = [str(stats.user_id)]
+        status.add_metric(label, STATUS_VALUES[stats.status])
+        breaker.add_metric(label, BREAKER_STATE_VALUES[stats.breaker.state])
+        requests.add_metric(label, health.total_requests)
+        failures.add_metric(label, health.failed_requests)
+        throttled.add_metric(label, health.throttled)
+        retries.add_metric(label, stats.retry.retries)
+        if health.ema_latency_ms is not None:
+            latency.add_metric(label, health.ema_latency_ms / 1000.0)
+        error_rate.add_metric(label, health.error_rate)
+        restarts.add_metric(label, restart_count)
+    yield from (status, breaker, requests, failures, throttled, retries, latency, error_rate)
+    yield restarts
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:

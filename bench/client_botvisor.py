@@ -53,12 +53,14 @@ def bench_config(
     db: Path,
     poll_timeout: int,
     limits: LimitsConfig = RAISED_LIMITS,
+    graceful_timeout: float = 2.0,
+    admin: bool = False,
 ) -> Config:
     return Config(
         telegram=TelegramConfig(api_base=api_base, poll_timeout=poll_timeout),
         storage=StorageConfig(path=str(db)),
-        admin=AdminConfig(listen="127.0.0.1:0", enabled=False),
-        supervisor=SupervisorConfig(graceful_timeout=2.0),
+        admin=AdminConfig(listen="127.0.0.1:0", enabled=admin),
+        supervisor=SupervisorConfig(graceful_timeout=graceful_timeout),
         limits=limits,
         bots=tuple(
             BotConfig(user_id=1 + i, token=BotToken(token)) for i, token in enumerate(tokens)
@@ -71,7 +73,15 @@ async def _run(args: argparse.Namespace, tokens: list[str], db: Path) -> None:
     if args.limits == "default":
         overrides = {"global_rps": args.global_rps, "global_burst": args.global_burst}
         limits = LimitsConfig(**{k: v for k, v in overrides.items() if v is not None})
-    config = bench_config(args.api, tokens, db, args.poll_timeout, limits)
+    config = bench_config(
+        args.api,
+        tokens,
+        db,
+        args.poll_timeout,
+        limits,
+        graceful_timeout=args.graceful_timeout,
+        admin=args.admin,
+    )
     daemon = Daemon(config, wall_clock=system_wall_clock(), rng=random.Random(1))
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api", required=True)
     parser.add_argument("--tokens-file", type=Path, required=True)
     parser.add_argument("--poll-timeout", type=int, default=10)
+    parser.add_argument("--graceful-timeout", type=float, default=2.0)
+    parser.add_argument("--admin", action="store_true", help="serve the admin API too")
     parser.add_argument("--limits", choices=("raised", "default"), default="raised")
     parser.add_argument("--global-rps", type=float, help="with --limits default")
     parser.add_argument("--global-burst", type=int, help="with --limits default")

@@ -58,15 +58,19 @@ async def start_fleet(
     store_offload: Offload | None = None,
     wall_clock: Callable[[], float] | None = None,
     report_interval: float = 5.0,
+    admin: bool = False,
+    metrics_per_bot: bool = True,
 ) -> AsyncIterator[InProcessFleet]:
     """Run the daemon over ``api`` until the block ends (then shut it down).
 
     ``store_offload=run_inline`` and an anchored ``wall_clock`` make it run on a MockClock.
+    ``admin``: serve the admin API on 127.0.0.1 (a free port, no token: loopback only), with
+    per-bot series in ``/metrics`` unless ``metrics_per_bot`` is false.
     """
     config = Config(
         telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=poll_timeout),
         storage=StorageConfig(path=str(db)),
-        admin=AdminConfig(listen="127.0.0.1:0", enabled=False),
+        admin=AdminConfig(listen="127.0.0.1:0", enabled=admin, metrics_per_bot=metrics_per_bot),
         supervisor=SupervisorConfig(graceful_timeout=2.0, report_interval=report_interval),
         limits=limits or LimitsConfig(),
         bots=tuple(

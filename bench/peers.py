@@ -27,6 +27,10 @@ def one_line(error: Exception) -> str:
     return lines[0].rstrip(":;") + (f" ({cause[-1]})" if cause else "") if lines else repr(error)
 
 
+# Figures compared as a ratio to botvisor's of the same round.
+RATIO_KEYS = ("startup_s", "rss_per_bot_kib", "updates_per_cpu_s", "cpu_ms_per_update")
+
+
 def _repeat(
     kind: str, workload: Workload, runs: int, python: str | Path, work: Path
 ) -> dict[str, Any]:
@@ -38,6 +42,54 @@ def _repeat(
             )
         except RuntimeError as exc:
             errors.append(one_line(exc))
+    return _summarise(kind, workload, samples, errors)
+
+
+def _interleaved(
+    kinds: tuple[str, ...],
+    workload: Workload,
+    rounds: int,
+    pythons: dict[str, str | Path],
+    work: Path,
+) -> list[dict[str, Any]]:
+    """``rounds`` rounds of one run of each client in turn (botvisor, aiogram, …, then
+    botvisor again), so a slow spell of the machine falls on every client alike; each
+    peer's figures are also given as ratios to botvisor's of the same round."""
+    runs: dict[str, list[dict[str, Any] | None]] = {kind: [] for kind in kinds}
+    errors: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for i in range(rounds):
+        for kind in kinds:
+            try:
+                runs[kind].append(
+                    measure(
+                        CLIENTS[kind], workload, python=pythons[kind], work_dir=work, seed=1 + i
+                    )
+                )
+            except RuntimeError as exc:
+                errors[kind].append(one_line(exc))
+                runs[kind].append(None)
+    rows = []
+    ours = runs.get("botvisor")
+    for kind in kinds:
+        row = _summarise(kind, workload, [s for s in runs[kind] if s is not None], errors[kind])
+        if ours is not None and kind != "botvisor":
+            ratios = {}
+            for key in RATIO_KEYS:
+                pairs = [
+                    theirs[key] / mine[key]
+                    for mine, theirs in zip(ours, runs[kind], strict=True)
+                    if mine is not None and theirs is not None and mine.get(key)
+                ]
+                if pairs:
+                    ratios[key] = spread(pairs)
+            row["ratios"] = ratios
+        rows.append(row)
+    return rows
+
+
+def _summarise(
+    kind: str, workload: Workload, samples: list[dict[str, Any]], errors: list[str]
+) -> dict[str, Any]:
     failed = {"failed_runs": len(errors), "error": errors[0] if errors else None}
     if not samples:
         return {"client": CLIENTS[kind].name, "bots": workload.bots, **failed}
@@ -66,18 +118,20 @@ def run(
     peer_error: str | None = None,
     kinds: tuple[str, ...] = PEER_ORDER,
     idle: float | None = None,
+    rounds: int | None = None,
 ) -> dict[str, Any]:
-    """The 1,000-bot botvisor fleet over HTTP, then every client on the peers' workload.
-
-    Three runs each in both profiles: at 1,000 bots one python-telegram-bot run alone takes
-    over two minutes.
+    """The 1,000-bot botvisor fleet over HTTP (``runs`` runs, 3 by default), then every
+    client on the peers' workload in ``rounds`` interleaved rounds (5 by default, in both
+    profiles: 100 bots quick, 1,000 full).
     """
     runs = runs or 3
+    rounds = rounds or 5
     idle = idle if idle is not None else (10.0 if quick else 30.0)
     peer_bots = peer_bots or (100 if quick else 1_000)
     results: dict[str, Any] = {
         "benchmark": "peers",
         "runs": runs,
+        "rounds": rounds,
         "idle_window_s": idle,
         "peer_error": peer_error,
     }
@@ -96,19 +150,26 @@ def run(
             "chats": workload.chats,
             "messages": workload.messages,
         }
-        rows = []
+        pythons: dict[str, str | Path] = {}
         for kind in kinds:
             client = CLIENTS[kind]
             if client.peer and peer_python is None:
                 continue
-            python = peer_python if client.peer and peer_python else main_python()
-            rows.append(_repeat(kind, workload, runs, python, work))
-        results["clients"] = rows
+            pythons[kind] = peer_python if client.peer and peer_python else main_python()
+        chosen = tuple(kind for kind in kinds if kind in pythons)
+        results["clients"] = _interleaved(chosen, workload, rounds, pythons, work)
     return results
 
 
 def _row(r: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
     def ratio(key: str) -> str:
+        per_round = (r.get("ratios") or {}).get(key)
+        if per_round is not None:
+            if per_round["runs"] > 1 and per_round["min"] != per_round["max"]:
+                return (
+                    f" ×{per_round['median']:.2f} (×{per_round['min']:.2f}–{per_round['max']:.2f})"
+                )
+            return f" ×{per_round['median']:.2f}"
         if baseline is None or key not in r or key not in baseline:
             return ""
         return f" ×{r[key]['median'] / baseline[key]['median']:.2f}"
@@ -171,9 +232,10 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"{w['bots']:,} bots; each bot's {w['chats']} private chats receive {w['messages']} "
             f"messages at once ({w['bots'] * w['chats'] * w['messages']:,} updates); 10 s long "
-            f"polls; {results['runs']} runs each, fresh processes. ×N: ratio to botvisor in "
-            "the same run (lower is better for time, memory and CPU; higher for updates per "
-            "CPU-second).",
+            f"polls; {results.get('rounds', results['runs'])} interleaved rounds (each client "
+            "once per round, botvisor first, fresh processes). ×N: ratio to botvisor's figure "
+            "of the same round, median (min–max over the rounds); lower is better for time, "
+            "memory and CPU, higher for updates per CPU-second.",
             "",
             table(HEADER, [_row(r, baseline) for r in clients]),
         ]

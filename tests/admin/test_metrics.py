@@ -112,6 +112,65 @@ async def test_large_fleets_can_turn_per_bot_series_off(
         assert samples(text)[("botvisor_bots", (("status", "healthy"),))] == 3
 
 
+FLEET_TOTALS = (
+    "botvisor_bots",
+    "botvisor_breakers",
+    "botvisor_requests_total",
+    "botvisor_failures_total",
+    "botvisor_throttled_total",
+    "botvisor_chat_errors_total",
+    "botvisor_retries_total",
+    "botvisor_handled_updates_total",
+    "botvisor_replies_sent_total",
+    "botvisor_dead_letters_total",
+    "botvisor_ambiguous_sends_total",
+    "botvisor_handler_errors_total",
+    "botvisor_lane_updates",
+    "botvisor_lanes_overflowing",
+)
+
+
+async def test_fleet_totals_without_per_bot_series_are_the_sums_of_the_bots(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Without per-bot series the scrape reads each bot's cheap sample instead of its full
+    # statistics: the fleet's counts and sums must come out the same, busy fleet or not.
+    api = SimulatedBotApi(rng=random.Random(5))
+    api.set_faults(FaultProfile(error_rate_5xx=0.2, rate_limit_rate=0.1, retry_after=1))
+    async with admin_fleet(tmp_path / "a.db", [1, 2, 3], api=api) as admin:
+        tokens = admin.fleet.tokens
+        for n in range(6):
+            admin.api.send_user_message(tokens[1], 500 + n % 3, f"hello {n}")
+            admin.api.send_user_message(tokens[2], 600, f"photo caption {n}")
+        admin.api.send_update(tokens[3], payloads.edited_message(chat_id=700))
+        token4 = await add_api_bot(
+            admin, 4, handler="tests.handlers_for_tests:call_a_misspelled_method"
+        )
+        admin.api.send_user_message(token4, 777, "typo")
+        await trio.sleep(30)
+        admin.fleet.handle.fleet.get(3).pipeline.breaker.force_open()
+
+        # The cheap read first: in the same instant, a full pull taken before would serve it.
+        async with client(make_app(admin.fleet, metrics_per_bot=False), **AUTH) as http:
+            totals_only = samples((await http.get("/metrics")).text)
+        with_bots = samples((await admin.http.get("/metrics")).text)
+
+    fleet_rows = {key: value for key, value in with_bots.items() if key[0] in FLEET_TOTALS}
+    assert {key: totals_only[key] for key in fleet_rows} == fleet_rows
+    # The fleet was busy enough for the sums to mean something.
+    assert fleet_rows[("botvisor_requests_total", ())] > 12
+    assert fleet_rows[("botvisor_failures_total", ())] > 0
+    assert fleet_rows[("botvisor_throttled_total", ())] > 0
+    assert (
+        fleet_rows[("botvisor_dead_letters_total", ())]
+        + fleet_rows[("botvisor_handler_errors_total", ())]
+        > 0
+    )
+    assert fleet_rows[("botvisor_breakers", (("state", "forced_open"),))] == 1
+    assert fleet_rows[("botvisor_bots", (("status", "unhealthy"),))] >= 1
+    assert sum(v for (name, _), v in fleet_rows.items() if name == "botvisor_bots") == 4
+
+
 async def test_each_app_has_its_own_registry(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

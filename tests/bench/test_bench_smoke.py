@@ -7,11 +7,12 @@ Speed is not asserted here: speed claims live in docs/BENCHMARKS.md.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import chaos, fleet, limiter, memory, peers, pipeline, throughput
+from bench import chaos, fleet, limiter, memory, peers, pipeline, shutdown, throughput
 from bench.__main__ import render
 from bench.chaos import Timeline
 from bench.common import spread
@@ -87,7 +88,13 @@ def test_fleet_and_memory_benchmarks_at_twenty_bots() -> None:
     figures = results["sizes"]["20"]
     assert figures["startup_s"]["median"] > 0
     assert figures["rss_per_bot_kib"]["runs"] == 1
-    assert "| 20 |" in fleet.markdown(results)
+    # The fleet's totals over HTTP: 20 bots by status (4 statuses), breakers by state...
+    assert figures["scrape_samples"]["median"] > 40
+    assert figures["lateness_wakeups"]["median"] > 0
+    assert figures["lateness_p99_ms"]["median"] >= figures["lateness_p50_ms"]["median"]
+    text = fleet.markdown(results)
+    assert "| 20 |" in text
+    assert "`/metrics` scrape" in text
     mem = memory.run(bots=20)
     assert mem["total_kib_per_bot"] > 0
     assert "tracemalloc" in memory.markdown(mem)
@@ -107,6 +114,15 @@ def test_loopback_benchmark_with_botvisor_over_http() -> None:
     assert ours["updates"]["median"] == 3 * 2 * 5
     assert ours["duplicates"]["median"] == 0
     assert "Peers: the same echo workload" in peers.markdown(results)
+
+
+def test_shutdown_benchmark_stops_every_poll_and_exits_zero() -> None:
+    results = shutdown.run(bots=5, runs=1)
+    assert results["exit_codes"] == [0]
+    assert results["polls_waiting_at_signal"]["median"] == 5
+    assert results["polls_after_signal"]["median"] == 0
+    assert results["polls_waiting_after"]["median"] == 0
+    assert "SIGTERM to exit" in shutdown.markdown(results)
 
 
 def test_pipeline_benchmark_measures_our_stack() -> None:
@@ -176,3 +192,47 @@ def test_a_client_that_fails_every_run_is_shown_with_its_error_not_dropped() -> 
     text = peers.markdown(results)
     assert f"| aiogram 3 | 10 | failed in every run: {line} |" in text
     assert "aiogram 3: 3 run(s) failed" in text
+
+
+def test_peer_runs_interleave_by_round_and_report_per_round_ratios(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A machine that slows down over the run: a later round is slower for every client.
+    order: list[str] = []
+
+    def fake_measure(client: Any, workload: Any, **kwargs: Any) -> dict[str, Any]:
+        order.append(client.module + " ".join(client.extra))
+        slow = 1.0 + len(order) / 10
+        ours = client.name == "botvisor"
+        cpu = (2.0 if ours else 1.0) * slow
+        return {
+            "startup_s": 1.0 * slow,
+            "rss_per_bot_kib": 50.0 if ours else 100.0,
+            "updates_per_cpu_s": 1000 / cpu,
+            "cpu_ms_per_update": cpu,
+            "updates_per_s": 10.0,
+            "duplicates": 0,
+        }
+
+    monkeypatch.setattr(peers, "measure", fake_measure)
+    results = peers.run(
+        peer_python=tmp_path / "python",
+        fleet_bots=0,
+        kinds=("botvisor", "aiogram", "ptb"),
+        rounds=5,
+    )
+    assert order == ["bench.client_botvisor", "bench.peer_aiogram", "bench.peer_ptb"] * 5
+    ours, aiogram, _ptb = results["clients"]
+    assert "ratios" not in ours
+    rss = aiogram["ratios"]["rss_per_bot_kib"]
+    assert rss == {"median": 2.0, "min": 2.0, "max": 2.0, "runs": 5}
+    # The peer ran 0.1 "later" than botvisor in each round: its ratio shows that, not the
+    # slowdown across rounds.
+    cpu = aiogram["ratios"]["cpu_ms_per_update"]
+    assert cpu["runs"] == 5
+    assert 0.5 < cpu["min"] <= cpu["median"] <= cpu["max"] < 0.55
+    text = peers.markdown(results)
+    assert "5 interleaved rounds" in text
+    assert "×2.00" in text
+    verdicts = summary({"peers": results})
+    assert "in every round" in verdicts

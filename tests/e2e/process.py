@@ -31,13 +31,14 @@ def write_config(
     bots: Mapping[int, str],
     handler: str = "echo",
     graceful_timeout: float = 2,
+    poll_timeout: int = 2,
     extra: str = "",
 ) -> Path:
     """A botvisor.toml for the given bots (tokens inline) and an admin API on a free port."""
     lines = [
         "[telegram]",
         f'api_base = "{api_base}"',
-        "poll_timeout = 2",
+        f"poll_timeout = {poll_timeout}",
         "[storage]",
         f'path = "{db_path}"',
         "[admin]",

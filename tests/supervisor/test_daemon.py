@@ -10,9 +10,10 @@ import pytest
 import trio
 import trio.testing
 
+from actors import TelegramConfig
 from actors.simulator import SimulatedBotApi
 from storage import WriterState
-from supervisor import Config
+from supervisor import Config, SupervisorConfig
 from tests.harness import EPOCH, running_fleet
 
 
@@ -84,6 +85,37 @@ async def test_every_bot_stops_polling_at_once_when_shutdown_begins(
     # waiting at Telegram and none had started since the shutdown began.
     assert watcher.seen == (0, polls_before)
     assert api.statistics().calls_by_method["getUpdates"] == polls_before
+
+
+async def test_no_bot_starts_a_get_updates_after_the_stop_request(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # One-second polls cycle all the time, and a handler 100 s busy keeps the shutdown in its
+    # 8 s grace: a bot still polling during it would add getUpdates calls at the server.
+    api = SimulatedBotApi(rng=random.Random(4))
+    bots = list(range(1, 21))
+    async with running_fleet(
+        tmp_path / "d.db",
+        bots,
+        api=api,
+        configure=slow_handlers,
+        telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=1),
+        supervisor=SupervisorConfig(graceful_timeout=8.0, restart_jitter=0.0),
+    ) as fleet:
+        api.send_user_message(fleet.tokens[1], 42, "take your time")
+        await trio.sleep(5.5)
+        assert api.statistics().waiting_polls == len(bots)
+        assert fleet.handle.fleet.get(1).statistics().lanes is not None
+        fleet.daemon.request_shutdown()
+        asked_at = trio.current_time()
+        polls_at_request = api.statistics().calls_by_method["getUpdates"]
+        await trio.sleep(4)  # half the grace: the busy handler keeps the daemon up
+        assert api.statistics().calls_by_method["getUpdates"] == polls_at_request
+        assert api.statistics().waiting_polls == 0
+    assert api.statistics().calls_by_method["getUpdates"] == polls_at_request
+    # The grace ran from the request: the busy handler was cancelled at its end.
+    assert trio.current_time() == pytest.approx(asked_at + 8.0)
+    assert api.report().answered == 0
 
 
 async def test_the_final_snapshot_is_taken_after_the_bots_stopped(
