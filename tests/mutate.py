@@ -41,6 +41,11 @@ class Target:
     deselect: tuple[str, ...] = ()
     # Count only mutants whose name contains this (a part of a large module).
     name_filter: str | None = None
+    # The module's string literals are SQL: a survivor that only changes the letter case of
+    # a line without a quoted SQL literal on it ('...') is equivalent (SQLite's keywords,
+    # table and column names are case-insensitive). Such survivors are listed by name and
+    # the score is given with and without them.
+    sql_case_insensitive: bool = False
 
 
 ACTOR_TESTS = ("tests/actors/test_bot.py", "tests/actors/test_faults.py")
@@ -69,7 +74,9 @@ MODULES: dict[str, Target] = {
     "actors/pipeline.py": Target(("tests/actors/test_pipeline.py",)),
     # test_chat_lanes.py drives ChatLanes alone (order, the cap, reaping, closing, overflow and
     # read-back), test_lanes.py the chat rule (chat_key, lane names); test_head_of_line.py
-    # adds the lanes-alone races of a read-back. Its four thousand-update fleets are left out:
+    # adds the lanes-alone races of a read-back, test_redrive.py a redrive's place in the
+    # lane (redrive_nowait), test_usage.py the update kind usage counts (usage_kind, here
+    # beside chat_key). The four thousand-update fleets of test_head_of_line.py are left out:
     # 7-10 s each (most of a surviving mutant's run) for what the lanes-alone tests check in
     # milliseconds; they still run in `make test`.
     "actors/lanes.py": Target(
@@ -77,6 +84,8 @@ MODULES: dict[str, Target] = {
             "tests/actors/test_chat_lanes.py",
             "tests/actors/test_lanes.py",
             "tests/actors/test_head_of_line.py",
+            "tests/actors/test_redrive.py",
+            "tests/actors/test_usage.py",
         ),
         deselect=(
             "tests/actors/test_head_of_line.py::"
@@ -93,11 +102,44 @@ MODULES: dict[str, Target] = {
     "actors/bot.py": Target((*ACTOR_TESTS, "tests/actors/test_lifecycle.py")),
     # Only the durable inbox of the store (its other parts have their own tests).
     "storage/store.py": Target(
-        ("tests/storage/test_store.py", "tests/storage/test_inbox_lanes.py"), name_filter="inbox"
+        ("tests/storage/test_store.py", "tests/storage/test_inbox_lanes.py"),
+        name_filter="inbox",
+        sql_case_insensitive=True,
     ),
 }
 
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
+
+
+# A line of SQL text: a keyword or a parameter placeholder (a dict key such as "chat_id",
+# whose case matters, has neither).
+_SQL = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|GROUP BY|VALUES|SET|AND|OR|IS|"
+    r"NULL|LIMIT|ON CONFLICT)\b|\?",
+    re.IGNORECASE,
+)
+
+
+def only_changes_case(diff: str) -> bool:
+    """Whether a mutant's diff only changes the letter case of lines of SQL text with no
+    quoted SQL literal on them (a ``'...'`` in SQL is a value, whose case matters)."""
+    removed: list[str] = []
+    added: list[str] = []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("-"):
+            removed.append(line[1:])
+        elif line.startswith("+"):
+            added.append(line[1:])
+    return (
+        bool(removed)
+        and len(removed) == len(added)
+        and all(
+            old != new and old.lower() == new.lower() and "'" not in old and _SQL.search(old)
+            for old, new in zip(removed, added, strict=True)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +150,7 @@ class Outcome:
     statuses: dict[str, str]  # mutant name -> killed, survived, timeout, no tests...
     diffs: dict[str, str]  # survivors' diffs
     seconds: float
+    sql_case_insensitive: bool = False
 
     @property
     def counted(self) -> dict[str, str]:
@@ -131,6 +174,18 @@ class Outcome:
     @property
     def score(self) -> float:
         total = len(self.counted)
+        return 100.0 * self.killed / total if total else 0.0
+
+    @property
+    def case_only(self) -> list[str]:
+        """Survivors that only change the case of SQL text (see ``Target``)."""
+        if not self.sql_case_insensitive:
+            return []
+        return [n for n in self.survivors if only_changes_case(self.diffs.get(n, ""))]
+
+    @property
+    def score_without_case_only(self) -> float:
+        total = len(self.counted) - len(self.case_only)
         return 100.0 * self.killed / total if total else 0.0
 
 
@@ -195,7 +250,8 @@ def mutmut(workdir: Path, *args: str) -> str:
 
 def run_module(module: str, jobs: int) -> Outcome:
     started = time.monotonic()
-    tests, name_filter = MODULES[module].tests, MODULES[module].name_filter
+    chosen = MODULES[module]
+    tests, name_filter = chosen.tests, chosen.name_filter
     workdir = scratch_copy(module)
     # A part of a large module: only its mutants are run (mutmut matches names with fnmatch).
     only = [f"*{name_filter}*"] if name_filter else []
@@ -206,7 +262,9 @@ def run_module(module: str, jobs: int) -> Outcome:
             statuses[found.group(1)] = found.group(2).strip()
     outcome = Outcome(module, tests, name_filter, statuses, {}, time.monotonic() - started)
     diffs = {name: mutmut(workdir, "show", name) for name in outcome.survivors}
-    return Outcome(module, tests, name_filter, statuses, diffs, outcome.seconds)
+    return Outcome(
+        module, tests, name_filter, statuses, diffs, outcome.seconds, chosen.sql_case_insensitive
+    )
 
 
 def section(outcome: Outcome) -> str:
@@ -222,9 +280,24 @@ def section(outcome: Outcome) -> str:
         f"run took {outcome.seconds / 60:.1f} min",
         "",
     ]
-    if outcome.survivors:
+    case_only = outcome.case_only
+    if case_only:
+        lines[-1:-1] = [
+            f"- of the survivors, {len(case_only)} only change the letter case of SQL text "
+            "(equivalent: SQLite's keywords, table and column names are case-insensitive); "
+            f"**score without them {outcome.score_without_case_only:.1f}%** "
+            f"({outcome.killed} of {len(counted) - len(case_only)})",
+        ]
+        lines += [
+            "Survivors that only change the case of SQL text: "
+            + ", ".join(f"`{name}`" for name in case_only)
+            + ".",
+            "",
+        ]
+    others = [name for name in outcome.survivors if name not in case_only]
+    if others:
         lines += ["Survivors (each explained below the run, in *Survivors explained*):", ""]
-        for name in outcome.survivors:
+        for name in others:
             lines += [f"`{name}` ({counted[name]}):", "", "```diff"]
             diff = outcome.diffs.get(name, "").strip().splitlines()
             lines += [line for line in diff if not line.startswith("#")][:30]
@@ -271,9 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules or list(MODULES):
         outcome = run_module(module, args.jobs)
         record(outcome)
+        case_only = outcome.case_only
         print(
             f"{module}: {outcome.killed}/{len(outcome.counted)} killed "
-            f"({outcome.score:.1f}%), {len(outcome.survivors)} survived",
+            f"({outcome.score:.1f}%), {len(outcome.survivors)} survived"
+            + (
+                f" ({len(case_only)} only change the case of SQL text: "
+                f"{outcome.score_without_case_only:.1f}% without them)"
+                if case_only
+                else ""
+            ),
             flush=True,
         )
     return 0

@@ -14,7 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors import chat_key, update_chat_id
+from actors import chat_key, update_chat_id, update_payload
+from actors.lanes import lane_name
 from actors.simulator import SimulatedBotApi
 from tests import payloads
 from tests.actors.test_bot import with_handler
@@ -159,6 +160,21 @@ LANE_OF_SHAPE: dict[str, tuple[dict[str, Any], Any]] = {
         -4001,
     ),
 }
+
+
+def test_a_field_besides_the_object_that_is_no_object_is_not_taken_for_it() -> None:
+    # A field Telegram might add beside update_id that is a plain value, not an object.
+    update = {"update_id": 7, "is_redelivery": True, "message": payloads.message(7)["message"]}
+    assert update_payload(update) == ("message", update["message"])
+    assert chat_key(update) == update["message"]["chat"]["id"]
+
+
+def test_the_inbox_names_a_lane_by_its_chat_id_or_its_key() -> None:
+    # Stored in the inbox's lane column and matched on read-back: the text must not change.
+    assert lane_name(FORUM) == "-1001234567890"
+    assert lane_name(BUSINESS) == "4242"
+    assert lane_name(("user", 8)) == "('user', 8)"
+    assert lane_name(("kind", "poll")) == "('kind', 'poll')"
 
 
 def test_the_table_covers_every_update_type() -> None:

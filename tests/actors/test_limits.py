@@ -123,6 +123,32 @@ async def test_idle_chats_are_forgotten(autojump_clock: trio.testing.MockClock) 
     assert trio.current_time() == 2  # the live one kept its limit
 
 
+async def test_a_group_message_is_admitted_at_once_when_the_first_of_its_minute_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One message at t=0, nineteen at t=30: the 21st is admitted (without waiting) at exactly
+    # t=60, when the first is a minute old, and the 22nd not before the nineteen are.
+    window = SlidingWindowLimiter(20, 60.0)
+    assert window.try_acquire()  # the time is the clock's when none is given
+    await trio.sleep(30)
+    assert [window.try_acquire() for _ in range(20)] == [True] * 19 + [False]
+    await trio.sleep_until(60 - 1e-9)
+    assert not window.try_acquire()
+    await trio.sleep_until(60)
+    assert window.try_acquire()
+    assert not window.try_acquire()
+    await trio.sleep_until(90)
+    assert window.try_acquire()
+    # The same through the per-chat limits of a group.
+    chats = ChatLimiters(LimitsConfig())
+    assert chats.try_acquire(-100123)
+    await trio.sleep(30)
+    assert [chats.try_acquire(-100123) for _ in range(20)] == [True] * 19 + [False]
+    await trio.sleep(30)
+    assert chats.try_acquire(-100123)
+    assert not chats.try_acquire(-100123)
+
+
 def test_sliding_window_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="limit must be a whole number >= 1"):
         SlidingWindowLimiter(0, 1.0)
@@ -532,6 +558,33 @@ async def test_global_released_permit_goes_to_the_next_waiter_or_back_to_the_buc
     assert served == [(3, 0), (4, 1)]
     stats = limiter.statistics()
     assert (stats.granted, stats.handed_on, stats.waiting) == (2, 1, 0)
+
+
+async def test_global_every_released_permit_goes_to_a_waiter_and_each_is_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    limiter = GlobalRateLimiter(rate=1, burst=2)
+    await limiter.acquire(1)
+    await limiter.acquire(2)  # both tokens taken at t=0
+    served: list[tuple[int, float]] = []
+
+    async def ask(tenant: int) -> None:
+        await limiter.acquire(tenant)
+        served.append((tenant, trio.current_time()))
+
+    async with trio.open_nursery() as nursery:
+        for tenant in (3, 4, 5):
+            nursery.start_soon(ask, tenant)
+            await trio.testing.wait_all_tasks_blocked()
+        limiter.release()  # tenant 1 and 2 will not use theirs: 3 and 4 go now
+        limiter.release()
+        await trio.testing.wait_all_tasks_blocked()
+        # Both at once (Trio wakes the two in either order), in their turn: 5 is not served.
+        assert sorted(served) == [(3, 0), (4, 0)]
+        assert limiter.statistics().handed_on == 2
+    assert served[2] == (5, 1)  # 5 waits for the bucket's next token
+    stats = limiter.statistics()
+    assert (stats.granted, stats.handed_on, stats.waiting) == (3, 2, 0)
 
 
 async def test_global_a_tenant_back_after_giving_up_keeps_one_turn(

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -147,3 +148,24 @@ async def test_a_busy_chats_redriven_update_is_answered_before_its_later_message
         assert sent is not None
         assert [m.text for m in sent if m.chat_id == CHAT] == ["second", "first", "third"]
         assert await fleet.handle.store.inbox_pending(1) == []
+
+
+async def test_a_redrive_to_a_quiet_chat_opens_its_lane_and_its_later_updates_follow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    inbox = [5, 6]
+    async with trio.open_nursery() as nursery:
+        lanes = lanes_of(nursery, recorder, inbox, buffer=1)
+        assert lanes.idle  # no lane for the chat: it was quiet (or reaped)
+        lanes.redrive_nowait(CHAT, 5)
+        lanes.dispatch_nowait(CHAT, 6)  # the lane holds one: 6 is left to the inbox
+        assert lanes.statistics().overflowing_lanes == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert recorder.done == [5, 6]  # 6 read back after 5
+        await lanes.close()
+        assert lanes.idle
+        with pytest.raises(
+            RuntimeError, match=r"^chat lanes are closing; no update can be redriven now$"
+        ):
+            lanes.redrive_nowait(CHAT, 7)
