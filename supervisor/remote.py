@@ -5,8 +5,9 @@ They find the daemon from ``--url`` (or ``$BOTVISOR_ADMIN_URL``, or ``admin.list
 ``admin.token_env`` of ``--config``). A bot's token is read from a variable or stdin, never from
 the command line, where ``ps`` would show it.
 
-Exit codes: 0 done, 1 the API refused the request (its message is printed), 2 bad usage,
-3 the admin API could not be reached.
+Exit codes: 0 done, 1 the API refused the request (its message is printed) or, for a
+dead-letter redrive, refused any of the dead letters it named (each refusal is printed),
+2 bad usage, 3 the admin API could not be reached.
 """
 
 from __future__ import annotations
@@ -516,12 +517,12 @@ def dead_letters_command(
         if exc.code == "usage":
             return EXIT_USAGE
         return EXIT_UNREACHABLE if exc.status is None else EXIT_REFUSED
+    refused = result.get("refused", [])
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False), file=out)
     elif args.action == "discard":
         print(f"discarded {result['discarded']} dead letter(s) of bot {args.user_id}", file=out)
     else:
-        refused = result["refused"]
         print(
             f"redrove {result['redriven']} dead letter(s) of bot {args.user_id}; "
             f"refused {len(refused)}",
@@ -529,7 +530,8 @@ def dead_letters_command(
         )
         for refusal in refused:
             print(f"  refused {refusal['id']}: {refusal['reason']}", file=out)
-    return EXIT_OK
+    # A script redriving a set must notice the ones left behind.
+    return EXIT_REFUSED if refused else EXIT_OK
 
 
 # --- watch ------------------------------------------------------------------------------

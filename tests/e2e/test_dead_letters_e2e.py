@@ -101,8 +101,10 @@ async def test_a_blocked_reply_is_redriven_once_in_its_chats_order(tmp_path: Pat
             assert await replied(api, token, 1) == ["first"]
 
             # Handled again: a second redrive is refused, saying so.
-            again = await ok(url, "dead-letters", "redrive", "1", "--ids", str(letter["id"]))
-            assert "redrove 0" in again and "and handled again" in again
+            again = await botvisor(url, "dead-letters", "redrive", "1", "--ids", str(letter["id"]))
+            assert again.returncode == 1, "a redrive that refused a dead letter exits 1"
+            assert "redrove 0" in again.stdout.decode()
+            assert "and handled again" in again.stdout.decode()
 
             # Blocked again: "fourth" dead-letters. While the bot is suspended the chat's
             # next message waits at Telegram; the redrive waits in the inbox; resumed, the
