@@ -69,7 +69,13 @@ from actors.events import (
     LifecycleEvent,
     StatusChanged,
 )
-from actors.fleet_health import FleetHealth, FleetSummary, FleetTotals, HealthPull
+from actors.fleet_health import (
+    FleetHealth,
+    FleetSummary,
+    FleetTotals,
+    HealthPull,
+    RetiredCounters,
+)
 from actors.handlers import HandlerContext, HandlerError, import_handler, load_handler
 from actors.health import BotStatus, HealthStatistics, HealthTracker, health_row
 from actors.ids import MAX_USER_ID, USER_ID_RULE, UserId, user_id_problem
@@ -219,6 +225,7 @@ __all__ = [
     "ReceiverStatistics",
     "RedactingFilter",
     "RequestPipeline",
+    "RetiredCounters",
     "RetryConfig",
     "RetryCounters",
     "RetryPolicy",

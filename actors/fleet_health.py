@@ -27,16 +27,23 @@ Each pull is taken in one go, without yielding (the asynchronous full pull yield
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
-from actors.bot import BotActor, BotStatistics
+from actors.bot import BotActor, BotStatistics, MetricsSample
 from actors.breaker import BreakerState
 from actors.health import BotStatus, health_row
 from storage import BotCounters, HealthRow
 
-__all__ = ["PULL_CHUNK", "FleetHealth", "FleetSummary", "FleetTotals", "HealthPull"]
+__all__ = [
+    "PULL_CHUNK",
+    "FleetHealth",
+    "FleetSummary",
+    "FleetTotals",
+    "HealthPull",
+    "RetiredCounters",
+]
 
 # An asynchronous pull yields to the scheduler after this many bots, so reading a fleet of
 # 10,000 does not stall the bots for the whole read.
@@ -81,6 +88,64 @@ class FleetTotals:
     handler_errors: int
     lane_updates: int
     lanes_overflowing: int
+
+
+# FleetTotals' cumulative counters, in the order RetiredCounters.add reads them off a
+# MetricsSample (the gauges, lane updates and overflowing lanes, are not kept for bots that
+# left).
+_COUNTERS = (
+    "requests",
+    "failures",
+    "throttled",
+    "chat_errors",
+    "retries",
+    "handled_updates",
+    "replies_sent",
+    "dead_letters",
+    "ambiguous_sends",
+    "handler_errors",
+)
+
+
+class RetiredCounters:
+    """The cumulative counters of bots removed from the fleet, so the fleet's sums never go
+    down when a bot goes: ``/metrics`` exposes them as Prometheus counters, and a counter
+    that drops reads as a reset, which makes ``rate()`` count the whole fleet's total again."""
+
+    __slots__ = ("_sums",)
+
+    def __init__(self) -> None:
+        self._sums = [0] * len(_COUNTERS)
+
+    def add(self, sample: MetricsSample) -> None:
+        """Keep a leaving bot's counters (its last :meth:`BotActor.metrics_sample`)."""
+        for i, value in enumerate(
+            (
+                sample.total_requests,
+                sample.failed_requests,
+                sample.throttled,
+                sample.chat_errors,
+                sample.retries,
+                sample.handled_updates,
+                sample.replies_sent,
+                sample.dead_letters,
+                sample.ambiguous_sends,
+                sample.handler_errors,
+            )
+        ):
+            self._sums[i] += value
+
+    def onto(self, totals: FleetTotals) -> FleetTotals:
+        """``totals`` with the removed bots' counters added."""
+        if not any(self._sums):
+            return totals
+        return replace(
+            totals,
+            **{
+                name: getattr(totals, name) + value
+                for name, value in zip(_COUNTERS, self._sums, strict=True)
+            },
+        )
 
 
 _BREAKER_STATES = tuple(s.value for s in BreakerState)
@@ -242,7 +307,8 @@ class FleetHealth:
 
     ``actors`` lists the registered actors (by ``user_id``); ``changes`` is a count that moves
     whenever an actor announced a change (the event sink's ``emitted``), so a change within
-    one instant is not hidden by a pull taken just before it.
+    one instant is not hidden by a pull taken just before it; ``retired`` holds the counters
+    of bots removed since start, added to :meth:`totals`.
     """
 
     def __init__(
@@ -251,8 +317,10 @@ class FleetHealth:
         *,
         changes: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = trio.current_time,
+        retired: RetiredCounters | None = None,
     ) -> None:
         self._actors = actors
+        self._retired = RetiredCounters() if retired is None else retired
         self._changes = changes
         self._clock = clock
         self._pull: HealthPull | None = None
@@ -352,16 +420,21 @@ class FleetHealth:
         self._pulls += 1
         return pull
 
-    def totals(self) -> FleetTotals:
-        """The fleet's counts by status and breaker state and its summed counters now:
-        from the instant's full pull if there is one, else read from every bot's cheap
+    def totals(self, pull: HealthPull | None = None) -> FleetTotals:
+        """The fleet's counts by status and breaker state and its summed counters (removed
+        bots' included): of ``pull``'s bots if given (a full pull), else now, from the
+        instant's full pull if there is one, else read from every bot's cheap
         :class:`~actors.bot.MetricsSample` in one go (no yield: the counts come from one
         reading, and a read that yields waits a whole scheduling round of the fleet each
         time, which under load cost more than the read). Reused within the instant."""
-        key = self._now()
-        pull = self._current(full=True)
+        if pull is None:
+            pull = self._current(full=True)
         if pull is not None and pull.bots is not None:
-            return pull.totals()
+            return self._retired.onto(pull.totals())
+        return self._retired.onto(self._sampled_totals())
+
+    def _sampled_totals(self) -> FleetTotals:
+        key = self._now()
         if self._totals is not None and self._totals_key == key:
             return self._totals
         # Counted by member, named once at the end (an enum's .value costs a call per bot).

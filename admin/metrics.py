@@ -101,7 +101,7 @@ class FleetCollector:
         if not self._ctx.metrics_per_bot:
             return list(self._families(health.totals(), None))
         pull = health.full_pull()
-        return list(self._families(pull.totals(), self._with_restarts(pull.bots or ())))
+        return list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
 
     async def collect_async(self) -> list[Metric]:
         """The same for the endpoint. With per-bot series the fleet's health is pulled in
@@ -112,7 +112,7 @@ class FleetCollector:
         if not self._ctx.metrics_per_bot:
             return list(self._families(health.totals(), None))
         pull = await health.full_pull_async()
-        return list(self._families(pull.totals(), self._with_restarts(pull.bots or ())))
+        return list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
 
     def _with_restarts(self, bots: Iterable[BotStatistics]) -> list[tuple[BotStatistics, int]]:
         supervisor = self._ctx.supervisor
@@ -179,7 +179,8 @@ class FleetCollector:
         for name, count in totals.by_breaker.items():
             breakers.add_metric([name], count)
         yield breakers
-        fleet = "summed over the bots registered now"
+        fleet = "summed over the fleet's bots (removed ones included)"
+        now = "summed over the bots registered now"
         yield _counter("botvisor_requests", f"Bot API calls, {fleet}", totals.requests)
         yield _counter("botvisor_failures", f"Failed Bot API calls, {fleet}", totals.failures)
         yield _counter("botvisor_throttled", f"429-throttled calls, {fleet}", totals.throttled)
@@ -206,12 +207,12 @@ class FleetCollector:
         )
         yield _gauge(
             "botvisor_lane_updates",
-            f"Updates held in memory by chat lanes (at most 64 a lane), {fleet}",
+            f"Updates held in memory by chat lanes (at most 64 a lane), {now}",
             totals.lane_updates,
         )
         yield _gauge(
             "botvisor_lanes_overflowing",
-            f"Chat lanes behind, whose further updates wait in the inbox, {fleet}",
+            f"Chat lanes behind, whose further updates wait in the inbox, {now}",
             totals.lanes_overflowing,
         )
 

@@ -180,7 +180,7 @@ class Daemon:
         metrics = MetricsActor(
             store,
             receive_events,
-            health=FleetHealth(fleet.actors, changes=lambda: events.emitted),
+            health=FleetHealth(fleet.actors, changes=lambda: events.emitted, retired=fleet.retired),
             wall_clock=self._wall_clock,
             persist_interval=config.storage.persist_interval,
             retention_days=config.storage.retention_days,

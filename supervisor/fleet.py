@@ -41,6 +41,7 @@ from actors import (
     LifecycleEvent,
     OwnedByConfig,
     OwnershipConflict,
+    RetiredCounters,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
@@ -206,6 +207,8 @@ class Fleet:
         # dormant bot's are not written by the bot: it has no incarnation to flush them).
         self._usage_waiting: set[int] = set()
         self._tasks_scope: trio.CancelScope | None = None
+        # The counters of bots removed since start (the fleet's sums never go down).
+        self.retired = RetiredCounters()
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -421,6 +424,7 @@ class Fleet:
             await self._delete_webhook(user_id, actor.config.token)
         await self._services.store.remove_bot(user_id)  # its stored registration too
         del self._bots[user_id]
+        self.retired.add(actor.metrics_sample())
         self._secrets.pop(user_id, None)
         self._registrations.pop(user_id, None)
         self._retries.forget(user_id)

@@ -171,6 +171,38 @@ async def test_fleet_totals_without_per_bot_series_are_the_sums_of_the_bots(
     assert sum(v for (name, _), v in fleet_rows.items() if name == "botvisor_bots") == 4
 
 
+COUNTERS = tuple(name for name in FLEET_TOTALS if name.endswith("_total"))
+
+
+async def test_fleet_counters_do_not_go_down_when_a_bot_is_removed(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Prometheus reads a counter that drops as a reset: rate() would count the whole fleet's
+    # total again. A removed bot's counts stay in the fleet's sums, per-bot series or not.
+    async with admin_fleet(tmp_path / "a.db", [1]) as admin:
+        token = await add_api_bot(admin, 2)
+        for n in range(4):
+            admin.api.send_user_message(token, 900, f"hello {n}")
+            admin.api.send_user_message(admin.fleet.tokens[1], 901, f"hi {n}")
+        await trio.sleep(10)
+        totals_only = make_app(admin.fleet, metrics_per_bot=False)
+        async with client(totals_only, **AUTH) as http:
+            before = samples((await http.get("/metrics")).text)
+            assert before[("botvisor_replies_sent_total", ())] == 8
+            response = await admin.http.delete("/admin/bots/2")
+            assert response.status_code in (200, 204), response.text
+            await trio.sleep(1)
+            after = samples((await http.get("/metrics")).text)
+        with_bots = samples((await admin.http.get("/metrics")).text)
+
+    assert after[("botvisor_bots", (("status", "healthy"),))] == 1
+    for name in COUNTERS:
+        assert after[(name, ())] >= before[(name, ())], name
+        assert with_bots[(name, ())] == after[(name, ())], name
+    assert after[("botvisor_replies_sent_total", ())] == 8
+    assert ("botvisor_bot_requests_total", (("user_id", "2"),)) not in with_bots
+
+
 async def test_each_app_has_its_own_registry(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
