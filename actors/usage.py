@@ -12,6 +12,7 @@ Calls and reply latencies also go to the daemon's :class:`~actors.instruments.Fl
 
 from __future__ import annotations
 
+from actors.botapi.methods import method_label
 from actors.instruments import FleetInstruments
 from storage import LATENCY_METRICS, latency_index
 
@@ -43,14 +44,17 @@ class UsageMeter:
         counts[metric] = counts.get(metric, 0) + n
 
     def count_call(self, method: str, outcome: str, seconds: float | None = None) -> None:
-        """One Bot API attempt of ``method`` with ``outcome`` (see :func:`call_outcome`, or
-        ``retried`` for a retry scheduled); a successful ``send*`` is a message sent.
-        ``seconds``, the attempt's latency where measured, goes to the fleet's histogram."""
+        """One Bot API attempt of ``method`` (not a Bot API method: ``other``) with
+        ``outcome`` (see :func:`call_outcome`, or ``retried`` for a retry scheduled); a
+        successful ``send*`` is a message sent. ``seconds``, the attempt's latency where
+        measured, goes to the fleet's histogram."""
         fleet = self._fleet
         if fleet is not None:
             fleet.count_call(method, outcome, seconds)
         counts = self._counts
-        metric = f"calls.{method}.{outcome}"
+        # By Bot API method name, any other name as ``other``: a handler calling names of its
+        # own making must not grow the usage table by a row per name.
+        metric = f"calls.{method_label(method)}.{outcome}"
         counts[metric] = counts.get(metric, 0) + 1
         if outcome == "ok" and method[:4] == "send":
             counts["sends"] = counts.get("sends", 0) + 1

@@ -27,6 +27,20 @@ def test_a_successful_send_is_a_message_sent_and_other_outcomes_are_not() -> Non
     assert meter.take() == {}
 
 
+def test_calls_of_names_that_are_not_bot_api_methods_count_as_other() -> None:
+    # A handler may call any name; the usage table must not grow a row per name it makes up.
+    meter = UsageMeter()
+    for n in range(50):
+        meter.count_call(f"myMethod{n}", call_outcome("permanent"))
+    meter.count_call("sendmessage", call_outcome("permanent"))  # Telegram's case, not ours
+    meter.count_call("sendMessage", "ok")
+    assert meter.take() == {
+        "calls.other.failed_permanent": 51,
+        "calls.sendMessage.ok": 1,
+        "sends": 1,
+    }
+
+
 def test_webhook_deliveries_are_counted_for_the_receiver() -> None:
     meter = UsageMeter()
     meter.count_webhook(accepted=True)
