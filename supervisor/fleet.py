@@ -916,8 +916,14 @@ class Fleet:
             )
             return False
         current = self._bots.get(actor.user_id)
-        if current is None or current.actor is not actor or not actor.webhook_mode:
-            return False  # removed or switched to polling while Telegram was asked
+        if current is None:
+            # Removed while Telegram was asked (a 429's wait, a slow answer): the removal's
+            # deleteWebhook may have reached Telegram first, so this setWebhook would leave
+            # Telegram pushing to a bot nobody serves. Delete it again.
+            await self._delete_webhook(actor.user_id, actor.config.token)
+            return False
+        if current.actor is not actor or not actor.webhook_mode:
+            return False  # replaced, or switched to polling (which deletes the webhook)
         await self._services.store.upsert_webhook_registration(wanted)
         self._registrations[actor.user_id] = wanted
         self._forget_registration_retry(actor)

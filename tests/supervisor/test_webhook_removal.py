@@ -112,3 +112,51 @@ async def test_a_delete_webhook_that_hangs_or_fails_does_not_stop_the_removal(
         assert "failed while removing it (deleteWebhook: the request never reached" in lines[0]
     secret = token.split(":", 1)[1]
     assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+class SlowFirstSetWebhook(WebhookTelegram):
+    """WebhookTelegram whose first setWebhook is answered 429 (retry after 5 s), so the
+    registration is still in flight (waiting to try again) for those seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/setWebhook") and self.throttled == 0:
+            self.throttled += 1
+            body = {
+                "ok": False,
+                "error_code": 429,
+                "description": "Too Many Requests: retry after 5",
+                "parameters": {"retry_after": 5},
+            }
+            return httpx.Response(429, json=body, request=request)
+        return await super().handle_async_request(request)
+
+
+async def test_a_bot_removed_while_its_set_webhook_is_in_flight_leaves_no_webhook_set(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The removal's deleteWebhook reaches Telegram first; the registration's retry would then
+    # set the webhook again, and Telegram would push a bot nobody serves for a day.
+    telegram = SlowFirstSetWebhook()
+    async with running_fleet(
+        tmp_path / "d.db", [], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        token = bot_token(2)
+        fleet.api.add_bot(token)
+        bot = BotToken(token).bot_id
+        await fleet.handle.fleet.add(
+            BotConfig(user_id=2, token=BotToken(token), mode=BotMode.WEBHOOK)
+        )
+        await trio.sleep(1)
+        assert telegram.throttled == 1 and telegram.bot(bot).webhook is None
+        async with admin_client(fleet) as admin:
+            assert (await admin.delete("/admin/bots/2")).status_code == 200
+        await trio.sleep(30)
+        # The retry went out after the removal's deleteWebhook (the 429 is not recorded).
+        assert telegram.methods(bot)[:2] == ["deleteWebhook", "setWebhook"]
+        assert telegram.methods(bot)[-1] == "deleteWebhook"
+        assert telegram.bot(bot).webhook is None
+        assert await fleet.handle.store.load_webhook_registrations() == {}
