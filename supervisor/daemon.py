@@ -296,12 +296,25 @@ class Daemon:
             log.info("shutdown complete: database closed")
 
 
+# A full (oldest-generation) collection at most once per this many collections of the middle
+# generation (CPython's default is 10). A polling bot's long poll keeps its objects alive for
+# the poll's timeout, long enough to reach the oldest generation, where they then die by
+# reference count; with the default, 10,000 idle bots set off a full collection every second
+# or so, each walking ~700,000 objects for ~100 ms (far more on a loaded machine) and
+# collecting nothing (gc.callbacks, bench/fleet.py's loop-lateness window: 8-15 s of a
+# 10 s window's CPU went to them on a loaded 2-core machine, 0.6-0.7 s with this setting).
+# Young cycles are still collected as often as before; a cycle that reaches the oldest
+# generation waits about a minute at that fleet's rate instead of a second.
+FULL_COLLECTION_EVERY = 1000
+
+
 @contextlib.contextmanager
 def _collector_paused(*, freeze: bool) -> Iterator[None]:
     """No cyclic garbage collection while the fleet is built: each bot's objects are all
     alive, so the collections that allocating them would trigger walk an ever larger heap
-    for nothing (they were 90% of building 10,000 bots). ``freeze``: then move every object
-    alive to the permanent generation."""
+    for nothing (they were 90% of building 10,000 bots). ``freeze`` (a daemon that owns its
+    process): then move every object alive to the permanent generation, and make full
+    collections rare (:data:`FULL_COLLECTION_EVERY`)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -309,6 +322,8 @@ def _collector_paused(*, freeze: bool) -> Iterator[None]:
     finally:
         if freeze:
             gc.freeze()
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
         if was_enabled:
             gc.enable()
 

@@ -180,3 +180,24 @@ async def test_the_fleet_is_built_with_the_collector_paused_and_it_runs_again_af
         assert len(fleet.handle.fleet.actors()) == 2
         assert gc.isenabled()
     assert seen == [False]
+
+
+def test_a_daemon_that_owns_its_process_freezes_the_fleet_and_makes_full_collections_rare() -> None:
+    import gc
+
+    from supervisor.daemon import FULL_COLLECTION_EVERY, _collector_paused
+
+    before = gc.get_threshold()
+    frozen = gc.get_freeze_count()
+    try:
+        with _collector_paused(freeze=False):
+            assert not gc.isenabled()
+        assert gc.isenabled() and gc.get_threshold() == before
+        with _collector_paused(freeze=True):
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+        assert gc.get_threshold() == (*before[:2], FULL_COLLECTION_EVERY)
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
