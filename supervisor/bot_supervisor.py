@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -122,13 +121,35 @@ class _StartStatus:
 class _Supervised:
     """The supervisor's book-keeping for one child."""
 
+    __slots__ = (
+        "again",
+        "backoff_step",
+        "cancel_scope",
+        "child",
+        "child_id",
+        "crashes",
+        "done",
+        "first_start",
+        "forget",
+        "last_error",
+        "next_start_at",
+        "restart",
+        "restart_times",
+        "restarts",
+        "started_at",
+        "state",
+        "stop_requested",
+    )
+
     def __init__(self, child_id: int, child: Child, restart: RestartType) -> None:
         self.child_id = child_id
         self.child = child
         self.restart = restart
         self.state = ChildState.STARTING
         self.cancel_scope = trio.CancelScope()
-        self.restart_times: deque[float] = deque()
+        # The restarts within restart_period, oldest first (a list: an empty deque costs a
+        # 0.7 KiB block per bot, and a bot restarts rarely).
+        self.restart_times: list[float] = []
         # Restarts since the backoff last reset: the next one waits the schedule's delay for
         # attempt backoff_step + 1.
         self.backoff_step = 0
@@ -407,8 +428,9 @@ class BotSupervisor:
         now = trio.current_time()
         times = supervised.restart_times
         times.append(now)
-        while times and times[0] <= now - self._config.restart_period:
-            times.popleft()
+        horizon = now - self._config.restart_period
+        if times[0] <= horizon:
+            times[:] = [t for t in times if t > horizon]
         if len(times) > self._config.max_restarts:
             supervised.state = ChildState.SUSPENDED
             reason = (
