@@ -242,6 +242,9 @@ class BotActor:
         # Deliveries to a suspended bot were stored, not handed over: the start reads them.
         self._handover = None
         self._preloaded = None if self.webhook_mode else self._preloaded
+        # A stop asked while it was suspended (a second refusal of its token reported by a
+        # fleet call) was for the suspension, not for the run the resumption starts.
+        self._poller.arm()
         self._transition(ActorState.IDLE)
         self.pipeline.health.resume()
         self.pipeline.breaker.reset()
@@ -477,6 +480,9 @@ class BotActor:
             self._handover = None  # a crash: the next start reads the inbox
             raise
         finally:
+            # Ready for the next incarnation: a stop asked of this one does not carry over,
+            # while one asked before an incarnation begins holds for it.
+            self._poller.arm()
             self._early = None
             self._client = None
             if self._state is not ActorState.STOPPING:
@@ -487,7 +493,6 @@ class BotActor:
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         store = self._services.store
         poller = self._poller
-        poller.arm()
         handover, self._handover = self._handover, None
         if handover is not None and not self.webhook_mode:
             handover = None  # switched to polling meanwhile: the inbox and offset are read

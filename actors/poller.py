@@ -76,7 +76,8 @@ class Poller:
         return self._offset
 
     def arm(self) -> None:
-        """At the start of an incarnation: not stopped (a later :meth:`stop` holds)."""
+        """At the end of an incarnation: not stopped, for the next one (a :meth:`stop` from
+        then on holds for it, even one asked before it begins)."""
         self._stop = trio.Event()
 
     def prepare(self, offset: int | None) -> None:

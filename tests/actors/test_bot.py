@@ -365,3 +365,27 @@ async def test_a_bad_handler_path_is_refused_with_a_clear_message(handler: str) 
     bot = BotConfig(user_id=1, token=BotToken("123:" + "a" * 30), handler=handler)
     with pytest.raises(HandlerError, match=r"bots\[user_id=1\]\.handler"):
         load_handler(bot)
+
+
+async def test_a_stop_requested_before_an_incarnation_begins_holds(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The supervisor asks a bot it has just scheduled to start (a shutdown meeting a start)
+    # to stop before its run has begun: the run must not poll for the whole grace.
+    api = SimulatedBotApi(rng=random.Random(8))
+    async with running_fleet(tmp_path / "s.db", [1], api=api) as fleet:
+        await trio.sleep(1)
+        await fleet.handle.supervisor.stop_child(1)
+        actor = fleet.handle.fleet.get(1)
+        polls = api.statistics().calls_by_method["getUpdates"]
+        actor.request_stop()
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(actor.run)
+        assert api.statistics().calls_by_method["getUpdates"] == polls
+        # The next incarnation is not stopped by the last one's request.
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run)
+            await trio.sleep(1)
+            assert api.statistics().waiting_polls == 1
+            actor.request_stop()
