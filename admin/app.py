@@ -264,6 +264,7 @@ async def health_history(request: Request) -> Response:
     ctx = _ctx(request)
     user_id = _user_id(request)
     hours = _hours(request)
+    ctx.fleet.check_owned(user_id)  # another shard's bot: 421, its history is there
     since = ctx.wall_clock() - hours * 3600
     rows = await ctx.store.history(user_id, since, limit=HISTORY_ROW_LIMIT + 1)
     if not rows:

@@ -38,6 +38,7 @@ _ERRORS = {
     405: "the method is not allowed on this path",
     409: "the request conflicts with the bot's state",
     413: "the request body is larger than 64 KiB",
+    421: "the bot belongs to another shard, which the body's owner_shard names (run sharded)",
     422: "the request is invalid; the message says what to fix",
     426: "a plain HTTP request: connect with a WebSocket",
     429: "too many requests from this address; see Retry-After",
@@ -149,6 +150,8 @@ def _operation(declared: Operation) -> Schema:
         statuses.add(422)
     if declared.body is not None:
         statuses.add(413)
+    if declared.path is not None and "user_id" in declared.path.model_fields:
+        statuses.add(421)  # a sharded daemon answers for its own bots only
     responses = {str(status): _reply(reply) for status, reply in sorted(declared.replies.items())}
     for status in sorted(statuses - set(declared.replies)):
         responses[str(status)] = _error(status)

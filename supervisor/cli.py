@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from actors import RedactingFilter, redact
+from actors import RedactingFilter, Shard, ShardError, parse_shard, redact, shard_from_environment
 from storage import StorageError, migrate_file
 from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when the file declares no [[bots]], unregister the stored bots an earlier file "
         "declared (without it such a start is refused)",
+    )
+    run.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="run as shard INDEX of COUNT (0-based, e.g. 0/3): only the bots the jump "
+        "consistent hash of their user_id gives this shard; without it, "
+        "$BOTVISOR_SHARD_INDEX and $BOTVISOR_SHARD_COUNT, else every bot",
     )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
@@ -112,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             return migrate_command(args.config)
         if args.command == "run":
-            return run_command(args.config, prune_config_bots=args.prune_config_bots)
+            return run_command(
+                args.config, prune_config_bots=args.prune_config_bots, shard=args.shard
+            )
         if args.command in ("bots", "watch", "usage", "dead-letters"):
             from supervisor.remote import (
                 bots_command,
@@ -194,7 +203,17 @@ def migrate_command(path: Path) -> int:
     return EXIT_OK
 
 
-def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
+def _shard(text: str | None) -> Shard | None:
+    """The shard of ``--shard``, else of the environment, else None; ShardError."""
+    return parse_shard(text) if text is not None else shard_from_environment(os.environ)
+
+
+def run_command(path: Path, *, prune_config_bots: bool = False, shard: str | None = None) -> int:
+    try:
+        this_shard = _shard(shard)
+    except ShardError as exc:
+        print(f"botvisor run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
@@ -203,7 +222,7 @@ def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
     if open_files.soft != open_files.before:
         log.info("open-files limit raised from %d to %d", open_files.before, open_files.soft)
     try:
-        trio.run(run_daemon, config, open_files, prune_config_bots)
+        trio.run(run_daemon, config, open_files, prune_config_bots, this_shard)
     except Exception as exc:
         setup = setup_error(exc, database=config.storage.path)
         if setup is not None:
@@ -215,7 +234,10 @@ def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
 
 
 async def run_daemon(
-    config: Config, open_files: OpenFilesLimit | None = None, prune_config_bots: bool = False
+    config: Config,
+    open_files: OpenFilesLimit | None = None,
+    prune_config_bots: bool = False,
+    shard: Shard | None = None,
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
     from supervisor.clock import system_wall_clock
@@ -227,6 +249,7 @@ async def run_daemon(
         open_files=open_files,
         prune_config_bots=prune_config_bots,
         freeze_after_load=True,
+        shard=shard,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
