@@ -118,9 +118,7 @@ async def _pollers(request: Request) -> Response:
     api: SimulatedBotApi = request.app.state.api
     return JSONResponse(
         {
-            "pollers": {
-                str(bot_id): sorted(names) for bot_id, names in sorted(api.pollers().items())
-            },
+            "pollers": {str(bot_id): calls for bot_id, calls in sorted(api.pollers().items())},
             "conflicts": api.poll_conflicts(),
             "statistics": {
                 "conflicts": api.statistics().conflicts,

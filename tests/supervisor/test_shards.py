@@ -14,7 +14,7 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import BotMode, BotToken, EventSink, Shard, WebhookConfig, jump_hash
+from actors import BotEvent, BotMode, BotToken, EventSink, Shard, WebhookConfig, jump_hash
 from actors.simulator import SimulatedBotApi
 from admin import AdminContext, create_app
 from supervisor import Config
@@ -245,14 +245,14 @@ async def test_without_a_shard_a_shard_path_is_not_a_webhook_path(
 
 def _metrics_app(fleet: Fleet, shard: Shard | None) -> httpx.AsyncClient:
     handle = fleet.handle
-    send, _receive = trio.open_memory_channel[object](100)
+    send, _receive = trio.open_memory_channel[BotEvent](100)
     app = create_app(
         AdminContext(
             fleet=handle.fleet,
             metrics=handle.metrics,
             store=handle.store,
             supervisor=handle.supervisor,
-            events=EventSink(send),  # type: ignore[arg-type]
+            events=EventSink(send),
             wall_clock=anchored_wall_clock(EPOCH),
             admin_token=ADMIN_TOKEN,
             ready=handle.store.check_writable,
