@@ -4,7 +4,10 @@ configurations for ``botvisor run --shard i/N``."""
 from __future__ import annotations
 
 import re
+import shutil
+import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import trio
@@ -90,3 +93,90 @@ def shard_process(
         extra=extra,
     )
     return DaemonProcess(config, args=("--shard", f"{index}/{count}"))
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (bound and closed): for the processes that cannot be told
+    port 0 because another must know their port first (nginx, a webhook listener behind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def nginx_binary() -> str | None:
+    """Debian installs nginx in /usr/sbin, which a user's PATH may not have."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def nginx_config(prefix: Path, *, port: int, path: str, shards: dict[int, int]) -> Path:
+    """An nginx.conf serving ``127.0.0.1:port`` with the static rule of
+    ``deploy/nginx/botvisor.conf``: ``{path}/s/{i}/`` goes to shard i's webhook listener
+    (``shards``: index -> port), everything under ``prefix``."""
+    for name in ("logs", "tmp"):
+        (prefix / name).mkdir(parents=True, exist_ok=True)
+    upstreams = "\n".join(
+        f"    upstream botvisor_shard_{i} {{ server 127.0.0.1:{p}; keepalive 8; }}"
+        for i, p in sorted(shards.items())
+    )
+    locations = "\n".join(
+        f"""        location {path}/s/{i}/ {{
+            proxy_pass http://botvisor_shard_{i};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}"""
+        for i in sorted(shards)
+    )
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+{upstreams}
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
+        location / {{ return 404; }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def write_webhook_shard_config(
+    path: Path,
+    *,
+    api_base: str,
+    db_path: Path,
+    bots: Mapping[int, str],
+    listen_port: int,
+    public_url: str,
+) -> Path:
+    """A shard's botvisor.toml whose bots all take webhooks on ``127.0.0.1:listen_port``."""
+    lines = [
+        "[telegram]",
+        f'api_base = "{api_base}"',
+        "[storage]",
+        f'path = "{db_path}"',
+        "[admin]",
+        'listen = "127.0.0.1:0"',
+        "[supervisor]",
+        "graceful_timeout = 2",
+        "report_interval = 1",
+        "[webhook]",
+        f'listen = "127.0.0.1:{listen_port}"',
+        f'public_url = "{public_url}"',
+    ]
+    for user_id, token in bots.items():
+        lines += ["[[bots]]", f"user_id = {user_id}", f'token = "{token}"', 'mode = "webhook"']
+    path.write_text("\n".join(lines) + "\n")
+    return path

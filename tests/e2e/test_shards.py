@@ -6,18 +6,30 @@ a 421."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sqlite3
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
-from actors import BotToken, jump_hash
+from actors import BotToken, derive_secret_token, jump_hash
+from tests import payloads
 from tests.e2e.process import DaemonProcess
-from tests.e2e.shards import SimServer, shard_process
+from tests.e2e.shards import (
+    SimServer,
+    free_port,
+    nginx_binary,
+    nginx_config,
+    shard_process,
+    write_webhook_shard_config,
+)
 
 SHARDS = 3
 log = logging.getLogger("tests.e2e.shards")
@@ -110,3 +122,116 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
         )
     for daemon in daemons:
         assert "Traceback" not in daemon.text
+
+
+NGINX = nginx_binary()
+MASTER = "the webhook master secret of the nginx shard test"
+
+
+@asynccontextmanager
+async def running_nginx(conf: Path, port: int) -> AsyncIterator[None]:
+    """nginx in the foreground on ``conf`` until the block ends; ready once it accepts."""
+    assert NGINX is not None
+    process = await trio.lowlevel.open_process(
+        [NGINX, "-p", str(conf.parent), "-c", str(conf), "-g", "daemon off;"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", port)
+                except OSError:
+                    assert process.returncode is None, (conf.parent / "logs/error.log").read_text()
+                    await trio.sleep(0.05)
+                    continue
+                await stream.aclose()
+                break
+        yield
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGQUIT)
+            with trio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+@pytest.mark.skipif(NGINX is None, reason="nginx is not installed: apt-get install nginx")
+async def test_through_nginx_a_delivery_reaches_its_owner_and_another_shards_path_is_421(
+    tmp_path: Path,
+) -> None:
+    count = 2
+    async with sim_server(12) as sim, httpx.AsyncClient(timeout=30) as http:
+        owners = {uid: jump_hash(uid, count) for uid in sim.bots}
+        assert set(owners.values()) == {0, 1}
+        nginx_port = free_port()
+        hook_ports = {i: free_port() for i in range(count)}
+        public_url = f"http://127.0.0.1:{nginx_port}/tg"
+        conf = nginx_config(tmp_path / "nginx", port=nginx_port, path="/tg", shards=hook_ports)
+        daemons = [
+            DaemonProcess(
+                write_webhook_shard_config(
+                    tmp_path / f"hook-{i}.toml",
+                    api_base=sim.url,
+                    db_path=tmp_path / f"hook-{i}.db",
+                    bots=sim.bots,
+                    listen_port=hook_ports[i],
+                    public_url=public_url,
+                ),
+                env={"BOTVISOR_WEBHOOK_SECRET": MASTER},
+                args=("--shard", f"{i}/{count}"),
+            )
+            for i in range(count)
+        ]
+        user_id = min(sim.bots)
+        owner, other = owners[user_id], 1 - owners[user_id]
+        secret = derive_secret_token(MASTER, BotToken(sim.bots[user_id]).bot_id)
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret, "content-type": "application/json"}
+        async with (
+            running_nginx(conf, nginx_port),
+            trio.open_nursery() as nursery,
+            killed_at_exit(daemons),
+        ):
+            admins = await start_all(nursery, daemons)
+            with trio.fail_after(30):
+                for url in admins:
+                    while (await http.get(f"{url}/readyz")).status_code != 200:  # noqa: ASYNC110
+                        await trio.sleep(0.05)
+            wrong = await http.post(
+                f"{public_url}/s/{other}/{user_id}",
+                content=json.dumps(payloads.message(1, chat_id=77, text="to the wrong shard")),
+                headers=headers,
+            )
+            right = await http.post(
+                f"{public_url}/s/{owner}/{user_id}",
+                content=json.dumps(payloads.message(2, chat_id=77, text="to its owner")),
+                headers=headers,
+            )
+            health = f"{admins[owner]}/admin/system/bot-health/{user_id}"
+            with trio.fail_after(30):
+                while (await http.get(health)).json()["handled_updates"] < 1:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            elsewhere = await http.get(f"{admins[other]}/admin/system/bot-health/{user_id}")
+            codes = await stop_all(daemons)
+            nursery.cancel_scope.cancel()
+
+    assert wrong.status_code == 421, wrong.text
+    assert f"belongs to shard {owner}" in wrong.text
+    assert right.status_code == 200, right.text
+    assert elsewhere.status_code == 421
+    assert elsewhere.json()["owner_shard"] == owner
+    assert codes == [0] * count, [d.text[-2000:] for d in daemons]
+    # The misdirected update was stored nowhere; the other is in its owner's inbox, done.
+    for index in range(count):
+        with sqlite3.connect(tmp_path / f"hook-{index}.db") as db:
+            rows = db.execute(
+                "select update_id from inbox where user_id = ? order by update_id", (user_id,)
+            ).fetchall()
+        assert rows == ([(2,)] if index == owner else [])
+    for daemon in daemons:
+        assert "Traceback" not in daemon.text
+        assert secret not in daemon.text
