@@ -5,11 +5,13 @@ labels every series with it (issue 16, stage 1). Without a shard nothing changes
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
@@ -80,6 +82,26 @@ async def test_the_other_shards_bots_in_one_file_are_not_unregistered(
     async with running_fleet(db, USER_IDS, shard=SHARD) as fleet:
         await trio.sleep(1)
         assert [a.user_id for a in fleet.handle.fleet.actors()] == OWNED
+
+
+async def test_stored_bots_of_other_shards_are_neither_started_nor_unregistered(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A database of one unsharded process, started as shard 1 of 3 (the count changed): the
+    # bots the hash now gives other shards stay stored, for the resize that hands them over.
+    db = tmp_path / "moved.db"
+    async with running_fleet(db, USER_IDS):
+        await trio.sleep(1)
+    caplog.set_level(logging.WARNING, logger="botvisor")
+    async with running_fleet(db, OWNED, shard=SHARD, api=recording()) as fleet:
+        await trio.sleep(5)
+        assert [a.user_id for a in fleet.handle.fleet.actors()] == OWNED
+        assert polled(fleet) == set(OWNED)
+        stored = await fleet.handle.store.list_bots()
+        assert sorted(record.user_id for record in stored) == USER_IDS
+    assert f"{len(FOREIGN)} stored bot(s) belong to other shards now" in caplog.text
+    async with running_fleet(db, USER_IDS) as fleet:
+        assert [a.user_id for a in fleet.handle.fleet.actors()] == USER_IDS
 
 
 async def test_adding_a_bot_of_another_shard_is_421_naming_its_owner_and_stores_nothing(
