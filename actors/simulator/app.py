@@ -4,7 +4,8 @@ Routes ``/bot{token}/{method}`` take parameters as GET query strings, a POST JSO
 POST form, like Telegram's. ``/c/{client}/bot{token}/{method}`` is the same call by a named
 client (a shard given ``api_base = ".../c/shard-0"``): its getUpdates calls are recorded
 (:meth:`SimulatedBotApi.pollers`), and ``GET /sim/pollers`` answers who polled each bot and
-the 409s each client got, so a test of several processes sees that each bot had one poller.
+the 409s each client got, so a test of several processes sees that each bot had one poller;
+``GET /sim/webhooks`` answers each bot's webhook URL as last set.
 
 Faults without a Bot API answer cannot all be shown over HTTP:
 
@@ -128,6 +129,17 @@ async def _pollers(request: Request) -> Response:
     )
 
 
+async def _webhooks(request: Request) -> Response:
+    api: SimulatedBotApi = request.app.state.api
+    return JSONResponse(
+        {
+            "webhooks": {
+                str(bot.bot_id): bot.webhook.url for bot in api.bots if bot.webhook is not None
+            }
+        }
+    )
+
+
 def create_sim_app(api: SimulatedBotApi) -> Starlette:
     """A Starlette app serving ``api`` at ``/bot{token}/{method}``; other paths -> 404 JSON."""
     app = Starlette(
@@ -135,6 +147,7 @@ def create_sim_app(api: SimulatedBotApi) -> Starlette:
             Route("/bot{token}/{method}", _BotApiEndpoint(api)),
             Route("/c/{client}/bot{token}/{method}", _BotApiEndpoint(api)),
             Route("/sim/pollers", _pollers, methods=["GET"]),
+            Route("/sim/webhooks", _webhooks, methods=["GET"]),
             Route("/{path:path}", _not_found, methods=["GET", "POST"]),
         ]
     )

@@ -161,7 +161,7 @@ async def running_nginx(conf: Path, port: int) -> AsyncIterator[None]:
 
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed: apt-get install nginx")
-async def test_through_nginx_a_delivery_reaches_its_owner_and_another_shards_path_is_421(
+async def test_through_nginx_the_registered_url_reaches_the_owner_and_another_shards_is_421(
     tmp_path: Path,
 ) -> None:
     count = 2
@@ -201,13 +201,23 @@ async def test_through_nginx_a_delivery_reaches_its_owner_and_another_shards_pat
                 for url in admins:
                     while (await http.get(f"{url}/readyz")).status_code != 200:  # noqa: ASYNC110
                         await trio.sleep(0.05)
+            # Each shard registered its own bots, and only those, at its shard's URL.
+            bot_ids = {BotToken(token).bot_id: uid for uid, token in sim.bots.items()}
+            with trio.fail_after(30):
+                while True:
+                    hooks = (await http.get(f"{sim.url}/sim/webhooks")).json()["webhooks"]
+                    if len(hooks) == len(sim.bots):
+                        break
+                    await trio.sleep(0.05)
+            registered = {bot_ids[int(bot_id)]: url for bot_id, url in hooks.items()}
+            assert registered == {uid: f"{public_url}/s/{owners[uid]}/{uid}" for uid in sim.bots}
             wrong = await http.post(
                 f"{public_url}/s/{other}/{user_id}",
                 content=json.dumps(payloads.message(1, chat_id=77, text="to the wrong shard")),
                 headers=headers,
             )
             right = await http.post(
-                f"{public_url}/s/{owner}/{user_id}",
+                registered[user_id],
                 content=json.dumps(payloads.message(2, chat_id=77, text="to its owner")),
                 headers=headers,
             )
