@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
+    check.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="also list the bots shard INDEX of COUNT would run (see botvisor run --shard)",
+    )
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--config", required=True, type=Path)
@@ -115,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         if args.command == "check-config":
-            return check_config(args.path)
+            return check_config(args.path, shard=args.shard)
         if args.command == "migrate":
             return migrate_command(args.config)
         if args.command == "run":
@@ -155,17 +160,25 @@ def _load(path: Path, *, check_environment: bool = False) -> Config | None:
         return None
 
 
-def check_config(path: Path) -> int:
-    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config."""
+def check_config(path: Path, *, shard: str | None = None) -> int:
+    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config, 2 a
+    bad ``--shard``."""
+    try:
+        this_shard = None if shard is None else parse_shard(shard)
+    except ShardError as exc:
+        print(f"botvisor check-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     print(f"ok: {path}")
-    print(
-        f"  bots: {len(config.bots)} "
-        f"({', '.join(str(b.user_id) for b in config.bots[:10])}"
-        f"{', …' if len(config.bots) > 10 else ''})"
-    )
+    print(f"  bots: {len(config.bots)} ({_user_ids([b.user_id for b in config.bots])})")
+    if this_shard is not None:
+        owned = [b.user_id for b in config.bots if this_shard.owns(b.user_id)]
+        print(
+            f"  shard {this_shard}: runs {len(owned)} of them ({_user_ids(owned)}); "
+            f"webhook URLs {{public_url}}/s/{this_shard.index}/{{user_id}}"
+        )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
     print(
         f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
@@ -181,6 +194,11 @@ def check_config(path: Path) -> int:
     for warning in config.telegram.warnings():
         print(f"  warning: {warning}")
     return EXIT_OK
+
+
+def _user_ids(user_ids: list[int], most: int = 10) -> str:
+    shown = ", ".join(str(uid) for uid in user_ids[:most])
+    return shown + (", …" if len(user_ids) > most else "")
 
 
 def _admin_url(config: Config) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import Shard
+from actors import Shard, jump_hash
 from supervisor import cli
 from supervisor.fdlimit import OpenFilesLimit
 
@@ -76,3 +76,25 @@ def test_the_flag_wins_over_the_environment_and_the_environment_names_the_shard(
     monkeypatch.delenv("BOTVISOR_SHARD_COUNT")
     assert cli.main(["run", "--config", str(config)]) == cli.EXIT_OK
     assert shards == [Shard(2, 3), Shard(0, 5), None]
+
+
+def test_check_config_lists_the_bots_a_shard_would_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.harness import bot_token
+
+    user_ids = list(range(1001, 1013))
+    lines = [f'[storage]\npath = "{tmp_path / "c.db"}"']
+    for uid in user_ids:
+        lines.append(f'[[bots]]\nuser_id = {uid}\ntoken = "{bot_token(uid)}"')
+    config = tmp_path / "botvisor.toml"
+    config.write_text("\n".join(lines) + "\n")
+    assert cli.main(["check-config", str(config), "--shard", "2/3"]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    owned = [uid for uid in user_ids if jump_hash(uid, 3) == 2]
+    assert 0 < len(owned) < len(user_ids)
+    shown = ", ".join(str(uid) for uid in owned[:10])
+    assert f"  shard 2/3: runs {len(owned)} of them ({shown}" in out
+    assert "webhook URLs {public_url}/s/2/{user_id}" in out
+    assert cli.main(["check-config", str(config), "--shard", "2/2"]) == cli.EXIT_USAGE
+    assert "the shard index must be from 0 to 1" in capsys.readouterr().err
