@@ -104,6 +104,7 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
                     await trio.sleep(0.2)
             log.info("steady state after %.1f s", trio.current_time() - started)
             listed = [(await http.get(f"{url}/admin/bots")).json() for url in admins]
+            scraped = [(await http.get(f"{url}/metrics")).text for url in admins]
             codes = await stop_all(daemons)
             nursery.cancel_scope.cancel()
 
@@ -120,6 +121,10 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
         assert [bot["user_id"] for bot in listing["bots"]] == sorted(
             uid for uid, owner in owners.items() if owner == index
         )
+    for index, text in enumerate(scraped):
+        series = [line for line in text.splitlines() if line and not line.startswith("#")]
+        assert series
+        assert all(f'shard="{index}"' in line for line in series), index
     for daemon in daemons:
         assert "Traceback" not in daemon.text
 

@@ -90,15 +90,25 @@ async def test_stored_bots_of_other_shards_are_neither_started_nor_unregistered(
     # A database of one unsharded process, started as shard 1 of 3 (the count changed): the
     # bots the hash now gives other shards stay stored, for the resize that hands them over.
     db = tmp_path / "moved.db"
-    async with running_fleet(db, USER_IDS):
+    async with running_fleet(db, USER_IDS) as fleet, admin_client(fleet) as http:
         await trio.sleep(1)
+        assert (await http.post("/admin/system/bot-health/persist-now")).status_code == 200
+        history = await http.get(f"/admin/system/bot-health/history/{FOREIGN[0]}")
+        assert history.status_code == 200 and history.json()["count"] >= 1
     caplog.set_level(logging.WARNING, logger="botvisor")
-    async with running_fleet(db, OWNED, shard=SHARD, api=recording()) as fleet:
+    async with (
+        running_fleet(db, OWNED, shard=SHARD, api=recording()) as fleet,
+        admin_client(fleet) as http,
+    ):
         await trio.sleep(5)
         assert [a.user_id for a in fleet.handle.fleet.actors()] == OWNED
         assert polled(fleet) == set(OWNED)
         stored = await fleet.handle.store.list_bots()
         assert sorted(record.user_id for record in stored) == USER_IDS
+        # Its history is still in this file, but the bot is another shard's now.
+        history = await http.get(f"/admin/system/bot-health/history/{FOREIGN[0]}")
+        assert history.status_code == 421
+        assert history.json()["owner_shard"] == jump_hash(FOREIGN[0], 3)
     assert f"{len(FOREIGN)} stored bot(s) belong to other shards now" in caplog.text
     async with running_fleet(db, USER_IDS) as fleet:
         assert [a.user_id for a in fleet.handle.fleet.actors()] == USER_IDS
