@@ -70,6 +70,7 @@ class ApiError(Exception):
 def misdirected(exc: NotOwned) -> ApiError:
     """421 Misdirected Request for a bot of another shard, naming its owner: a client (the
     fleet gateway) sends the request there."""
+    # The body is records.MisdirectedBody: the error and the owner.
     return ApiError(421, str(exc), extra={"owner_shard": exc.owner_shard})
 
 

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from admin.operations import Operation, Reply, operation, operation_of
-from admin.records import ErrorBody
+from admin.records import ErrorBody, MisdirectedBody
 
 __all__ = ["OPENAPI_VERSION", "openapi_endpoint", "openapi_spec"]
 
@@ -90,7 +90,10 @@ def _closed(schema: Any) -> None:
 
 
 def _components(operations: Iterable[Operation]) -> Schema:
-    models: dict[type[BaseModel], JsonSchemaMode] = {ErrorBody: "serialization"}
+    models: dict[type[BaseModel], JsonSchemaMode] = {
+        ErrorBody: "serialization",
+        MisdirectedBody: "serialization",
+    }
     for declared in operations:
         if declared.body is not None:
             models[declared.body] = "validation"
@@ -126,7 +129,9 @@ def _parameters(model: type[BaseModel], where: Literal["path", "query"]) -> list
 def _error(status: int) -> Schema:
     response: Schema = {
         "description": _ERRORS[status],
-        "content": {"application/json": {"schema": _ref(ErrorBody)}},
+        "content": {
+            "application/json": {"schema": _ref(MisdirectedBody if status == 421 else ErrorBody)}
+        },
     }
     if status == 429:
         response["headers"] = _RETRY_AFTER

@@ -174,6 +174,14 @@ async def test_per_bot_routes_of_another_shards_bot_are_421_and_unknown_own_bots
                 assert missing.status_code == 404, (method, path, missing.text)
         summary = (await http.get("/admin/system/bot-health/summary")).json()
         assert summary["total_bots"] == len(OWNED), summary
+        # The OpenAPI document describes the 421 as it is answered.
+        spec = (await http.get("/openapi.json")).json()
+        answer = spec["paths"]["/admin/bots/{user_id}"]["get"]["responses"]["421"]
+        ref = answer["content"]["application/json"]["schema"]["$ref"]
+        schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        body = (await http.get(f"/admin/bots/{theirs}")).json()
+        assert set(schema["properties"]) == set(body) == {"error", "owner_shard"}
+        assert schema["additionalProperties"] is False
 
 
 def webhook_bots(shard_config: Config) -> Config:
