@@ -380,7 +380,11 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``,
     ``dashboard`` (``DashboardAssets``, the page's files).
     """
-    streams = EventStreams(context.metrics, send_timeout=context.event_send_timeout)
+    streams = EventStreams(
+        context.metrics,
+        send_timeout=context.event_send_timeout,
+        check_owned=context.fleet.check_owned,
+    )
     buckets = (
         ClientBuckets(*context.ip_rate_limit, max_clients=context.ip_rate_limit_clients)
         if context.ip_rate_limit is not None

@@ -88,10 +88,11 @@ async def refuse(
     *,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> None:
     """Answer an HTTP request or refuse a WebSocket handshake with a JSON error (plain ASGI,
-    for middleware that answers before the app runs)."""
-    body = json.dumps(error_body(status, message, code=code)).encode()
+    for middleware that answers before the app runs); ``extra``: fields beside "error"."""
+    body = json.dumps({**error_body(status, message, code=code), **(extra or {})}).encode()
     raw_headers = [(b"content-type", b"application/json")] + [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in (headers or {}).items()

@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
 
 from actors import BotEvent, BotMode, BotToken, EventSink, Shard, WebhookConfig, jump_hash
 from actors.simulator import SimulatedBotApi
@@ -284,6 +286,14 @@ async def test_without_a_shard_a_shard_path_is_not_a_webhook_path(
 
 
 def _metrics_app(fleet: Fleet, shard: Shard | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=_app(fleet, shard)),
+        base_url="http://admin.test",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+
+
+def _app(fleet: Fleet, shard: Shard | None) -> Starlette:
     handle = fleet.handle
     send, _receive = trio.open_memory_channel[BotEvent](100)
     app = create_app(
@@ -300,11 +310,7 @@ def _metrics_app(fleet: Fleet, shard: Shard | None) -> httpx.AsyncClient:
             shard=shard,
         )
     )
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://admin.test",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    )
+    return app
 
 
 def _label_sets(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -335,3 +341,48 @@ async def test_every_metrics_series_of_a_shard_carries_its_label_and_none_withou
     assert {"botvisor_bot_status", "botvisor_webhook_in_flight", "botvisor_bots"} <= names
     assert not [name for name, labels in plain if "shard" in labels]
     assert len(plain) == len(sharded)
+
+
+async def test_the_live_events_of_another_shards_bot_are_refused_with_421(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async def handshake(app: Starlette, query: str) -> tuple[int, dict[str, Any] | None]:
+        sent: list[dict[str, Any]] = []
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "path": "/admin/events",
+            "raw_path": b"/admin/events",
+            "query_string": query.encode(),
+            "headers": [(b"authorization", f"Bearer {ADMIN_TOKEN}".encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("admin.test", 80),
+            "scheme": "ws",
+            "subprotocols": [],
+            "extensions": {"websocket.http.response": {}},
+        }
+        incoming: list[dict[str, Any]] = [{"type": "websocket.connect"}]
+
+        async def receive() -> dict[str, Any]:
+            if incoming:
+                return incoming.pop(0)
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(dict(message))
+
+        with trio.move_on_after(1):
+            await app(scope, receive, send)
+        if sent[0]["type"] == "websocket.accept":
+            return 101, None
+        body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+        return sent[0]["status"], body
+
+    async with running_fleet(tmp_path / "ev.db", USER_IDS, shard=SHARD) as fleet:
+        app = _app(fleet, SHARD)
+        status, body = await handshake(app, f"user_id={FOREIGN[0]}")
+        assert status == 421
+        assert body is not None and body["owner_shard"] == jump_hash(FOREIGN[0], 3)
+        assert (await handshake(app, f"user_id={OWNED[0]}"))[0] == 101
+        assert (await handshake(app, ""))[0] == 101
