@@ -95,7 +95,7 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
             log.info("%d shards started in %.1f s", SHARDS, trio.current_time() - started)
             # Steady state: every bot's first long poll (2 s) has been answered and it has
             # polled again.
-            with trio.fail_after(60):
+            with trio.fail_after(120):
                 while True:
                     seen = (await http.get(f"{sim.url}/sim/pollers")).json()
                     calls = seen["pollers"]
