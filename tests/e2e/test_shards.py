@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -127,6 +128,68 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
         assert all(f'shard="{index}"' in line for line in series), index
     for daemon in daemons:
         assert "Traceback" not in daemon.text
+
+
+async def pollers(http: httpx.AsyncClient, sim: SimServer) -> dict[str, Any]:
+    answer: dict[str, Any] = (await http.get(f"{sim.url}/sim/pollers")).json()
+    return answer
+
+
+def restarts(metrics: str) -> float:
+    (value,) = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("botvisor_supervisor_restarts_total")
+    ]
+    return value
+
+
+async def test_kill_9_of_one_shard_restarts_nothing_elsewhere_and_its_bots_come_back_to_it(
+    tmp_path: Path,
+) -> None:
+    bots = 150
+    async with sim_server(bots) as sim, httpx.AsyncClient(timeout=30) as http:
+        owners = {BotToken(token).bot_id: jump_hash(uid, SHARDS) for uid, token in sim.bots.items()}
+        daemons = [
+            shard_process(tmp_path, i, SHARDS, api_base=sim.url, bots=sim.bots)
+            for i in range(SHARDS)
+        ]
+        victim = 1
+        async with trio.open_nursery() as nursery, killed_at_exit(daemons):
+            admins = await start_all(nursery, daemons)
+            with trio.fail_after(120):
+                while len((await pollers(http, sim))["pollers"]) < bots:  # noqa: ASYNC110
+                    await trio.sleep(0.2)
+            daemons[victim].kill()
+            assert await daemons[victim].wait() == -signal.SIGKILL
+            before = (await pollers(http, sim))["pollers"]
+            # The same shard again, on its own database.
+            again = DaemonProcess(daemons[victim].config, args=daemons[victim].args)
+            daemons.append(again)
+            await again.start(nursery, within=60)
+            # Every bot of the killed shard polls again, from the restarted shard.
+            name = f"shard-{victim}"
+            its_bots = [str(bot_id) for bot_id, owner in owners.items() if owner == victim]
+            with trio.fail_after(120):
+                while True:
+                    now = (await pollers(http, sim))["pollers"]
+                    if all(now[b].get(name, 0) > before[b].get(name, 0) for b in its_bots):
+                        break
+                    await trio.sleep(0.2)
+            seen = await pollers(http, sim)
+            survivors = [admins[i] for i in range(SHARDS) if i != victim]
+            scraped = [(await http.get(f"{url}/metrics")).text for url in survivors]
+            codes = await stop_all([d for i, d in enumerate(daemons) if i != victim])
+            nursery.cancel_scope.cancel()
+
+    assert codes == [0] * SHARDS
+    # The other shards restarted nothing, and no bot had a second poller, not even across
+    # the kill and the restart.
+    assert [restarts(text) for text in scraped] == [0.0, 0.0]
+    for bot_id, by in seen["pollers"].items():
+        assert set(by) == {f"shard-{owners[int(bot_id)]}"}, (bot_id, by)
+    assert seen["conflicts"] == {}
+    assert seen["statistics"]["conflicts"] == 0
 
 
 NGINX = nginx_binary()
