@@ -324,8 +324,9 @@ _WEBHOOK_PATH_RULE = "be an https:// (or http://) URL with a host, no query or f
 
 class WebhookConfig(BaseModel):
     """``[webhook]``: the public listener Telegram pushes updates to, for bots whose ``mode``
-    is ``"webhook"``. A bot's URL is ``{public_url}/{user_id}``; the listener serves the path
-    of ``public_url`` followed by ``/{user_id}`` on ``listen``.
+    is ``"webhook"``. A bot's URL is ``{public_url}/{user_id}`` (``{public_url}/s/{i}/{user_id}``
+    on shard ``i``); the listener serves the path of ``public_url`` followed by those on
+    ``listen``.
 
     Each bot's ``secret_token`` derives from the master secret read from ``$secret_env``
     (:mod:`actors.webhook.secret`), so no webhook secret is stored; rotating the master
@@ -385,10 +386,13 @@ class WebhookConfig(BaseModel):
         """The path prefix the listener serves (``/tg`` for ``https://host/tg``; "" for none)."""
         return "" if self.public_url is None else urlsplit(self.public_url).path.rstrip("/")
 
-    def bot_url(self, user_id: int) -> str:
-        """The URL given to setWebhook for the bot ``user_id``."""
+    def bot_url(self, user_id: int, *, shard: int | None = None) -> str:
+        """The URL given to setWebhook for the bot ``user_id``: ``{public_url}/{user_id}``,
+        or, run as shard ``shard``, ``{public_url}/s/{shard}/{user_id}``."""
         if self.public_url is None:
             raise ValueError("webhook.public_url is not set")
+        if shard is not None:
+            return f"{self.public_url}/s/{shard}/{user_id}"
         return f"{self.public_url}/{user_id}"
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "ConfigBotsVanished",
     "FleetError",
     "HandlerNotAllowed",
+    "NotOwned",
     "OwnedByConfig",
     "OwnershipConflict",
     "OwnershipError",
@@ -96,6 +97,19 @@ class TokenRejected(FleetError):
 
 class TelegramUnreachable(FleetError):
     """The token could not be checked because the Bot API did not answer."""
+
+
+class NotOwned(FleetError):
+    """The bot belongs to another shard (``owner_shard``): this one neither runs it nor
+    stores anything of it. The admin API answers 421 Misdirected Request naming the owner."""
+
+    def __init__(self, user_id: int, owner_shard: int, shard: str) -> None:
+        super().__init__(
+            f"user_id {user_id} belongs to shard {owner_shard}, not to this shard ({shard}): "
+            f"send the request to shard {owner_shard}"
+        )
+        self.user_id = user_id
+        self.owner_shard = owner_shard
 
 
 E = TypeVar("E", bound=BaseException)

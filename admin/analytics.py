@@ -210,6 +210,8 @@ def _epoch(moment: datetime) -> int:
 async def usage(request: Request) -> Response:
     ctx = context_of(request)
     query, start, end = _range(request)
+    if query.user_id is not None:
+        ctx.fleet.check_owned(query.user_id)  # another shard's bot: 421
     rows = await ctx.store.usage(query.bucket, start, end, user_id=query.user_id)
     records = [usage_bucket(row) for row in rows]
     totals = usage_bucket(_merged(rows, query.user_id, query.bucket, start))
@@ -291,6 +293,8 @@ def usage_csv_row(record: UsageBucket) -> list[str]:
 async def usage_csv(request: Request) -> Response:
     ctx = context_of(request)
     query, start, end = _range(request)
+    if query.user_id is not None:
+        ctx.fleet.check_owned(query.user_id)  # another shard's bot: 421
     rows = await ctx.store.usage(query.bucket, start, end, user_id=query.user_id, per_bot=True)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

@@ -264,6 +264,7 @@ async def health_history(request: Request) -> Response:
     ctx = _ctx(request)
     user_id = _user_id(request)
     hours = _hours(request)
+    ctx.fleet.check_owned(user_id)  # another shard's bot: 421, its history is there
     since = ctx.wall_clock() - hours * 3600
     rows = await ctx.store.history(user_id, since, limit=HISTORY_ROW_LIMIT + 1)
     if not rows:
@@ -379,7 +380,11 @@ def create_app(context: AdminContext, *, extra_routes: list[BaseRoute] | None = 
     (``EventStreams``), ``rate_limiter`` (``ClientBuckets`` or None), ``metrics_registry``,
     ``dashboard`` (``DashboardAssets``, the page's files).
     """
-    streams = EventStreams(context.metrics, send_timeout=context.event_send_timeout)
+    streams = EventStreams(
+        context.metrics,
+        send_timeout=context.event_send_timeout,
+        check_owned=context.fleet.check_owned,
+    )
     buckets = (
         ClientBuckets(*context.ip_rate_limit, max_clients=context.ip_rate_limit_clients)
         if context.ip_rate_limit is not None

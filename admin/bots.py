@@ -21,12 +21,13 @@ from actors import (
     BotExists,
     FleetError,
     LifecycleError,
+    NotOwned,
     OwnedByConfig,
     TelegramUnreachable,
     UnknownBot,
 )
 from admin.context import AdminContext, context_of
-from admin.errors import ApiError
+from admin.errors import ApiError, misdirected
 from admin.operations import Reply, operation
 from admin.records import Bot, BotList, Removed, record_response
 from admin.requests import (
@@ -78,6 +79,8 @@ def _actor(ctx: AdminContext, user_id: int) -> BotActor:
 
 
 def _fleet_error(exc: FleetError) -> ApiError:
+    if isinstance(exc, NotOwned):
+        return misdirected(exc)
     if isinstance(exc, UnknownBot):
         return ApiError(404, str(exc))
     if isinstance(exc, (BotExists, OwnedByConfig)):
@@ -123,7 +126,7 @@ def _lock(request: Request, user_id: int) -> AbstractAsyncContextManager[None]:
     "survives restarts",
     {201: Reply("added and started", record=Bot)},
     body=BotConfig,
-    errors=(409, 503),
+    errors=(409, 421, 503),
     tag="bots",
 )
 async def add_bot(request: Request) -> Response:

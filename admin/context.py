@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from actors import EventSink, MetricsActor, WebhookReceiver
+from actors import EventSink, MetricsActor, Shard, WebhookReceiver
 from admin.ports import FleetControl, SupervisionView
 from storage import Store
 
@@ -41,6 +41,8 @@ class AdminContext:
     usage_retention_days: float = 400.0
     # The webhook listener's receiver (its statistics go to /metrics); None: no listener.
     webhook: WebhookReceiver | None = None
+    # This process's shard: /metrics labels every series with it (None: no label).
+    shard: Shard | None = None
 
 
 def context_of(request: Request) -> AdminContext:

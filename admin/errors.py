@@ -13,11 +13,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope, Send
 
-from actors import redact
+from actors import NotOwned, redact
 from admin.records import ErrorBody, ErrorDetail
 from storage import StorageError
 
-__all__ = ["ApiError", "error_body", "error_response", "exception_handlers", "refuse"]
+__all__ = [
+    "ApiError",
+    "error_body",
+    "error_response",
+    "exception_handlers",
+    "misdirected",
+    "refuse",
+]
 
 log = logging.getLogger("botvisor.admin")
 
@@ -30,6 +37,7 @@ _CODES = {
     409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
+    421: "misdirected",
     422: "invalid_request",
     426: "upgrade_required",
     429: "rate_limited",
@@ -48,12 +56,22 @@ class ApiError(Exception):
         *,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or _CODES.get(status, "error")
         self.message = redact(message)
         self.headers = headers
+        # Fields beside "error" in the body (a 421's "owner_shard").
+        self.extra = extra
+
+
+def misdirected(exc: NotOwned) -> ApiError:
+    """421 Misdirected Request for a bot of another shard, naming its owner: a client (the
+    fleet gateway) sends the request there."""
+    # The body is records.MisdirectedBody: the error and the owner.
+    return ApiError(421, str(exc), extra={"owner_shard": exc.owner_shard})
 
 
 def error_body(status: int, message: str, *, code: str | None = None) -> dict[str, object]:
@@ -70,10 +88,11 @@ async def refuse(
     *,
     code: str | None = None,
     headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> None:
     """Answer an HTTP request or refuse a WebSocket handshake with a JSON error (plain ASGI,
-    for middleware that answers before the app runs)."""
-    body = json.dumps(error_body(status, message, code=code)).encode()
+    for middleware that answers before the app runs); ``extra``: fields beside "error"."""
+    body = json.dumps({**error_body(status, message, code=code), **(extra or {})}).encode()
     raw_headers = [(b"content-type", b"application/json")] + [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in (headers or {}).items()
@@ -104,10 +123,15 @@ async def refuse(
 
 
 def error_response(
-    status: int, message: str, *, code: str | None = None, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        error_body(status, message, code=code),
+        {**error_body(status, message, code=code), **(extra or {})},
         status_code=status,
         headers=headers,
     )
@@ -115,7 +139,14 @@ def error_response(
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.message, code=exc.code, headers=exc.headers)
+    return error_response(
+        exc.status, exc.message, code=exc.code, headers=exc.headers, extra=exc.extra
+    )
+
+
+async def _not_owned(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotOwned)
+    return await _api_error(request, misdirected(exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -155,6 +186,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 exception_handlers = {
     ApiError: _api_error,
+    NotOwned: _not_owned,
     HTTPException: _http_error,
     # Handled by the exception middleware (only the bare Exception handler goes to Starlette's
     # server-error middleware, which re-raises to the server after answering).

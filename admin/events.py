@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -22,7 +23,7 @@ import trio
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from actors import MetricsActor, Subscription
+from actors import MetricsActor, NotOwned, Subscription
 from admin.auth import EVENTS_SUBPROTOCOL, offered_subprotocols
 from admin.errors import ApiError, refuse
 from admin.requests import EventsQuery, parse
@@ -54,9 +55,16 @@ class EventStreams:
     """The ASGI endpoint of ``/admin/events`` and the registry of its open connections."""
 
     def __init__(
-        self, metrics: MetricsActor, *, send_timeout: float = 10.0, close_timeout: float = 1.0
+        self,
+        metrics: MetricsActor,
+        *,
+        send_timeout: float = 10.0,
+        close_timeout: float = 1.0,
+        check_owned: Callable[[int], None] | None = None,
     ) -> None:
         self._metrics = metrics
+        # NotOwned for a bot of another shard (FleetControl.check_owned): its stream is a 421.
+        self._check_owned = check_owned
         self._send_timeout = send_timeout
         self._close_timeout = close_timeout
         self._open: set[_Connection] = set()
@@ -89,6 +97,12 @@ class EventStreams:
         if problem is not None:
             await refuse(scope, send, 422, problem)
             return
+        if user_id is not None and self._check_owned is not None:
+            try:
+                self._check_owned(user_id)
+            except NotOwned as exc:
+                await refuse(scope, send, 421, str(exc), extra={"owner_shard": exc.owner_shard})
+                return
         if self._closing:
             await refuse(scope, send, 503, SHUTDOWN_REASON)
             return

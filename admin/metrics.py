@@ -8,6 +8,9 @@ Cardinality: 9 series per bot (label ``user_id``) unless ``admin.metrics_per_bot
 plus about 50 fleet and daemon series, 24 of updates by type, and, for each Bot API method
 the fleet calls, up to 7 of calls by outcome and 15 of its latency histogram (methods from a
 fixed list, the rest ``other``); docs/OPERATIONS.md has the arithmetic for large fleets.
+
+Run as a shard (``botvisor run --shard i/N``), every series carries ``shard="i"``, so the
+shards' scrapes sum and compare without relabelling; without a shard there is no such label.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from actors import (
     FleetTotals,
     Histogram,
     InstrumentStatistics,
+    Shard,
 )
 from admin.context import AdminContext
 from admin.dead_letters import DeadLetterActions
@@ -71,6 +75,18 @@ _STATUS_HELP = "0 healthy, 1 degraded, 2 unhealthy, 3 suspended"
 _BREAKER_HELP = "0 closed (or disabled), 1 half_open, 2 open (or forced_open)"
 
 
+def _labelled(families: list[Metric], shard: Shard | None) -> list[Metric]:
+    """``families`` with ``shard="i"`` on every sample (unchanged without a shard)."""
+    if shard is None:
+        return families
+    value = str(shard.index)
+    for family in families:
+        family.samples = [
+            sample._replace(labels={**sample.labels, "shard": value}) for sample in family.samples
+        ]
+    return families
+
+
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
@@ -99,9 +115,10 @@ class FleetCollector:
         """The prometheus-client collector protocol (reads everything in one go)."""
         health = self._ctx.metrics.health
         if not self._ctx.metrics_per_bot:
-            return list(self._families(health.totals(), None))
+            return _labelled(list(self._families(health.totals(), None)), self._ctx.shard)
         pull = health.full_pull()
-        return list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
+        families = list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
+        return _labelled(families, self._ctx.shard)
 
     async def collect_async(self) -> list[Metric]:
         """The same for the endpoint. With per-bot series the fleet's health is pulled in
@@ -110,9 +127,10 @@ class FleetCollector:
         (:meth:`actors.FleetHealth.totals`)."""
         health = self._ctx.metrics.health
         if not self._ctx.metrics_per_bot:
-            return list(self._families(health.totals(), None))
+            return _labelled(list(self._families(health.totals(), None)), self._ctx.shard)
         pull = await health.full_pull_async()
-        return list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
+        families = list(self._families(health.totals(pull), self._with_restarts(pull.bots or ())))
+        return _labelled(families, self._ctx.shard)
 
     def _with_restarts(self, bots: Iterable[BotStatistics]) -> list[tuple[BotStatistics, int]]:
         supervisor = self._ctx.supervisor

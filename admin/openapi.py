@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from admin.operations import Operation, Reply, operation, operation_of
-from admin.records import ErrorBody
+from admin.records import ErrorBody, MisdirectedBody
 
 __all__ = ["OPENAPI_VERSION", "openapi_endpoint", "openapi_spec"]
 
@@ -38,6 +38,7 @@ _ERRORS = {
     405: "the method is not allowed on this path",
     409: "the request conflicts with the bot's state",
     413: "the request body is larger than 64 KiB",
+    421: "the bot belongs to another shard, which the body's owner_shard names (run sharded)",
     422: "the request is invalid; the message says what to fix",
     426: "a plain HTTP request: connect with a WebSocket",
     429: "too many requests from this address; see Retry-After",
@@ -89,7 +90,10 @@ def _closed(schema: Any) -> None:
 
 
 def _components(operations: Iterable[Operation]) -> Schema:
-    models: dict[type[BaseModel], JsonSchemaMode] = {ErrorBody: "serialization"}
+    models: dict[type[BaseModel], JsonSchemaMode] = {
+        ErrorBody: "serialization",
+        MisdirectedBody: "serialization",
+    }
     for declared in operations:
         if declared.body is not None:
             models[declared.body] = "validation"
@@ -125,7 +129,9 @@ def _parameters(model: type[BaseModel], where: Literal["path", "query"]) -> list
 def _error(status: int) -> Schema:
     response: Schema = {
         "description": _ERRORS[status],
-        "content": {"application/json": {"schema": _ref(ErrorBody)}},
+        "content": {
+            "application/json": {"schema": _ref(MisdirectedBody if status == 421 else ErrorBody)}
+        },
     }
     if status == 429:
         response["headers"] = _RETRY_AFTER
@@ -149,6 +155,8 @@ def _operation(declared: Operation) -> Schema:
         statuses.add(422)
     if declared.body is not None:
         statuses.add(413)
+    if declared.path is not None and "user_id" in declared.path.model_fields:
+        statuses.add(421)  # a sharded daemon answers for its own bots only
     responses = {str(status): _reply(reply) for status, reply in sorted(declared.replies.items())}
     for status in sorted(statuses - set(declared.replies)):
         responses[str(status)] = _error(status)

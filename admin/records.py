@@ -40,6 +40,7 @@ __all__ = [
     "ErrorDetail",
     "HealthSummary",
     "History",
+    "MisdirectedBody",
     "PersistNow",
     "Ready",
     "Record",
@@ -100,6 +101,13 @@ class ErrorBody(Record):
     """The one error shape of the admin API."""
 
     error: ErrorDetail
+
+
+class MisdirectedBody(Record):
+    """A 421 of a shard: the error, and the shard that owns the bot."""
+
+    error: ErrorDetail
+    owner_shard: int = Field(description="the index of the shard that owns the bot", ge=0)
 
 
 class Alive(Record):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from actors import RedactingFilter, redact
+from actors import RedactingFilter, Shard, ShardError, parse_shard, redact, shard_from_environment
 from storage import StorageError, migrate_file
 from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
@@ -63,9 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the file declares no [[bots]], unregister the stored bots an earlier file "
         "declared (without it such a start is refused)",
     )
+    run.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="run as shard INDEX of COUNT (0-based, e.g. 0/3): only the bots the jump "
+        "consistent hash of their user_id gives this shard; without it, "
+        "$BOTVISOR_SHARD_INDEX and $BOTVISOR_SHARD_COUNT, else every bot",
+    )
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path", type=Path)
+    check.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="also list the bots shard INDEX of COUNT would run (see botvisor run --shard)",
+    )
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--config", required=True, type=Path)
@@ -108,11 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:
         if args.command == "check-config":
-            return check_config(args.path)
+            return check_config(args.path, shard=args.shard)
         if args.command == "migrate":
             return migrate_command(args.config)
         if args.command == "run":
-            return run_command(args.config, prune_config_bots=args.prune_config_bots)
+            return run_command(
+                args.config, prune_config_bots=args.prune_config_bots, shard=args.shard
+            )
         if args.command in ("bots", "watch", "usage", "dead-letters"):
             from supervisor.remote import (
                 bots_command,
@@ -146,17 +160,25 @@ def _load(path: Path, *, check_environment: bool = False) -> Config | None:
         return None
 
 
-def check_config(path: Path) -> int:
-    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config."""
+def check_config(path: Path, *, shard: str | None = None) -> int:
+    """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config, 2 a
+    bad ``--shard``."""
+    try:
+        this_shard = None if shard is None else parse_shard(shard)
+    except ShardError as exc:
+        print(f"botvisor check-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
     print(f"ok: {path}")
-    print(
-        f"  bots: {len(config.bots)} "
-        f"({', '.join(str(b.user_id) for b in config.bots[:10])}"
-        f"{', …' if len(config.bots) > 10 else ''})"
-    )
+    print(f"  bots: {len(config.bots)} ({_user_ids([b.user_id for b in config.bots])})")
+    if this_shard is not None:
+        owned = [b.user_id for b in config.bots if this_shard.owns(b.user_id)]
+        print(
+            f"  shard {this_shard}: runs {len(owned)} of them ({_user_ids(owned)}); "
+            f"webhook URLs {{public_url}}/s/{this_shard.index}/{{user_id}}"
+        )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
     print(
         f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
@@ -172,6 +194,11 @@ def check_config(path: Path) -> int:
     for warning in config.telegram.warnings():
         print(f"  warning: {warning}")
     return EXIT_OK
+
+
+def _user_ids(user_ids: list[int], most: int = 10) -> str:
+    shown = ", ".join(str(uid) for uid in user_ids[:most])
+    return shown + (", …" if len(user_ids) > most else "")
 
 
 def _admin_url(config: Config) -> str:
@@ -194,7 +221,17 @@ def migrate_command(path: Path) -> int:
     return EXIT_OK
 
 
-def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
+def _shard(text: str | None) -> Shard | None:
+    """The shard of ``--shard``, else of the environment, else None; ShardError."""
+    return parse_shard(text) if text is not None else shard_from_environment(os.environ)
+
+
+def run_command(path: Path, *, prune_config_bots: bool = False, shard: str | None = None) -> int:
+    try:
+        this_shard = _shard(shard)
+    except ShardError as exc:
+        print(f"botvisor run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     config = _load(path, check_environment=True)
     if config is None:
         return EXIT_CONFIG
@@ -203,7 +240,7 @@ def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
     if open_files.soft != open_files.before:
         log.info("open-files limit raised from %d to %d", open_files.before, open_files.soft)
     try:
-        trio.run(run_daemon, config, open_files, prune_config_bots)
+        trio.run(run_daemon, config, open_files, prune_config_bots, this_shard)
     except Exception as exc:
         setup = setup_error(exc, database=config.storage.path)
         if setup is not None:
@@ -215,7 +252,10 @@ def run_command(path: Path, *, prune_config_bots: bool = False) -> int:
 
 
 async def run_daemon(
-    config: Config, open_files: OpenFilesLimit | None = None, prune_config_bots: bool = False
+    config: Config,
+    open_files: OpenFilesLimit | None = None,
+    prune_config_bots: bool = False,
+    shard: Shard | None = None,
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; a second signal exits at once."""
     from supervisor.clock import system_wall_clock
@@ -227,6 +267,7 @@ async def run_daemon(
         open_files=open_files,
         prune_config_bots=prune_config_bots,
         freeze_after_load=True,
+        shard=shard,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

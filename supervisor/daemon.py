@@ -43,6 +43,7 @@ from actors import (
     HandlerNotAllowed,
     MetricsActor,
     OwnershipError,
+    Shard,
     TokenInUse,
     WebhookCertificate,
     WebhookReceiver,
@@ -105,8 +106,12 @@ class Daemon:
         open_files: OpenFilesLimit | None = None,
         prune_config_bots: bool = False,
         freeze_after_load: bool = False,
+        shard: Shard | None = None,
     ) -> None:
         self.config = config
+        # This process's shard (botvisor run --shard i/N): it runs only the bots it owns.
+        # None: one process owns every bot, as without sharding.
+        self.shard = shard
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._transport = transport
@@ -175,7 +180,12 @@ class Daemon:
             rng=self._rng,
             on_event=lambda event: fleet_box[0].on_supervisor_event(event),
         )
-        fleet = Fleet(supervisor, services, webhook_certificate=_webhook_certificate(config))
+        fleet = Fleet(
+            supervisor,
+            services,
+            webhook_certificate=_webhook_certificate(config),
+            shard=self.shard,
+        )
         fleet_box.append(fleet)
         metrics = MetricsActor(
             store,
@@ -200,6 +210,7 @@ class Daemon:
                 wall_clock=self._wall_clock,
                 path=hook.path,
                 max_body_bytes=hook.max_body_bytes,
+                shard=self.shard,
             )
             hook_tls = (
                 (hook.tls_cert, hook.tls_key)
@@ -236,6 +247,7 @@ class Daemon:
                     trusted_proxies=config.admin.trusted_proxies,
                     usage_hour_retention_days=config.storage.usage_hour_retention_days,
                     usage_retention_days=config.storage.usage_retention_days,
+                    shard=self.shard,
                 )
             )
             tls = (
@@ -249,7 +261,7 @@ class Daemon:
         async with shared_http, trio.open_nursery() as root:
             await root.start(store.run)
             if self._open_files is not None:
-                check_open_files(await _polling_bots(config, store), self._open_files)
+                check_open_files(await _polling_bots(config, store, fleet), self._open_files)
             await root.start(metrics.run)
             await root.start(supervisor.run)
             with _collector_paused(freeze=self._freeze_after_load):
@@ -263,7 +275,8 @@ class Daemon:
             for warning in config.telegram.warnings():
                 log.warning("%s", warning)
             log.info(
-                "botvisor running: %d bots, admin API %s",
+                "botvisor running%s: %d bots, admin API %s",
+                "" if self.shard is None else f" as shard {self.shard}",
                 len(fleet.actors()),
                 admin_url or "disabled",
             )
@@ -328,11 +341,13 @@ def _collector_paused(*, freeze: bool) -> Iterator[None]:
             gc.enable()
 
 
-async def _polling_bots(config: Config, store: Store) -> int:
-    """How many bots will poll: the config file's and those added through the API, except the
-    suspended ones."""
-    stored = {record.user_id: record for record in await store.list_bots()}
-    configured = {bot.user_id for bot in config.bots}
+async def _polling_bots(config: Config, store: Store, fleet: Fleet) -> int:
+    """How many bots will poll: the config file's and those added through the API that this
+    shard owns, except the suspended ones."""
+    stored = {
+        record.user_id: record for record in await store.list_bots() if fleet.owns(record.user_id)
+    }
+    configured = {bot.user_id for bot in config.bots if fleet.owns(bot.user_id)}
     api_added = {uid for uid, record in stored.items() if record.source != "config"}
     return sum(
         1 for uid in configured | api_added if uid not in stored or not stored[uid].suspended_reason

@@ -39,9 +39,11 @@ from actors import (
     HandlerError,
     HandlerNotAllowed,
     LifecycleEvent,
+    NotOwned,
     OwnedByConfig,
     OwnershipConflict,
     RetiredCounters,
+    Shard,
     TelegramUnreachable,
     TokenInUse,
     TokenRejected,
@@ -184,8 +186,12 @@ class Fleet:
         services: FleetServices,
         *,
         webhook_certificate: WebhookCertificate | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self._supervisor = supervisor
+        # This process's shard: it registers, runs and stores only the bots it owns (None:
+        # one process owns every bot).
+        self._shard = shard
         self._services = services
         # The listener's self-signed certificate (direct TLS), uploaded with each setWebhook.
         self._certificate = webhook_certificate
@@ -225,9 +231,31 @@ class Fleet:
         are unregistered, each with a warning."""
         store = self._services.store
         now = self._services.wall_clock()
-        configured = list(configured)
+        declared = list(configured)
+        # The file declares every shard's bots (one ConfigMap for all of them); each shard
+        # takes those it owns. ``wanted`` is every bot the file declares, so a bot of another
+        # shard is not mistaken for one the file no longer declares.
+        configured = [bot for bot in declared if self.owns(bot.user_id)]
         stored = {record.user_id: record for record in await store.list_bots()}
-        wanted = {bot.user_id for bot in configured}
+        wanted = {bot.user_id for bot in declared}
+        foreign = sorted(uid for uid in stored if not self.owns(uid))
+        if foreign:
+            # Stored here when the shard count was another (a later resize hands them over);
+            # their owner runs them now: this shard neither starts nor unregisters them.
+            log.warning(
+                "%d stored bot(s) belong to other shards now (user_id %s): not started here",
+                len(foreign),
+                _listing(foreign),
+            )
+            for uid in foreign:
+                del stored[uid]
+        if self._shard is not None:
+            log.info(
+                "shard %s: %d of the file's %d bots are this shard's",
+                self._shard,
+                len(configured),
+                len(declared),
+            )
         _refuse_taken_user_ids(configured, stored)
         _refuse_shared_tokens(configured, stored.values())
         self._refuse_disallowed_handlers(configured, stored.values())
@@ -235,7 +263,7 @@ class Fleet:
         vanished = sorted(
             uid for uid, record in stored.items() if record.source == "config" and uid not in wanted
         )
-        if vanished and not configured and not prune_config_bots:
+        if vanished and not declared and not prune_config_bots:
             raise ConfigBotsVanished(
                 f"the config file declares no [[bots]], but {len(vanished)} bot(s) registered "
                 f"from it are stored (user_id {_listing(vanished)}); starting would unregister "
@@ -335,10 +363,25 @@ class Fleet:
     # --- queries -------------------------------------------------------------------------
 
     def get(self, user_id: int) -> BotActor:
+        """The bot's actor; NotOwned for a bot of another shard, UnknownBot for none."""
         registered = self._bots.get(user_id)
         if registered is None:
+            self.check_owned(user_id)
             raise UnknownBot(user_id)
         return registered.actor
+
+    @property
+    def shard(self) -> Shard | None:
+        return self._shard
+
+    def owns(self, user_id: int) -> bool:
+        """Whether this process runs bot ``user_id`` (always, without a shard)."""
+        return self._shard is None or self._shard.owns(user_id)
+
+    def check_owned(self, user_id: int) -> None:
+        """NotOwned (naming the owner) unless this shard owns bot ``user_id``."""
+        if self._shard is not None and not self._shard.owns(user_id):
+            raise NotOwned(user_id, self._shard.owner(user_id), str(self._shard))
 
     def source(self, user_id: int) -> str:
         return self._bots[user_id].source if user_id in self._bots else "unknown"
@@ -364,7 +407,9 @@ class Fleet:
 
         No lock is held while Telegram is asked: the user_id and the token's bot are reserved
         first, so adds of other bots (and every other request) go on meanwhile, and a second
-        add of the same user_id or bot is refused as if the first were done."""
+        add of the same user_id or bot is refused as if the first were done. NotOwned,
+        before anything else, for a bot of another shard."""
+        self.check_owned(bot.user_id)
         problem = handler_module_problem(bot.handler, self._allowed_modules)
         if problem is not None:
             raise HandlerNotAllowed(f"handler {bot.handler!r}{_sentence(problem)}")
@@ -664,7 +709,7 @@ class Fleet:
             raise RuntimeError("webhook bots need the master secret (webhook.secret_env)")
         return WebhookRegistration(
             user_id=actor.user_id,
-            url=webhook.bot_url(actor.user_id),
+            url=self.webhook_url(actor.user_id),
             secret_fingerprint=secret_fingerprint(secret),
             allowed_updates=tuple(actor.config.allowed_updates),
             max_connections=webhook.max_connections,
@@ -673,6 +718,15 @@ class Fleet:
             if self._certificate is None
             else self._certificate.fingerprint,
         )
+
+    def webhook_url(self, user_id: int) -> str:
+        """The URL Telegram is given for the bot: ``{public_url}/{user_id}``, or with a
+        shard ``{public_url}/s/{index}/{user_id}``, which a static proxy rule routes to the
+        shard (and which the owner of a later shard count registers anew)."""
+        webhook = self._services.webhook
+        if self._shard is None:
+            return webhook.bot_url(user_id)
+        return webhook.bot_url(user_id, shard=self._shard.index)
 
     def registration(self, user_id: int) -> WebhookRegistration | None:
         """The bot's stored webhook registration, if any."""

@@ -16,7 +16,15 @@ from typing import Any
 import httpx
 import trio
 
-from actors import BotConfig, BotEvent, BotToken, EventSink, HandlersConfig, TelegramConfig
+from actors import (
+    BotConfig,
+    BotEvent,
+    BotToken,
+    EventSink,
+    HandlersConfig,
+    Shard,
+    TelegramConfig,
+)
 from actors.simulator import SimulatedBotApi, SimulatedTransport
 from admin import AdminConfig, AdminContext, create_app
 from storage import StorageConfig, run_inline
@@ -78,6 +86,7 @@ async def running_fleet(
     configure: Callable[[Config], Config] | None = None,
     admin: bool = False,
     wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    shard: Shard | None = None,
     **sections: Any,
 ) -> AsyncIterator[Fleet]:
     """Run the daemon over the simulated API until the block ends, then shut it down.
@@ -102,6 +111,7 @@ async def running_fleet(
         rng=random.Random(seed),
         transport=transport,
         store_offload=run_inline,
+        shard=shard,
     )
     async with trio.open_nursery() as nursery:
         handle: DaemonHandle = await nursery.start(daemon.run)
@@ -127,6 +137,7 @@ def admin_client(fleet: Fleet, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
             wall_clock=anchored_wall_clock(EPOCH),
             admin_token=token,
             ready=handle.store.check_writable,
+            shard=handle.fleet.shard,
         )
     )
     return httpx.AsyncClient(

@@ -188,6 +188,11 @@ class SimulatedBotApi:
         self.calls: deque[CallRecord] = deque(maxlen=call_log_size)
         self._flood = flood_limits
         self._bots: dict[str, SimBot] = {}
+        # Which clients (named by the HTTP server's /c/{client}/ prefix) called getUpdates
+        # of each bot, how often (bot id -> name -> calls), and the 409s each client got for
+        # a concurrent poll: shards that share the fleet must never poll one bot both.
+        self._pollers: dict[int, dict[str, int]] = {}
+        self._poll_conflicts: dict[str, int] = {}
         self._faults = FaultProfile()
         self._outage_until = -math.inf
         self._outage_mode = OutageMode.MIXED
@@ -953,6 +958,26 @@ class SimulatedBotApi:
                 for bot in self._bots.values()
             )
         )
+
+    def note_poller(self, token: str | BotToken, client: str) -> None:
+        """``client`` is about to call getUpdates of the bot ``token`` (see :meth:`pollers`)."""
+        bot = self._bots.get(token_key(token))
+        if bot is not None:
+            calls = self._pollers.setdefault(bot.bot_id, {})
+            calls[client] = calls.get(client, 0) + 1
+
+    def note_poll_conflict(self, client: str) -> None:
+        """``client``'s getUpdates was answered 409 (another poll of the bot was waiting)."""
+        self._poll_conflicts[client] = self._poll_conflicts.get(client, 0) + 1
+
+    def pollers(self) -> dict[int, dict[str, int]]:
+        """Every bot's getUpdates calls by caller (bot id -> name -> calls): one name per
+        bot when each bot has one owner."""
+        return {bot_id: dict(calls) for bot_id, calls in self._pollers.items()}
+
+    def poll_conflicts(self) -> dict[str, int]:
+        """409s for a concurrent getUpdates, by the client that got them."""
+        return dict(self._poll_conflicts)
 
     def statistics(self) -> SimStatistics:
         c = self._counts

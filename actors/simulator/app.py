@@ -1,7 +1,13 @@
 """The simulated Bot API over real HTTP: a Starlette app and a Hypercorn server on Trio.
 
 Routes ``/bot{token}/{method}`` take parameters as GET query strings, a POST JSON body or a
-POST form, like Telegram's. Faults without a Bot API answer cannot all be shown over HTTP:
+POST form, like Telegram's. ``/c/{client}/bot{token}/{method}`` is the same call by a named
+client (a shard given ``api_base = ".../c/shard-0"``): its getUpdates calls are recorded
+(:meth:`SimulatedBotApi.pollers`), and ``GET /sim/pollers`` answers who polled each bot and
+the 409s each client got, so a test of several processes sees that each bot had one poller;
+``GET /sim/webhooks`` answers each bot's webhook URL as last set.
+
+Faults without a Bot API answer cannot all be shown over HTTP:
 
 - a connect error or an outage's gateway fault is answered ``502 Bad Gateway`` with an HTML
   page (a server cannot refuse a connection it has accepted);
@@ -65,6 +71,10 @@ class _BotApiEndpoint:
             response: Response = _error(400, "Bad Request: can't parse request body")
             await response(scope, receive, send)
             return
+        client = scope["path_params"].get("client")
+        polls = client is not None and method.lower() == "getupdates"
+        if polls:
+            self._api.note_poller(token, str(client))
         outcome: tuple[int, dict[str, Any]] | SimulatedFault | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
@@ -81,6 +91,8 @@ class _BotApiEndpoint:
             response = Response(BAD_GATEWAY_PAGE, status_code=502, media_type="text/html")
         else:
             status, answer = outcome
+            if polls and status == 409:
+                self._api.note_poll_conflict(str(client))
             response = Response(
                 json.dumps(answer).encode(), status_code=status, media_type="application/json"
             )
@@ -103,11 +115,39 @@ async def _not_found(request: Request) -> Response:
     return _error(404, "Not Found")
 
 
+async def _pollers(request: Request) -> Response:
+    api: SimulatedBotApi = request.app.state.api
+    return JSONResponse(
+        {
+            "pollers": {str(bot_id): calls for bot_id, calls in sorted(api.pollers().items())},
+            "conflicts": api.poll_conflicts(),
+            "statistics": {
+                "conflicts": api.statistics().conflicts,
+                "calls": api.statistics().calls,
+            },
+        }
+    )
+
+
+async def _webhooks(request: Request) -> Response:
+    api: SimulatedBotApi = request.app.state.api
+    return JSONResponse(
+        {
+            "webhooks": {
+                str(bot.bot_id): bot.webhook.url for bot in api.bots if bot.webhook is not None
+            }
+        }
+    )
+
+
 def create_sim_app(api: SimulatedBotApi) -> Starlette:
     """A Starlette app serving ``api`` at ``/bot{token}/{method}``; other paths -> 404 JSON."""
     app = Starlette(
         routes=[
             Route("/bot{token}/{method}", _BotApiEndpoint(api)),
+            Route("/c/{client}/bot{token}/{method}", _BotApiEndpoint(api)),
+            Route("/sim/pollers", _pollers, methods=["GET"]),
+            Route("/sim/webhooks", _webhooks, methods=["GET"]),
             Route("/{path:path}", _not_found, methods=["GET", "POST"]),
         ]
     )

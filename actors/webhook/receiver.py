@@ -1,9 +1,11 @@
 """The webhook receiver: a plain ASGI app that commits each delivery to the inbox before its 200.
 
 ``POST {webhook.path}/{user_id}`` with one update as JSON and the bot's secret in
-``X-Telegram-Bot-Api-Secret-Token``. Telegram sends a chat's next update only after a 2xx, so
-answering 200 only once the update is committed is what keeps a chat's order and loses
-nothing. The answers, and what Telegram does with them:
+``X-Telegram-Bot-Api-Secret-Token``; run as shard ``i``, ``POST {webhook.path}/s/{i}/{user_id}``
+(the URL the shard registers; the unaddressed path still serves the bots it owns). Telegram
+sends a chat's next update only after a 2xx, so answering 200 only once the update is
+committed is what keeps a chat's order and loses nothing. The answers, and what Telegram
+does with them:
 
 =====  ======================================================  ================================
 code   when                                                    Telegram
@@ -14,6 +16,9 @@ code   when                                                    Telegram
        whether the bot exists: no probing which bots exist)
 404    not our path, not a user_id; no such bot (right secret) retries with a doubling delay
 405    not POST                                                —
+421    shard-addressed to another shard, or a bot another      retries with a doubling delay
+       shard owns (nothing stored; checked before the secret:  (until the owner registers its
+       who owns a user_id is no secret)                        URL)
 413    body above ``webhook.max_body_bytes``                   retries with a doubling delay
 429    the store's write queue is full                         retries after ``Retry-After``
 503    the store failed or is closing                          retries after ``Retry-After``
@@ -42,6 +47,7 @@ import trio
 from actors.ids import user_id_problem
 from actors.lanes import chat_key, key_chat_id, lane_name, usage_kind
 from actors.secrets import redact
+from actors.shard import Shard
 from actors.webhook.ports import WebhookBots
 from actors.webhook.secret import secret_matches
 from storage import InboxEntry, Store, StoreClosedError, is_database_failure
@@ -67,6 +73,7 @@ REJECTION_REASONS = (
     "not_found",  # not the webhook path, or not a user_id
     "method",  # not POST
     "unknown_bot",
+    "misdirected",  # another shard's path, or a bot another shard owns: 421
     "bad_secret",
     "too_large",
     "bad_json",
@@ -125,6 +132,14 @@ _NOT_ALLOWED = _plain(405, b"method not allowed: POST one update", ((b"allow", b
 _BAD_SECRET = _plain(401, b"missing or wrong X-Telegram-Bot-Api-Secret-Token")
 
 
+def _misdirected(shard: Shard, user_id: int) -> Answer:
+    return _plain(
+        421,
+        f"misdirected: bot {user_id} belongs to shard {shard.owner(user_id)}, "
+        f"not to this shard ({shard})".encode(),
+    )
+
+
 def _bad_json(reason: str) -> Answer:
     return _plain(400, reason.encode())
 
@@ -158,6 +173,7 @@ class WebhookReceiver:
         max_body_bytes: int = 1024 * 1024,
         overload_retry_after: int = 1,
         failure_retry_after: int = 10,
+        shard: Shard | None = None,
     ) -> None:
         if path and (not path.startswith("/") or path.endswith("/")):
             raise ValueError(f"path must be '' or start with '/' and not end with it, got {path!r}")
@@ -173,6 +189,7 @@ class WebhookReceiver:
         self._store = store
         self._wall_clock = wall_clock
         self._prefix = path + "/"
+        self._shard = shard
         self._max_body = max_body_bytes
         self._overloaded = _plain(
             429,
@@ -233,6 +250,13 @@ class WebhookReceiver:
             self._reject("not_found")
             return _NOT_FOUND
         raw_id = path[len(self._prefix) :]
+        addressed: int | None = None
+        if self._shard is not None and raw_id.startswith("s/"):
+            index, slash, raw_id = raw_id[2:].partition("/")
+            if not slash or not (index.isascii() and index.isdigit()) or len(index) > 6:
+                self._reject("not_found")
+                return _NOT_FOUND
+            addressed = int(index)
         if user_id_problem(raw_id) is not None:
             self._reject("not_found")
             return _NOT_FOUND
@@ -240,6 +264,14 @@ class WebhookReceiver:
             self._reject("method")
             return _NOT_ALLOWED
         user_id = int(raw_id)
+        shard = self._shard
+        if shard is not None and (
+            (addressed is not None and addressed != shard.index) or not shard.owns(user_id)
+        ):
+            # Never 404 or 410 here: the bot exists, on another shard; Telegram retries a
+            # 421 and reaches the owner once the owner has registered its URL.
+            self._reject("misdirected")
+            return _misdirected(shard, user_id)
         expected = self._bots.webhook_secret(user_id)
         if expected is None:
             # The secret is checked first even for no bot (against the one the master secret

@@ -108,3 +108,45 @@ async def test_faults_over_http_look_like_a_failing_server() -> None:
             stop.set()
     # serve_sim returned on its own once the trigger fired.
     assert api.statistics().timeouts == 1
+
+
+async def test_named_clients_polls_are_recorded_and_a_second_concurrent_poller_gets_409() -> None:
+    api = SimulatedBotApi(rng=random.Random(3))
+    first = SimulatedBotApi.make_token(5151, random.Random(3))
+    second = SimulatedBotApi.make_token(5152, random.Random(4))
+    api.add_bot(first)
+    api.add_bot(second)
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(partial(serve_sim, api))
+            async with httpx.AsyncClient(base_url=url, timeout=BOUND) as http:
+
+                async def poll(client: str, token: str, wait: int) -> httpx.Response:
+                    return await http.post(
+                        f"/c/{client}/bot{token}/getUpdates", json={"timeout": wait}
+                    )
+
+                answers: dict[str, httpx.Response] = {}
+
+                async def held() -> None:
+                    answers["a"] = await poll("shard-a", first, 20)
+
+                async with trio.open_nursery() as polls:
+                    polls.start_soon(held)
+                    with trio.fail_after(BOUND):
+                        while api.statistics().waiting_polls == 0:  # noqa: ASYNC110
+                            await trio.sleep(0.01)
+                    # Another client polls the same bot meanwhile: Telegram's 409.
+                    answers["b"] = await poll("shard-b", first, 0)
+                    answers["own"] = await poll("shard-b", second, 0)
+                    api.send_user_message(first, 5, "wake the first poll")
+                seen = (await http.get("/sim/pollers")).json()
+            nursery.cancel_scope.cancel()
+    assert answers["a"].status_code == 200
+    assert answers["b"].status_code == 409
+    assert "terminated by other getUpdates request" in answers["b"].json()["description"]
+    assert answers["own"].status_code == 200
+    assert api.pollers() == {5151: {"shard-a": 1, "shard-b": 1}, 5152: {"shard-b": 1}}
+    assert seen["pollers"] == {"5151": {"shard-a": 1, "shard-b": 1}, "5152": {"shard-b": 1}}
+    assert seen["conflicts"] == {"shard-b": 1}
+    assert seen["statistics"]["conflicts"] == 1
