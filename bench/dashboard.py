@@ -246,15 +246,16 @@ def run(
 _BEFORE_AND_AFTER = (
     "- Before and after the counts got one early request of their own (`python -m "
     "bench.dashboard --json FILE`, 5 runs of 7 loads each, the old and the new code "
-    "alternated, so both met the same load; median of the 35 loads, slowest in parentheses). "
-    "At load average 6–8: by the browser's clock **567 ms (764) before, 359 ms (624) "
-    "after**; as the driver saw it then (wait_for_selector) 672 ms (1,221) before, 481 ms "
-    "(1,093) after. At load average 9–14, the driver checking every frame: 533 ms (839) "
-    "before, 456 ms (809) after; driver 578 ms (953) before, 547 ms (828) after. What is "
-    "left is the summary's one pass over the bots: about 20 ms of CPU at 10,000 bots "
-    "(memory-bound: fewer calls per bot did not shorten it), which a machine running ten "
-    "other processes on its two cores stretches to 150–350 ms; only fleet-wide counts kept "
-    "as bots change, instead of read from every bot, would remove it."
+    "alternated, so both met the same load; median of the 35 loads, slowest in parentheses; "
+    "by the browser's clock, then as the driver saw it). At load average 2–5: **397 ms (604) "
+    "before, 301 ms (570) after**; driver 424 ms (645) before, 379 ms (637) after. At 6–8: "
+    "567 ms (764) before, 359 ms (624) after; driver, then still with wait_for_selector, "
+    "672 ms (1,221) before, 481 ms (1,093) after. At 9–14: 533 ms (839) before, 456 ms (809) "
+    "after; driver 578 ms (953) before, 547 ms (828) after. What is left is mostly the "
+    "summary's one pass over the bots: about 20 ms of CPU at 10,000 bots (fewer calls per "
+    "bot did not shorten it measurably), which a loaded machine stretches to 100–350 ms; "
+    "only fleet-wide counts kept as bots change, instead of read from every bot, would "
+    "remove it."
 )
 
 
@@ -280,7 +281,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"- Where the time goes (median ms from navigation start): the HTML received at "
             f"{results['html_ms']['median']:.0f}, its last script or style at "
             f"{results['assets_ms']['median']:.0f}; the counts asked for at "
-            f"{results['summary_asked_ms']['median']:.0f} (while the scripts still load), "
+            f"{results['summary_asked_ms']['median']:.0f} (by early.js, which waits for no "
+            "other script), "
             f"answered at {results['summaries_ms']['median']:.0f}, drawn at "
             f"{ready['median']:.0f}. The admin server shares the daemon's event loop with the "
             "fleet's long polls, and its summary reads every bot.",
