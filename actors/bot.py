@@ -84,6 +84,7 @@ class HealthSample(NamedTuple):
     handled_updates: int
     replies_sent: int
     dead_letters: int
+    breaker_state: BreakerState  # the state the status was judged with
 
 
 class MetricsSample(NamedTuple):
@@ -354,12 +355,13 @@ class BotActor:
         """The bot's status and summary counters now, without a full statistics record."""
         health = self.pipeline.health
         delivery = self._delivery
+        state = self.pipeline.breaker.state
         # tuple.__new__ skips the named tuple's Python-level __new__: this runs for every bot
         # of the fleet on each summary, and that call cost half of it.
         return _new_tuple(
             HealthSample,
             (
-                health.status(self.pipeline.breaker.state),
+                health.status(state),
                 health.total_requests,
                 health.successes,
                 health.failures,
@@ -367,6 +369,7 @@ class BotActor:
                 delivery.handled,
                 delivery.replies,
                 delivery.dead_letters,
+                state,
             ),
         )
 

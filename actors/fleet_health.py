@@ -58,6 +58,7 @@ class FleetSummary:
     by_status: dict[str, int]
     polling_by_status: dict[str, int]  # bots by the status of their getUpdates alone
     calls_by_status: dict[str, int]  # bots by the status of their other calls
+    by_breaker: dict[str, int]  # bots by breaker state (every state, zeros included)
     total_requests: int
     successful_requests: int
     failed_requests: int
@@ -184,6 +185,7 @@ class _Tally:
     """Adds bots up into a :class:`FleetSummary`."""
 
     __slots__ = (
+        "by_breaker",
         "by_status",
         "calls_by_status",
         "dead",
@@ -200,6 +202,8 @@ class _Tally:
         self.by_status = dict.fromkeys(STATUSES, 0)
         self.polling_by_status = dict.fromkeys(STATUSES, 0)
         self.calls_by_status = dict.fromkeys(STATUSES, 0)
+        # Counted by member, named in summary() (an enum's .value costs a call per bot).
+        self.by_breaker = dict.fromkeys(BreakerState, 0)
         self.total = self.successful = self.failed = 0
         self.handled = self.replies = self.dead = 0
         self.weighted = 0.0
@@ -229,6 +233,7 @@ class _Tally:
         h = s.health
         self.polling_by_status[s.polling_status.value] += 1
         self.calls_by_status[s.call_status.value] += 1
+        self.by_breaker[s.breaker.state] += 1
         self.add(
             s.status,
             h.total_requests,
@@ -247,6 +252,7 @@ class _Tally:
             by_status=self.by_status,
             polling_by_status=self.polling_by_status,
             calls_by_status=self.calls_by_status,
+            by_breaker={state.value: n for state, n in self.by_breaker.items()},
             total_requests=total,
             successful_requests=self.successful,
             failed_requests=self.failed,
@@ -362,11 +368,13 @@ class FleetHealth:
         # the fleet on each summary, and a call per bot costs as much as the reading.
         total = successful = failed = handled = replies = dead = 0
         weighted = 0.0
+        breakers = tally.by_breaker
         for actor in self._actors():
             count += 1
-            status, t, ok, bad, ema, h, r, d = actor.health_sample()
+            status, t, ok, bad, ema, h, r, d, state = actor.health_sample()
             if status is healthy:
                 healthy_count += 1
+                breakers[state] += 1
                 total += t
                 successful += ok
                 failed += bad

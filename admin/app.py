@@ -191,13 +191,18 @@ def _breaker(ctx: AdminContext, user_id: int, stats: BreakerStatistics) -> Break
 @operation("Breakers by state", {200: BreakerSummary})
 async def breakers_summary(request: Request) -> Response:
     ctx = _ctx(request)
-    by_state = {state.value: 0 for state in BreakerState}
+    counts = dict.fromkeys(BreakerState, 0)
     not_closed = []
+    closed = BreakerState.CLOSED
+    # Only the state of the CLOSED majority is read: a full statistics record per bot cost
+    # three times as much at 10,000 bots, and the answer lists only the others.
     for actor in ctx.fleet.actors():
-        stats = actor.pipeline.breaker.statistics()
-        by_state[stats.state.value] += 1
-        if stats.state is not BreakerState.CLOSED:
-            not_closed.append(_breaker(ctx, actor.user_id, stats))
+        breaker = actor.pipeline.breaker
+        state = breaker.state
+        counts[state] += 1
+        if state is not closed:
+            not_closed.append(_breaker(ctx, actor.user_id, breaker.statistics()))
+    by_state = {state.value: n for state, n in counts.items()}
     summary = BreakerSummary(total=sum(by_state.values()), by_state=by_state, not_closed=not_closed)
     return record_response(summary)
 

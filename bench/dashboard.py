@@ -5,8 +5,10 @@ API, the admin server on 127.0.0.1 over real HTTP) on a thread of its own; Debia
 Chromium, driven by Playwright, opens the page already signed in (the token put in
 ``sessionStorage`` before the page's scripts run) and the clock runs from navigation until:
 
-- **interactive**: the fleet's counts are drawn and the page answers (``data-ready``: the
-  summary endpoints answered and the live stream is being opened);
+- **interactive**: the fleet's counts are drawn (``data-ready``: the summary answered),
+  timed by the browser's own clock from navigation start, and as the driver saw it (from
+  ``goto`` until Playwright, checking every animation frame, noticed the attribute: that
+  adds its relaying, which under load is a hundred milliseconds or more no user waits for);
 - **loaded**: every panel is filled (hourly usage, busiest tenants, incidents);
 - **bot list**: the first page of ``GET /admin/bots?limit=50`` is drawn, after a click.
 
@@ -17,6 +19,7 @@ under ``admin/static``), budget 300 KB. Run ``python -m bench.dashboard [--quick
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import secrets
 import shutil
@@ -128,15 +131,38 @@ class _DaemonThread:
         self._thread.join(60)
 
 
+# Notes, by the browser's clock (milliseconds from navigation start), when the page set
+# data-ready: an observer of the whole document, set up before the page's own scripts run.
+_READY_OBSERVER = """
+new MutationObserver((changes, observer) => {
+  for (const change of changes) {
+    if (change.target.id === "view" && change.target.dataset.ready === "true") {
+      window.__botvisorReadyAt = performance.now();
+      observer.disconnect();
+      return;
+    }
+  }
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-ready"] });
+"""
+
+_READY = "() => document.querySelector('#view[data-ready=true]') !== null"
+
 # Milliseconds from navigation start: the page's HTML received, its last script or style
-# received, and the two summary answers (the counts) received.
+# received (of those asked for before data-ready; the icon, which nothing waits for, left
+# out), the counts asked for and received, and data-ready set.
 _PHASES = """() => {
-  const end = (match) => Math.max(0, ...performance.getEntriesByType("resource")
-    .filter((e) => match(new URL(e.name).pathname)).map((e) => e.responseEnd));
+  const entries = (match) => performance.getEntriesByType("resource")
+    .filter((e) => match(new URL(e.name).pathname));
+  const ready = window.__botvisorReadyAt;
+  const assets = entries((p) => p.startsWith("/static/") && !p.endsWith(".svg"))
+    .filter((e) => e.startTime <= ready);
+  const summaries = entries((p) => p.endsWith("/summary"));
   return {
     html_ms: performance.getEntriesByType("navigation")[0].responseEnd,
-    assets_ms: end((p) => p.startsWith("/static/")),
-    summaries_ms: end((p) => p.endsWith("/summary")),
+    assets_ms: Math.max(0, ...assets.map((e) => e.responseEnd)),
+    summary_asked_ms: Math.min(...summaries.map((e) => e.startTime)),
+    summaries_ms: Math.max(...summaries.map((e) => e.responseEnd)),
+    ready_ms: ready,
   };
 }"""
 
@@ -156,10 +182,13 @@ def _measure(url: str, token: str, repeats: int) -> dict[str, list[float]]:
                 context.add_init_script(
                     f"sessionStorage.setItem('botvisor.admin-token', {token!r})"
                 )
+                context.add_init_script(_READY_OBSERVER)
                 page = context.new_page()
                 began = time.perf_counter()
                 page.goto(url + "/", wait_until="commit", timeout=60_000)
-                page.wait_for_selector("#view[data-ready=true]", timeout=60_000)
+                # Checked on every animation frame: wait_for_selector retries on a backoff
+                # (20, 50, 100, then 500 ms apart), which would add its own wait to the figure.
+                page.wait_for_function(_READY, polling="raf", timeout=60_000)
                 figures["interactive_ms"].append((time.perf_counter() - began) * 1000)
                 # Where the time went, from the browser's own timing of each request.
                 phases = page.evaluate(_PHASES)
@@ -184,8 +213,8 @@ def run(
     repeats: int | None = None,
     directory: str | None = None,
 ) -> dict[str, Any]:
-    """Start the fleet, time the page ``repeats`` times (the first with a cold browser cache:
-    each load is a new browser context)."""
+    """Start the fleet, time the page ``repeats`` times (each load in a new browser context,
+    so every one starts with an empty cache)."""
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="botvisor-bench-", dir=directory) as tmp:
         daemon = _DaemonThread(bots, Path(tmp) / "dashboard.db", token)
@@ -200,36 +229,68 @@ def run(
         "startup_seconds": daemon.startup_seconds,
         "page_bytes": DashboardAssets.load().total_bytes(),
         **{
-            name: {"median": statistics.median(v), "max": max(v), "runs": len(v)}
+            name: {
+                "median": statistics.median(v),
+                "min": min(v),
+                "max": max(v),
+                "runs": len(v),
+                "values": [round(x, 1) for x in v],
+            }
             for name, v in figures.items()
         },
     }
 
 
+# Measured once, when the counts got an early request of their own (issue 14): what the
+# figures above were before, under the same load (the old and new code alternated).
+_BEFORE_AND_AFTER = (
+    "- Before and after the counts got one early request of their own (`python -m "
+    "bench.dashboard --json FILE`, 5 runs of 7 loads each, the old and the new code "
+    "alternated, so both met the same load; median of the 35 loads, slowest in parentheses; "
+    "by the browser's clock, then as the driver saw it). At load average 2–5: **397 ms (604) "
+    "before, 301 ms (570) after**; driver 424 ms (645) before, 379 ms (637) after. At 6–8: "
+    "567 ms (764) before, 359 ms (624) after; driver, then still with wait_for_selector, "
+    "672 ms (1,221) before, 481 ms (1,093) after. At 9–14: 533 ms (839) before, 456 ms (809) "
+    "after; driver 578 ms (953) before, 547 ms (828) after. What is left is mostly the "
+    "summary's one pass over the bots: about 20 ms of CPU at 10,000 bots (fewer calls per "
+    "bot did not shorten it measurably), which a loaded machine stretches to 100–350 ms; "
+    "only fleet-wide counts kept as bots change, instead of read from every bot, would "
+    "remove it."
+)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The figures of ``run`` as a Markdown section."""
-    ready, loaded, listed = results["interactive_ms"], results["loaded_ms"], results["bot_list_ms"]
-    verdict = "met" if ready["median"] <= TARGET_MS else "**missed**"
+    seen, loaded, listed = results["interactive_ms"], results["loaded_ms"], results["bot_list_ms"]
+    ready = results["ready_ms"]
+    verdict = "met" if ready["max"] <= TARGET_MS else "**missed**"
     budget = "within" if results["page_bytes"] < BUDGET_BYTES else "**over**"
     return "\n".join(
         [
             "### Dashboard",
             "",
             f"- Fleet overview at {results['bots']:,} bots ({results['polling']:,} long-polling) "
-            "in headless Chromium: interactive (counts drawn) in median "
-            f"**{ready['median']:.0f} ms** "
-            f"(max {ready['max']:.0f}, {ready['runs']} loads, the first with a cold cache); "
-            f"target ≤ {TARGET_MS:g} ms: {verdict}. Every panel filled in median "
+            "in headless Chromium: interactive (the counts drawn, `data-ready`) in median "
+            f"**{ready['median']:.0f} ms** by the browser's clock from navigation start "
+            f"(min {ready['min']:.0f}, max {ready['max']:.0f}; {ready['runs']} loads, each in a "
+            f"new browser context with an empty cache); target ≤ {TARGET_MS:g} ms for every "
+            f"load: {verdict}. As the driver saw it (from Playwright's `goto` until it noticed "
+            f"the attribute, its own relaying included): median {seen['median']:.0f} ms "
+            f"(min {seen['min']:.0f}, max {seen['max']:.0f}). Every panel filled in median "
             f"{loaded['median']:.0f} ms.",
             f"- Where the time goes (median ms from navigation start): the HTML received at "
             f"{results['html_ms']['median']:.0f}, its last script or style at "
-            f"{results['assets_ms']['median']:.0f}, both summary answers at "
-            f"{results['summaries_ms']['median']:.0f}. The admin server shares the daemon's "
-            "event loop with the fleet's long polls, so its answers wait behind them.",
+            f"{results['assets_ms']['median']:.0f}; the counts asked for at "
+            f"{results['summary_asked_ms']['median']:.0f} (by early.js, which waits for no "
+            "other script), "
+            f"answered at {results['summaries_ms']['median']:.0f}, drawn at "
+            f"{ready['median']:.0f}. The admin server shares the daemon's event loop with the "
+            "fleet's long polls, and its summary reads every bot.",
             f"- Bot list, first page of 50 (`GET /admin/bots?limit=50`) after a click: median "
             f"{listed['median']:.0f} ms (max {listed['max']:.0f}).",
             f"- The page's own files, uPlot included: {results['page_bytes'] / 1024:.0f} KB "
             f"uncompressed, {budget} the 300 KB budget.",
+            _BEFORE_AND_AFTER,
             "",
         ]
     )
@@ -239,8 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--bots", type=int, default=FLEET_BOTS)
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args(argv)
-    print(markdown(run(args.quick, bots=args.bots)))
+    results = run(args.quick, bots=args.bots)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(markdown(results))
     return 0
 
 

@@ -86,7 +86,9 @@ async def test_every_module_the_scripts_import_is_served_as_javascript(
             answer = await anonymous.get(f"/static/{name}")
             # A module served as anything but JavaScript is refused by the browser.
             assert answer.headers["content-type"] == "text/javascript; charset=utf-8", name
-            for imported in re.findall(r'from "\./([\w.-]+\.js)"', answer.text):
+            # Static imports and the views imported when first shown (import("./x.js")).
+            imported_names = re.findall(r'(?:from |import\()"\./([\w.-]+\.js)"', answer.text)
+            for imported in imported_names:
                 assert f"js/{imported}" in names, (name, imported)
             # Markup is built with DOM calls: nothing the API returns can become HTML.
             assert "innerHTML" not in answer.text, name

@@ -103,3 +103,27 @@ async def test_reads_in_one_instant_share_one_pull_and_a_later_read_pulls_afresh
         assert health.pulls == pulls + 3
 
     assert later["handled_updates"] == first["handled_updates"] + 1
+
+
+async def test_the_summarys_breaker_counts_agree_with_the_breaker_summary_in_either_pull(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with admin_fleet(tmp_path / "h.db", [1, 2, 3, 4]) as admin:
+        await trio.sleep(5)
+        fleet = admin.fleet.handle.fleet
+        fleet.get(2).pipeline.breaker.force_open()  # the bot is UNHEALTHY: read in full
+        fleet.get(3).pipeline.breaker.disable()  # still HEALTHY: counted from its sample
+        status_pull = (await admin.http.get(f"{BASE}/summary")).json()
+        breakers = (await admin.http.get("/admin/system/circuit-breakers/summary")).json()
+        assert (await admin.http.get("/metrics")).status_code == 200
+        # In the same instant, the summary now comes from /metrics' full pull.
+        full_pull = (await admin.http.get(f"{BASE}/summary")).json()
+        assert trio.current_time() == 5
+
+    expected = {"closed": 2, "open": 0, "half_open": 0, "disabled": 1, "forced_open": 1}
+    assert status_pull["by_breaker"] == breakers["by_state"] == expected
+    assert full_pull["by_breaker"] == expected
+    assert status_pull["by_status"]["unhealthy"] == full_pull["by_status"]["unhealthy"] == 1
+    assert sum(status_pull["by_breaker"].values()) == status_pull["total_bots"] == 4
+    assert [b["user_id"] for b in breakers["not_closed"]] == [2, 3]
+    assert [b["state"] for b in breakers["not_closed"]] == ["forced_open", "disabled"]

@@ -149,6 +149,14 @@ async def test_bot_health_summary_counts_the_fleet_by_status(
     assert body["generated_at"] == EPOCH + now
     assert body["total_bots"] == 4
     assert body["by_status"] == {"healthy": 2, "degraded": 0, "unhealthy": 1, "suspended": 1}
+    # The breakers too, read in the same pass (the dashboard draws both from this answer).
+    assert body["by_breaker"] == {
+        "closed": 3,
+        "open": 1,
+        "half_open": 0,
+        "disabled": 0,
+        "forced_open": 0,
+    }
     assert body["handled_updates"] == 4
     assert body["replies_sent"] == 4
     assert body["dead_letters"] == 0

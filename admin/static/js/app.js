@@ -3,9 +3,12 @@
 
 import { ApiError, Unauthorized, call, forgetToken, keepToken, token } from "./api.js";
 import { errorBox } from "./dom.js";
-import { botPage } from "./bot.js";
-import { botList } from "./botlist.js";
 import { overview } from "./overview.js";
+
+// The other views are loaded when first shown: the overview, the page most loads open, does
+// not wait for their scripts (each module imported here is fetched before any of it runs).
+const botView = () => import("./bot.js");
+const listView = () => import("./botlist.js");
 
 const $ = (id) => document.getElementById(id);
 const signInCard = $("sign-in");
@@ -67,8 +70,8 @@ async function route() {
   const bot = /^\/bot\/(\d{1,20})$/.exec(path);
   try {
     let stop;
-    if (bot) stop = await botPage(view, ctx, bot[1]);
-    else if (path === "/bots") stop = await botList(view, ctx);
+    if (bot) stop = await (await botView()).botPage(view, ctx, bot[1]);
+    else if (path === "/bots") stop = await (await listView()).botList(view, ctx);
     else stop = await overview(view, ctx);
     if (mine !== generation) stop();
     else stopView = stop;
@@ -105,4 +108,8 @@ $("sign-out").addEventListener("click", () => signOut("Signed out: the token is 
 window.addEventListener("hashchange", route);
 
 // uPlot is a classic deferred script: it has run by the time modules run.
-route();
+route().then(() => {
+  // Once the first view is drawn, the others' scripts are fetched, so a click does not wait.
+  botView().catch(() => {});
+  listView().catch(() => {});
+});

@@ -4,6 +4,7 @@
 import { call } from "./api.js";
 import { chartCard, lastDay, lineChart } from "./charts.js";
 import { badge, counts, h, number, when } from "./dom.js";
+import { fleetSummary } from "./early.js";
 import { openStream } from "./live.js";
 
 const SAMPLE_MS = 10000;
@@ -65,19 +66,20 @@ export async function overview(view, ctx) {
     ], { yLabel: "per minute", empty: "collecting: the first rate appears after two samples (10 s)" });
   };
 
-  const refreshSummary = async () => {
-    const [health, breakers] = await Promise.all([
-      call("/admin/system/bot-health/summary"),
-      call("/admin/system/circuit-breakers/summary"),
-    ]);
+  // One answer holds both counts (by status and by breaker state), read from the bots in
+  // one go: they agree with each other, and the page waits for one request, not two.
+  const drawSummary = (health) => {
     statusBox.replaceChildren(counts([["total", health.total_bots], ...Object.entries(health.by_status)], "status-counts"));
-    breakerBox.replaceChildren(counts([["total", breakers.total], ...Object.entries(breakers.by_state)], "breaker-counts"));
+    breakerBox.replaceChildren(counts([["total", health.total_bots], ...Object.entries(health.by_breaker)], "breaker-counts"));
     totalsBox.textContent =
       `handled updates ${number(health.handled_updates)} · replies ${number(health.replies_sent)} · ` +
       `dead letters ${number(health.dead_letters)} · error rate ${number(health.error_rate * 100, 2)} % · ` +
       `avg response ${number(health.avg_response_time_ms, 1)} ms`;
     samples.push([health.generated_at, health.handled_updates, health.replies_sent]);
     while (samples.length && samples[0][0] < health.generated_at - HOUR_S) samples.shift();
+  };
+  const refreshSummary = async () => {
+    drawSummary(await fleetSummary());
     drawRate();
   };
 
@@ -121,9 +123,10 @@ export async function overview(view, ctx) {
     if (history.truncated) incidentsBox.append(h("p", { class: "note" }, "(more rows than shown: the API truncated them)"));
   };
 
-  // The counts first: they make the page useful; the rest follows.
-  await refreshSummary();
+  // The counts first: they make the page useful; the rest follows (the rate chart too).
+  drawSummary(await fleetSummary());
   view.dataset.ready = "true";
+  drawRate();
   const rest = [loadUsage(), loadTop(), loadIncidents()].map((p) => p.catch(ctx.failed));
   const timer = setInterval(() => refreshSummary().catch(ctx.failed), SAMPLE_MS);
   let pending = null;
