@@ -13,6 +13,7 @@ from actors.addresses import (
 from actors.bot import BotActor, BotStatistics, HealthSample, MetricsSample
 from actors.botapi import (
     BOT_CONNECTIONS,
+    LEASES_PER_CLIENT,
     BotApiClient,
     BotApiError,
     CircuitOpenError,
@@ -137,6 +138,7 @@ __all__ = [
     "DEFAULT_ALLOWED_UPDATES",
     "INSTRUMENT_METHODS",
     "INSTRUMENT_UPDATE_TYPES",
+    "LEASES_PER_CLIENT",
     "LISTEN_RULE",
     "MAX_USER_ID",
     "REJECTION_REASONS",

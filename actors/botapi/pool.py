@@ -1,35 +1,66 @@
-"""One HTTP connection pool for the fleet, with each bot's share of it bounded.
+"""The fleet's HTTP connections: a few small pools shared by the bots, each bot's share bounded.
 
 Every bot used to open its own ``httpx.AsyncClient`` (its own pool of ``BOT_CONNECTIONS``) for
 each incarnation: a webhook bot woken for one update built a client and opened new TCP
-connections for its one reply. :class:`FleetHttpPool` holds one client for the daemon, so
-connections to a Bot API host are reused by every bot. Isolation is explicit instead of a side
-effect of separate pools: each :meth:`FleetHttpPool.lease` (one per bot incarnation, one per
-fleet call such as a token check) admits at most ``per_bot`` requests at once through its own
-``trio.CapacityLimiter``, so a tenant whose calls hang holds at most ``per_bot`` connections and
-the others' calls go on. The pool has no global connection bound of its own (a global bound
-would let hanging tenants exhaust it for everyone): open sockets are bounded by ``per_bot`` ×
-leases, which is what ``supervisor.fdlimit`` estimates.
+connections for its one reply. One client for the whole fleet then reused connections across
+bots, but cost 8-15 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's
+pool walks all of its connections, and for each idle one all of them again, under its lock on
+every request start and every response close, so one pool of hundreds of long-poll connections
+costs O(n²) a request.
 
-The request URL holds the bot token: the shared client keeps no per-request record (no event
-hooks, no cookies are sent back to a Bot API, which sets none), and
+:class:`FleetHttpPool` keeps both gains. It holds a list of sub-pools, each an
+``httpx.AsyncClient`` serving at most ``per_client`` leases at once (one lease per bot
+incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
+``per_bot`` connections however large the fleet. A sub-pool's client is built on its first lease
+and closed with the fleet pool; a new lease goes to the lowest-numbered sub-pool with room, so
+a bot's next incarnation (a webhook bot woken again) usually lands where the idle connections of
+its last one still are.
+
+Isolation is explicit: each :meth:`FleetHttpPool.lease` admits at most ``per_bot`` requests at
+once through its own ``trio.CapacityLimiter``, and a sub-pool's connection bound is the sum of
+its leases' shares, so a tenant whose calls hang holds at most ``per_bot`` connections and the
+others' calls, in its sub-pool and elsewhere, go on. Open sockets are bounded by ``per_bot`` ×
+leases rounded up to a whole sub-pool, which is what ``supervisor.fdlimit`` estimates.
+
+The request URL holds the bot token: the clients keep no per-request record (no event hooks,
+no cookies are sent back to a Bot API, which sets none), and
 :class:`~actors.botapi.client.BotApiClient` never lets httpx's exceptions, which carry the URL,
 out unredacted.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import heapq
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol
 
 import httpx
 import trio
 
-__all__ = ["BotHttp", "FleetHttpPool", "HttpPoster", "UploadFiles"]
+__all__ = [
+    "LEASES_PER_CLIENT",
+    "BotHttp",
+    "FleetHttpPool",
+    "HttpClientFactory",
+    "HttpPoolStatistics",
+    "HttpPoster",
+    "UploadFiles",
+]
 
 # Files of a multipart/form-data POST: field name -> (file name, content, content type).
 UploadFiles = Mapping[str, tuple[str, bytes, str]]
+
+# Leases one sub-pool serves at once. httpcore's per-request work grows with the square of a
+# pool's connections; at 8 leases of 4 a pool holds at most 32 (measured at 100 and 1,000 bots
+# over loopback HTTP, see docs/BENCHMARKS.md), while webhook bots woken one at a time still
+# find an idle connection of their sub-pool.
+LEASES_PER_CLIENT = 8
+
+# Builds one sub-pool's client given the connections it must allow (its leases' shares in all).
+HttpClientFactory = Callable[[int], httpx.AsyncClient]
 
 
 class HttpPoster(Protocol):
@@ -50,8 +81,7 @@ class HttpPoster(Protocol):
 
 
 class BotHttp:
-    """One lease of the fleet's pool: POSTs through the shared client, at most ``limit`` at
-    once."""
+    """One lease of a sub-pool: POSTs through its client, at most ``limit`` at once."""
 
     __slots__ = ("_http", "_limiter")
 
@@ -79,19 +109,106 @@ class BotHttp:
             return await self._http.post(url, data=data, files=files, timeout=timeout)
 
 
+@dataclass(frozen=True)
+class HttpPoolStatistics:
+    """What :meth:`FleetHttpPool.statistics` reports."""
+
+    clients: int  # sub-pools whose client has been built (and is open until the pool closes)
+    leases: int  # leases held now
+    busiest: int  # the most leases one sub-pool holds now (never above per_client)
+
+
+class _SubPool:
+    __slots__ = ("client", "index", "leases")
+
+    def __init__(self, index: int, client: httpx.AsyncClient) -> None:
+        self.index = index
+        self.client = client
+        self.leases = 0
+
+
 class FleetHttpPool:
-    """The daemon's one HTTP client; bots lease bounded shares of it (see the module)."""
+    """The daemon's HTTP clients; bots lease bounded shares of them (see the module).
 
-    __slots__ = ("_http", "_per_bot")
+    ``async with`` it: leaving closes every client it built."""
 
-    def __init__(self, http: httpx.AsyncClient, *, per_bot: int) -> None:
+    __slots__ = ("_closed", "_new_client", "_per_bot", "_per_client", "_room", "_subpools")
+
+    def __init__(
+        self,
+        new_client: HttpClientFactory,
+        *,
+        per_bot: int,
+        per_client: int = LEASES_PER_CLIENT,
+    ) -> None:
         if per_bot < 1:
             raise ValueError(f"per_bot must be >= 1, got {per_bot!r}")
-        self._http = http
+        if per_client < 1:
+            raise ValueError(f"per_client must be >= 1, got {per_client!r}")
+        self._new_client = new_client
         self._per_bot = per_bot
+        self._per_client = per_client
+        self._subpools: list[_SubPool] = []
+        # Indices of the sub-pools with room for a lease, lowest first: a sub-pool is in it
+        # exactly when it holds fewer than per_client leases.
+        self._room: list[int] = []
+        self._closed = False
+
+    @property
+    def connections_per_client(self) -> int:
+        """The most connections one sub-pool's client holds: its leases' shares in all."""
+        return self._per_bot * self._per_client
+
+    def statistics(self) -> HttpPoolStatistics:
+        return HttpPoolStatistics(
+            clients=len(self._subpools),
+            leases=sum(sub.leases for sub in self._subpools),
+            busiest=max((sub.leases for sub in self._subpools), default=0),
+        )
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[BotHttp]:
-        """A bounded share of the pool for one bot incarnation or one fleet call; the shared
-        client stays open when it ends (the daemon closes it)."""
-        yield BotHttp(self._http, self._per_bot)
+        """A bounded share of one sub-pool for one bot incarnation or one fleet call; the
+        sub-pool's client stays open when it ends (the fleet pool closes it)."""
+        sub = self._take()
+        try:
+            yield BotHttp(sub.client, self._per_bot)
+        finally:
+            self._give_back(sub)
+
+    def _take(self) -> _SubPool:
+        if self._closed:
+            raise RuntimeError("the fleet's HTTP pool is closed: no new lease can be taken")
+        if self._room:
+            sub = self._subpools[self._room[0]]
+        else:
+            sub = _SubPool(len(self._subpools), self._new_client(self.connections_per_client))
+            self._subpools.append(sub)
+            heapq.heappush(self._room, sub.index)
+        sub.leases += 1
+        if sub.leases == self._per_client:
+            heapq.heappop(self._room)  # sub is the lowest with room, so the heap's top
+        return sub
+
+    def _give_back(self, sub: _SubPool) -> None:
+        if sub.leases == self._per_client:
+            heapq.heappush(self._room, sub.index)
+        sub.leases -= 1
+
+    async def aclose(self) -> None:
+        """Close every client built; later leases are refused."""
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            for sub in self._subpools:
+                await sub.client.aclose()
+
+    async def __aenter__(self) -> FleetHttpPool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,4 +1,5 @@
-"""The fleet's shared HTTP pool: a tenant whose calls hang does not delay the others."""
+"""The fleet's HTTP pools: a tenant whose calls hang does not delay the others; leases are
+spread over sub-pools of bounded size, built on first use and closed with the fleet pool."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import pytest
 import trio
 import trio.testing
 
-from actors.botapi import BotApiClient, FleetHttpPool, make_http_client
+from actors.botapi import (
+    BotApiClient,
+    BotHttp,
+    FleetHttpPool,
+    HttpPoolStatistics,
+    make_http_client,
+)
 from actors.config import TelegramConfig
 from actors.secrets import BotToken
 
@@ -16,33 +23,114 @@ SLOW = "111111:" + "A" * 35
 FAST = "222222:" + "B" * 35
 
 
+class Clients:
+    """A client factory that records what it built and the connection bound it was asked
+    for; each client's transport answers a call with the client's number, and hangs the
+    calls of the slow tenant."""
+
+    def __init__(self) -> None:
+        self.built: list[tuple[int, httpx.AsyncClient]] = []
+
+    def __call__(self, connections: int) -> httpx.AsyncClient:
+        number = len(self.built)
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            if "/bot111111:" in request.url.path:
+                await trio.sleep_forever()
+            return httpx.Response(200, json={"ok": True, "result": {"id": number}})
+
+        client = make_http_client(
+            transport=httpx.MockTransport(handler),
+            ssl_context=None,
+            telegram=TELEGRAM,
+            max_connections=connections,
+        )
+        self.built.append((connections, client))
+        return client
+
+
+async def served_by(http: BotHttp) -> int:
+    """The number of the client that carried a call made through ``http``."""
+    result = await BotApiClient(http, token=BotToken(FAST), telegram=TELEGRAM).get_me()
+    return int(result["id"])
+
+
 async def test_a_hanging_tenant_holds_at_most_its_share_and_others_go_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async def handler(request: httpx.Request) -> httpx.Response:
-        if "/bot111111:" in request.url.path:
-            await trio.sleep_forever()
-        return httpx.Response(200, json={"ok": True, "result": {"id": 1}})
+    # Both tenants lease from the same sub-pool: its bound is their shares together, so the
+    # slow tenant's hanging calls still leave the fast one its own.
+    clients = Clients()
+    async with (
+        FleetHttpPool(clients, per_bot=2, per_client=2) as pool,
+        pool.lease() as slow_http,
+        pool.lease() as fast_http,
+        trio.open_nursery() as n,
+    ):
+        assert len(clients.built) == 1
+        slow = BotApiClient(slow_http, token=BotToken(SLOW), telegram=TELEGRAM)
+        fast = BotApiClient(fast_http, token=BotToken(FAST), telegram=TELEGRAM)
+        for _ in range(5):
+            n.start_soon(slow.call, "getMe")
+        await trio.testing.wait_all_tasks_blocked()
+        assert slow_http.in_flight == 2  # the other three wait for its own share
+        start = trio.current_time()
+        assert await fast.get_me() == {"id": 0}
+        assert trio.current_time() == start
+        assert fast_http.in_flight == 0
+        n.cancel_scope.cancel()
 
-    transport = httpx.MockTransport(handler)
-    async with make_http_client(
-        transport=transport, ssl_context=None, telegram=TELEGRAM, max_connections=None
-    ) as http:
-        pool = FleetHttpPool(http, per_bot=2)
-        async with pool.lease() as slow_http, pool.lease() as fast_http, trio.open_nursery() as n:
-            slow = BotApiClient(slow_http, token=BotToken(SLOW), telegram=TELEGRAM)
-            fast = BotApiClient(fast_http, token=BotToken(FAST), telegram=TELEGRAM)
-            for _ in range(5):
-                n.start_soon(slow.call, "getMe")
-            await trio.testing.wait_all_tasks_blocked()
-            assert slow_http.in_flight == 2  # the other three wait for its own share
-            start = trio.current_time()
-            assert await fast.get_me() == {"id": 1}
-            assert trio.current_time() == start
-            assert fast_http.in_flight == 0
-            n.cancel_scope.cancel()
+
+async def test_leases_fill_bounded_sub_pools_lowest_first_and_all_close_on_exit() -> None:
+    clients = Clients()
+    async with FleetHttpPool(clients, per_bot=4, per_client=3) as pool:
+        async with (
+            pool.lease() as first,
+            pool.lease(),
+            pool.lease() as third,
+            pool.lease() as fourth,
+            pool.lease() as fifth,
+        ):
+            # Five leases of three a sub-pool: two clients, each allowing its leases' shares.
+            assert [bound for bound, _ in clients.built] == [12, 12]
+            assert pool.statistics() == HttpPoolStatistics(clients=2, leases=5, busiest=3)
+            assert [await served_by(http) for http in (first, third, fourth, fifth)] == [0, 0, 1, 1]
+        assert pool.statistics() == HttpPoolStatistics(clients=2, leases=0, busiest=0)
+        assert not any(client.is_closed for _, client in clients.built)
+    assert all(client.is_closed for _, client in clients.built)
+    with pytest.raises(RuntimeError, match="HTTP pool is closed"):
+        async with pool.lease():
+            pass  # pragma: no cover
 
 
-def test_a_share_must_admit_a_request() -> None:
+async def test_a_new_incarnation_lands_where_the_idle_connections_are() -> None:
+    # A webhook bot woken again, or a restarted bot: its lease goes back to the lowest
+    # sub-pool with room, whose connections its last incarnation left idle, not to a new one.
+    clients = Clients()
+    async with FleetHttpPool(clients, per_bot=4, per_client=2) as pool:
+        async with pool.lease(), pool.lease(), pool.lease() as third:
+            assert await served_by(third) == 1
+        async with pool.lease() as again:
+            assert await served_by(again) == 0
+        async with pool.lease() as first, pool.lease(), pool.lease() as third_again:
+            assert await served_by(first) == 0
+            assert await served_by(third_again) == 1
+        assert len(clients.built) == 2
+
+
+async def test_a_lease_given_back_on_an_error_frees_its_room() -> None:
+    clients = Clients()
+    async with FleetHttpPool(clients, per_bot=1, per_client=1) as pool:
+        with pytest.raises(KeyError):
+            async with pool.lease():
+                raise KeyError("a bot crashed")
+        async with pool.lease() as again:
+            assert await served_by(again) == 0
+        assert pool.statistics().clients == 1
+
+
+def test_a_share_must_admit_a_request_and_a_sub_pool_a_lease() -> None:
     with pytest.raises(ValueError, match="per_bot must be >= 1"):
-        FleetHttpPool(httpx.AsyncClient(), per_bot=0)
+        FleetHttpPool(Clients(), per_bot=0)
+    with pytest.raises(ValueError, match="per_client must be >= 1"):
+        FleetHttpPool(Clients(), per_bot=1, per_client=0)
