@@ -3,6 +3,9 @@ spread over sub-pools of bounded size, built on first use and closed with the fl
 
 from __future__ import annotations
 
+import re
+from functools import partial
+
 import httpx
 import pytest
 import trio
@@ -79,6 +82,79 @@ async def test_a_hanging_tenant_holds_at_most_its_share_and_others_go_on(
         assert trio.current_time() == start
         assert fast_http.in_flight == 0
         n.cancel_scope.cancel()
+
+
+class HangingServer:
+    """A minimal HTTP/1.1 Bot API on a real socket: it answers every call at once, except the
+    slow tenant's, which it never answers; it counts the connections those hold."""
+
+    def __init__(self) -> None:
+        self.slow_connections = 0
+        self.slow_seen = trio.Event()  # set once ``expect_slow`` connections hang
+        self.expect_slow = 0
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        buffer = b""
+        async with stream:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = await stream.receive_some()
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = re.search(rb"(?im)^content-length: *(\d+)", head)
+                size = int(length.group(1)) if length else 0
+                while len(buffer) < size:
+                    buffer += await stream.receive_some()
+                buffer = buffer[size:]
+                if b"/bot111111:" in head.split(b"\r\n", 1)[0]:
+                    self.slow_connections += 1
+                    if self.slow_connections == self.expect_slow:
+                        self.slow_seen.set()
+                    await trio.sleep_forever()
+                body = b'{"ok":true,"result":{"id":1}}'
+                await stream.send_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                )
+
+
+async def test_over_real_connections_a_hanging_tenant_leaves_its_sub_pool_to_the_others() -> None:
+    # Real sockets and httpcore's real pool (a MockTransport has no pool to exhaust): the
+    # sub-pool's connection bound must leave room for every lease's share, not only one.
+    server = HangingServer()
+    server.expect_slow = 2
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
+
+        def new_client(connections: int) -> httpx.AsyncClient:
+            return make_http_client(
+                ssl_context=None, telegram=telegram, max_connections=connections
+            )
+
+        async with (
+            FleetHttpPool(new_client, per_bot=2, per_client=2) as pool,
+            pool.lease() as slow_http,
+            pool.lease() as fast_http,
+            trio.open_nursery() as calls,
+        ):
+            slow = BotApiClient(slow_http, token=BotToken(SLOW), telegram=telegram)
+            fast = BotApiClient(fast_http, token=BotToken(FAST), telegram=telegram)
+            for _ in range(5):
+                calls.start_soon(slow.call, "getMe")
+            with trio.fail_after(10):  # readiness, not a timed assertion
+                await server.slow_seen.wait()
+            with trio.fail_after(10):
+                for _ in range(3):  # more calls than one share holds, one after another
+                    assert await fast.get_me() == {"id": 1}
+            assert pool.statistics().clients == 1  # both tenants in one sub-pool
+            assert server.slow_connections == 2  # its share, however many calls it makes
+            assert slow_http.in_flight == 2
+            calls.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
 
 
 async def test_leases_fill_bounded_sub_pools_lowest_first_and_all_close_on_exit() -> None:
