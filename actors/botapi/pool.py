@@ -1,4 +1,4 @@
-"""The fleet's HTTP connections: a few small pools shared by the bots, each bot's share bounded.
+"""The fleet's HTTP connections: small pools passed from lease to lease, each bot's share bounded.
 
 Every bot used to open its own ``httpx.AsyncClient`` (its own pool of ``BOT_CONNECTIONS``) for
 each incarnation: a webhook bot woken for one update built a client and opened new TCP
@@ -8,19 +8,22 @@ pool walks all of its connections, and for each idle one all of them again, unde
 every request start and every response close, so one pool of hundreds of long-poll connections
 costs O(n²) a request.
 
-:class:`FleetHttpPool` keeps both gains. It holds a list of sub-pools, each an
+:class:`FleetHttpPool` keeps the reuse without the cost. It holds a list of sub-pools, each an
 ``httpx.AsyncClient`` serving at most ``per_client`` leases at once (one lease per bot
 incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
-``per_bot`` connections however large the fleet. A sub-pool's client is built on its first lease
-and closed with the fleet pool; a new lease goes to the lowest-numbered sub-pool with room, so
-a bot's next incarnation (a webhook bot woken again) usually lands where the idle connections of
-its last one still are.
+``per_bot`` connections however large the fleet (the daemon's ``LEASES_PER_CLIENT`` is 1: by
+measurement every bit of sharing inside one httpcore pool costs CPU). A sub-pool's client is
+built on its first lease and kept, idle connections and all, when its leases end; a new lease
+goes to the lowest-numbered sub-pool with room, so a bot's next incarnation (a webhook bot
+woken again) or the next fleet call finds connections already open instead of opening new
+ones. The fleet pool closes every client when it is left.
 
 Isolation is explicit: each :meth:`FleetHttpPool.lease` admits at most ``per_bot`` requests at
 once through its own ``trio.CapacityLimiter``, and a sub-pool's connection bound is the sum of
 its leases' shares, so a tenant whose calls hang holds at most ``per_bot`` connections and the
 others' calls, in its sub-pool and elsewhere, go on. Open sockets are bounded by ``per_bot`` ×
-leases rounded up to a whole sub-pool, which is what ``supervisor.fdlimit`` estimates.
+``per_client`` × sub-pools, that is ``per_bot`` × the most leases held at once (rounded up to a
+whole sub-pool), which is what ``supervisor.fdlimit`` estimates.
 
 The request URL holds the bot token: the clients keep no per-request record (no event hooks,
 no cookies are sent back to a Bot API, which sets none), and
@@ -53,11 +56,14 @@ __all__ = [
 # Files of a multipart/form-data POST: field name -> (file name, content, content type).
 UploadFiles = Mapping[str, tuple[str, bytes, str]]
 
-# Leases one sub-pool serves at once. httpcore's per-request work grows with the square of a
-# pool's connections; at 8 leases of 4 a pool holds at most 32 (measured at 100 and 1,000 bots
-# over loopback HTTP, see docs/BENCHMARKS.md), while webhook bots woken one at a time still
-# find an idle connection of their sub-pool.
-LEASES_PER_CLIENT = 8
+# Leases one sub-pool serves at once. httpcore's work per request grows with the square of a
+# pool's connections, and measurably from the smallest sharing on: client CPU per update at 100
+# bots over loopback HTTP (echo, 2 chats x 5 messages a bot, interleaved runs) was 1.03 ms with
+# 1 lease a client, 1.08 with 2, 1.3 with 4, 1.6 with 8, 2.0 with 16, and 8.2 with one client
+# for the fleet. A client per lease costs ~5 KiB (tracemalloc; 1.8 KiB more RSS per bot than 2
+# a client over HTTP) and still reuses connections across incarnations: a lease ending leaves
+# its client, idle connections and all, to the next.
+LEASES_PER_CLIENT = 1
 
 # Builds one sub-pool's client given the connections it must allow (its leases' shares in all).
 HttpClientFactory = Callable[[int], httpx.AsyncClient]

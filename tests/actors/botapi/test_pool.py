@@ -89,11 +89,13 @@ class HangingServer:
     slow tenant's, which it never answers; it counts the connections those hold."""
 
     def __init__(self) -> None:
+        self.connections = 0  # accepted
         self.slow_connections = 0
         self.slow_seen = trio.Event()  # set once ``expect_slow`` connections hang
         self.expect_slow = 0
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        self.connections += 1
         buffer = b""
         async with stream:
             while True:
@@ -154,6 +156,29 @@ async def test_over_real_connections_a_hanging_tenant_leaves_its_sub_pool_to_the
             assert server.slow_connections == 2  # its share, however many calls it makes
             assert slow_http.in_flight == 2
             calls.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_next_lease_reuses_the_connection_the_last_one_left_open() -> None:
+    # A webhook bot woken for one update, then again: the second reply does not connect anew.
+    server = HangingServer()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
+
+        def new_client(connections: int) -> httpx.AsyncClient:
+            return make_http_client(
+                ssl_context=None, telegram=telegram, max_connections=connections
+            )
+
+        async with FleetHttpPool(new_client, per_bot=4, per_client=1) as pool:
+            for _ in range(3):
+                async with pool.lease() as http:
+                    bot = BotApiClient(http, token=BotToken(FAST), telegram=telegram)
+                    assert await bot.get_me() == {"id": 1}
+            assert server.connections == 1
+            assert pool.statistics().clients == 1
         nursery.cancel_scope.cancel()
 
 
