@@ -266,16 +266,17 @@ _GAPS = {
         "concurrently). What is left, by the start-up profile above: building each bot's own "
         "`httpx.AsyncClient` (its default headers, its URL parsing: httpx is the largest "
         "share) and spawning each bot's Trio tasks, which still grows a little faster than "
-        "the fleet. What would close it: one HTTP client shared by the fleet (also the "
-        "memory fix below) or one built on a bot's first call, and fewer tasks per bot."
+        "the fleet. What would close it: a bot's HTTP client built on its first call rather "
+        "than at its start, and fewer tasks per bot."
     ),
     "memory": (
         "**Memory per bot.** The tracemalloc table shows where it goes: each bot is a small "
         "tree of Trio tasks and cancel scopes (the poll loop, the report loop, the chat-lane "
         "nursery, each with its cancel status and events), its own `httpx.AsyncClient` with "
         "its own pool and headers, and its resilience state (breaker, health windows, "
-        "limiters). What would close it: one shared HTTP client (one pool for the API host, "
-        "bounded) instead of one per bot, the report loop folded into one fleet-wide timer "
+        "limiters). What would close it: a lighter request path than a whole "
+        "`httpx.AsyncClient` per lease (~5 KiB each; one client for the fleet is no answer, "
+        "see the HTTP pool note below), the report loop folded into one fleet-wide timer "
         "that asks every bot for its report, and lazily created health/limiter windows for "
         "bots that have not yet made a call."
     ),

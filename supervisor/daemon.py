@@ -131,11 +131,12 @@ class Daemon:
         config = self.config
         ssl_context = None if self._transport is not None else shared_ssl_context()
 
-        # The fleet's connections: small pools shared by LEASES_PER_CLIENT leases each
-        # (connections reused across bots and incarnations, none so large that httpcore's
-        # per-request bookkeeping grows with the fleet); each lease admits BOT_CONNECTIONS
-        # requests at once, so open sockets stay within fdlimit's estimate and a hanging
-        # tenant cannot take the others' connections.
+        # The fleet's connections: small pools (FleetHttpPool's LEASES_PER_CLIENT leases
+        # each, built on first use) handed from lease to lease, so connections are reused
+        # across incarnations and fleet calls while no httpcore pool grows with the fleet
+        # (its per-request work is quadratic in its connections); each lease admits
+        # BOT_CONNECTIONS requests at once, so open sockets stay within fdlimit's estimate
+        # and a hanging tenant cannot take the others' connections.
         def new_client(connections: int) -> httpx.AsyncClient:
             return make_http_client(
                 transport=self._transport,
