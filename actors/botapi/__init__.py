@@ -29,6 +29,7 @@ from actors.botapi.errors import (
 from actors.botapi.methods import BOT_API_METHODS, OTHER_METHOD, method_label
 from actors.botapi.pool import (
     LEASES_PER_CLIENT,
+    SPARE_CLIENTS,
     BotHttp,
     FleetHttpPool,
     HttpClientFactory,
@@ -41,6 +42,7 @@ __all__ = [
     "BOT_CONNECTIONS",
     "LEASES_PER_CLIENT",
     "OTHER_METHOD",
+    "SPARE_CLIENTS",
     "BotApiClient",
     "BotApiError",
     "BotHttp",

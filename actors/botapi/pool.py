@@ -13,17 +13,18 @@ costs O(n²) a request.
 incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
 ``per_bot`` connections however large the fleet (the daemon's ``LEASES_PER_CLIENT`` is 1: by
 measurement every bit of sharing inside one httpcore pool costs CPU). A sub-pool's client is
-built on its first lease and kept, idle connections and all, when its leases end; a new lease
-goes to the lowest-numbered sub-pool with room, so a bot's next incarnation (a webhook bot
-woken again) or the next fleet call finds connections already open instead of opening new
-ones. The fleet pool closes every client when it is left.
+built on its first lease and kept, idle connections and all, when its leases end (up to
+``spare`` idle sub-pools; one more is closed); a new lease goes to the lowest-numbered open
+sub-pool with room, so a bot's next incarnation (a webhook bot woken again) or the next fleet
+call finds connections already open instead of opening new ones. The fleet pool closes every
+client when it is left.
 
 Isolation is explicit: each :meth:`FleetHttpPool.lease` admits at most ``per_bot`` requests at
 once through its own ``trio.CapacityLimiter``, and a sub-pool's connection bound is the sum of
 its leases' shares, so a tenant whose calls hang holds at most ``per_bot`` connections and the
 others' calls, in its sub-pool and elsewhere, go on. Open sockets are bounded by ``per_bot`` ×
-``per_client`` × sub-pools, that is ``per_bot`` × the most leases held at once (rounded up to a
-whole sub-pool), which is what ``supervisor.fdlimit`` estimates.
+``per_client`` × open sub-pools, that is ``per_bot`` × (the leases held, rounded up to whole
+sub-pools, + ``spare``), which is what ``supervisor.fdlimit`` estimates.
 
 The request URL holds the bot token: the clients keep no per-request record (no event hooks,
 no cookies are sent back to a Bot API, which sets none), and
@@ -45,6 +46,7 @@ import trio
 
 __all__ = [
     "LEASES_PER_CLIENT",
+    "SPARE_CLIENTS",
     "BotHttp",
     "FleetHttpPool",
     "HttpClientFactory",
@@ -64,6 +66,13 @@ UploadFiles = Mapping[str, tuple[str, bytes, str]]
 # a client over HTTP) and still reuses connections across incarnations: a lease ending leaves
 # its client, idle connections and all, to the next.
 LEASES_PER_CLIENT = 1
+
+# Idle sub-pools kept open for the next lease; beyond them a sub-pool whose last lease ends is
+# closed, its connections with it, and built again when needed. Enough for the webhook bots
+# awake at a time and the fleet's calls to find connections open, few enough that their idle
+# sockets (at most BOT_CONNECTIONS each) fit in supervisor.fdlimit's FIXED_FILES, and that a
+# burst of woken bots leaves neither sockets nor clients behind.
+SPARE_CLIENTS = 8
 
 # Builds one sub-pool's client given the connections it must allow (its leases' shares in all).
 HttpClientFactory = Callable[[int], httpx.AsyncClient]
@@ -119,7 +128,8 @@ class BotHttp:
 class HttpPoolStatistics:
     """What :meth:`FleetHttpPool.statistics` reports."""
 
-    clients: int  # sub-pools whose client has been built (and is open until the pool closes)
+    clients: int  # sub-pools with an open client (held by leases, or idle and kept warm)
+    idle: int  # of them, those no lease holds now (never above spare)
     leases: int  # leases held now
     busiest: int  # the most leases one sub-pool holds now (never above per_client)
 
@@ -129,7 +139,7 @@ class _SubPool:
 
     def __init__(self, index: int, client: httpx.AsyncClient) -> None:
         self.index = index
-        self.client = client
+        self.client: httpx.AsyncClient | None = client  # None: closed, rebuilt on next lease
         self.leases = 0
 
 
@@ -138,7 +148,16 @@ class FleetHttpPool:
 
     ``async with`` it: leaving closes every client it built."""
 
-    __slots__ = ("_closed", "_new_client", "_per_bot", "_per_client", "_room", "_subpools")
+    __slots__ = (
+        "_closed",
+        "_idle",
+        "_new_client",
+        "_per_bot",
+        "_per_client",
+        "_room",
+        "_spare",
+        "_subpools",
+    )
 
     def __init__(
         self,
@@ -146,18 +165,25 @@ class FleetHttpPool:
         *,
         per_bot: int,
         per_client: int = LEASES_PER_CLIENT,
+        spare: int = SPARE_CLIENTS,
     ) -> None:
         if per_bot < 1:
             raise ValueError(f"per_bot must be >= 1, got {per_bot!r}")
         if per_client < 1:
             raise ValueError(f"per_client must be >= 1, got {per_client!r}")
+        if spare < 0:
+            raise ValueError(f"spare must be >= 0, got {spare!r}")
         self._new_client = new_client
         self._per_bot = per_bot
         self._per_client = per_client
+        self._spare = spare
         self._subpools: list[_SubPool] = []
-        # Indices of the sub-pools with room for a lease, lowest first: a sub-pool is in it
-        # exactly when it holds fewer than per_client leases.
-        self._room: list[int] = []
+        # Sub-pools with room for a lease, as (closed, index): open ones first, then the
+        # lowest-numbered. Entries go stale (the sub-pool filled up, or was closed or opened
+        # again) and are dropped when they reach the top; every sub-pool with room has a
+        # valid entry.
+        self._room: list[tuple[bool, int]] = []
+        self._idle = 0  # open sub-pools that no lease holds
         self._closed = False
 
     @property
@@ -167,7 +193,8 @@ class FleetHttpPool:
 
     def statistics(self) -> HttpPoolStatistics:
         return HttpPoolStatistics(
-            clients=len(self._subpools),
+            clients=sum(sub.client is not None for sub in self._subpools),
+            idle=self._idle,
             leases=sum(sub.leases for sub in self._subpools),
             busiest=max((sub.leases for sub in self._subpools), default=0),
         )
@@ -175,38 +202,65 @@ class FleetHttpPool:
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[BotHttp]:
         """A bounded share of one sub-pool for one bot incarnation or one fleet call; the
-        sub-pool's client stays open when it ends (the fleet pool closes it)."""
-        sub = self._take()
+        sub-pool's client stays open when it ends (up to ``spare`` idle ones)."""
+        sub, client = self._take()
         try:
-            yield BotHttp(sub.client, self._per_bot)
+            yield BotHttp(client, self._per_bot)
         finally:
-            self._give_back(sub)
+            closing = self._give_back(sub)
+            if closing is not None:
+                with trio.CancelScope(shield=True):
+                    await closing.aclose()
 
-    def _take(self) -> _SubPool:
+    def _take(self) -> tuple[_SubPool, httpx.AsyncClient]:
         if self._closed:
             raise RuntimeError("the fleet's HTTP pool is closed: no new lease can be taken")
-        if self._room:
-            sub = self._subpools[self._room[0]]
+        room = self._room
+        while room:
+            closed, index = room[0]
+            sub = self._subpools[index]
+            if sub.leases < self._per_client and (sub.client is None) == closed:
+                break
+            heapq.heappop(room)  # stale
         else:
             sub = _SubPool(len(self._subpools), self._new_client(self.connections_per_client))
             self._subpools.append(sub)
-            heapq.heappush(self._room, sub.index)
+            heapq.heappush(room, (False, sub.index))
+            self._idle += 1  # counted as idle until the lease below takes it
+        client = sub.client
+        if client is None:
+            client = sub.client = self._new_client(self.connections_per_client)
+            # Its closed entry is the top, and its open one will be: no open one had room.
+            heapq.heapreplace(room, (False, sub.index))
+        elif sub.leases == 0:
+            self._idle -= 1
         sub.leases += 1
         if sub.leases == self._per_client:
-            heapq.heappop(self._room)  # sub is the lowest with room, so the heap's top
-        return sub
+            heapq.heappop(room)  # sub's own entry, at the top
+        return sub, client
 
-    def _give_back(self, sub: _SubPool) -> None:
-        if sub.leases == self._per_client:
-            heapq.heappush(self._room, sub.index)
+    def _give_back(self, sub: _SubPool) -> httpx.AsyncClient | None:
+        """Return ``sub``'s room; its client when it is to be closed (one idle sub-pool more
+        than ``spare``), for the caller to close."""
+        was_full = sub.leases == self._per_client
         sub.leases -= 1
+        if sub.leases == 0:
+            if self._idle >= self._spare:
+                client, sub.client = sub.client, None
+                heapq.heappush(self._room, (True, sub.index))
+                return client
+            self._idle += 1
+        if was_full:
+            heapq.heappush(self._room, (False, sub.index))
+        return None
 
     async def aclose(self) -> None:
-        """Close every client built; later leases are refused."""
+        """Close every open client; later leases are refused."""
         self._closed = True
         with trio.CancelScope(shield=True):
             for sub in self._subpools:
-                await sub.client.aclose()
+                if sub.client is not None:
+                    await sub.client.aclose()
 
     async def __aenter__(self) -> FleetHttpPool:
         return self

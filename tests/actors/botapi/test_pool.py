@@ -194,9 +194,9 @@ async def test_leases_fill_bounded_sub_pools_lowest_first_and_all_close_on_exit(
         ):
             # Five leases of three a sub-pool: two clients, each allowing its leases' shares.
             assert [bound for bound, _ in clients.built] == [12, 12]
-            assert pool.statistics() == HttpPoolStatistics(clients=2, leases=5, busiest=3)
+            assert pool.statistics() == HttpPoolStatistics(clients=2, idle=0, leases=5, busiest=3)
             assert [await served_by(http) for http in (first, third, fourth, fifth)] == [0, 0, 1, 1]
-        assert pool.statistics() == HttpPoolStatistics(clients=2, leases=0, busiest=0)
+        assert pool.statistics() == HttpPoolStatistics(clients=2, idle=2, leases=0, busiest=0)
         assert not any(client.is_closed for _, client in clients.built)
     assert all(client.is_closed for _, client in clients.built)
     with pytest.raises(RuntimeError, match="HTTP pool is closed"):
@@ -230,8 +230,45 @@ async def test_a_lease_given_back_on_an_error_frees_its_room() -> None:
         assert pool.statistics().clients == 1
 
 
+async def test_idle_sub_pools_beyond_the_spare_ones_are_closed_and_built_again() -> None:
+    # A burst of woken bots must not leave its sockets and clients open once it is over.
+    clients = Clients()
+    async with FleetHttpPool(clients, per_bot=4, per_client=1, spare=1) as pool:
+        async with pool.lease(), pool.lease() as second, pool.lease():
+            assert await served_by(second) == 1
+        # The first lease to end (the last taken) kept its sub-pool warm; the next two closed
+        # theirs.
+        assert [client.is_closed for _, client in clients.built] == [True, True, False]
+        assert pool.statistics() == HttpPoolStatistics(clients=1, idle=1, leases=0, busiest=0)
+        async with pool.lease() as warm:
+            assert await served_by(warm) == 2  # the warm one before any lower closed one
+            async with pool.lease() as rebuilt, pool.lease() as other:
+                assert (await served_by(rebuilt), await served_by(other)) == (3, 4)
+                assert pool.statistics() == HttpPoolStatistics(
+                    clients=3, idle=0, leases=3, busiest=1
+                )
+        assert sum(not client.is_closed for _, client in clients.built) == 1
+    assert all(client.is_closed for _, client in clients.built)
+
+
+async def test_with_no_spare_a_sub_pool_closes_with_its_last_lease() -> None:
+    clients = Clients()
+    async with FleetHttpPool(clients, per_bot=4, per_client=2, spare=0) as pool:
+        async with pool.lease() as first:
+            async with pool.lease():
+                pass
+            assert not clients.built[0][1].is_closed  # one lease still holds it
+            assert await served_by(first) == 0
+        assert clients.built[0][1].is_closed
+        async with pool.lease() as again:
+            assert await served_by(again) == 1
+        assert pool.statistics() == HttpPoolStatistics(clients=0, idle=0, leases=0, busiest=0)
+
+
 def test_a_share_must_admit_a_request_and_a_sub_pool_a_lease() -> None:
     with pytest.raises(ValueError, match="per_bot must be >= 1"):
         FleetHttpPool(Clients(), per_bot=0)
     with pytest.raises(ValueError, match="per_client must be >= 1"):
         FleetHttpPool(Clients(), per_bot=1, per_client=0)
+    with pytest.raises(ValueError, match="spare must be >= 0"):
+        FleetHttpPool(Clients(), per_bot=1, spare=-1)
