@@ -3,7 +3,7 @@
 Every bot used to open its own ``httpx.AsyncClient`` (its own pool of ``BOT_CONNECTIONS``) for
 each incarnation: a webhook bot woken for one update built a client and opened new TCP
 connections for its one reply. One client for the whole fleet then reused connections across
-bots, but cost 8-15 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's
+bots, but cost 7-10 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's
 pool walks all of its connections, and for each idle one all of them again, under its lock on
 every request start and every response close, so one pool of hundreds of long-poll connections
 costs O(n²) a request.
@@ -64,7 +64,7 @@ UploadFiles = Mapping[str, tuple[str, bytes, str]]
 # 1 lease a client, 1.08 with 2, 1.3 with 4, 1.6 with 8, 2.0 with 16, and 8.2 with one client
 # for the fleet. A client per lease costs ~5 KiB (tracemalloc; 1.8 KiB more RSS per bot than 2
 # a client over HTTP) and still reuses connections across incarnations: a lease ending leaves
-# its client, idle connections and all, to the next.
+# its client, idle connections and all, to the next (up to SPARE_CLIENTS idle ones).
 LEASES_PER_CLIENT = 1
 
 # Idle sub-pools kept open for the next lease; beyond them a sub-pool whose last lease ends is
