@@ -13,6 +13,7 @@ from actors.addresses import (
 from actors.bot import BotActor, BotStatistics, HealthSample, MetricsSample
 from actors.botapi import (
     BOT_CONNECTIONS,
+    LEASES_PER_CLIENT,
     BotApiClient,
     BotApiError,
     CircuitOpenError,
@@ -154,6 +155,7 @@ __all__ = [
     "DEFAULT_ALLOWED_UPDATES",
     "INSTRUMENT_METHODS",
     "INSTRUMENT_UPDATE_TYPES",
+    "LEASES_PER_CLIENT",
     "LISTEN_RULE",
     "MAX_SHARDS",
     "MAX_USER_ID",

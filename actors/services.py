@@ -44,7 +44,7 @@ class FleetServices:
     store: Store
     events: EventSink
     wall_clock: Callable[[], float]
-    # A bounded share of the fleet's one HTTP pool (FleetHttpPool.lease): one a bot
+    # A bounded share of one of the fleet's HTTP pools (FleetHttpPool.lease): one a bot
     # incarnation, one a fleet call (token check, webhook registration).
     http_client: Callable[[], AbstractAsyncContextManager[HttpPoster]]
     rng: random.Random

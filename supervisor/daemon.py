@@ -71,9 +71,6 @@ __all__ = ["Daemon", "DaemonHandle", "setup_error"]
 log = logging.getLogger("botvisor")
 
 EVENT_BUFFER = 10_000
-# Idle connections the fleet's shared HTTP pool keeps open for reuse (beyond them an idle
-# connection is closed): enough for every bot's reply burst to a host without a new connect.
-SHARED_KEEPALIVE_CONNECTIONS = 256
 
 
 @dataclass(frozen=True)
@@ -139,17 +136,22 @@ class Daemon:
         config = self.config
         ssl_context = None if self._transport is not None else shared_ssl_context()
 
-        # One pool for the fleet (connections reused across bots and incarnations); each
-        # lease admits BOT_CONNECTIONS requests at once, so open sockets stay within
-        # fdlimit's estimate and a hanging tenant cannot take the others' connections.
-        shared_http = make_http_client(
-            transport=self._transport,
-            ssl_context=ssl_context,
-            telegram=config.telegram,
-            max_connections=None,
-            max_keepalive_connections=SHARED_KEEPALIVE_CONNECTIONS,
-        )
-        http_pool = FleetHttpPool(shared_http, per_bot=BOT_CONNECTIONS)
+        # The fleet's connections: small pools (FleetHttpPool's LEASES_PER_CLIENT leases
+        # each, built on first use) handed from lease to lease, so connections are reused
+        # across incarnations and fleet calls while no httpcore pool grows with the fleet
+        # (its per-request work is quadratic in its connections); each lease admits
+        # BOT_CONNECTIONS requests at once, so open sockets stay within fdlimit's estimate
+        # and a hanging tenant cannot take the others' connections.
+        def new_client(connections: int) -> httpx.AsyncClient:
+            return make_http_client(
+                transport=self._transport,
+                ssl_context=ssl_context,
+                telegram=config.telegram,
+                max_connections=connections,
+                max_keepalive_connections=connections,
+            )
+
+        http_pool = FleetHttpPool(new_client, per_bot=BOT_CONNECTIONS)
 
         store = (
             Store(config.storage.path)
@@ -258,7 +260,7 @@ class Daemon:
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
         # The shared client is closed after every bot (the root nursery) has stopped.
-        async with shared_http, trio.open_nursery() as root:
+        async with http_pool, trio.open_nursery() as root:
             await root.start(store.run)
             if self._open_files is not None:
                 check_open_files(await _polling_bots(config, store, fleet), self._open_files)

@@ -33,7 +33,13 @@ __all__ = [
 
 # A polling bot holds at most its HTTP pool's connections: its getUpdates long poll and its
 # calls. Measured on the simulator over loopback: 200 idle bots held 216 files in all, the same
-# bots answering 3 chats each 708-816: the pool's bound is reached, not an average.
+# bots answering 3 chats each 708-816: the pool's bound is reached, not an average. The fleet's
+# sub-pools (actors.FleetHttpPool, LEASES_PER_CLIENT leases each) keep that bound: a sub-pool
+# holds at most BOT_CONNECTIONS per lease it serves, and the open ones are those leases hold
+# plus at most SPARE_CLIENTS idle ones kept for the next lease (their sockets, 32 at most, are
+# within FIXED_FILES' room). Measured with a pool per lease: 100 bots answering 2 chats each
+# held 315 files, 1,000 bots answering one each 2,015. Webhook bots awake at the same time hold
+# theirs too, a fleet call (a token check) one lease's worth.
 FILES_PER_POLLING_BOT = BOT_CONNECTIONS
 # Everything else (16 measured with no bot): stdio, Trio's wakeup socket pair and epoll,
 # SQLite's database, WAL and shared-memory files for the writer and the reader, the admin

@@ -3,7 +3,7 @@
 Other packages import from here only:
 
 - :class:`BotApiClient`, :func:`make_http_client`, :func:`shared_ssl_context`: calling the API;
-  :class:`FleetHttpPool`: the fleet's one connection pool, a bounded share per bot.
+  :class:`FleetHttpPool`: the fleet's connections, small shared pools, a bounded share per bot.
 - :class:`BotApiError` and its subclasses, :class:`ErrorCategory`: what a failed call means.
 - :data:`BOT_API_METHODS`, :func:`method_label`: the method names, a bounded metric label.
 
@@ -27,12 +27,22 @@ from actors.botapi.errors import (
     categorize,
 )
 from actors.botapi.methods import BOT_API_METHODS, OTHER_METHOD, method_label
-from actors.botapi.pool import BotHttp, FleetHttpPool, HttpPoster
+from actors.botapi.pool import (
+    LEASES_PER_CLIENT,
+    SPARE_CLIENTS,
+    BotHttp,
+    FleetHttpPool,
+    HttpClientFactory,
+    HttpPoolStatistics,
+    HttpPoster,
+)
 
 __all__ = [
     "BOT_API_METHODS",
     "BOT_CONNECTIONS",
+    "LEASES_PER_CLIENT",
     "OTHER_METHOD",
+    "SPARE_CLIENTS",
     "BotApiClient",
     "BotApiError",
     "BotHttp",
@@ -40,6 +50,8 @@ __all__ = [
     "ClientStatistics",
     "ErrorCategory",
     "FleetHttpPool",
+    "HttpClientFactory",
+    "HttpPoolStatistics",
     "HttpPoster",
     "MalformedResponseError",
     "TelegramError",

@@ -151,6 +151,15 @@ def test_the_document_has_targets_results_and_notes() -> None:
     assert "**Pipeline overhead.**" not in notes({"pipeline": {"ours": {"net_us": spread([5.0])}}})
 
 
+def test_a_missed_cpu_target_brings_the_http_pool_measurement_with_the_cpu_note() -> None:
+    clients = [{"client": "botvisor", "cpu_ms_per_update": spread([1.6])}]
+    text = notes({"peers": {"clients": clients}})
+    assert "**CPU per update.**" in text
+    assert "**The fleet's HTTP pool**" in text
+    met = notes({"peers": {"clients": [{**clients[0], "cpu_ms_per_update": spread([0.9])}]}})
+    assert "**The fleet's HTTP pool**" not in met
+
+
 def test_a_start_up_cut_off_by_the_cap_is_shown_as_longer_than_the_cap() -> None:
     sizes = {
         "10000": {
