@@ -148,3 +148,19 @@ def running_postgres() -> Iterator[PostgresServer]:
                 check=False,
             )
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def terminate_lock_session(url: str, index: int) -> int:
+    """``pg_terminate_backend`` of every session holding shard ``index``'s fencing lock in
+    the database of ``url``; how many there were."""
+    import psycopg
+
+    from supervisor.fencing import FENCE_KEY
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND classid = %s::oid AND objid = %s::oid AND objsubid = 2",
+            (FENCE_KEY, index),
+        ).fetchall()
+    return len(rows)

@@ -18,7 +18,7 @@ from actors import jump_hash
 from tests.e2e.process import BOTVISOR, DaemonProcess, write_config
 from tests.e2e.shards import shard_process
 from tests.e2e.test_shards import killed_at_exit, pollers, sim_server
-from tests.supervisor.test_fencing import terminate_lock_session
+from tests.postgres import terminate_lock_session
 
 BOTS = 20
 CLUSTER = "[cluster]\nlock_check_interval = 0.5\nlock_check_timeout = 5"

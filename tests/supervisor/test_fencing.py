@@ -3,7 +3,6 @@ injected check, and the lock itself on the throwaway Postgres (tests/postgres.py
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 import trio
 import trio.testing
@@ -11,13 +10,13 @@ import trio.testing
 from actors import Shard
 from supervisor.cluster import ClusterConfig, database_url_problem, redact_url
 from supervisor.fencing import (
-    FENCE_KEY,
     FenceUnavailable,
     SessionGone,
     ShardFence,
     ShardHeld,
     watch_session,
 )
+from tests.postgres import terminate_lock_session
 
 
 @pytest.fixture
@@ -131,16 +130,6 @@ async def test_a_second_fence_of_the_same_shard_is_refused_naming_the_holder(
     again = ShardFence(cluster(postgres_url), Shard(0, 2))
     await again.acquire()
     await again.release()
-
-
-def terminate_lock_session(url: str, index: int) -> int:
-    with psycopg.connect(url, autocommit=True) as connection:
-        rows = connection.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-            "AND classid = %s::oid AND objid = %s::oid",
-            (FENCE_KEY, index),
-        ).fetchall()
-    return len(rows)
 
 
 async def test_a_terminated_lock_session_fails_the_next_check(postgres_url: str) -> None:
