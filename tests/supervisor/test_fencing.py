@@ -45,7 +45,8 @@ async def test_the_watchdog_checks_every_interval_and_reports_the_first_failed_c
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     checks = Checks(ok=3)
-    reason = await watch_session(checks, interval=5, check_timeout=2)
+    with trio.fail_after(100):
+        reason = await watch_session(checks, interval=5, check_timeout=2)
     assert checks.at == [5.0, 10.0, 15.0, 20.0]
     assert trio.current_time() == 20.0
     assert reason == "its Postgres session failed a check (OperationalError: gone)"
@@ -55,7 +56,8 @@ async def test_a_check_that_does_not_answer_counts_as_a_gone_session_after_its_t
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     checks = Checks(ok=1, hang=True)
-    reason = await watch_session(checks, interval=5, check_timeout=2)
+    with trio.fail_after(100):
+        reason = await watch_session(checks, interval=5, check_timeout=2)
     assert checks.at == [5.0, 10.0]
     assert trio.current_time() == 12.0
     assert reason == "its Postgres session did not answer a check within 2 s"
