@@ -1,7 +1,8 @@
 """The ``botvisor`` command line.
 
-Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 a bad configuration or database,
-2 bad command-line usage, 3 the daemon failed while running, 130 a second signal.
+Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 a bad configuration or database (or,
+with ``[cluster]``, a shard another process holds), 2 bad command-line usage, 3 the daemon
+failed while running (or lost its shard's lock), 130 a second signal.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from pathlib import Path
 
 import trio
 
-from actors import RedactingFilter, Shard, ShardError, parse_shard, redact, shard_from_environment
+from actors import (
+    RedactingFilter,
+    Shard,
+    ShardError,
+    find_exception,
+    parse_shard,
+    redact,
+    shard_from_environment,
+)
 from storage import StorageError, migrate_file
+from supervisor.cluster import redact_url
 from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
 from supervisor.fdlimit import OpenFilesLimit, raise_open_files_limit
+from supervisor.fencing import FenceLost
 from supervisor.loading import ConfigError, load_config
 
 __all__ = ["main"]
@@ -164,12 +175,12 @@ def check_config(path: Path, *, shard: str | None = None) -> int:
     """Every check ``run`` makes before it touches Telegram; exit 0 ok, 1 bad config, 2 a
     bad ``--shard``."""
     try:
-        this_shard = None if shard is None else parse_shard(shard)
+        this_shard = _shard(shard)
     except ShardError as exc:
         print(f"botvisor check-config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     config = _load(path, check_environment=True)
-    if config is None:
+    if config is None or not _cluster_has_shard(config, this_shard, path):
         return EXIT_CONFIG
     print(f"ok: {path}")
     print(f"  bots: {len(config.bots)} ({_user_ids([b.user_id for b in config.bots])})")
@@ -178,6 +189,12 @@ def check_config(path: Path, *, shard: str | None = None) -> int:
         print(
             f"  shard {this_shard}: runs {len(owned)} of them ({_user_ids(owned)}); "
             f"webhook URLs {{public_url}}/s/{this_shard.index}/{{user_id}}"
+        )
+    if config.cluster is not None and config.cluster.database_url is not None:
+        print(
+            f"  cluster: Postgres at {redact_url(config.cluster.database_url)} "
+            f"(${config.cluster.database_env}; not connected to by check-config), "
+            f"lock checked every {config.cluster.lock_check_interval:g} s"
         )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
     print(
@@ -194,6 +211,19 @@ def check_config(path: Path, *, shard: str | None = None) -> int:
     for warning in config.telegram.warnings():
         print(f"  warning: {warning}")
     return EXIT_OK
+
+
+def _cluster_has_shard(config: Config, shard: Shard | None, path: Path) -> bool:
+    """``[cluster]`` fences a shard by its index: without a shard it is a config error."""
+    if config.cluster is None or shard is not None:
+        return True
+    print(
+        f"botvisor: {path}: [cluster] needs a shard: give --shard INDEX/COUNT (or set "
+        f"$BOTVISOR_SHARD_INDEX and $BOTVISOR_SHARD_COUNT), or remove [cluster] to run "
+        f"one process",
+        file=sys.stderr,
+    )
+    return False
 
 
 def _user_ids(user_ids: list[int], most: int = 10) -> str:
@@ -233,7 +263,7 @@ def run_command(path: Path, *, prune_config_bots: bool = False, shard: str | Non
         print(f"botvisor run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     config = _load(path, check_environment=True)
-    if config is None:
+    if config is None or not _cluster_has_shard(config, this_shard, path):
         return EXIT_CONFIG
     # Before any socket is opened; the daemon checks the fleet fits once it knows the fleet.
     open_files = raise_open_files_limit()
@@ -246,6 +276,10 @@ def run_command(path: Path, *, prune_config_bots: bool = False, shard: str | Non
         if setup is not None:
             log.error("%s", setup)
             return EXIT_CONFIG
+        lost = find_exception(exc, FenceLost)
+        if lost is not None:
+            log.error("botvisor stopped: %s", lost)
+            return EXIT_FAILED
         log.error("botvisor failed: %s", redact(f"{type(exc).__name__}: {exc}"), exc_info=exc)
         return EXIT_FAILED
     return EXIT_OK

@@ -27,6 +27,7 @@ from actors import (
 )
 from admin import AdminConfig
 from storage import StorageConfig
+from supervisor.cluster import ClusterConfig
 
 __all__ = ["Config", "SupervisorConfig"]
 
@@ -77,6 +78,8 @@ class Config(BaseModel):
     supervisor: SupervisorConfig = SupervisorConfig()
     handlers: HandlersConfig = HandlersConfig()
     webhook: WebhookConfig = WebhookConfig()
+    # None: no [cluster] table, one process (or shards without fencing) as before.
+    cluster: ClusterConfig | None = None
     bots: Annotated[
         tuple[BotConfig, ...],
         Field(json_schema_extra={"x-rule": "be an array of tables ([[bots]] for each bot)"}),

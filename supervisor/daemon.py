@@ -63,6 +63,7 @@ from storage import (
 from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
+from supervisor.fencing import FenceLost, FenceUnavailable, ShardFence, ShardHeld
 from supervisor.fleet import Fleet
 from supervisor.loading import ConfigError
 
@@ -125,6 +126,11 @@ class Daemon:
         self._freeze_after_load = freeze_after_load
         self._shutdown = trio.Event()
         self.handle: DaemonHandle | None = None
+        # Why this shard's fencing lock was lost ([cluster]), once it was: run() then raises
+        # FenceLost after stopping everything.
+        self.fence_lost: str | None = None
+        if config.cluster is not None and shard is None:
+            raise ValueError("[cluster] needs a shard (--shard INDEX/COUNT)")
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -132,6 +138,41 @@ class Daemon:
 
     async def run(
         self, *, task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until shutdown. With ``[cluster]``, first take the shard's fencing lock
+        (ShardHeld, FenceUnavailable) before anything is opened, hold it to the end, and
+        raise FenceLost after a shutdown its loss caused."""
+        fence: ShardFence | None = None
+        if self.config.cluster is not None:
+            assert self.shard is not None
+            fence = ShardFence(self.config.cluster, self.shard)
+            await fence.acquire()
+        try:
+            await self._run(fence, task_status)
+        finally:
+            if fence is not None:
+                with trio.CancelScope(shield=True):
+                    await fence.release()
+        if self.fence_lost is not None:
+            assert self.shard is not None
+            raise FenceLost(self.shard, self.fence_lost)
+
+    async def _guard(self, fence: ShardFence, scope: trio.CancelScope) -> None:
+        """Watch the lock's session; once it is gone, shut down (every bot stops polling
+        first of all) and remember why."""
+        with scope:
+            reason = await fence.watch()
+            self.fence_lost = reason
+            log.error(
+                "shard %s lost its lock: %s; every bot stops polling now and the daemon exits "
+                "(another process may hold the shard now: it is not taken again)",
+                self.shard,
+                reason,
+            )
+            self._shutdown.set()
+
+    async def _run(
+        self, fence: ShardFence | None, task_status: trio.TaskStatus[DaemonHandle]
     ) -> None:
         config = self.config
         ssl_context = None if self._transport is not None else shared_ssl_context()
@@ -259,8 +300,11 @@ class Daemon:
             )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
-        # The shared client is closed after every bot (the root nursery) has stopped.
+        # The pool's clients are closed after every bot (the root nursery) has stopped.
+        guard = trio.CancelScope()
         async with http_pool, trio.open_nursery() as root:
+            if fence is not None:
+                root.start_soon(self._guard, fence, guard)
             await root.start(store.run)
             if self._open_files is not None:
                 check_open_files(await _polling_bots(config, store, fleet), self._open_files)
@@ -285,6 +329,7 @@ class Daemon:
             task_status.started(self.handle)
 
             await self._shutdown.wait()
+            guard.cancel()
             log.info(
                 "shutting down: %d bots stop polling now (grace %g s), then the admin API stops",
                 len(fleet.actors()),
@@ -383,6 +428,10 @@ def setup_error(exc: BaseException, *, database: str = "the database") -> Except
     for kind in (DatabaseFailedError, NotADatabaseError, SchemaTooNewError):
         if (found := find_exception(exc, kind)) is not None:
             return found
+    # A shard that cannot hold its fencing lock at start.
+    for fencing in (ShardHeld, FenceUnavailable):
+        if (held := find_exception(exc, fencing)) is not None:
+            return held
     if (failed := find_exception(exc, sqlite3.DatabaseError)) is not None:
         return DatabaseFailedError(database, "writing", failed)
     return (

@@ -35,6 +35,7 @@ from actors import (
 )
 from admin import AdminConfig
 from storage import StorageConfig, storage_path_problem
+from supervisor.cluster import ClusterConfig, database_url_problem
 from supervisor.config import Config
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
@@ -48,6 +49,7 @@ _FILE_KEYS: Mapping[type[BaseModel], Collection[str]] = {
     AdminConfig: frozenset(AdminConfig.model_fields) - {"token"},
     BotConfig: frozenset(BotConfig.model_fields) | {"token_env"},
     WebhookConfig: frozenset(WebhookConfig.model_fields) - {"secret"},
+    ClusterConfig: frozenset(ClusterConfig.model_fields) - {"database_url"},
 }
 # Problems are listed in the order of the file's sections (unknown sections first).
 _SECTION_ORDER = {name: index for index, name in enumerate(Config.model_fields)}
@@ -108,6 +110,7 @@ def parse_config(
     document = dict(data)
     _admin_token(document, env, problems)
     _webhook_secret(document, env, problems)
+    _cluster_database(document, env, problems)
     _refused_retry_tables(document, problems)
     _bot_tokens(document, env, problems, stated)
     _handler_modules(document, problems)
@@ -176,6 +179,40 @@ def _webhook_secret(
     secret_env = table.get("secret_env", WebhookConfig.model_fields["secret_env"].default)
     table["secret"] = (env.get(secret_env) if isinstance(secret_env, str) else None) or None
     document["webhook"] = table
+
+
+def _cluster_database(
+    document: dict[str, Any], env: Mapping[str, str], problems: list[Problem]
+) -> None:
+    """Put the Postgres URL from ``$<cluster.database_env>`` into ``[cluster]``, checked
+    without connecting; refuse one in the file. Never quotes the URL (it holds a password)."""
+    table = document.get("cluster")
+    if not isinstance(table, dict):
+        return
+    table = dict(table)
+    if table.pop("database_url", None) is not None:
+        problems.append(
+            Problem(
+                ("cluster", "database_url"),
+                "cluster.database_url: the database URL (with its password) is never written "
+                "in the file; set cluster.database_env to the name of an environment variable",
+            )
+        )
+    name = table.get("database_env", ClusterConfig.model_fields["database_env"].default)
+    if isinstance(name, str) and name:
+        url = env.get(name) or None
+        if url is None:
+            problems.append(
+                Problem(
+                    ("cluster", "database_env"),
+                    f"cluster.database_env: the environment variable {name} is not set: set it "
+                    "to the shards' Postgres URL (postgresql://user:password@host:5432/database)",
+                )
+            )
+        elif (problem := database_url_problem(url)) is not None:
+            problems.append(Problem(("cluster", "database_env"), f"${name} {problem}"))
+        table["database_url"] = url
+    document["cluster"] = table
 
 
 def _refused_retry_tables(document: dict[str, Any], problems: list[Problem]) -> None:

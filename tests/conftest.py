@@ -1,7 +1,9 @@
-"""Suite-wide fixtures: every test's logs are checked for leaked bot tokens."""
+"""Suite-wide fixtures: every test's logs are checked for leaked bot tokens; a throwaway
+Postgres for the tests that need one (skipped, naming the package, where it is absent)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 
@@ -9,6 +11,7 @@ import pytest
 
 from actors import RedactingFilter
 from actors.secrets import SECRET_PATTERN, TOKEN_PATTERN, WEBHOOK_SECRET_PATTERN
+from tests.postgres import PostgresServer, postgres_missing, running_postgres
 
 
 class _Capture(logging.Handler):
@@ -57,3 +60,31 @@ def no_token_in_logs() -> Iterator[None]:
         or WEBHOOK_SECRET_PATTERN.search(line)
     ]
     assert not leaked, f"a bot token reached the logs: {leaked[:3]}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway Postgres per test process (``make test`` runs whole files per worker),
+    started on first use: about 2 s."""
+    missing = postgres_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _database_names() -> Iterator[int]:
+    return itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer, _database_names: Iterator[int]) -> str:
+    """The URL of a fresh, empty database of the throwaway server, one per test (advisory
+    locks and sessions of one test do not meet another's)."""
+    import psycopg
+
+    name = f"test_{next(_database_names)}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return postgres_server.database_url(name)

@@ -41,7 +41,8 @@ BOT_KEYS = (
     "allowed_updates, autoreply, autoreply_default, handler, mode, rps, token, token_env, user_id"
 )
 SECTIONS = (
-    "admin, bots, breaker, handlers, health, limits, retry, storage, supervisor, telegram, webhook"
+    "admin, bots, breaker, cluster, handlers, health, limits, retry, storage, supervisor, "
+    "telegram, webhook"
 )
 
 # (a TOML document, the problems it produces in order)
