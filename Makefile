@@ -33,11 +33,15 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
+# The raw figures also go to .bench/ (ignored by git): `python -m bench --render FILE`
+# rewrites docs/BENCHMARKS.md from them after a change to its prose, measuring nothing.
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
+	mkdir -p .bench
+	$(BIN)/python -m bench --json .bench/quick.json
 
 bench-full: $(VENV)/.installed-test
-	$(BIN)/python -m bench --full
+	mkdir -p .bench
+	$(BIN)/python -m bench --full --json .bench/full.json
 
 # Mutation testing, one core module at a time against that module's own tests; the score and
 # the survivors go to docs/TESTING.md. Not part of `make test` (it takes long on 2 cores).

@@ -275,28 +275,29 @@ _GAPS = {
     "startup": (
         "**Start-up.** Bots are started in bulk (the registry in one transaction, every "
         "bot's offset and undone inbox read once for the fleet, the bots started "
-        "concurrently). What is left, by the start-up profile above: building each bot's own "
-        "`httpx.AsyncClient` (its default headers, its URL parsing: httpx is the largest "
-        "share) and spawning each bot's Trio tasks, which still grows a little faster than "
-        "the fleet. What would close it: a bot's HTTP client built on its first call rather "
-        "than at its start, and fewer tasks per bot."
+        "concurrently, one Trio task each). What is left, by the start-up profile above: "
+        "each bot's lease building its `httpx.AsyncClient` (its default headers, its URL "
+        "parsing: httpx is the largest share) and Trio's spawning and first scheduling of "
+        "every bot. What would close it: a lighter request path than an `httpx.AsyncClient` "
+        "per lease (the CPU note below)."
     ),
     "memory": (
-        "**Memory per bot.** The tracemalloc table shows where it goes: each bot is a small "
-        "tree of Trio tasks and cancel scopes (the poll loop, the report loop, the chat-lane "
-        "nursery, each with its cancel status and events), its own `httpx.AsyncClient` with "
-        "its own pool and headers, and its resilience state (breaker, health windows, "
-        "limiters). What would close it: a lighter request path than a whole "
-        "`httpx.AsyncClient` per lease (~5 KiB each; one client for the fleet is no answer, "
-        "see the HTTP pool note below), the report loop folded into one fleet-wide timer "
-        "that asks every bot for its report, and lazily created health/limiter windows for "
-        "bots that have not yet made a call."
+        "**Memory per bot.** The tracemalloc table shows where it goes: each polling bot is "
+        "one Trio task with a few cancel scopes and events (its supervision, its poll, its "
+        "chat-lane nursery), its lease's `httpx.AsyncClient` (~5 KiB), the long poll in "
+        "flight (httpx's request, headers and the coroutine frames of the call through the "
+        "pipeline and the client: ~6 KiB by tracemalloc), and its resilience state "
+        "(breaker, health windows, limiters); in process the simulator's half of each "
+        "waiting poll is counted too. What would close it: a lighter request path than a "
+        "whole `httpx.AsyncClient` per lease (one client for the fleet is no answer, see "
+        "the HTTP pool note below), and lanes and limiters created on first use for bots "
+        "that have not yet made a call."
     ),
     "idle": (
         "**Idle CPU.** An idle bot's cost is its long poll: one getUpdates round every 10 s "
-        "through the pipeline and httpx, about {per_poll:.2f} ms of CPU a poll here (in "
-        "process that includes the simulator answering it), where 40 µs per bot-second "
-        "allows 0.4 ms. What would close it: a cheaper request path for the poll (URL and "
+        "through the pipeline and httpx, about {per_poll:.2f} ms of CPU a poll where the "
+        "target was missed ({where}), where 40 µs per bot-second allows 0.4 ms. What would "
+        "close it: a cheaper request path for the poll (URL and "
         "headers built once per bot, not re-parsed by httpx on every call: URL parsing and "
         "header models top the throughput profile). Operators on the default 30 s polls pay "
         "a third of this figure."
@@ -337,6 +338,16 @@ _GAPS = {
         "request work (header models, a `fail_after` around every socket read and write), "
         "the CPU note above."
     ),
+    "echo": (
+        "**Webhook echo.** The 1,000 dormant webhook bots woken at once each open a "
+        "connection of their own for their one reply (a pool per lease; only up to "
+        "`SPARE_CLIENTS` idle pools are kept for the next wake), where the polling bots' "
+        "connections are open already. Both got cheaper with the pools per lease; before "
+        "them the ratio was under 1 because one shared pool made every polling request pay "
+        "O(n²) (the HTTP pool note). What would close it: woken webhook bots' replies "
+        "sharing warm connections in a bounded pool of their own (their requests are short, "
+        "unlike long polls, so such a pool stays small), measured against that cost."
+    ),
     "pipeline": (
         "**Pipeline overhead.** The pipeline profile shows where each call's time goes; an "
         "uncontended call should take its tokens without awaiting (`try_acquire` on every "
@@ -359,13 +370,20 @@ def notes(results: dict[str, Any]) -> str:
     if any("RSS" in w for w in missed):
         out.append(_GAPS["memory"])
     if any("idle CPU" in w for w in missed):
-        idle = [v for w, _u, v, _l, _a in _targets(results) if "idle CPU" in w and v is not None]
-        out.append(_GAPS["idle"].format(per_poll=min(idle) * 10 / 1000))
+        idle = [
+            (v, w)
+            for w, _u, v, _l, _a in _targets(results)
+            if "idle CPU" in w and w in missed and v is not None
+        ]
+        value, where = max(idle)
+        out.append(_GAPS["idle"].format(per_poll=value * 10 / 1000, where=where))
     if any("CPU per handled update" in w for w in missed):
         out.append(_GAPS["cpu"])
         out.append(_GAPS["http_pool"])
     if any("pipeline" in w for w in missed):
         out.append(_GAPS["pipeline"])
+    if any(w.startswith("echo") for w in missed):
+        out.append(_GAPS["echo"])
     peers = _get(results, "peers", "clients") or []
     ours = _botvisor_http(results)
     if ours is not None:
