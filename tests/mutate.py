@@ -46,6 +46,10 @@ class Target:
     # table and column names are case-insensitive). Such survivors are listed by name and
     # the score is given with and without them.
     sql_case_insensitive: bool = False
+    # mutmut's timeout for a mutant is (the selection's time + 1 s) × this (its default 15).
+    # Where the selection takes long and a mutant can make a daemon hang, 15 × a slow
+    # selection is minutes per hanging mutant.
+    timeout_multiplier: float = 15.0
 
 
 ACTOR_TESTS = ("tests/actors/test_bot.py", "tests/actors/test_faults.py")
@@ -132,6 +136,10 @@ MODULES: dict[str, Target] = {
             "tests/actors/test_faults.py::"
             "test_twenty_percent_transient_faults_lose_no_reply_and_duplicate_none",
         ),
+        # A mutant of _run or of a callback can leave a daemon waiting forever (its MockClock
+        # has no deadline to jump to): 4 × the selection's time is about a minute here,
+        # still four times what a survivor takes.
+        timeout_multiplier=4.0,
     ),
     # Only the durable inbox of the store (its other parts have their own tests).
     # test_usage.py checks the usage counts the inbox writes commit with their rows (an
@@ -263,6 +271,7 @@ def scratch_copy(module: str) -> Path:
             f"pytest_add_cli_args_test_selection = {json.dumps(existing)}",
             'pytest_add_cli_args = ["-q", "-x", "-p", "no:cacheprovider"]',
             "use_git_change_detection = false",
+            f"timeout_multiplier = {chosen.timeout_multiplier}",
             "",
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_the_sentence_names_the_bot_both_states_and_the_way_out() -> None:
 
 
 async def test_a_suspended_bot_cannot_be_started_and_nobody_else_sets_its_state(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_fleet(tmp_path / "l.db", [1]) as fleet:
         await trio.sleep(1)
@@ -63,8 +64,41 @@ async def test_a_suspended_bot_cannot_be_started_and_nobody_else_sets_its_state(
             actor.suspend("again")
         await fleet.handle.fleet.resume(1)
         assert actor.statistics().state is ActorState.RUNNING
+        assert actor.statistics().lanes is not None  # running again: its chat lanes show
         with pytest.raises(LifecycleError, match=r"^bot 1 is not suspended"):
             actor.resume()
+        # What the event stream (and the dashboard) told of it, each at the wall clock's time.
+        # (The new incarnation's "started" is announced by its task, whenever it runs.)
+        told = [
+            e.to_json()
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.to_json().get("event") != "started"
+        ]
+        at = 1_800_000_001.0
+        assert told == [
+            {"type": "lifecycle", "user_id": 1, "at": at, "event": "suspended", "detail": "unpaid"},
+            {
+                "type": "status",
+                "user_id": 1,
+                "at": at,
+                "previous": "healthy",
+                "status": "suspended",
+                "reason": "unpaid",
+            },
+            {"type": "lifecycle", "user_id": 1, "at": at, "event": "resumed", "detail": ""},
+            {
+                "type": "status",
+                "user_id": 1,
+                "at": at,
+                "previous": "suspended",
+                "status": "healthy",
+                "reason": "resumed",
+            },
+        ]
+    suspended = [
+        (r.levelno, r.getMessage()) for r in caplog.records if "suspended:" in r.getMessage()
+    ]
+    assert suspended == [(logging.ERROR, "bot 1 suspended: unpaid")]
 
 
 async def test_a_revoked_token_is_announced_once_and_stored_as_the_bot_shows_it(
