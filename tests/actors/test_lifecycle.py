@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorState, LifecycleError
+from actors import ActorState, BotStatus, LifecycleError
 from actors.lifecycle import TRANSITIONS, check_transition
 from actors.simulator import SimulatedBotApi
 from tests.admin.helpers import admin_fleet
@@ -99,6 +99,28 @@ async def test_a_suspended_bot_cannot_be_started_and_nobody_else_sets_its_state(
         (r.levelno, r.getMessage()) for r in caplog.records if "suspended:" in r.getMessage()
     ]
     assert suspended == [(logging.ERROR, "bot 1 suspended: unpaid")]
+
+
+async def test_a_suspension_restored_at_start_resumes_like_any_other(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    async with running_fleet(db, [1]) as fleet:
+        await trio.sleep(1)
+        await fleet.handle.fleet.suspend(1, "unpaid")
+    async with running_fleet(db, [1]) as fleet:
+        await trio.sleep(1)
+        actor = fleet.handle.fleet.get(1)
+        assert (actor.state, actor.status()) == (ActorState.SUSPENDED, BotStatus.SUSPENDED)
+        await fleet.handle.fleet.resume(1)
+        await trio.sleep(1)
+        assert actor.statistics().state is ActorState.RUNNING
+        told = [
+            (e.to_json()["previous"], e.to_json()["status"], e.to_json()["reason"])
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.kind == "status"
+        ]
+        assert told == [("suspended", "healthy", "resumed")]
 
 
 async def test_a_revoked_token_is_announced_once_and_stored_as_the_bot_shows_it(
