@@ -121,6 +121,11 @@ async def test_a_suspension_restored_at_start_resumes_like_any_other(
             if e.user_id == 1 and e.kind == "status"
         ]
         assert told == [("suspended", "healthy", "resumed")]
+        # It polls again: the offset it shows is the one it stored with the update.
+        fleet.api.send_user_message(fleet.tokens[1], 7, "back?")
+        await trio.sleep(5)
+        offset = actor.statistics().offset
+        assert offset is not None and offset == await fleet.handle.store.load_offset(1)
 
 
 async def test_a_revoked_token_is_announced_once_and_stored_as_the_bot_shows_it(
