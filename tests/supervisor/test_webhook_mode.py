@@ -188,6 +188,29 @@ async def test_each_delivery_keeps_a_webhook_bot_awake_for_another_idle_time(
     assert dormant == ["bot 1: idle for 60 s, going dormant"]
 
 
+async def test_a_webhook_bots_update_left_undone_at_a_restart_is_handled_after_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        # Committed by the receiver as the daemon stopped, before the bot was told.
+        update = payloads.message(51, chat_id=111, text="left")
+        key = chat_key(update)
+        entry = InboxEntry(update, key_chat_id(key), lane_name(key))
+        await fleet.handle.store.inbox_add(1, [entry], None, 1_800_000_001.0)
+    assert telegram.sent() == []
+    async with running_fleet(
+        db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(5)
+        assert [p["text"] for p in telegram.sent()] == ["left"]
+        assert await fleet.handle.store.inbox_pending(1) == []
+
+
 async def test_a_delivery_while_the_bot_goes_dormant_is_handled(
     autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
