@@ -128,6 +128,29 @@ async def test_a_suspension_restored_at_start_resumes_like_any_other(
         assert offset is not None and offset == await fleet.handle.store.load_offset(1)
 
 
+async def test_a_restarted_bot_polls_from_the_offset_it_stored(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    api = SimulatedBotApi(rng=random.Random(6), record=True)
+    async with running_fleet(db, [1], api=api) as fleet:
+        api.send_user_message(fleet.tokens[1], 7, "hello")
+        await trio.sleep(5)
+        stored = await fleet.handle.store.load_offset(1)
+        assert stored is not None
+        bot_id = fleet.bot_id(1)
+    restarted_at = trio.current_time()
+    async with running_fleet(db, [1], api=api):
+        await trio.sleep(1)
+    polls = [
+        c
+        for c in api.calls
+        if c.method == "getUpdates" and c.bot_id == bot_id and c.time >= restarted_at
+    ]
+    # The first poll after the restart confirms what the last run stored, no earlier.
+    assert polls[0].params.get("offset") == stored
+
+
 async def test_a_revoked_token_is_announced_once_and_stored_as_the_bot_shows_it(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
