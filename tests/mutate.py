@@ -46,6 +46,10 @@ class Target:
     # table and column names are case-insensitive). Such survivors are listed by name and
     # the score is given with and without them.
     sql_case_insensitive: bool = False
+    # mutmut's timeout for a mutant is (the selection's time + 1 s) × this (its default 15).
+    # Where the selection takes long and a mutant can make a daemon hang, 15 × a slow
+    # selection is minutes per hanging mutant.
+    timeout_multiplier: float = 15.0
 
 
 ACTOR_TESTS = ("tests/actors/test_bot.py", "tests/actors/test_faults.py")
@@ -99,10 +103,54 @@ MODULES: dict[str, Target] = {
     ),
     "actors/delivery.py": Target(ACTOR_TESTS),
     "actors/poller.py": Target(ACTOR_TESTS),
-    "actors/bot.py": Target((*ACTOR_TESTS, "tests/actors/test_lifecycle.py")),
+    # The bot's own tests (test_bot.py, test_faults.py, test_lifecycle.py) drive it by
+    # polling only; its webhook side (push, redrive, _serve_webhook, _delete_webhook, the
+    # registration records) is exercised by the supervisor's webhook tests, its samples
+    # (health_sample, metrics_sample) by the fleet summary and /metrics, its getMe check by
+    # test_telegram_errors.py, its suspension and resume by test_bot_supervisor.py. All run
+    # on the simulator in process under a MockClock, about 15 s together. Left out: the
+    # webhook retention test (two simulated days of pruning, storage's rule), the real
+    # Prometheus scrape, and test_faults.py's thousand-message run at 20% transient faults
+    # (13 s, half of the selection, for the pipeline's and the delivery's retries, which
+    # the shorter fault tests beside it also drive through the bot).
+    "actors/bot.py": Target(
+        (
+            *ACTOR_TESTS,
+            "tests/actors/test_lifecycle.py",
+            "tests/actors/test_telegram_errors.py",
+            "tests/actors/test_chat_migration.py",
+            "tests/actors/test_redrive.py",
+            "tests/actors/test_instruments.py",
+            "tests/actors/test_poll_health.py",
+            "tests/supervisor/test_bot_supervisor.py",
+            "tests/supervisor/test_webhook_mode.py",
+            "tests/supervisor/test_webhook_registration.py",
+            "tests/supervisor/test_registration_retries.py",
+            "tests/supervisor/test_webhook_removal.py",
+            "tests/supervisor/test_redrive_webhook.py",
+            "tests/supervisor/test_webhook_usage.py",
+            "tests/admin/test_metrics.py",
+            "tests/admin/test_health_truth.py",
+        ),
+        deselect=(
+            "tests/actors/test_faults.py::"
+            "test_twenty_percent_transient_faults_lose_no_reply_and_duplicate_none",
+        ),
+        # A mutant of _run or of a callback can leave a daemon waiting forever (its MockClock
+        # has no deadline to jump to): 4 × the selection's time is about a minute here,
+        # still four times what a survivor takes.
+        timeout_multiplier=4.0,
+    ),
     # Only the durable inbox of the store (its other parts have their own tests).
+    # test_usage.py checks the usage counts the inbox writes commit with their rows (an
+    # update's type and sender at inbox_add, the sends at inbox_done); all three take about
+    # two seconds together.
     "storage/store.py": Target(
-        ("tests/storage/test_store.py", "tests/storage/test_inbox_lanes.py"),
+        (
+            "tests/storage/test_store.py",
+            "tests/storage/test_inbox_lanes.py",
+            "tests/storage/test_usage.py",
+        ),
         name_filter="inbox",
         sql_case_insensitive=True,
     ),
@@ -111,11 +159,11 @@ MODULES: dict[str, Target] = {
 _RESULT = re.compile(r"^\s+(\S+__mutmut_\d+): (.+)$")
 
 
-# A line of SQL text: a keyword or a parameter placeholder (a dict key such as "chat_id",
-# whose case matters, has neither).
+# A line of SQL text: a keyword, a parameter placeholder or an upsert's ``excluded.`` row
+# (a dict key such as "chat_id", whose case matters, has none of them).
 _SQL = re.compile(
     r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE|JOIN|ORDER BY|GROUP BY|VALUES|SET|AND|OR|IS|"
-    r"NULL|LIMIT|ON CONFLICT)\b|\?",
+    r"NULL|LIMIT|ON CONFLICT)\b|\?|\bexcluded\.",
     re.IGNORECASE,
 )
 
@@ -223,6 +271,7 @@ def scratch_copy(module: str) -> Path:
             f"pytest_add_cli_args_test_selection = {json.dumps(existing)}",
             'pytest_add_cli_args = ["-q", "-x", "-p", "no:cacheprovider"]',
             "use_git_change_detection = false",
+            f"timeout_multiplier = {chosen.timeout_multiplier}",
             "",
         ]
     )

@@ -28,6 +28,11 @@ def _diff(old: str, new: str) -> str:
             '    rows = db.execute(select.format(lane="lane = ?"))',
             '    rows = db.execute(select.format(lane="LANE = ?"))',
         ),
+        # The tail of an upsert, with no keyword of its own.
+        (
+            '        "updated_at = excluded.updated_at",',
+            '        "UPDATED_AT = EXCLUDED.UPDATED_AT",',
+        ),
     ],
 )
 def test_a_case_change_of_sql_text_is_equivalent(old: str, new: str) -> None:
@@ -44,6 +49,8 @@ def test_a_case_change_of_sql_text_is_equivalent(old: str, new: str) -> None:
         ),
         # A dict key is no SQL.
         ('            "chat_id": chat_id,', '            "CHAT_ID": chat_id,'),
+        # Nor is a word that merely contains "excluded".
+        ('        reason = "not_excluded"', '        reason = "NOT_EXCLUDED"'),
         # More than case.
         ('        "ORDER BY update_id LIMIT ?"', '        "XXORDER BY update_id LIMIT ?XX"'),
         ("    if rate >= 1:", "    if rate > 1:"),

@@ -698,3 +698,63 @@ def test_the_failure_rate_window_has_sixty_buckets_by_default() -> None:
     counter.add(5.0, failed=True)
     assert counter.totals(304.99) == (1, 1)
     assert counter.totals(305.0) == (0, 0)
+
+
+def fail_polls(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        assert breaker.try_acquire(poll=True)
+        breaker.record_failure(poll=True)
+
+
+async def test_polls_keep_their_own_run_which_a_poll_success_or_a_reset_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, log = make()
+    assert breaker.statistics().opened_by_polls is False
+    fail_polls(breaker, 4)
+    assert breaker.statistics().poll_consecutive_failures == 4
+    assert breaker.try_acquire(poll=True)
+    breaker.record_success(poll=True)  # the polls' run ends
+    assert breaker.statistics().poll_consecutive_failures == 0
+    fail_polls(breaker, 4)
+    breaker.reset()
+    assert breaker.statistics().poll_consecutive_failures == 0
+    fail_polls(breaker, 4)
+    assert breaker.state is CLOSED
+    fail_polls(breaker, 1)
+    assert breaker.state is OPEN
+    assert log[-1].reason == "5 consecutive failed polls"
+    # Opened by polls: after open_seconds a poll is the probe, and its successes close it.
+    await trio.sleep(60)
+    assert breaker.state is HALF_OPEN
+    assert breaker.try_acquire(poll=True)
+    breaker.record_success(poll=True)
+    probed = breaker.statistics()
+    assert (probed.state, probed.poll_consecutive_failures, probed.probe_in_flight) == (
+        HALF_OPEN,
+        0,
+        False,
+    )
+    assert breaker.try_acquire(poll=True)
+    breaker.record_success(poll=True)
+    assert breaker.state is CLOSED
+    closed = breaker.statistics()
+    assert (closed.poll_consecutive_failures, closed.opened_by_polls) == (0, False)
+
+
+async def test_a_poll_beside_the_sends_probe_is_admitted_and_its_failure_reopens(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker, log = make()
+    fail(breaker, 5)  # the sends opened it
+    opened_at = trio.current_time()
+    await trio.sleep(90)
+    assert breaker.state is HALF_OPEN
+    # Looked at late, it says when it became due, not when it was looked at.
+    assert (log[-1].state, log[-1].at) == (HALF_OPEN, opened_at + 60)
+    assert breaker.try_acquire()  # the sends' probe
+    assert breaker.try_acquire(poll=True)  # a poll beside it, not a second probe
+    assert not breaker.try_acquire()
+    breaker.record_failure(poll=True)
+    assert breaker.state is OPEN
+    assert log[-1].reason == "a poll failed while half open"

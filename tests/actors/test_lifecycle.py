@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors import ActorState, LifecycleError
+from actors import ActorState, BotStatus, LifecycleError
 from actors.lifecycle import TRANSITIONS, check_transition
 from actors.simulator import SimulatedBotApi
 from tests.admin.helpers import admin_fleet
@@ -46,7 +47,7 @@ def test_the_sentence_names_the_bot_both_states_and_the_way_out() -> None:
 
 
 async def test_a_suspended_bot_cannot_be_started_and_nobody_else_sets_its_state(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_fleet(tmp_path / "l.db", [1]) as fleet:
         await trio.sleep(1)
@@ -63,8 +64,91 @@ async def test_a_suspended_bot_cannot_be_started_and_nobody_else_sets_its_state(
             actor.suspend("again")
         await fleet.handle.fleet.resume(1)
         assert actor.statistics().state is ActorState.RUNNING
+        assert actor.statistics().lanes is not None  # running again: its chat lanes show
         with pytest.raises(LifecycleError, match=r"^bot 1 is not suspended"):
             actor.resume()
+        # What the event stream (and the dashboard) told of it, each at the wall clock's time.
+        # (The new incarnation's "started" is announced by its task, whenever it runs.)
+        told = [
+            e.to_json()
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.to_json().get("event") != "started"
+        ]
+        at = 1_800_000_001.0
+        assert told == [
+            {"type": "lifecycle", "user_id": 1, "at": at, "event": "suspended", "detail": "unpaid"},
+            {
+                "type": "status",
+                "user_id": 1,
+                "at": at,
+                "previous": "healthy",
+                "status": "suspended",
+                "reason": "unpaid",
+            },
+            {"type": "lifecycle", "user_id": 1, "at": at, "event": "resumed", "detail": ""},
+            {
+                "type": "status",
+                "user_id": 1,
+                "at": at,
+                "previous": "suspended",
+                "status": "healthy",
+                "reason": "resumed",
+            },
+        ]
+    suspended = [
+        (r.levelno, r.getMessage()) for r in caplog.records if "suspended:" in r.getMessage()
+    ]
+    assert suspended == [(logging.ERROR, "bot 1 suspended: unpaid")]
+
+
+async def test_a_suspension_restored_at_start_resumes_like_any_other(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    async with running_fleet(db, [1]) as fleet:
+        await trio.sleep(1)
+        await fleet.handle.fleet.suspend(1, "unpaid")
+    async with running_fleet(db, [1]) as fleet:
+        await trio.sleep(1)
+        actor = fleet.handle.fleet.get(1)
+        assert (actor.state, actor.status()) == (ActorState.SUSPENDED, BotStatus.SUSPENDED)
+        await fleet.handle.fleet.resume(1)
+        await trio.sleep(1)
+        assert actor.statistics().state is ActorState.RUNNING
+        told = [
+            (e.to_json()["previous"], e.to_json()["status"], e.to_json()["reason"])
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.kind == "status"
+        ]
+        assert told == [("suspended", "healthy", "resumed")]
+        # It polls again: the offset it shows is the one it stored with the update.
+        fleet.api.send_user_message(fleet.tokens[1], 7, "back?")
+        await trio.sleep(5)
+        offset = actor.statistics().offset
+        assert offset is not None and offset == await fleet.handle.store.load_offset(1)
+
+
+async def test_a_restarted_bot_polls_from_the_offset_it_stored(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "l.db"
+    api = SimulatedBotApi(rng=random.Random(6), record=True)
+    async with running_fleet(db, [1], api=api) as fleet:
+        api.send_user_message(fleet.tokens[1], 7, "hello")
+        await trio.sleep(5)
+        stored = await fleet.handle.store.load_offset(1)
+        assert stored is not None
+        bot_id = fleet.bot_id(1)
+    restarted_at = trio.current_time()
+    async with running_fleet(db, [1], api=api):
+        await trio.sleep(1)
+    polls = [
+        c
+        for c in api.calls
+        if c.method == "getUpdates" and c.bot_id == bot_id and c.time >= restarted_at
+    ]
+    # The first poll after the restart confirms what the last run stored, no earlier.
+    assert polls[0].params.get("offset") == stored
 
 
 async def test_a_revoked_token_is_announced_once_and_stored_as_the_bot_shows_it(

@@ -130,6 +130,28 @@ async def test_a_404_on_getupdates_with_getme_ok_backs_off_and_polls_again(
         assert api.report().bot(fleet.bot_id(1)).answered == 1
 
 
+async def test_a_404_whose_getme_check_fails_otherwise_suspends_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # getMe cannot tell (Telegram answers 502): not a refused token, so the bot stays.
+    api = SimulatedBotApi(rng=random.Random(23))
+    wrappers: list[FailingMethod] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        get_me = FailingMethod(inner, {"getMe"}, status=502, description="Bad Gateway")
+        wrappers.append(FailingMethod(get_me, {"getUpdates"}, status=404, description="Not Found"))
+        wrappers.append(get_me)
+        return wrappers[0]
+
+    async with running_fleet(tmp_path / "b.db", [1], api=api, wrap_transport=wrap) as fleet:
+        await trio.sleep(30)
+        actor = fleet.handle.fleet.get(1)
+        assert "getUpdates" in wrappers[0].answered
+        assert "getMe" in wrappers[1].answered
+        assert actor.suspended_reason is None
+        assert actor.status() is not BotStatus.SUSPENDED
+
+
 async def test_a_404_on_getupdates_that_getme_confirms_suspends_the_bot(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:

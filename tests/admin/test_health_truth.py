@@ -44,10 +44,38 @@ async def test_right_after_a_breaker_opens_the_summary_agrees_with_unhealthy_and
         subscription = fleet.handle.metrics.subscribe(2)
         api.set_faults(FaultProfile(error_rate_5xx=1.0, latency=0.05), token=fleet.tokens[2])
         api.send_user_message(fleet.tokens[2], 12, "still there?")
+        seen: list[dict[str, object]] = []
         async for event in subscription.receive:
             if isinstance(event, BreakerChanged) and event.state == "open":
                 break
+            seen.append(event.to_json())
         opened_at = trio.current_time()
+        at = 1_800_000_000.0 + opened_at
+        # The event stream says what changed and why, at the instant it did: the breaker,
+        # then the status it brought.
+        following = await subscription.receive.receive()
+        # The failures before it made the bot degraded (no single reason: the call rate).
+        assert [(e["type"], e["previous"], e["status"], e["reason"]) for e in seen] == [
+            ("status", "healthy", "degraded", "")
+        ]
+        assert (event.to_json(), following.to_json()) == (
+            {
+                "type": "breaker",
+                "user_id": 2,
+                "at": at,
+                "previous": "closed",
+                "state": "open",
+                "reason": "5 consecutive failed polls",
+            },
+            {
+                "type": "status",
+                "user_id": 2,
+                "at": at,
+                "previous": "degraded",
+                "status": "unhealthy",
+                "reason": "breaker open",
+            },
+        )
         summary, unhealthy, one = await _reads(admin, 2)
         assert trio.current_time() == opened_at  # all three in the instant it opened
 

@@ -373,6 +373,65 @@ async def test_prune_deletes_only_done_updates_below_the_offset(store: Store) ->
     assert await store.prune_inbox() == 1
 
 
+async def test_a_webhook_bots_done_updates_are_pruned_by_when_they_arrived(
+    store: Store,
+) -> None:
+    # A webhook bot has no offset (next_offset None): its done updates go once received
+    # long enough ago, batch after batch, and the total is what was deleted.
+    await store.inbox_add(1001, [entry(i) for i in range(1, 6)], None, T0)
+    await store.inbox_add(1001, [entry(6)], None, T0 + 100)
+    await store.inbox_add(1001, [entry(7)], None, T0)
+    await store.inbox_done(1001, [1, 2, 3, 4, 5, 6], T0 + 200)
+
+    # 1-5 in three batches of at most 2; 6 arrived exactly at the cutoff and 7 is undone.
+    assert await store.prune_inbox_received_before(T0 + 100, batch_size=2) == 5
+    assert [p["update_id"] for p in await store.inbox_pending(1001)] == [7]
+    # The kept done update still deduplicates a redelivery; the pruned ones are forgotten.
+    assert await store.inbox_add(1001, [entry(6)], None, T0 + 300) == []
+    assert await store.prune_inbox_received_before(T0 + 101) == 1
+    assert await store.inbox_add(1001, [entry(6)], None, T0 + 300) == [6]
+    assert await store.prune_inbox_received_before(T0 + 1_000) == 0
+    assert await store.load_offset(1001) is None
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):
+        await store.prune_inbox_received_before(T0, batch_size=0)
+
+
+async def test_storing_updates_waits_for_room_in_the_write_queue_unless_told_not_to(
+    db_path: Path,
+) -> None:
+    # A queue of one, filled before the writer runs: the poller's default waits for room,
+    # the webhook receiver's wait_for_room=False is refused at once with nothing stored.
+    store = Store(db_path, queue_size=1)
+    store.usage_add_nowait(3003, {"sends": 1}, T0)
+    with pytest.raises(trio.WouldBlock):
+        await store.inbox_add(2002, [entry(1)], 2, T0, wait_for_room=False)
+    stored: list[list[int]] = []
+
+    async def poll() -> None:
+        stored.append(await store.inbox_add(1001, [entry(10)], 11, T0))
+
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as polls:
+            polls.start_soon(poll)
+            await trio.testing.wait_all_tasks_blocked()
+            assert stored == []
+            await nursery.start(store.run)
+        assert stored == [[10]]
+        assert [p["update_id"] for p in await store.inbox_pending(1001)] == [10]
+        assert await store.inbox_pending(2002) == []
+        assert await store.load_offsets() == {1001: 11}
+        await store.stop()
+
+
+async def test_a_done_mark_not_waited_for_still_adds_its_usage(store: Store) -> None:
+    await store.inbox_add(1001, [entry(1), entry(2)], 3, T0)
+    store.inbox_done_nowait(1001, [1, 2], T0 + 1, {"sends": 2})
+    await store.flush()
+    assert await store.inbox_pending(1001) == []
+    (hour,) = await store.usage("hour", T0 - 3600, T0 + 3600, user_id=1001)
+    assert hour.counts.get("sends") == 2
+
+
 # --- dead letters, readiness, lifecycle --------------------------------------------------------
 
 

@@ -3,22 +3,25 @@ leftover webhooks of polling bots deleted before they poll (issue 12)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
 
 from actors import ActorState, BotConfig, BotMode, BotStatus, BotToken, WebhookConfig, chat_key
 from actors.lanes import key_chat_id, lane_name, usage_kind
+from actors.poller import POLL_ERROR_PAUSE
 from storage import InboxEntry
 from supervisor import Config
 from supervisor.fleet import FIRST_WEBHOOK_CHECK_DELAY
 from tests import payloads
 from tests.harness import Fleet, admin_client, bot_token, running_fleet
-from tests.supervisor.webhook_telegram import WebhookTelegram
+from tests.supervisor.webhook_telegram import BotCall, WebhookTelegram
 
 PUBLIC_URL = "https://bots.example.com/tg"
 IDLE = 60.0
@@ -151,6 +154,61 @@ async def test_a_delivery_wakes_a_dormant_bot_which_handles_it_once_then_sleeps(
         await trio.sleep(1)
         assert [p["text"] for p in telegram.sent()] == ["hi", "again"]
     assert telegram.methods().count("sendMessage") == 2
+
+
+async def test_each_delivery_keeps_a_webhook_bot_awake_for_another_idle_time(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="botvisor.bot")
+    telegram = WebhookTelegram()
+
+    def configure(config: Config) -> Config:
+        # Lanes reaped 5 s after their last update: the bot has no lane at work when the
+        # first delivery's idle time ends, so only the second delivery keeps it awake.
+        config = webhook_mode()(config)
+        limits = config.limits.model_copy(update={"lane_idle_seconds": 5.0})
+        return config.model_copy(update={"limits": limits})
+
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=configure, wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        actor = fleet.handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(41, chat_id=111, text="first"))
+        await trio.sleep(30)
+        await deliver(fleet, 1, payloads.message(42, chat_id=111, text="second"))
+        # Past the first delivery's idle time, within the second's: still awake.
+        await trio.sleep(IDLE - 30 + 5)
+        assert actor.state is ActorState.RUNNING
+        assert fleet.handle.supervisor.child_state(1) is not None
+        await trio.sleep(30)
+        assert actor.state.value == "idle"  # dormant
+        assert [p["text"] for p in telegram.sent()] == ["first", "second"]
+    dormant = [r.getMessage() for r in caplog.records if "going dormant" in r.getMessage()]
+    assert dormant == ["bot 1: idle for 60 s, going dormant"]
+
+
+async def test_a_webhook_bots_update_left_undone_at_a_restart_is_handled_after_it(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(1)
+        # Committed by the receiver as the daemon stopped, before the bot was told.
+        update = payloads.message(51, chat_id=111, text="left")
+        key = chat_key(update)
+        entry = InboxEntry(update, key_chat_id(key), lane_name(key))
+        await fleet.handle.store.inbox_add(1, [entry], None, 1_800_000_001.0)
+    assert telegram.sent() == []
+    async with running_fleet(
+        db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        await trio.sleep(5)
+        assert [p["text"] for p in telegram.sent()] == ["left"]
+        assert await fleet.handle.store.inbox_pending(1) == []
 
 
 async def test_a_delivery_while_the_bot_goes_dormant_is_handled(
@@ -304,6 +362,76 @@ async def test_a_409_for_an_active_webhook_deletes_it_and_polling_goes_on(
         assert [p["text"] for p in telegram.sent()] == ["pending"]
 
 
+class RefusingDeletes(WebhookTelegram):
+    """Refuses the first ``refusals`` deleteWebhook calls with a 400 (recorded all the same)."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__()
+        self.refusals = refusals
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/deleteWebhook") and self.refusals:
+            self.refusals -= 1
+            bot_id = int(request.url.path.split("/bot", 1)[1].split(":", 1)[0])
+            self.calls.append(BotCall(bot_id, "deleteWebhook", {}, trio.current_time()))
+            body = {"ok": False, "error_code": 400, "description": "Bad Request: not now"}
+            return httpx.Response(400, json=body, request=request)
+        return await super().handle_async_request(request)
+
+
+async def test_a_refused_delete_webhook_is_logged_and_tried_again_a_second_later(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "w.db"
+    telegram = RefusingDeletes(refusals=1)
+    async with running_fleet(db, [1], configure=webhook_mode(), wrap_transport=telegram.wrap):
+        await trio.sleep(1)
+    caplog.set_level(logging.INFO, logger="botvisor")
+    async with running_fleet(
+        db, [1], configure=webhook_mode(mode=BotMode.POLLING), wrap_transport=telegram.wrap
+    ) as fleet:
+        telegram.keep(fleet.bot_id(1), payloads.message(71, chat_id=111, text="kept"))
+        await trio.sleep(30)
+        # The leftover webhook's delete is refused: the bot waits a second and polls, which
+        # Telegram refuses (409, the webhook is still set), and deletes it again.
+        deletes = [c.at for c in telegram.calls if c.method == "deleteWebhook"]
+        assert len(deletes) == 2
+        assert deletes[1] - deletes[0] >= POLL_ERROR_PAUSE
+        assert telegram.bot(fleet.bot_id(1)).webhook is None
+        assert [p["text"] for p in telegram.sent()] == ["kept"]
+        assert await fleet.handle.store.load_webhook_registrations() == {}
+        # Refused, not crashed: the same incarnation polled on.
+        lifecycle = [
+            e.to_json()["event"]
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.kind == "lifecycle"
+        ]
+        assert lifecycle == ["started"]
+        # The call is counted under its method's name (in the bot's usage, where the
+        # fleet's periodic flush put it, or still in the bot's meter).
+        metric = "calls.deleteWebhook.ok"
+        counted = fleet.handle.fleet.get(1).pipeline.usage.take().get(metric, 0)
+        await fleet.handle.store.flush()
+        for row in await fleet.handle.store.usage("day", 0, 4e9, user_id=1):
+            counted += row.counts.get(metric, 0)
+        assert counted == 1
+        # Deleted once: the bot's next incarnation polls straight away.
+        await fleet.handle.fleet.suspend(1, "maintenance")
+        await fleet.handle.fleet.resume(1)
+        await trio.sleep(5)
+        assert telegram.methods(fleet.bot_id(1)).count("deleteWebhook") == 2
+    logged = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "botvisor.bot" and "webhook" in r.getMessage()
+    ]
+    assert logged[0] == (
+        logging.WARNING,
+        "bot 1: could not delete its webhook: deleteWebhook failed: 400 Bad Request: not now",
+    )
+    assert logged[-1] == (logging.INFO, "bot 1: webhook deleted (pending updates kept); polling")
+
+
 async def test_a_mode_switch_at_run_time_loses_no_update(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
@@ -389,6 +517,18 @@ async def test_telegram_failing_to_deliver_makes_the_bot_degraded_then_unhealthy
         await trio.sleep(100)
         assert actor.status() is BotStatus.HEALTHY
         assert telegram.methods().count("getWebhookInfo") == 3
+        told = [
+            (e.to_json()["status"], e.to_json()["reason"])
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.kind == "status"
+        ]
+        # The events say why each status came (the dashboard shows the reason).
+        problem = "Telegram cannot deliver to the webhook (1 updates pending): Connection timed out"
+        assert told == [
+            ("degraded", problem),
+            ("unhealthy", problem),
+            ("healthy", "webhook delivery recovered"),
+        ]
         # The dormant bot was never woken for any of it.
         assert fleet.handle.supervisor.child_state(1) is None
         # Someone set another webhook: botvisor registers its own again.

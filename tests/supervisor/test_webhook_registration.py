@@ -97,6 +97,18 @@ async def test_a_failing_set_webhook_is_retried_with_a_capped_backoff_until_it_s
         assert hook is not None and hook.url == f"{PUBLIC_URL}/1"
         assert actor.status() is BotStatus.HEALTHY
         assert actor.statistics().health.webhook_registration_error is None
+        told = [
+            (e.to_json()["status"], e.to_json()["reason"])
+            for e in fleet.handle.metrics.recent_events()
+            if e.user_id == 1 and e.kind == "status"
+        ]
+        # The events say why each status came (the dashboard shows the reason).
+        refused = "setWebhook failed: 502 Bad Gateway"
+        assert told == [
+            ("degraded", refused),
+            ("unhealthy", refused),
+            ("healthy", "webhook registered"),
+        ]
         assert fleet.handle.fleet.registration_retries(1) == 0
         assert set(await fleet.handle.store.load_webhook_registrations()) == {1}
         async with admin_client(fleet) as admin:
