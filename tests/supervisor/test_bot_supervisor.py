@@ -357,3 +357,41 @@ async def test_a_crash_is_logged_and_announced_without_the_token_it_carries(
     assert any("bot123456789:…/getMe" in text for text in details)
     stats = sup.child_statistics(1)
     assert stats is not None and secret not in (stats.last_error or "")
+
+
+class NeverStarts:
+    """A child whose run ends (or crashes) before it reports that it started."""
+
+    def __init__(self, crash: bool) -> None:
+        self.crash = crash
+        self.runs = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.runs += 1
+        await trio.sleep(0.5)
+        if self.crash:
+            raise Crash("failed while starting")
+
+    def request_stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("crash", [False, True])
+async def test_a_child_that_ends_before_it_started_is_a_crash_and_start_child_returns(
+    autojump_clock: trio.testing.MockClock, crash: bool
+) -> None:
+    # The child runs in its supervising task (no nursery.start): a run that returns without
+    # task_status.started() must still be a crash, and start_child must not wait forever.
+    child = NeverStarts(crash)
+    events: list[SupervisorEvent] = []
+    async with trio.open_nursery() as nursery:
+        sup = await run_supervisor(nursery, config(max_restarts=1), events)
+        with trio.fail_after(1):
+            await sup.start_child(1, child, restart=RestartType.TEMPORARY)
+        assert sup.child_state(1) is ChildState.FAILED
+        (crashed,) = [e for e in events if e.kind == "crashed"]
+        expected = "failed while starting" if crash else "without reporting that it started"
+        assert expected in crashed.detail
+        assert "started" not in kinds(events)
+        assert child.runs == 1
+        await sup.stop()
