@@ -483,6 +483,9 @@ class BotActor:
             self._handover = None  # a crash: the next start reads the inbox
             raise
         finally:
+            # What no done mark carried (polls, calls outside a handler), also when the
+            # grace ran out or the run crashed: the calls were made all the same.
+            self._flush_usage()
             # Ready for the next incarnation: a stop asked of this one does not carry over,
             # while one asked before an incarnation begins holds for it.
             self._poller.arm()
@@ -554,7 +557,6 @@ class BotActor:
                 if self._state is not ActorState.STOPPING:
                     self._transition(ActorState.STOPPING)
                 await lanes.close()
-                self._flush_usage()
                 nursery.cancel_scope.cancel()
 
     async def _serve_webhook(self, lanes: ChatLanes[Inbound]) -> None:

@@ -201,3 +201,39 @@ def test_a_daemon_that_owns_its_process_freezes_the_fleet_and_makes_full_collect
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_the_polls_of_a_bot_stopped_by_the_end_of_its_grace_are_counted(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # No tick writes usage here (report_interval an hour), and a handler busy for 100 s
+    # makes the shutdown end the bot by its 8 s grace (a cancellation): the polls it made
+    # must still reach the usage table, as they reached Telegram.
+    from storage import Store, run_inline
+
+    api = SimulatedBotApi(rng=random.Random(6))
+    db = tmp_path / "d.db"
+    async with running_fleet(
+        db,
+        [1],
+        api=api,
+        configure=slow_handlers,
+        telegram=TelegramConfig(api_base="http://sim.invalid", poll_timeout=1),
+        supervisor=SupervisorConfig(
+            graceful_timeout=8.0, restart_jitter=0.0, report_interval=3600.0
+        ),
+    ) as fleet:
+        api.send_user_message(fleet.tokens[1], 42, "take your time")
+        await trio.sleep(5.5)
+        polls = api.statistics().calls_by_method["getUpdates"]
+        assert polls >= 3
+    store = Store(db, offload=run_inline)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        rows = await store.usage("hour", 0, 1e12, user_id=1)
+        await store.stop()
+    assert api.statistics().calls_by_method["getUpdates"] == polls
+    counted = sum(row.counts.get("calls.getUpdates.ok", 0) for row in rows)
+    # Every poll answered is counted; the one in flight when the stop came was cancelled
+    # with no answer, so it has no outcome to count.
+    assert counted == polls - 1
