@@ -109,7 +109,11 @@ def test_the_config_map_is_a_configuration_botvisor_accepts(tmp_path: Path) -> N
     environ = {key: value for doc in secrets for key, value in doc["stringData"].items()}
     environ["BOTVISOR_ADMIN_TOKEN"] = environ.pop("admin-token")
     environ["BOTVISOR_WEBHOOK_SECRET"] = environ.pop("webhook-secret")
+    environ["BOTVISOR_DATABASE_URL"] = environ.pop("database-url")
     config = load_config(path, environ, check_environment=True)
+    # The shards are fenced through the database the Secret names.
+    assert config.cluster is not None
+    assert config.cluster.database_url == environ["BOTVISOR_DATABASE_URL"]
     assert config.storage.path == str(tmp_path / "botvisor.db")
     assert config.webhook.public_url is not None
     assert config.webhook.bot_url(1002, shard=jump_hash(1002, 3)).startswith(
