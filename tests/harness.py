@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import trio
+from starlette.applications import Starlette
 
 from actors import (
     BotConfig,
@@ -122,12 +123,12 @@ async def running_fleet(
 ADMIN_TOKEN = "harness-admin-token-0123456789abcdef"
 
 
-def admin_client(fleet: Fleet, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
-    """An authorized client of an admin app built from the running daemon's parts, over an
-    in-process transport (no sockets: it works on a MockClock)."""
+def admin_app(fleet: Fleet, *, token: str = ADMIN_TOKEN, shard: Shard | None) -> Starlette:
+    """An admin app built from the running daemon's parts, as shard ``shard`` (None: no
+    shard) whatever the daemon was started as."""
     handle = fleet.handle
     send, _receive = trio.open_memory_channel[BotEvent](1000)
-    app = create_app(
+    return create_app(
         AdminContext(
             fleet=handle.fleet,
             metrics=handle.metrics,
@@ -137,9 +138,16 @@ def admin_client(fleet: Fleet, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
             wall_clock=anchored_wall_clock(EPOCH),
             admin_token=token,
             ready=handle.store.check_writable,
-            shard=handle.fleet.shard,
+            webhook=handle.webhook,
+            shard=shard,
         )
     )
+
+
+def admin_client(fleet: Fleet, token: str = ADMIN_TOKEN) -> httpx.AsyncClient:
+    """An authorized client of an admin app built from the running daemon's parts, over an
+    in-process transport (no sockets: it works on a MockClock)."""
+    app = admin_app(fleet, token=token, shard=fleet.handle.fleet.shard)
     return httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://admin.invalid",

@@ -18,13 +18,11 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
-from actors import BotEvent, BotMode, BotToken, EventSink, Shard, WebhookConfig, jump_hash
+from actors import BotMode, BotToken, Shard, WebhookConfig, jump_hash
 from actors.simulator import SimulatedBotApi
-from admin import AdminContext, create_app
 from supervisor import Config
-from supervisor.clock import anchored_wall_clock
 from tests import payloads
-from tests.harness import ADMIN_TOKEN, EPOCH, Fleet, admin_client, bot_token, running_fleet
+from tests.harness import ADMIN_TOKEN, Fleet, admin_app, admin_client, bot_token, running_fleet
 
 SHARD = Shard(1, 3)
 USER_IDS = list(range(1001, 1031))
@@ -294,23 +292,7 @@ def _metrics_app(fleet: Fleet, shard: Shard | None) -> httpx.AsyncClient:
 
 
 def _app(fleet: Fleet, shard: Shard | None) -> Starlette:
-    handle = fleet.handle
-    send, _receive = trio.open_memory_channel[BotEvent](100)
-    app = create_app(
-        AdminContext(
-            fleet=handle.fleet,
-            metrics=handle.metrics,
-            store=handle.store,
-            supervisor=handle.supervisor,
-            events=EventSink(send),
-            wall_clock=anchored_wall_clock(EPOCH),
-            admin_token=ADMIN_TOKEN,
-            ready=handle.store.check_writable,
-            webhook=handle.webhook,
-            shard=shard,
-        )
-    )
-    return app
+    return admin_app(fleet, shard=shard)
 
 
 def _label_sets(text: str) -> list[tuple[str, dict[str, str]]]:
