@@ -309,9 +309,10 @@ _GAPS = {
         "followed by the next without a sleep: CPU per idle poll 0.83 ms (0.78-0.88) after, "
         "0.89 ms (0.80-1.23) before, medians of 6 interleaved runs of 20 s windows, within "
         "the noise per bot-second (53 µs against 51). What would close it: a request path "
-        "below httpx.AsyncClient (a request sent on the transport directly, without the client's cookie, redirect and "
-        "auth layers, about a sixth of a poll), and fewer, cheaper socket writes than "
-        "httpcore's. Operators on the default 30 s polls pay a third of this figure."
+        "below httpx.AsyncClient (a request sent on the transport directly, without the "
+        "client's cookie, redirect and auth layers, about a sixth of a poll), and fewer, "
+        "cheaper socket writes than httpcore's. Operators on the default 30 s polls pay a "
+        "third of this figure."
     ),
     "cpu": (
         "**CPU per update.** By the throughput profile, httpx's request and response "
