@@ -231,9 +231,11 @@ class Poller:
                             POLL_ERROR_PAUSE,
                         )
                         await trio.sleep(POLL_ERROR_PAUSE)
-                else:
-                    # An empty answer that came early: space the polls (a no-op after a
-                    # real long poll, which took poll_timeout seconds).
+                elif trio.current_time() < started + min_interval:
+                    # An empty answer that came early: space the polls. After a real long
+                    # poll, which took poll_timeout seconds, the next starts at once (a
+                    # sleep_until in the past would still cost a cancel scope and a trip
+                    # through the scheduler every poll).
                     await trio.sleep_until(started + min_interval)
             self._scope = None
 

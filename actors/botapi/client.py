@@ -51,6 +51,10 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 )
 
 
+# Request URLs and timeouts a client keeps for its next calls: more than a bot's usual methods
+# and timeouts, and a bound on a handler that names methods or timeouts of its own.
+_KEPT_PER_CLIENT = 16
+
 # Each bot's share of the fleet's pool: its long poll and up to three calls at once. This
 # bounds the sockets, and so the open files, one bot can hold.
 BOT_CONNECTIONS = 4
@@ -115,7 +119,17 @@ class BotApiClient:
     ``repr`` and exception chain contain no token.
     """
 
-    __slots__ = ("_calls", "_failed", "_http", "_in_flight", "_succeeded", "_telegram", "_token")
+    __slots__ = (
+        "_calls",
+        "_failed",
+        "_http",
+        "_in_flight",
+        "_succeeded",
+        "_telegram",
+        "_timeouts",
+        "_token",
+        "_urls",
+    )
 
     def __init__(self, http: HttpPoster, *, token: BotToken, telegram: TelegramConfig) -> None:
         self._http = http
@@ -125,6 +139,12 @@ class BotApiClient:
         self._succeeded = 0
         self._failed = 0
         self._in_flight = 0
+        # Built on a method's first call and reused: httpx parses a str URL on every request,
+        # and a bot calls few methods (its poll every 10 s above all). They hold the token:
+        # never formatted, like the token itself.
+        self._urls: dict[str, httpx.URL] = {}
+        # By read timeout: the poll's and the calls' default, so two in all as a rule.
+        self._timeouts: dict[float, httpx.Timeout] = {}
 
     def __repr__(self) -> str:
         return f"<BotApiClient bot={self._token.redacted} api_base={self._telegram.api_base!r}>"
@@ -256,14 +276,18 @@ class BotApiClient:
         read_timeout: float,
         files: UploadFiles | None = None,
     ) -> Any:
-        telegram = self._telegram
-        timeout = httpx.Timeout(
-            connect=telegram.connect_timeout,
-            read=read_timeout,
-            write=telegram.request_timeout,
-            pool=telegram.connect_timeout,
-        )
-        url = f"{telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
+        timeout = self._timeouts.get(read_timeout)
+        if timeout is None:
+            timeout = self._timeout(read_timeout)
+            if len(self._timeouts) < _KEPT_PER_CLIENT:
+                self._timeouts[read_timeout] = timeout
+        url = self._urls.get(method)
+        if url is None:
+            url = httpx.URL(
+                f"{self._telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
+            )
+            if len(self._urls) < _KEPT_PER_CLIENT:
+                self._urls[method] = url
         error: BotApiError | None = None
         try:
             if files is None:
@@ -279,6 +303,15 @@ class BotApiClient:
         if error is not None:
             raise error
         return _result(method, response)
+
+    def _timeout(self, read_timeout: float) -> httpx.Timeout:
+        telegram = self._telegram
+        return httpx.Timeout(
+            connect=telegram.connect_timeout,
+            read=read_timeout,
+            write=telegram.request_timeout,
+            pool=telegram.connect_timeout,
+        )
 
 
 def _form_fields(payload: Mapping[str, Any]) -> dict[str, str]:

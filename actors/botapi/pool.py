@@ -86,7 +86,7 @@ class HttpPoster(Protocol):
     # httpx's own parameters; timeout: per-phase HTTP timeouts, not a deadline on the call.
     async def post(
         self,
-        url: str,
+        url: str | httpx.URL,
         *,
         json: Any = None,
         data: Mapping[str, str] | None = None,
@@ -111,7 +111,7 @@ class BotHttp:
 
     async def post(
         self,
-        url: str,
+        url: str | httpx.URL,
         *,
         json: Any = None,
         data: Mapping[str, str] | None = None,

@@ -97,3 +97,21 @@ async def test_poll_timeout_0_short_polls_spaced_and_warns_at_start(
     [warning] = [r for r in caplog.records if "short-polls" in r.getMessage()]
     assert warning.levelno == logging.WARNING
     assert warning.getMessage() == TelegramConfig(poll_timeout=0).warnings()[0]
+
+
+async def test_a_long_poll_that_outlasts_the_interval_is_followed_by_the_next_at_once(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    transports: list[ShortPolls] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+        # Every poll held 3 s and answered empty: longer than min_poll_interval (1 s).
+        transports.append(ShortPolls(inner, hold=3))
+        return transports[0]
+
+    async with running_fleet(tmp_path / "p.db", [1], wrap_transport=wrap):
+        await trio.sleep(30)
+        polls = list(transports[0].polls)
+    assert 10 <= len(polls) <= 11
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert gaps == pytest.approx([3.0] * len(gaps), abs=0.01)

@@ -111,6 +111,45 @@ async def test_get_updates_reads_for_the_poll_timeout_plus_the_margin() -> None:
     assert seen[1].extensions["timeout"]["read"] == 3
 
 
+async def test_repeated_calls_go_each_to_its_own_url_with_its_own_timeout() -> None:
+    # The client keeps a method's URL and a read timeout's Timeout for its next calls, up to
+    # a bound: every call, the first, the repeated and those past the bound, is addressed and
+    # timed as its own, and each poll sends its own offset.
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True, "result": []})
+
+    telegram = TelegramConfig(poll_http_margin=5)
+    methods = [f"method{i}" for i in range(20)]
+    async with mock_client(handler, telegram) as client:
+        for offset in (None, 7, 8):
+            await client.get_updates(offset=offset, timeout=10, allowed_updates=["message"])
+        for round_ in range(2):
+            for i, method in enumerate(methods):
+                await client.call(method, {"n": round_}, timeout=1 + i)
+        await client.call("sendMessage", {"chat_id": 1, "text": "x"})
+
+    polls, calls, (send,) = seen[:3], seen[3:-1], seen[-1:]
+    for request, offset in zip(polls, (None, 7, 8), strict=True):
+        assert str(request.url) == f"https://api.telegram.org/bot{SECRET}/getUpdates"
+        assert request.extensions["timeout"]["read"] == 15
+        assert json.loads(request.content).get("offset") == offset
+        assert json.loads(request.content)["allowed_updates"] == ["message"]
+    assert [str(r.url).rsplit("/", 1)[1] for r in calls] == methods * 2
+    assert [r.extensions["timeout"]["read"] for r in calls] == [1 + i for i in range(20)] * 2
+    assert [json.loads(r.content)["n"] for r in calls] == [0] * 20 + [1] * 20
+    assert str(send.url) == f"https://api.telegram.org/bot{SECRET}/sendMessage"
+    assert send.extensions["timeout"] == {
+        "connect": TELEGRAM.connect_timeout,
+        "read": TELEGRAM.request_timeout,
+        "write": TELEGRAM.request_timeout,
+        "pool": TELEGRAM.connect_timeout,
+    }
+    assert SECRET not in repr(client)
+
+
 def ok_false(code: int | None, description: str, **parameters: int) -> dict[str, Any]:
     body: dict[str, Any] = {"ok": False, "description": description}
     if code is not None:
