@@ -559,3 +559,60 @@ async def test_a_webhook_bot_removed_from_the_config_deletes_its_webhook_and_reg
         assert call.params["drop_pending_updates"] is True
         assert telegram.methods(fleet.bot_id(1)) == []
         assert set(await fleet.handle.store.load_webhook_registrations()) == {1}
+
+
+def hold_inbox_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[trio.Event, trio.Event]:
+    """Hold the store's next ``inbox_pending`` read (after it read) until ``release`` is set;
+    ``held`` is set once a start is waiting there."""
+    held, release = trio.Event(), trio.Event()
+    original = store.inbox_pending
+
+    async def inbox_pending(*args: Any) -> Any:
+        rows = await original(*args)
+        if not held.is_set():
+            held.set()
+            await release.wait()
+        return rows
+
+    monkeypatch.setattr(store, "inbox_pending", inbox_pending)
+    return held, release
+
+
+async def test_a_delivery_while_a_woken_bot_reads_its_inbox_is_handled_once(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        actor = fleet.handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(81, chat_id=111, text="before"))
+        await trio.sleep(IDLE + 5)
+        # Suspended while dormant; the resumption starts it, reading the inbox.
+        await fleet.handle.fleet.suspend(1)
+        await deliver(fleet, 1, payloads.message(82, chat_id=111, text="while suspended"))
+        held, release = hold_inbox_reads(fleet.handle.store, monkeypatch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fleet.handle.fleet.resume, 1)  # returns once the bot started
+            with trio.fail_after(30):
+                await held.wait()
+            assert actor.state is ActorState.STARTING
+            # Committed after the start's read: only the start's list of early ones has it.
+            await deliver(fleet, 1, payloads.message(83, chat_id=111, text="while it starts"))
+            await deliver(fleet, 1, payloads.message(84, chat_id=222, text="another chat"))
+            release.set()
+        await trio.sleep(10)
+        sent = telegram.sent()
+        assert [p["text"] for p in sent if p["chat_id"] == 111] == [
+            "before",
+            "while suspended",
+            "while it starts",
+        ]
+        assert [p["text"] for p in sent if p["chat_id"] == 222] == ["another chat"]
+        assert actor.statistics().handled_updates == 4
+        assert await fleet.handle.store.inbox_pending(1) == []
+        # Nothing crashed meanwhile (a crash's restart would read the inbox again).
+        assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
