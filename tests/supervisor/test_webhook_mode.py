@@ -561,16 +561,22 @@ async def test_a_webhook_bot_removed_from_the_config_deletes_its_webhook_and_reg
         assert set(await fleet.handle.store.load_webhook_registrations()) == {1}
 
 
-def hold_inbox_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[trio.Event, trio.Event]:
-    """Hold the store's next ``inbox_pending`` read (after it read) until ``release`` is set;
-    ``held`` is set once a start is waiting there."""
+def hold_inbox_reads(
+    store: Any, monkeypatch: pytest.MonkeyPatch, *, before: bool = False
+) -> tuple[trio.Event, trio.Event]:
+    """Hold the store's next ``inbox_pending`` read until ``release`` is set (after it read,
+    or ``before`` it reads); ``held`` is set once a start is waiting there."""
     held, release = trio.Event(), trio.Event()
     original = store.inbox_pending
 
     async def inbox_pending(*args: Any) -> Any:
-        rows = await original(*args)
-        if not held.is_set():
+        first = not held.is_set()
+        if first:
             held.set()
+        if first and before:
+            await release.wait()
+        rows = await original(*args)
+        if first and not before:
             await release.wait()
         return rows
 
