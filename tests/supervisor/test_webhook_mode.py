@@ -622,3 +622,39 @@ async def test_a_delivery_while_a_woken_bot_reads_its_inbox_is_handled_once(
         assert await fleet.handle.store.inbox_pending(1) == []
         # Nothing crashed meanwhile (a crash's restart would read the inbox again).
         assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
+
+
+async def test_deliveries_told_in_one_burst_to_a_dormant_bot_are_handled_once_in_order(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        handle = fleet.handle
+        actor = handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(91, chat_id=111, text="first"))
+        await trio.sleep(IDLE + 5)
+        assert handle.supervisor.child_state(1) is None  # dormant, its undone inbox known
+        # Three committed, then told with no checkpoint between: the first wakes the bot,
+        # the others join it in the hand-over before the start takes it.
+        updates = [
+            payloads.message(92, chat_id=111, text="one"),
+            payloads.message(93, chat_id=222, text="a"),
+            payloads.message(94, chat_id=111, text="two"),
+        ]
+        received_at = 1_800_000_000.0 + trio.current_time()
+        for update in updates:
+            key = chat_key(update)
+            entry = InboxEntry(update, key_chat_id(key), lane_name(key))
+            await handle.store.inbox_add(1, [entry], None, received_at)
+        for update in updates:
+            key = chat_key(update)
+            handle.fleet.webhook_stored(1, update, key, received_at, usage_kind(update)[0])
+        await trio.sleep(10)
+        sent = telegram.sent()
+        assert [p["text"] for p in sent if p["chat_id"] == 111] == ["first", "one", "two"]
+        assert [p["text"] for p in sent if p["chat_id"] == 222] == ["a"]
+        assert actor.statistics().handled_updates == 4
+        assert await handle.store.inbox_pending(1) == []
+        assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
