@@ -658,3 +658,33 @@ async def test_deliveries_told_in_one_burst_to_a_dormant_bot_are_handled_once_in
         assert actor.statistics().handled_updates == 4
         assert await handle.store.inbox_pending(1) == []
         assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
+
+
+async def test_a_woken_bot_that_crashes_at_its_start_reads_its_inbox_at_the_restart(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        actor = fleet.handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(95, chat_id=111, text="first"))
+        await trio.sleep(IDLE + 5)
+        assert fleet.handle.supervisor.child_state(1) is None  # dormant, its undone inbox known
+        poller = actor._poller
+        original = poller.dispatch_nowait
+        crashes: list[int] = []
+
+        def dispatch_nowait(*args: Any) -> None:
+            if not crashes:
+                crashes.append(1)
+                raise RuntimeError("the start crashed")
+            original(*args)
+
+        monkeypatch.setattr(poller, "dispatch_nowait", dispatch_nowait)
+        # Taken from the hand-over in memory, then the start crashes before it is dispatched.
+        await deliver(fleet, 1, payloads.message(96, chat_id=111, text="after the crash"))
+        await trio.sleep(30)
+        assert crashes == [1]
+        assert [p["text"] for p in telegram.sent()] == ["first", "after the crash"]
+        assert await fleet.handle.store.inbox_pending(1) == []
