@@ -559,3 +559,132 @@ async def test_a_webhook_bot_removed_from_the_config_deletes_its_webhook_and_reg
         assert call.params["drop_pending_updates"] is True
         assert telegram.methods(fleet.bot_id(1)) == []
         assert set(await fleet.handle.store.load_webhook_registrations()) == {1}
+
+
+def hold_inbox_reads(
+    store: Any, monkeypatch: pytest.MonkeyPatch, *, before: bool = False
+) -> tuple[trio.Event, trio.Event]:
+    """Hold the store's next ``inbox_pending`` read until ``release`` is set (after it read,
+    or ``before`` it reads); ``held`` is set once a start is waiting there."""
+    held, release = trio.Event(), trio.Event()
+    original = store.inbox_pending
+
+    async def inbox_pending(*args: Any) -> Any:
+        first = not held.is_set()
+        if first:
+            held.set()
+        if first and before:
+            await release.wait()
+        rows = await original(*args)
+        if first and not before:
+            await release.wait()
+        return rows
+
+    monkeypatch.setattr(store, "inbox_pending", inbox_pending)
+    return held, release
+
+
+async def test_a_delivery_while_a_woken_bot_reads_its_inbox_is_handled_once(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        actor = fleet.handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(81, chat_id=111, text="before"))
+        await trio.sleep(IDLE + 5)
+        # Suspended while dormant; the resumption starts it, reading the inbox.
+        await fleet.handle.fleet.suspend(1)
+        await deliver(fleet, 1, payloads.message(82, chat_id=111, text="while suspended"))
+        held, release = hold_inbox_reads(fleet.handle.store, monkeypatch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fleet.handle.fleet.resume, 1)  # returns once the bot started
+            with trio.fail_after(30):
+                await held.wait()
+            assert actor.state is ActorState.STARTING
+            # Committed after the start's read: only the start's list of early ones has it.
+            await deliver(fleet, 1, payloads.message(83, chat_id=111, text="while it starts"))
+            await deliver(fleet, 1, payloads.message(84, chat_id=222, text="another chat"))
+            release.set()
+        await trio.sleep(10)
+        sent = telegram.sent()
+        assert [p["text"] for p in sent if p["chat_id"] == 111] == [
+            "before",
+            "while suspended",
+            "while it starts",
+        ]
+        assert [p["text"] for p in sent if p["chat_id"] == 222] == ["another chat"]
+        assert actor.statistics().handled_updates == 4
+        assert await fleet.handle.store.inbox_pending(1) == []
+        # Nothing crashed meanwhile (a crash's restart would read the inbox again).
+        assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
+
+
+async def test_deliveries_told_in_one_burst_to_a_dormant_bot_are_handled_once_in_order(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        handle = fleet.handle
+        actor = handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(91, chat_id=111, text="first"))
+        await trio.sleep(IDLE + 5)
+        assert handle.supervisor.child_state(1) is None  # dormant, its undone inbox known
+        # Three committed, then told with no checkpoint between: the first wakes the bot,
+        # the others join it in the hand-over before the start takes it.
+        updates = [
+            payloads.message(92, chat_id=111, text="one"),
+            payloads.message(93, chat_id=222, text="a"),
+            payloads.message(94, chat_id=111, text="two"),
+        ]
+        received_at = 1_800_000_000.0 + trio.current_time()
+        for update in updates:
+            key = chat_key(update)
+            entry = InboxEntry(update, key_chat_id(key), lane_name(key))
+            await handle.store.inbox_add(1, [entry], None, received_at)
+        for update in updates:
+            key = chat_key(update)
+            handle.fleet.webhook_stored(1, update, key, received_at, usage_kind(update)[0])
+        await trio.sleep(10)
+        sent = telegram.sent()
+        assert [p["text"] for p in sent if p["chat_id"] == 111] == ["first", "one", "two"]
+        assert [p["text"] for p in sent if p["chat_id"] == 222] == ["a"]
+        assert actor.statistics().handled_updates == 4
+        assert await handle.store.inbox_pending(1) == []
+        assert [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()] == []
+
+
+async def test_a_woken_bot_that_crashes_at_its_start_reads_its_inbox_at_the_restart(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telegram = WebhookTelegram()
+    async with running_fleet(
+        tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=telegram.wrap
+    ) as fleet:
+        actor = fleet.handle.fleet.get(1)
+        await deliver(fleet, 1, payloads.message(95, chat_id=111, text="first"))
+        await trio.sleep(IDLE + 5)
+        assert fleet.handle.supervisor.child_state(1) is None  # dormant, its undone inbox known
+        poller = actor._poller
+        original = poller.dispatch_nowait
+        crashes: list[int] = []
+
+        def dispatch_nowait(*args: Any) -> None:
+            if not crashes:
+                crashes.append(1)
+                raise RuntimeError("the start crashed")
+            original(*args)
+
+        monkeypatch.setattr(poller, "dispatch_nowait", dispatch_nowait)
+        # Taken from the hand-over in memory, then the start crashes before it is dispatched.
+        await deliver(fleet, 1, payloads.message(96, chat_id=111, text="after the crash"))
+        await trio.sleep(30)
+        assert crashes == [1]
+        assert [p["text"] for p in telegram.sent()] == ["first", "after the crash"]
+        assert await fleet.handle.store.inbox_pending(1) == []
