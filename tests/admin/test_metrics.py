@@ -171,6 +171,26 @@ async def test_fleet_totals_without_per_bot_series_are_the_sums_of_the_bots(
     assert sum(v for (name, _), v in fleet_rows.items() if name == "botvisor_bots") == 4
 
 
+async def test_the_cheap_read_counts_the_updates_lanes_hold_and_no_overflow_for_idle_bots(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Per-bot series off, /metrics reads each bot's cheap sample: the updates waiting in a
+    # busy bot's chat lane must show, and a suspended bot (no lanes) adds nothing.
+    async with admin_fleet(tmp_path / "a.db", [1]) as admin:
+        token = await add_api_bot(admin, 2, handler="tests.handlers_for_tests:slow_echo")
+        for n in range(4):
+            admin.api.send_user_message(token, 77, f"wait {n}")
+        response = await admin.http.post("/admin/bots/1/suspend", json={})
+        assert response.status_code == 200, response.text
+        await trio.sleep(5)
+        lanes = admin.fleet.handle.fleet.get(2).statistics().lanes
+        assert lanes is not None and lanes.queued_updates > 0
+        async with client(make_app(admin.fleet, metrics_per_bot=False), **AUTH) as http:
+            values = samples((await http.get("/metrics")).text)
+    assert values[("botvisor_lane_updates", ())] == lanes.queued_updates
+    assert values[("botvisor_lanes_overflowing", ())] == 0
+
+
 COUNTERS = tuple(name for name in FLEET_TOTALS if name.endswith("_total"))
 
 
