@@ -37,7 +37,7 @@ from actors.pipeline import RequestPipeline
 from actors.poller import POLL_ERROR_PAUSE, Poller
 from actors.retry import RetryCounters, RetryStatistics
 from actors.services import FleetServices
-from storage import BotCounters, HealthRow
+from storage import BotCounters, HealthRow, StoreClosedError
 
 __all__ = [
     "ActorState",
@@ -635,6 +635,10 @@ class BotActor:
             self._services.store.usage_add_nowait(self.user_id, counts, self._services.wall_clock())
         except trio.WouldBlock:
             usage.give_back(counts)  # the next flush or done mark takes them
+        except StoreClosedError:
+            # Called from run()'s finally: a run ending after the store stopped (a crash at
+            # shutdown) must end with its own exception, not this one.
+            usage.give_back(counts)
 
     def _on_breaker(self, transition: BreakerTransition) -> None:
         self._emit(

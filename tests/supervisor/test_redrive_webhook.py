@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,10 +18,11 @@ from tests.supervisor.test_webhook_mode import IDLE, deliver, hold_inbox_reads, 
 from tests.supervisor.webhook_telegram import WebhookTelegram
 
 
-async def test_a_redrive_wakes_a_dormant_webhook_bot_which_sends_the_reply(
-    autojump_clock: trio.testing.MockClock, tmp_path: Path
-) -> None:
-    telegram = WebhookTelegram()
+def blocked_replies(
+    telegram: WebhookTelegram,
+) -> tuple[list[FailingMethod], Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]]:
+    """A ``wrap_transport`` putting ``telegram`` behind a user who blocked the bot (every
+    sendMessage a 403) until ``holder[0].active`` is set False; the holder, the wrap."""
     holder: list[FailingMethod] = []
 
     def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
@@ -33,6 +35,15 @@ async def test_a_redrive_wakes_a_dormant_webhook_bot_which_sends_the_reply(
             )
         )
         return holder[0]
+
+    return holder, wrap
+
+
+async def test_a_redrive_wakes_a_dormant_webhook_bot_which_sends_the_reply(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    telegram = WebhookTelegram()
+    holder, wrap = blocked_replies(telegram)
 
     async with running_fleet(
         tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=wrap
@@ -63,18 +74,7 @@ async def test_a_redrive_while_the_bot_reads_its_inbox_at_a_start_is_handled_onc
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     telegram = WebhookTelegram()
-    holder: list[FailingMethod] = []
-
-    def wrap(inner: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
-        holder.append(
-            FailingMethod(
-                telegram.wrap(inner),
-                {"sendMessage"},
-                status=403,
-                description="Forbidden: bot was blocked by the user",
-            )
-        )
-        return holder[0]
+    holder, wrap = blocked_replies(telegram)
 
     async with running_fleet(
         tmp_path / "w.db", [1], configure=webhook_mode(), wrap_transport=wrap

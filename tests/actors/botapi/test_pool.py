@@ -4,6 +4,7 @@ spread over sub-pools of bounded size, built on first use and closed with the fl
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 
 import httpx
@@ -122,20 +123,27 @@ class HangingServer:
                 )
 
 
+async def serve(
+    nursery: trio.Nursery, server: HangingServer
+) -> tuple[TelegramConfig, Callable[[int], httpx.AsyncClient]]:
+    """``server`` on a real socket of 127.0.0.1, and a factory of clients bound to it."""
+    listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
+
+    def new_client(connections: int) -> httpx.AsyncClient:
+        return make_http_client(ssl_context=None, telegram=telegram, max_connections=connections)
+
+    return telegram, new_client
+
+
 async def test_over_real_connections_a_hanging_tenant_leaves_its_sub_pool_to_the_others() -> None:
     # Real sockets and httpcore's real pool (a MockTransport has no pool to exhaust): the
     # sub-pool's connection bound must leave room for every lease's share, not only one.
     server = HangingServer()
     server.expect_slow = 2
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
-
-        def new_client(connections: int) -> httpx.AsyncClient:
-            return make_http_client(
-                ssl_context=None, telegram=telegram, max_connections=connections
-            )
+        telegram, new_client = await serve(nursery, server)
 
         async with (
             FleetHttpPool(new_client, per_bot=2, per_client=2) as pool,
@@ -163,14 +171,7 @@ async def test_the_next_lease_reuses_the_connection_the_last_one_left_open() -> 
     # A webhook bot woken for one update, then again: the second reply does not connect anew.
     server = HangingServer()
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
-        port = listeners[0].socket.getsockname()[1]
-        telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
-
-        def new_client(connections: int) -> httpx.AsyncClient:
-            return make_http_client(
-                ssl_context=None, telegram=telegram, max_connections=connections
-            )
+        telegram, new_client = await serve(nursery, server)
 
         async with FleetHttpPool(new_client, per_bot=4, per_client=1) as pool:
             for _ in range(3):
