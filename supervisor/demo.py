@@ -157,6 +157,7 @@ CHATS = bounded(int, 1, 10_000)
 RATE = bounded(float, 0, 1_000, low_open=True)
 SECONDS = bounded(float, 0, 86_400, low_open=True)
 PORT = bounded(int, 0, 65_535)
+MESSAGES = bounded(int, 1, 1_000_000)
 
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +229,12 @@ def add_sim_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bots", type=BOTS, default=3, help="simulated bots to create")
     parser.add_argument("--chats", type=CHATS, default=2, help="simulated chats per bot")
     parser.add_argument("--rate", type=RATE, default=0.5, help="messages per second per chat")
+    parser.add_argument(
+        "--messages",
+        type=MESSAGES,
+        default=None,
+        help="messages each chat sends, then it is quiet (default: it never stops)",
+    )
     parser.add_argument("--faults", default="none", choices=sorted(SCENARIOS))
     parser.add_argument(
         "--seed", type=int, default=1, help="seed: the same seed gives the same tokens"
@@ -280,9 +287,16 @@ def _tokens(count: int, rng: random.Random) -> list[str]:
 
 
 def _apply_scenario(
-    api: SimulatedBotApi, scenario: Scenario, tokens: list[str], chats: int, rate: float
+    api: SimulatedBotApi,
+    scenario: Scenario,
+    tokens: list[str],
+    chats: int,
+    rate: float,
+    *,
+    messages: int | None = None,
 ) -> tuple[str, int] | None:
-    """Set faults and users; returns the (token, chat id) of the basic group to upgrade."""
+    """Set faults and users (each chat sending ``messages``, None: until the end); returns the
+    (token, chat id) of the basic group to upgrade."""
     api.set_faults(scenario.faults)
     for i, token in enumerate(tokens):
         factor = scenario.flood_factor if i == 0 else 1.0
@@ -296,10 +310,16 @@ def _apply_scenario(
             forum_share=1.0 if i % 2 == 0 else 0.0,
             edit_share=EDIT_SHARE,
             callback_share=CALLBACK_SHARE,
+            count=messages,
         )
     if len(tokens) > 1 or scenario.flood_factor == 1.0:
         (group,) = api.add_users(
-            tokens[-1], chats=1, rate=rate, group_share=1.0, basic_group_share=1.0
+            tokens[-1],
+            chats=1,
+            rate=rate,
+            group_share=1.0,
+            basic_group_share=1.0,
+            count=messages,
         )
         return tokens[-1], group
     return None
@@ -573,7 +593,9 @@ async def _sim_server(args: argparse.Namespace) -> None:
     tokens = _tokens(args.bots, rng)
     for token in tokens:
         api.add_bot(token)
-    _apply_scenario(api, SCENARIOS[args.faults], tokens, args.chats, args.rate)
+    _apply_scenario(
+        api, SCENARIOS[args.faults], tokens, args.chats, args.rate, messages=args.messages
+    )
     async with trio.open_nursery() as nursery:
         url = await nursery.start(
             lambda task_status: serve_sim(

@@ -5,7 +5,10 @@ POST form, like Telegram's. ``/c/{client}/bot{token}/{method}`` is the same call
 client (a shard given ``api_base = ".../c/shard-0"``): its getUpdates calls are recorded
 (:meth:`SimulatedBotApi.pollers`), and ``GET /sim/pollers`` answers who polled each bot and
 the 409s each client got, so a test of several processes sees that each bot had one poller;
-``GET /sim/webhooks`` answers each bot's webhook URL as last set.
+``GET /sim/webhooks`` answers each bot's webhook URL as last set, and ``GET /sim/report``
+what the simulated users saw so far (answered, unanswered, duplicates, out of order: fleet
+totals and the bots where something is wrong), so a test of several processes can check that
+every update was handled.
 
 Faults without a Bot API answer cannot all be shown over HTTP:
 
@@ -129,6 +132,36 @@ async def _pollers(request: Request) -> Response:
     )
 
 
+async def _report(request: Request) -> Response:
+    """What the simulated users saw so far: fleet totals, and each bot whose users saw a
+    duplicate, an answer out of order or a message not answered yet (by bot id)."""
+    report = request.app.state.api.report()
+    return JSONResponse(
+        {
+            "user_messages": report.user_messages,
+            "answered": report.answered,
+            "unanswered": report.unanswered,
+            "duplicates": report.duplicates,
+            "out_of_order": report.out_of_order,
+            "updates_pending": sum(bot.updates_pending for bot in report.bots),
+            "bots": {
+                str(bot.bot_id): {
+                    "user_messages": bot.user_messages,
+                    "answered": bot.answered,
+                    "unanswered": len(bot.unanswered),
+                    "duplicates": bot.duplicates,
+                    "out_of_order": bot.out_of_order,
+                    "replies": bot.replies,
+                    "untracked_replies": bot.untracked_replies,
+                    "updates_pending": bot.updates_pending,
+                }
+                for bot in report.bots
+                if bot.unanswered or bot.duplicates or bot.out_of_order
+            },
+        }
+    )
+
+
 async def _webhooks(request: Request) -> Response:
     api: SimulatedBotApi = request.app.state.api
     return JSONResponse(
@@ -148,6 +181,7 @@ def create_sim_app(api: SimulatedBotApi) -> Starlette:
             Route("/c/{client}/bot{token}/{method}", _BotApiEndpoint(api)),
             Route("/sim/pollers", _pollers, methods=["GET"]),
             Route("/sim/webhooks", _webhooks, methods=["GET"]),
+            Route("/sim/report", _report, methods=["GET"]),
             Route("/{path:path}", _not_found, methods=["GET", "POST"]),
         ]
     )

@@ -22,9 +22,10 @@ class SimServer:
     """``botvisor sim-server --print-config`` on a free port: its URL and bots (user_id ->
     token) are read from the configuration it prints before serving."""
 
-    def __init__(self, *, bots: int, rate: float = 0.02) -> None:
+    def __init__(self, *, bots: int, rate: float = 0.02, messages: int | None = None) -> None:
         self.bots_wanted = bots
         self.rate = rate
+        self.messages = messages
         self.url = ""
         self.bots: dict[int, str] = {}
         self.process: trio.Process | None = None
@@ -44,6 +45,7 @@ class SimServer:
                 "1",
                 "--rate",
                 str(self.rate),
+                *(() if self.messages is None else ("--messages", str(self.messages))),
                 "--print-config",
             ],
             stdin=subprocess.DEVNULL,

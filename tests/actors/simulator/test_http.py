@@ -150,3 +150,60 @@ async def test_named_clients_polls_are_recorded_and_a_second_concurrent_poller_g
     assert seen["pollers"] == {"5151": {"shard-a": 1, "shard-b": 1}, "5152": {"shard-b": 1}}
     assert seen["conflicts"] == {"shard-b": 1}
     assert seen["statistics"]["conflicts"] == 1
+
+
+async def test_the_report_over_http_names_the_bots_whose_users_saw_something_wrong() -> None:
+    api = SimulatedBotApi(rng=random.Random(5))
+    tokens = [SimulatedBotApi.make_token(bot_id, random.Random(bot_id)) for bot_id in (61, 62)]
+    for token in tokens:
+        api.add_bot(token)
+    api.send_user_message(tokens[0], 7, "first")
+    api.send_user_message(tokens[0], 7, "second")
+    api.send_user_message(tokens[1], 8, "only")
+    with trio.fail_after(BOUND):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(partial(serve_sim, api))
+            async with httpx.AsyncClient(base_url=url, timeout=BOUND) as http:
+
+                async def reply(token: str, chat_id: int, text: str) -> None:
+                    answer = await http.post(
+                        f"/bot{token}/sendMessage", json={"chat_id": chat_id, "text": text}
+                    )
+                    assert answer.status_code == 200
+
+                await reply(tokens[1], 8, "only")
+                clean = (await http.get("/sim/report")).json()
+                # The first bot answers its first message twice and its second not at all.
+                await reply(tokens[0], 7, "first")
+                await reply(tokens[0], 7, "first")
+                seen = (await http.get("/sim/report")).json()
+            nursery.cancel_scope.cancel()
+    assert clean["user_messages"] == 3
+    assert clean["answered"] == 1
+    assert clean["unanswered"] == 2
+    assert clean["bots"] == {
+        "61": {
+            "user_messages": 2,
+            "answered": 0,
+            "unanswered": 2,
+            "duplicates": 0,
+            "out_of_order": 0,
+            "replies": 0,
+            "untracked_replies": 0,
+            "updates_pending": 2,
+        }
+    }
+    assert (seen["answered"], seen["unanswered"], seen["duplicates"]) == (2, 1, 1)
+    assert seen["bots"] == {
+        "61": {
+            "user_messages": 2,
+            "answered": 1,
+            "unanswered": 1,
+            "duplicates": 1,
+            "out_of_order": 0,
+            "replies": 2,
+            "untracked_replies": 0,
+            "updates_pending": 2,
+        }
+    }
+    assert seen["updates_pending"] == 3
