@@ -27,7 +27,8 @@ from actors.botapi.errors import (
     TelegramError,
     TransportError,
 )
-from actors.botapi.pool import HttpPoster, UploadFiles
+from actors.botapi.http import HttpClient, UploadFiles, dumps
+from actors.botapi.pool import HttpPoster
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
 from actors.text import may_hold_surrogates, valid_data
@@ -76,29 +77,32 @@ def make_http_client(
     telegram: TelegramConfig,
     max_connections: int | None = BOT_CONNECTIONS,
     max_keepalive_connections: int | None = None,
-) -> httpx.AsyncClient:
+) -> HttpClient:
     """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
 
     ``transport`` replaces the network (``SimulatedTransport``, ``httpx.MockTransport``).
     With neither a transport nor ``ssl_context``, httpx builds a TLS context of its own for
     this client, which is what a daemon of thousands of bots must avoid. The caller owns the
-    client and closes it (``async with``).
+    client and closes it (``async with``). ``telegram`` is the configuration the client is
+    for (its timeouts travel with each request, see :class:`BotApiClient`).
     """
+    del telegram  # kept in the signature: every caller names the config the client serves
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
     if max_keepalive_connections is None:
         max_keepalive_connections = max_connections
-    return httpx.AsyncClient(
-        transport=transport,
-        verify=ssl_context if ssl_context is not None else True,
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
-        ),
-        timeout=httpx.Timeout(telegram.request_timeout, connect=telegram.connect_timeout),
-        # Proxies and CA files from the environment are the CLI's business, not a library's.
-        trust_env=False,
-        follow_redirects=False,
-    )
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(
+            verify=ssl_context if ssl_context is not None else True,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+            ),
+            # Proxies and CA files from the environment are the CLI's business, not a
+            # library's.
+            trust_env=False,
+        )
+    return HttpClient(transport)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class BotApiClient:
         "_failed",
         "_http",
         "_in_flight",
+        "_poll_rest",
+        "_poll_shape",
         "_succeeded",
         "_telegram",
         "_timeouts",
@@ -145,6 +151,9 @@ class BotApiClient:
         self._urls: dict[str, httpx.URL] = {}
         # By read timeout: the poll's and the calls' default, so two in all as a rule.
         self._timeouts: dict[float, httpx.Timeout] = {}
+        # getUpdates' parameters but the offset, as JSON, and what they were built from.
+        self._poll_shape: tuple[int, int, tuple[str, ...] | None] | None = None
+        self._poll_rest = b"{}"
 
     def __repr__(self) -> str:
         return f"<BotApiClient bot={self._token.redacted} api_base={self._telegram.api_base!r}>"
@@ -180,10 +189,20 @@ class BotApiClient:
         """
         payload = {k: v for k, v in params.items() if v is not None} if params else {}
         read_timeout = self._telegram.request_timeout if timeout is None else timeout
+        return await self._counted(method, read_timeout, payload, None, files)
+
+    async def _counted(
+        self,
+        method: str,
+        read_timeout: float,
+        payload: dict[str, Any],
+        content: bytes | None,
+        files: UploadFiles | None,
+    ) -> Any:
         self._calls += 1
         self._in_flight += 1
         try:
-            result = await self._call(method, payload, read_timeout, files)
+            result = await self._call(method, payload, read_timeout, files, content)
         except BotApiError:
             self._failed += 1
             raise
@@ -209,11 +228,17 @@ class BotApiClient:
         The HTTP read timeout is ``timeout + telegram.poll_http_margin``, so an idle poll ends
         with the server's empty answer, not with a client timeout.
         """
-        params: dict[str, Any] = {"offset": offset, "timeout": timeout, "limit": limit}
-        if allowed_updates is not None:
-            params["allowed_updates"] = list(allowed_updates)
-        result = await self.call(
-            "getUpdates", params, timeout=timeout + self._telegram.poll_http_margin
+        # Only the offset changes from one poll to the next: the rest is encoded once.
+        shape = (timeout, limit, None if allowed_updates is None else tuple(allowed_updates))
+        if self._poll_shape != shape:
+            fixed: dict[str, Any] = {"timeout": timeout, "limit": limit}
+            if allowed_updates is not None:
+                fixed["allowed_updates"] = list(allowed_updates)
+            self._poll_shape, self._poll_rest = shape, dumps(fixed)
+        rest = self._poll_rest
+        content = rest if offset is None else b'{"offset":%d,%s' % (offset, rest[1:])
+        result = await self._counted(
+            "getUpdates", timeout + self._telegram.poll_http_margin, {}, content, None
         )
         if not isinstance(result, list) or not all(isinstance(u, dict) for u in result):
             raise MalformedResponseError(
@@ -275,6 +300,7 @@ class BotApiClient:
         payload: dict[str, Any],
         read_timeout: float,
         files: UploadFiles | None = None,
+        content: bytes | None = None,
     ) -> Any:
         timeout = self._timeouts.get(read_timeout)
         if timeout is None:
@@ -290,12 +316,14 @@ class BotApiClient:
                 self._urls[method] = url
         error: BotApiError | None = None
         try:
-            if files is None:
-                response = await self._http.post(url, json=payload, timeout=timeout)
-            else:
+            if files is not None:
                 response = await self._http.post(
                     url, data=_form_fields(payload), files=files, timeout=timeout
                 )
+            elif content is not None:
+                response = await self._http.post(url, content=content, timeout=timeout)
+            else:
+                response = await self._http.post(url, json=payload, timeout=timeout)
         except httpx.RequestError as exc:
             # Built here, raised below, outside the except block: raising inside would chain
             # httpx's exception, whose request URL holds the token, as __context__.

@@ -44,6 +44,8 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from actors.botapi.http import HttpClient, UploadFiles
+
 __all__ = [
     "LEASES_PER_CLIENT",
     "SPARE_CLIENTS",
@@ -54,9 +56,6 @@ __all__ = [
     "HttpPoster",
     "UploadFiles",
 ]
-
-# Files of a multipart/form-data POST: field name -> (file name, content, content type).
-UploadFiles = Mapping[str, tuple[str, bytes, str]]
 
 # Leases one sub-pool serves at once. httpcore's work per request grows with the square of a
 # pool's connections, and measurably from the smallest sharing on: client CPU per update at 100
@@ -75,20 +74,22 @@ LEASES_PER_CLIENT = 1
 SPARE_CLIENTS = 8
 
 # Builds one sub-pool's client given the connections it must allow (its leases' shares in all).
-HttpClientFactory = Callable[[int], httpx.AsyncClient]
+HttpClientFactory = Callable[[int], HttpClient]
 
 
 class HttpPoster(Protocol):
     """What :class:`~actors.botapi.client.BotApiClient` needs of HTTP: one POST, of JSON
-    (``json``) or, for the few calls that upload a file (setWebhook's certificate), of
-    multipart/form-data (``data`` and ``files``). ``httpx.AsyncClient`` is one."""
+    (``json``, or ``content`` already encoded) or, for the few calls that upload a file
+    (setWebhook's certificate), of multipart/form-data (``data`` and ``files``), answered
+    by a response read whole. :class:`~actors.botapi.http.HttpClient` is one."""
 
     # httpx's own parameters; timeout: per-phase HTTP timeouts, not a deadline on the call.
     async def post(
         self,
-        url: str | httpx.URL,
+        url: httpx.URL,
         *,
         json: Any = None,
+        content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
@@ -100,7 +101,7 @@ class BotHttp:
 
     __slots__ = ("_http", "_limiter")
 
-    def __init__(self, http: httpx.AsyncClient, limit: int) -> None:
+    def __init__(self, http: HttpClient, limit: int) -> None:
         self._http = http
         self._limiter = trio.CapacityLimiter(limit)
 
@@ -111,17 +112,18 @@ class BotHttp:
 
     async def post(
         self,
-        url: str | httpx.URL,
+        url: httpx.URL,
         *,
         json: Any = None,
+        content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
     ) -> httpx.Response:
         async with self._limiter:
-            if files is None:
-                return await self._http.post(url, json=json, timeout=timeout)
-            return await self._http.post(url, data=data, files=files, timeout=timeout)
+            return await self._http.post(
+                url, json=json, content=content, data=data, files=files, timeout=timeout
+            )
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,9 @@ class HttpPoolStatistics:
 class _SubPool:
     __slots__ = ("client", "index", "leases")
 
-    def __init__(self, index: int, client: httpx.AsyncClient) -> None:
+    def __init__(self, index: int, client: HttpClient) -> None:
         self.index = index
-        self.client: httpx.AsyncClient | None = client  # None: closed, rebuilt on next lease
+        self.client: HttpClient | None = client  # None: closed, rebuilt on next lease
         self.leases = 0
 
 
@@ -212,7 +214,7 @@ class FleetHttpPool:
                 with trio.CancelScope(shield=True):
                     await closing.aclose()
 
-    def _take(self) -> tuple[_SubPool, httpx.AsyncClient]:
+    def _take(self) -> tuple[_SubPool, HttpClient]:
         if self._closed:
             raise RuntimeError("the fleet's HTTP pool is closed: no new lease can be taken")
         room = self._room
@@ -239,7 +241,7 @@ class FleetHttpPool:
             heapq.heappop(room)  # sub's own entry, at the top
         return sub, client
 
-    def _give_back(self, sub: _SubPool) -> httpx.AsyncClient | None:
+    def _give_back(self, sub: _SubPool) -> HttpClient | None:
         """Return ``sub``'s room; its client when it is to be closed (one idle sub-pool more
         than ``spare``), for the caller to close."""
         was_full = sub.leases == self._per_client
