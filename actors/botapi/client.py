@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from actors.botapi.errors import (
@@ -27,7 +28,7 @@ from actors.botapi.errors import (
     TelegramError,
     TransportError,
 )
-from actors.botapi.http import HttpClient, UploadFiles, dumps
+from actors.botapi.http import HttpAnswer, HttpClient, UploadFiles, dumps
 from actors.botapi.pool import HttpPoster
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
@@ -55,6 +56,9 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 # Request URLs and timeouts a client keeps for its next calls: more than a bot's usual methods
 # and timeouts, and a bound on a handler that names methods or timeouts of its own.
 _KEPT_PER_CLIENT = 16
+
+# Seconds an idle connection is kept open for the next request (httpx's default).
+_KEEPALIVE_EXPIRY = 5.0
 
 # Each bot's share of the fleet's pool: its long poll and up to three calls at once. This
 # bounds the sockets, and so the open files, one bot can hold.
@@ -91,18 +95,17 @@ def make_http_client(
         raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
     if max_keepalive_connections is None:
         max_keepalive_connections = max_connections
-    if transport is None:
-        transport = httpx.AsyncHTTPTransport(
-            verify=ssl_context if ssl_context is not None else True,
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-            ),
-            # Proxies and CA files from the environment are the CLI's business, not a
-            # library's.
-            trust_env=False,
+    if transport is not None:
+        return HttpClient(transport=transport)
+    return HttpClient(
+        pool=httpcore.AsyncConnectionPool(
+            # httpx's own default: a TLS context of its own, verifying against certifi's roots.
+            ssl_context=ssl_context if ssl_context is not None else shared_ssl_context(),
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
         )
-    return HttpClient(transport)
+    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class BotApiClient:
         # Built on a method's first call and reused: httpx parses a str URL on every request,
         # and a bot calls few methods (its poll every 10 s above all). They hold the token:
         # never formatted, like the token itself.
-        self._urls: dict[str, httpx.URL] = {}
+        self._urls: dict[str, str] = {}
         # By read timeout: the poll's and the calls' default, so two in all as a rule.
         self._timeouts: dict[float, httpx.Timeout] = {}
         # getUpdates' parameters but the offset, as JSON, and what they were built from.
@@ -309,9 +312,7 @@ class BotApiClient:
                 self._timeouts[read_timeout] = timeout
         url = self._urls.get(method)
         if url is None:
-            url = httpx.URL(
-                f"{self._telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
-            )
+            url = f"{self._telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
             if len(self._urls) < _KEPT_PER_CLIENT:
                 self._urls[method] = url
         error: BotApiError | None = None
@@ -362,8 +363,8 @@ def _transport_error(method: str, exc: httpx.RequestError) -> TransportError:
     return TransportError(f"{method}: {what} ({kind}: {detail})", method=method, request_sent=sent)
 
 
-def _result(method: str, response: httpx.Response) -> Any:
-    status = response.status_code
+def _result(method: str, response: HttpAnswer) -> Any:
+    status = response.status
     try:
         body = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -380,11 +381,11 @@ def _result(method: str, response: httpx.Response) -> Any:
             raise TelegramError.from_response(method, body)
     if status >= 400:
         # A gateway's error page: categorize by the HTTP status, as Telegram's own would be.
-        retry_after = response.headers.get("retry-after")
+        retry_after = response.retry_after
         raise TelegramError(
             method=method,
             error_code=status,
-            description=f"{response.reason_phrase or 'HTTP error'} (the body was not Bot API JSON)",
+            description=f"{response.reason or 'HTTP error'} (the body was not Bot API JSON)",
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     raise MalformedResponseError(

@@ -26,18 +26,20 @@ from __future__ import annotations
 
 import json as jsonlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import httpcore
 import httpx
 
-__all__ = ["HttpClient", "UploadFiles", "dumps"]
+__all__ = ["HttpAnswer", "HttpClient", "UploadFiles", "dumps"]
 
 # Files of a multipart/form-data POST: field name -> (file name, content, content type).
 UploadFiles = Mapping[str, tuple[str, bytes, str]]
 
-# Host headers a client keeps (one, the api_base's, as a rule).
-_KEPT_HOSTS = 8
+# Host headers and request targets a client keeps (a bot's few methods, one host).
+_KEPT = 32
 
 _USER_AGENT = b"botvisor"
 
@@ -45,23 +47,76 @@ _USER_AGENT = b"botvisor"
 _COMMON = ((b"Accept", b"*/*"), (b"Connection", b"keep-alive"), (b"User-Agent", _USER_AGENT))
 _JSON_TYPE = (b"Content-Type", b"application/json")
 
+# httpcore's errors as httpx's, the most specific first (what httpx's transport does), so
+# the caller classifies one family of errors whichever path a request took.
+_ERRORS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
 
 def dumps(value: Any) -> bytes:
     """``value`` as compact UTF-8 JSON, as httpx's ``json=`` encodes it (NaN refused)."""
     return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """What a Bot API call needs of an HTTP response, its body read whole."""
+
+    status: int
+    content: bytes
+    reason: str  # the status line's reason phrase ("" when the server sent none)
+    retry_after: str | None  # the Retry-After header, as sent
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    url: httpx.URL
+    host: tuple[bytes, bytes]
+    core: httpcore.URL | None  # with a pool
+
+
+def _mapped(exc: Exception) -> httpx.TransportError | None:
+    for core, ours in _ERRORS:
+        if isinstance(exc, core):
+            return ours(str(exc))
+    return None
+
+
 class HttpClient:
-    """POSTs prebuilt requests through one httpx transport; ``async with`` it (leaving closes
-    the transport, as leaving an ``httpx.AsyncClient`` does)."""
+    """POSTs prebuilt requests through httpcore's connection pool (``pool``, the network)
+    or an httpx transport (``transport``: a test's, the simulator's); ``async with`` it
+    (leaving closes the pool or the transport)."""
 
-    __slots__ = ("_closed", "_hosts", "_transport")
+    __slots__ = ("_closed", "_pool", "_targets", "_transport")
 
-    def __init__(self, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        *,
+        pool: httpcore.AsyncConnectionPool | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if (pool is None) == (transport is None):
+            raise ValueError("an HttpClient sends through a pool or a transport: give one")
+        self._pool = pool
         self._transport = transport
         self._closed = False
-        # The Host header by (scheme, host, port): one entry as a rule (the api_base).
-        self._hosts: dict[tuple[bytes, bytes, int | None], tuple[bytes, bytes]] = {}
+        # A request URL parsed once: its Host header and httpx's or httpcore's URL. They hold
+        # the token: never formatted.
+        self._targets: dict[str, _Target] = {}
 
     @property
     def is_closed(self) -> bool:
@@ -69,30 +124,35 @@ class HttpClient:
 
     async def post(
         self,
-        url: httpx.URL,
+        url: str,
         *,
         json: Any = None,
         content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109 - per-phase HTTP timeouts, not a deadline
-    ) -> httpx.Response:
+    ) -> HttpAnswer:
         """POST ``content`` (JSON already encoded), ``json`` (encoded here) or, with
-        ``files``, ``data`` and ``files`` as multipart/form-data; the answer read whole."""
+        ``files``, ``data`` and ``files`` as multipart/form-data; the answer read whole.
+        Failures are httpx's ``TransportError`` family, whichever path the request took."""
         if self._closed:
             raise RuntimeError("the HTTP client is closed: no request can be sent")
-        extensions = {"timeout": timeout.as_dict()}
+        extensions: dict[str, Any] = {"timeout": timeout.as_dict()}
+        target = self._target(url)
         if files is None:
             body = dumps(json) if content is None else content
+            headers = [
+                target.host,
+                *_COMMON,
+                _JSON_TYPE,
+                (b"Content-Length", b"%d" % len(body)),
+            ]
+            if target.core is not None:
+                return await self._send_core(target.core, headers, body, extensions)
             request = httpx.Request(
                 "POST",
-                url,
-                headers=[
-                    self._host(url),
-                    *_COMMON,
-                    _JSON_TYPE,
-                    (b"Content-Length", b"%d" % len(body)),
-                ],
+                target.url,
+                headers=headers,
                 stream=httpx.ByteStream(body),
                 extensions=extensions,
             )
@@ -100,33 +160,94 @@ class HttpClient:
         else:
             request = httpx.Request(
                 "POST",
-                url,
-                headers=[self._host(url), *_COMMON],
+                target.url,
+                headers=[target.host, *_COMMON],
                 data=data,
                 files=files,
                 extensions=extensions,
             )
+            if target.core is not None:
+                return await self._send_core(
+                    target.core, request.headers.raw, request.read(), extensions
+                )
+        return await self._send_httpx(request)
+
+    async def _send_core(
+        self,
+        url: httpcore.URL,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        extensions: dict[str, Any],
+    ) -> HttpAnswer:
+        assert self._pool is not None
+        request = httpcore.Request(
+            b"POST", url, headers=headers, content=body, extensions=extensions
+        )
+        error: httpx.TransportError | None = None
+        try:
+            response = await self._pool.handle_async_request(request)
+            try:
+                answer = await response.aread()
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            error = _mapped(exc)
+            if error is None:
+                raise
+        if error is not None:
+            raise error  # outside the except block: httpcore's exception is not chained
+        retry_after = None
+        for name, value in response.headers:
+            if name.lower() == b"retry-after":
+                retry_after = value.decode("latin-1")
+                break
+        reason = response.extensions.get("reason_phrase", b"")
+        return HttpAnswer(
+            response.status,
+            answer,
+            reason.decode("latin-1") if isinstance(reason, bytes) else "",
+            retry_after,
+        )
+
+    async def _send_httpx(self, request: httpx.Request) -> HttpAnswer:
+        assert self._transport is not None
         response = await self._transport.handle_async_request(request)
         response.request = request
         try:
             await response.aread()
         finally:
             await response.aclose()
-        return response
+        return HttpAnswer(
+            response.status_code,
+            response.content,
+            response.reason_phrase,
+            response.headers.get("retry-after"),
+        )
 
-    def _host(self, url: httpx.URL) -> tuple[bytes, bytes]:
-        key = (url.raw_scheme, url.raw_host, url.port)
-        header = self._hosts.get(key)
-        if header is None:
-            header = (b"Host", url.netloc)
-            if len(self._hosts) < _KEPT_HOSTS:
-                self._hosts[key] = header
-        return header
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            parsed = httpx.URL(url)
+            core = None
+            if self._pool is not None:
+                core = httpcore.URL(
+                    scheme=parsed.raw_scheme,
+                    host=parsed.raw_host,
+                    port=parsed.port,
+                    target=parsed.raw_path,
+                )
+            target = _Target(parsed, (b"Host", parsed.netloc), core)
+            if len(self._targets) < _KEPT:
+                self._targets[url] = target
+        return target
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._transport.aclose()
+            if self._pool is not None:
+                await self._pool.aclose()
+            if self._transport is not None:
+                await self._transport.aclose()
 
     async def __aenter__(self) -> HttpClient:
         return self

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import httpx
 import trio
 
-from actors.botapi.http import HttpClient, UploadFiles
+from actors.botapi.http import HttpAnswer, HttpClient, UploadFiles
 
 __all__ = [
     "LEASES_PER_CLIENT",
@@ -86,14 +86,14 @@ class HttpPoster(Protocol):
     # httpx's own parameters; timeout: per-phase HTTP timeouts, not a deadline on the call.
     async def post(
         self,
-        url: httpx.URL,
+        url: str,
         *,
         json: Any = None,
         content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
-    ) -> httpx.Response: ...
+    ) -> HttpAnswer: ...
 
 
 class BotHttp:
@@ -112,14 +112,14 @@ class BotHttp:
 
     async def post(
         self,
-        url: httpx.URL,
+        url: str,
         *,
         json: Any = None,
         content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
-    ) -> httpx.Response:
+    ) -> HttpAnswer:
         async with self._limiter:
             return await self._http.post(
                 url, json=json, content=content, data=data, files=files, timeout=timeout

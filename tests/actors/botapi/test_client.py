@@ -343,7 +343,8 @@ def test_every_http_client_shares_the_one_ssl_context() -> None:
         for _ in range(3)
     ]
     for http in clients:
-        pool = http._transport._pool  # type: ignore[attr-defined]
+        pool = http._pool
+        assert pool is not None
         assert pool._ssl_context is context
         assert pool._max_connections == 2
 

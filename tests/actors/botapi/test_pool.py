@@ -16,6 +16,7 @@ from actors.botapi import (
     BotApiClient,
     BotHttp,
     FleetHttpPool,
+    HttpClient,
     HttpPoolStatistics,
     make_http_client,
 )
@@ -33,9 +34,9 @@ class Clients:
     calls of the slow tenant."""
 
     def __init__(self) -> None:
-        self.built: list[tuple[int, httpx.AsyncClient]] = []
+        self.built: list[tuple[int, HttpClient]] = []
 
-    def __call__(self, connections: int) -> httpx.AsyncClient:
+    def __call__(self, connections: int) -> HttpClient:
         number = len(self.built)
 
         async def handler(request: httpx.Request) -> httpx.Response:
@@ -125,13 +126,13 @@ class HangingServer:
 
 async def serve(
     nursery: trio.Nursery, server: HangingServer
-) -> tuple[TelegramConfig, Callable[[int], httpx.AsyncClient]]:
+) -> tuple[TelegramConfig, Callable[[int], HttpClient]]:
     """``server`` on a real socket of 127.0.0.1, and a factory of clients bound to it."""
     listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
     port = listeners[0].socket.getsockname()[1]
     telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
 
-    def new_client(connections: int) -> httpx.AsyncClient:
+    def new_client(connections: int) -> HttpClient:
         return make_http_client(ssl_context=None, telegram=telegram, max_connections=connections)
 
     return telegram, new_client
