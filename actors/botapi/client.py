@@ -85,8 +85,9 @@ def make_http_client(
     """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
 
     ``transport`` replaces the network (``SimulatedTransport``, ``httpx.MockTransport``).
-    With neither a transport nor ``ssl_context``, httpx builds a TLS context of its own for
-    this client, which is what a daemon of thousands of bots must avoid. The caller owns the
+    Without it, requests go to httpcore's connection pool directly; with no ``ssl_context``
+    either, httpcore builds a TLS context (certifi's roots) for every TLS connection, which
+    is what a daemon of thousands of bots must avoid. The caller owns the
     client and closes it (``async with``). ``telegram`` is the configuration the client is
     for (its timeouts travel with each request, see :class:`BotApiClient`).
     """
@@ -99,8 +100,9 @@ def make_http_client(
         return HttpClient(transport=transport)
     return HttpClient(
         pool=httpcore.AsyncConnectionPool(
-            # httpx's own default: a TLS context of its own, verifying against certifi's roots.
-            ssl_context=ssl_context if ssl_context is not None else shared_ssl_context(),
+            # None: httpcore builds a TLS context verifying against certifi's roots for each
+            # TLS connection (none for http://).
+            ssl_context=ssl_context,
             max_connections=max_connections,
             max_keepalive_connections=max_keepalive_connections,
             keepalive_expiry=_KEEPALIVE_EXPIRY,

@@ -92,8 +92,21 @@ class _Target:
 def _mapped(exc: Exception) -> httpx.TransportError | None:
     for core, ours in _ERRORS:
         if isinstance(exc, core):
-            return ours(str(exc))
+            return ours(_detail(exc))
     return None
+
+
+def _detail(exc: BaseException) -> str:
+    """The first message down ``exc``'s chain: a TLS failure reaches httpcore as Trio's
+    empty BrokenResourceError, raised from the ``ssl`` error that says what was wrong."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            break
+        if str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 class HttpClient:
