@@ -1,13 +1,16 @@
-"""A Bot API client: one ``httpx.AsyncClient`` per bot, every failure mapped to a category.
+"""A Bot API client: every call one POST through a bot's HTTP share, every failure mapped to a
+category.
 
 Building the HTTP client is separate from the Bot API client so the daemon can share one
-``ssl.SSLContext`` between all bots (httpx builds a new one, ~834 KiB and ~25 ms, for every
-client it is not handed one). The daemon builds one client for the fleet and hands each bot a
-bounded share of it (:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot
-exhaust another's connections.
+``ssl.SSLContext`` between all bots (building one costs ~834 KiB and ~25 ms). The daemon
+builds small HTTP clients for the fleet and hands each bot a bounded share of one
+(:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot exhaust another's
+connections. The HTTP client is :class:`~actors.botapi.http.HttpClient`, a POST-only client
+on httpcore's connection pool, below ``httpx.AsyncClient`` (what that saves, measured: see
+that module).
 
-Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's own exceptions carry the
-request URL, which contains the token, so they are never chained, formatted or logged without
+Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's exceptions carry the
+request, whose URL contains the token, so they are never chained, formatted or logged without
 :func:`~actors.secrets.redact`.
 """
 

@@ -1,15 +1,15 @@
 """The fleet's HTTP connections: small pools passed from lease to lease, each bot's share bounded.
 
-Every bot used to open its own ``httpx.AsyncClient`` (its own pool of ``BOT_CONNECTIONS``) for
-each incarnation: a webhook bot woken for one update built a client and opened new TCP
-connections for its one reply. One client for the whole fleet then reused connections across
-bots, but cost 7-10 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's
-pool walks all of its connections, and for each idle one all of them again, under its lock on
-every request start and every response close, so one pool of hundreds of long-poll connections
-costs O(n²) a request.
+Every bot used to open its own HTTP client (its own pool of ``BOT_CONNECTIONS``) for each
+incarnation: a webhook bot woken for one update built a client and opened new TCP connections
+for its one reply. One client for the whole fleet then reused connections across bots, but
+cost 7-10 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's pool
+walks all of its connections, and for each idle one all of them again, under its lock on
+every request start and every response close, so one pool of hundreds of long-poll
+connections costs O(n²) a request.
 
 :class:`FleetHttpPool` keeps the reuse without the cost. It holds a list of sub-pools, each an
-``httpx.AsyncClient`` serving at most ``per_client`` leases at once (one lease per bot
+:class:`~actors.botapi.http.HttpClient` (one httpcore connection pool) serving at most ``per_client`` leases at once (one lease per bot
 incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
 ``per_bot`` connections however large the fleet (the daemon's ``LEASES_PER_CLIENT`` is 1: by
 measurement every bit of sharing inside one httpcore pool costs CPU). A sub-pool's client is
@@ -26,8 +26,8 @@ others' calls, in its sub-pool and elsewhere, go on. Open sockets are bounded by
 ``per_client`` × open sub-pools, that is ``per_bot`` × (the leases held, rounded up to whole
 sub-pools, + ``spare``), which is what ``supervisor.fdlimit`` estimates.
 
-The request URL holds the bot token: the clients keep no per-request record (no event hooks,
-no cookies are sent back to a Bot API, which sets none), and
+The request URL holds the bot token: the clients keep no per-request record (no log line, no
+cookie jar: a Bot API sets no cookies), and
 :class:`~actors.botapi.client.BotApiClient` never lets httpx's exceptions, which carry the URL,
 out unredacted.
 """

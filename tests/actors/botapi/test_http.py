@@ -17,6 +17,7 @@ import trio
 from actors.botapi import (
     BotApiClient,
     ErrorCategory,
+    HttpClient,
     MalformedResponseError,
     TelegramError,
     TransportError,
@@ -210,3 +211,24 @@ async def test_a_certificate_upload_goes_over_the_wire_as_multipart(tmp_path: Pa
         nursery.cancel_scope.cancel()
     assert info["url"] == "https://bots.example.com/tg/7700000"
     assert info["has_custom_certificate"] is True
+
+
+async def test_a_closed_client_sends_nothing_and_closing_twice_is_harmless() -> None:
+    server = HangingServer()
+    async with trio.open_nursery() as nursery:
+        telegram, new_client = await serve(nursery, server)
+        http = new_client(4)
+        bot = BotApiClient(http, token=BotToken(SECRET), telegram=telegram)
+        assert await bot.get_me() == {"id": 1}
+        await http.aclose()
+        await http.aclose()
+        assert http.is_closed
+        with pytest.raises(RuntimeError, match="HTTP client is closed"):
+            await bot.get_me()
+        nursery.cancel_scope.cancel()
+    assert len(server.requests) == 1
+
+
+def test_a_client_sends_through_exactly_one_of_a_pool_and_a_transport() -> None:
+    with pytest.raises(ValueError, match="a pool or a transport: give one"):
+        HttpClient()
