@@ -9,15 +9,15 @@ every request start and every response close, so one pool of hundreds of long-po
 connections costs O(n²) a request.
 
 :class:`FleetHttpPool` keeps the reuse without the cost. It holds a list of sub-pools, each an
-:class:`~actors.botapi.http.HttpClient` (one httpcore connection pool) serving at most ``per_client`` leases at once (one lease per bot
-incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
-``per_bot`` connections however large the fleet (the daemon's ``LEASES_PER_CLIENT`` is 1: by
-measurement every bit of sharing inside one httpcore pool costs CPU). A sub-pool's client is
-built on its first lease and kept, idle connections and all, when its leases end (up to
-``spare`` idle sub-pools; one more is closed); a new lease goes to the lowest-numbered open
-sub-pool with room, so a bot's next incarnation (a webhook bot woken again) or the next fleet
-call finds connections already open instead of opening new ones. The fleet pool closes every
-client when it is left.
+:class:`~actors.botapi.http.HttpClient` (one httpcore connection pool) serving at most
+``per_client`` leases at once (one lease per bot incarnation, one per fleet call such as a token
+check), so none holds more than ``per_client`` × ``per_bot`` connections however large the fleet
+(the daemon's ``LEASES_PER_CLIENT`` is 1: by measurement every bit of sharing inside one
+httpcore pool costs CPU). A sub-pool's client is built on its first lease and kept, idle
+connections and all, when its leases end (up to ``spare`` idle sub-pools; one more is closed); a
+new lease goes to the lowest-numbered open sub-pool with room, so a bot's next incarnation (a
+webhook bot woken again) or the next fleet call finds connections already open instead of
+opening new ones. The fleet pool closes every client when it is left.
 
 Isolation is explicit: each :meth:`FleetHttpPool.lease` admits at most ``per_bot`` requests at
 once through its own ``trio.CapacityLimiter``, and a sub-pool's connection bound is the sum of
@@ -61,9 +61,10 @@ __all__ = [
 # pool's connections, and measurably from the smallest sharing on: client CPU per update at 100
 # bots over loopback HTTP (echo, 2 chats x 5 messages a bot, interleaved runs) was 1.03 ms with
 # 1 lease a client, 1.08 with 2, 1.3 with 4, 1.6 with 8, 2.0 with 16, and 8.2 with one client
-# for the fleet. A client per lease costs ~5 KiB (tracemalloc; 1.8 KiB more RSS per bot than 2
-# a client over HTTP) and still reuses connections across incarnations: a lease ending leaves
-# its client, idle connections and all, to the next (up to SPARE_CLIENTS idle ones).
+# for the fleet (measured with an httpx.AsyncClient per sub-pool, ~5 KiB each; the HttpClient
+# that replaced it made a bot ~4 KiB lighter by tracemalloc). A client per lease still reuses
+# connections across incarnations: a lease ending leaves its client, idle connections and
+# all, to the next (up to SPARE_CLIENTS idle ones).
 LEASES_PER_CLIENT = 1
 
 # Idle sub-pools kept open for the next lease; beyond them a sub-pool whose last lease ends is
