@@ -373,10 +373,10 @@ _GAPS = {
         "3 with one shared session (100 bots × 2 chats × 5 messages, 5 interleaved rounds of "
         "main, the lean path and aiogram): updates per CPU-second botvisor ÷ aiogram 0.81 "
         "(0.74–0.91)× on main, 1.03 (0.93–1.12)× on the lean path, short of 1.5×. What is "
-        "left of a 100-bot update's CPU (cProfile of the client, 4,000 updates): a third "
-        "Trio's scheduler and epoll, a quarter httpcore and h11 (two socket writes a "
-        "request, header validation, a context manager around every step), a ninth "
-        "botvisor's own code."
+        "left (cProfile of the client over a 100-bot run of 4,000 updates, start-up "
+        "included, time waiting in epoll left out): about a quarter Trio's scheduler, a "
+        "quarter httpcore and h11 (two socket writes a request, header validation, a "
+        "context manager around every step), an eighth botvisor's own code."
     ),
     "echo": (
         "**Webhook echo.** The 1,000 dormant webhook bots woken at once each open a "
