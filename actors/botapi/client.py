@@ -153,9 +153,9 @@ class BotApiClient:
         self._succeeded = 0
         self._failed = 0
         self._in_flight = 0
-        # Built on a method's first call and reused: httpx parses a str URL on every request,
-        # and a bot calls few methods (its poll every 10 s above all). They hold the token:
-        # never formatted, like the token itself.
+        # Built on a method's first call and reused (the HTTP client parses each URL once,
+        # by this string), and a bot calls few methods (its poll every 10 s above all). They
+        # hold the token: never formatted, like the token itself.
         self._urls: dict[str, str] = {}
         # By read timeout: the poll's and the calls' default, so two in all as a rule.
         self._timeouts: dict[float, httpx.Timeout] = {}
