@@ -41,6 +41,7 @@ from actors import (
     FleetServices,
     GlobalRateLimiter,
     HandlerNotAllowed,
+    HttpClient,
     MetricsActor,
     OwnershipError,
     Shard,
@@ -183,7 +184,7 @@ class Daemon:
         # (its per-request work is quadratic in its connections); each lease admits
         # BOT_CONNECTIONS requests at once, so open sockets stay within fdlimit's estimate
         # and a hanging tenant cannot take the others' connections.
-        def new_client(connections: int) -> httpx.AsyncClient:
+        def new_client(connections: int) -> HttpClient:
             return make_http_client(
                 transport=self._transport,
                 ssl_context=ssl_context,

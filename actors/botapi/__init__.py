@@ -3,6 +3,7 @@
 Other packages import from here only:
 
 - :class:`BotApiClient`, :func:`make_http_client`, :func:`shared_ssl_context`: calling the API;
+  :class:`HttpClient`: the POST-only HTTP client below it (no ``httpx.AsyncClient``);
   :class:`FleetHttpPool`: the fleet's connections, small shared pools, a bounded share per bot.
 - :class:`BotApiError` and its subclasses, :class:`ErrorCategory`: what a failed call means.
 - :data:`BOT_API_METHODS`, :func:`method_label`: the method names, a bounded metric label.
@@ -26,6 +27,7 @@ from actors.botapi.errors import (
     TransportError,
     categorize,
 )
+from actors.botapi.http import HttpClient
 from actors.botapi.methods import BOT_API_METHODS, OTHER_METHOD, method_label
 from actors.botapi.pool import (
     LEASES_PER_CLIENT,
@@ -50,6 +52,7 @@ __all__ = [
     "ClientStatistics",
     "ErrorCategory",
     "FleetHttpPool",
+    "HttpClient",
     "HttpClientFactory",
     "HttpPoolStatistics",
     "HttpPoster",

@@ -1,13 +1,16 @@
-"""A Bot API client: one ``httpx.AsyncClient`` per bot, every failure mapped to a category.
+"""A Bot API client: every call one POST through a bot's HTTP share, every failure mapped to a
+category.
 
 Building the HTTP client is separate from the Bot API client so the daemon can share one
-``ssl.SSLContext`` between all bots (httpx builds a new one, ~834 KiB and ~25 ms, for every
-client it is not handed one). The daemon builds one client for the fleet and hands each bot a
-bounded share of it (:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot
-exhaust another's connections.
+``ssl.SSLContext`` between all bots (building one costs ~834 KiB and ~25 ms). The daemon
+builds small HTTP clients for the fleet and hands each bot a bounded share of one
+(:class:`~actors.botapi.pool.FleetHttpPool`), so a slow tenant cannot exhaust another's
+connections. The HTTP client is :class:`~actors.botapi.http.HttpClient`, a POST-only client
+on httpcore's connection pool, below ``httpx.AsyncClient`` (what that saves, measured: see
+that module).
 
-Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's own exceptions carry the
-request URL, which contains the token, so they are never chained, formatted or logged without
+Every failure is a :class:`~actors.botapi.errors.BotApiError`. httpx's exceptions carry the
+request, whose URL contains the token, so they are never chained, formatted or logged without
 :func:`~actors.secrets.redact`.
 """
 
@@ -19,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 from actors.botapi.errors import (
@@ -27,7 +31,8 @@ from actors.botapi.errors import (
     TelegramError,
     TransportError,
 )
-from actors.botapi.pool import HttpPoster, UploadFiles
+from actors.botapi.http import HttpAnswer, HttpClient, UploadFiles, dumps
+from actors.botapi.pool import HttpPoster
 from actors.config import TelegramConfig
 from actors.secrets import BotToken, redact
 from actors.text import may_hold_surrogates, valid_data
@@ -55,6 +60,9 @@ _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
 # and timeouts, and a bound on a handler that names methods or timeouts of its own.
 _KEPT_PER_CLIENT = 16
 
+# Seconds an idle connection is kept open for the next request (httpx's default).
+_KEEPALIVE_EXPIRY = 5.0
+
 # Each bot's share of the fleet's pool: its long poll and up to three calls at once. This
 # bounds the sockets, and so the open files, one bot can hold.
 BOT_CONNECTIONS = 4
@@ -76,28 +84,32 @@ def make_http_client(
     telegram: TelegramConfig,
     max_connections: int | None = BOT_CONNECTIONS,
     max_keepalive_connections: int | None = None,
-) -> httpx.AsyncClient:
+) -> HttpClient:
     """One bot's HTTP client: its own small pool, the daemon's shared TLS context.
 
     ``transport`` replaces the network (``SimulatedTransport``, ``httpx.MockTransport``).
-    With neither a transport nor ``ssl_context``, httpx builds a TLS context of its own for
-    this client, which is what a daemon of thousands of bots must avoid. The caller owns the
-    client and closes it (``async with``).
+    Without it, requests go to httpcore's connection pool directly; with no ``ssl_context``
+    either, httpcore builds a TLS context (certifi's roots) for every TLS connection, which
+    is what a daemon of thousands of bots must avoid. The caller owns the
+    client and closes it (``async with``). ``telegram`` is the configuration the client is
+    for (its timeouts travel with each request, see :class:`BotApiClient`).
     """
+    del telegram  # kept in the signature: every caller names the config the client serves
     if max_connections is not None and max_connections < 1:
         raise ValueError(f"max_connections must be >= 1 or None, got {max_connections!r}")
     if max_keepalive_connections is None:
         max_keepalive_connections = max_connections
-    return httpx.AsyncClient(
-        transport=transport,
-        verify=ssl_context if ssl_context is not None else True,
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive_connections
-        ),
-        timeout=httpx.Timeout(telegram.request_timeout, connect=telegram.connect_timeout),
-        # Proxies and CA files from the environment are the CLI's business, not a library's.
-        trust_env=False,
-        follow_redirects=False,
+    if transport is not None:
+        return HttpClient(transport=transport)
+    return HttpClient(
+        pool=httpcore.AsyncConnectionPool(
+            # None: httpcore builds a TLS context verifying against certifi's roots for each
+            # TLS connection (none for http://).
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_keepalive_connections,
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+        )
     )
 
 
@@ -124,6 +136,8 @@ class BotApiClient:
         "_failed",
         "_http",
         "_in_flight",
+        "_poll_rest",
+        "_poll_shape",
         "_succeeded",
         "_telegram",
         "_timeouts",
@@ -139,12 +153,15 @@ class BotApiClient:
         self._succeeded = 0
         self._failed = 0
         self._in_flight = 0
-        # Built on a method's first call and reused: httpx parses a str URL on every request,
-        # and a bot calls few methods (its poll every 10 s above all). They hold the token:
-        # never formatted, like the token itself.
-        self._urls: dict[str, httpx.URL] = {}
+        # Built on a method's first call and reused (the HTTP client parses each URL once,
+        # by this string), and a bot calls few methods (its poll every 10 s above all). They
+        # hold the token: never formatted, like the token itself.
+        self._urls: dict[str, str] = {}
         # By read timeout: the poll's and the calls' default, so two in all as a rule.
         self._timeouts: dict[float, httpx.Timeout] = {}
+        # getUpdates' parameters but the offset, as JSON, and what they were built from.
+        self._poll_shape: tuple[int, int, tuple[str, ...] | None] | None = None
+        self._poll_rest = b"{}"
 
     def __repr__(self) -> str:
         return f"<BotApiClient bot={self._token.redacted} api_base={self._telegram.api_base!r}>"
@@ -180,10 +197,20 @@ class BotApiClient:
         """
         payload = {k: v for k, v in params.items() if v is not None} if params else {}
         read_timeout = self._telegram.request_timeout if timeout is None else timeout
+        return await self._counted(method, read_timeout, payload, None, files)
+
+    async def _counted(
+        self,
+        method: str,
+        read_timeout: float,
+        payload: dict[str, Any],
+        content: bytes | None,
+        files: UploadFiles | None,
+    ) -> Any:
         self._calls += 1
         self._in_flight += 1
         try:
-            result = await self._call(method, payload, read_timeout, files)
+            result = await self._call(method, payload, read_timeout, files, content)
         except BotApiError:
             self._failed += 1
             raise
@@ -209,11 +236,17 @@ class BotApiClient:
         The HTTP read timeout is ``timeout + telegram.poll_http_margin``, so an idle poll ends
         with the server's empty answer, not with a client timeout.
         """
-        params: dict[str, Any] = {"offset": offset, "timeout": timeout, "limit": limit}
-        if allowed_updates is not None:
-            params["allowed_updates"] = list(allowed_updates)
-        result = await self.call(
-            "getUpdates", params, timeout=timeout + self._telegram.poll_http_margin
+        # Only the offset changes from one poll to the next: the rest is encoded once.
+        shape = (timeout, limit, None if allowed_updates is None else tuple(allowed_updates))
+        if self._poll_shape != shape:
+            fixed: dict[str, Any] = {"timeout": timeout, "limit": limit}
+            if allowed_updates is not None:
+                fixed["allowed_updates"] = list(allowed_updates)
+            self._poll_shape, self._poll_rest = shape, dumps(fixed)
+        rest = self._poll_rest
+        content = rest if offset is None else b'{"offset":%d,%s' % (offset, rest[1:])
+        result = await self._counted(
+            "getUpdates", timeout + self._telegram.poll_http_margin, {}, content, None
         )
         if not isinstance(result, list) or not all(isinstance(u, dict) for u in result):
             raise MalformedResponseError(
@@ -275,6 +308,7 @@ class BotApiClient:
         payload: dict[str, Any],
         read_timeout: float,
         files: UploadFiles | None = None,
+        content: bytes | None = None,
     ) -> Any:
         timeout = self._timeouts.get(read_timeout)
         if timeout is None:
@@ -283,19 +317,19 @@ class BotApiClient:
                 self._timeouts[read_timeout] = timeout
         url = self._urls.get(method)
         if url is None:
-            url = httpx.URL(
-                f"{self._telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
-            )
+            url = f"{self._telegram.api_base.rstrip('/')}/bot{self._token.reveal()}/{method}"
             if len(self._urls) < _KEPT_PER_CLIENT:
                 self._urls[method] = url
         error: BotApiError | None = None
         try:
-            if files is None:
-                response = await self._http.post(url, json=payload, timeout=timeout)
-            else:
+            if files is not None:
                 response = await self._http.post(
                     url, data=_form_fields(payload), files=files, timeout=timeout
                 )
+            elif content is not None:
+                response = await self._http.post(url, content=content, timeout=timeout)
+            else:
+                response = await self._http.post(url, json=payload, timeout=timeout)
         except httpx.RequestError as exc:
             # Built here, raised below, outside the except block: raising inside would chain
             # httpx's exception, whose request URL holds the token, as __context__.
@@ -334,8 +368,8 @@ def _transport_error(method: str, exc: httpx.RequestError) -> TransportError:
     return TransportError(f"{method}: {what} ({kind}: {detail})", method=method, request_sent=sent)
 
 
-def _result(method: str, response: httpx.Response) -> Any:
-    status = response.status_code
+def _result(method: str, response: HttpAnswer) -> Any:
+    status = response.status
     try:
         body = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -352,11 +386,11 @@ def _result(method: str, response: httpx.Response) -> Any:
             raise TelegramError.from_response(method, body)
     if status >= 400:
         # A gateway's error page: categorize by the HTTP status, as Telegram's own would be.
-        retry_after = response.headers.get("retry-after")
+        retry_after = response.retry_after
         raise TelegramError(
             method=method,
             error_code=status,
-            description=f"{response.reason_phrase or 'HTTP error'} (the body was not Bot API JSON)",
+            description=f"{response.reason or 'HTTP error'} (the body was not Bot API JSON)",
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     raise MalformedResponseError(

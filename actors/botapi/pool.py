@@ -1,23 +1,23 @@
 """The fleet's HTTP connections: small pools passed from lease to lease, each bot's share bounded.
 
-Every bot used to open its own ``httpx.AsyncClient`` (its own pool of ``BOT_CONNECTIONS``) for
-each incarnation: a webhook bot woken for one update built a client and opened new TCP
-connections for its one reply. One client for the whole fleet then reused connections across
-bots, but cost 7-10 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's
-pool walks all of its connections, and for each idle one all of them again, under its lock on
-every request start and every response close, so one pool of hundreds of long-poll connections
-costs O(n²) a request.
+Every bot used to open its own HTTP client (its own pool of ``BOT_CONNECTIONS``) for each
+incarnation: a webhook bot woken for one update built a client and opened new TCP connections
+for its one reply. One client for the whole fleet then reused connections across bots, but
+cost 7-10 ms of CPU per update at 100 bots over loopback HTTP (1 ms before): httpcore's pool
+walks all of its connections, and for each idle one all of them again, under its lock on
+every request start and every response close, so one pool of hundreds of long-poll
+connections costs O(n²) a request.
 
 :class:`FleetHttpPool` keeps the reuse without the cost. It holds a list of sub-pools, each an
-``httpx.AsyncClient`` serving at most ``per_client`` leases at once (one lease per bot
-incarnation, one per fleet call such as a token check), so none holds more than ``per_client`` ×
-``per_bot`` connections however large the fleet (the daemon's ``LEASES_PER_CLIENT`` is 1: by
-measurement every bit of sharing inside one httpcore pool costs CPU). A sub-pool's client is
-built on its first lease and kept, idle connections and all, when its leases end (up to
-``spare`` idle sub-pools; one more is closed); a new lease goes to the lowest-numbered open
-sub-pool with room, so a bot's next incarnation (a webhook bot woken again) or the next fleet
-call finds connections already open instead of opening new ones. The fleet pool closes every
-client when it is left.
+:class:`~actors.botapi.http.HttpClient` (one httpcore connection pool) serving at most
+``per_client`` leases at once (one lease per bot incarnation, one per fleet call such as a token
+check), so none holds more than ``per_client`` × ``per_bot`` connections however large the fleet
+(the daemon's ``LEASES_PER_CLIENT`` is 1: by measurement every bit of sharing inside one
+httpcore pool costs CPU). A sub-pool's client is built on its first lease and kept, idle
+connections and all, when its leases end (up to ``spare`` idle sub-pools; one more is closed); a
+new lease goes to the lowest-numbered open sub-pool with room, so a bot's next incarnation (a
+webhook bot woken again) or the next fleet call finds connections already open instead of
+opening new ones. The fleet pool closes every client when it is left.
 
 Isolation is explicit: each :meth:`FleetHttpPool.lease` admits at most ``per_bot`` requests at
 once through its own ``trio.CapacityLimiter``, and a sub-pool's connection bound is the sum of
@@ -26,8 +26,8 @@ others' calls, in its sub-pool and elsewhere, go on. Open sockets are bounded by
 ``per_client`` × open sub-pools, that is ``per_bot`` × (the leases held, rounded up to whole
 sub-pools, + ``spare``), which is what ``supervisor.fdlimit`` estimates.
 
-The request URL holds the bot token: the clients keep no per-request record (no event hooks,
-no cookies are sent back to a Bot API, which sets none), and
+The request URL holds the bot token: the clients keep no per-request record (no log line, no
+cookie jar: a Bot API sets no cookies), and
 :class:`~actors.botapi.client.BotApiClient` never lets httpx's exceptions, which carry the URL,
 out unredacted.
 """
@@ -44,6 +44,8 @@ from typing import Any, Protocol
 import httpx
 import trio
 
+from actors.botapi.http import HttpAnswer, HttpClient, UploadFiles
+
 __all__ = [
     "LEASES_PER_CLIENT",
     "SPARE_CLIENTS",
@@ -55,16 +57,14 @@ __all__ = [
     "UploadFiles",
 ]
 
-# Files of a multipart/form-data POST: field name -> (file name, content, content type).
-UploadFiles = Mapping[str, tuple[str, bytes, str]]
-
 # Leases one sub-pool serves at once. httpcore's work per request grows with the square of a
 # pool's connections, and measurably from the smallest sharing on: client CPU per update at 100
 # bots over loopback HTTP (echo, 2 chats x 5 messages a bot, interleaved runs) was 1.03 ms with
 # 1 lease a client, 1.08 with 2, 1.3 with 4, 1.6 with 8, 2.0 with 16, and 8.2 with one client
-# for the fleet. A client per lease costs ~5 KiB (tracemalloc; 1.8 KiB more RSS per bot than 2
-# a client over HTTP) and still reuses connections across incarnations: a lease ending leaves
-# its client, idle connections and all, to the next (up to SPARE_CLIENTS idle ones).
+# for the fleet (measured with an httpx.AsyncClient per sub-pool, ~5 KiB each; the HttpClient
+# that replaced it made a bot ~4 KiB lighter by tracemalloc). A client per lease still reuses
+# connections across incarnations: a lease ending leaves its client, idle connections and
+# all, to the next (up to SPARE_CLIENTS idle ones).
 LEASES_PER_CLIENT = 1
 
 # Idle sub-pools kept open for the next lease; beyond them a sub-pool whose last lease ends is
@@ -75,24 +75,26 @@ LEASES_PER_CLIENT = 1
 SPARE_CLIENTS = 8
 
 # Builds one sub-pool's client given the connections it must allow (its leases' shares in all).
-HttpClientFactory = Callable[[int], httpx.AsyncClient]
+HttpClientFactory = Callable[[int], HttpClient]
 
 
 class HttpPoster(Protocol):
     """What :class:`~actors.botapi.client.BotApiClient` needs of HTTP: one POST, of JSON
-    (``json``) or, for the few calls that upload a file (setWebhook's certificate), of
-    multipart/form-data (``data`` and ``files``). ``httpx.AsyncClient`` is one."""
+    (``json``, or ``content`` already encoded) or, for the few calls that upload a file
+    (setWebhook's certificate), of multipart/form-data (``data`` and ``files``), answered
+    by a response read whole. :class:`~actors.botapi.http.HttpClient` is one."""
 
     # httpx's own parameters; timeout: per-phase HTTP timeouts, not a deadline on the call.
     async def post(
         self,
-        url: str | httpx.URL,
+        url: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
-    ) -> httpx.Response: ...
+    ) -> HttpAnswer: ...
 
 
 class BotHttp:
@@ -100,7 +102,7 @@ class BotHttp:
 
     __slots__ = ("_http", "_limiter")
 
-    def __init__(self, http: httpx.AsyncClient, limit: int) -> None:
+    def __init__(self, http: HttpClient, limit: int) -> None:
         self._http = http
         self._limiter = trio.CapacityLimiter(limit)
 
@@ -111,17 +113,18 @@ class BotHttp:
 
     async def post(
         self,
-        url: str | httpx.URL,
+        url: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         data: Mapping[str, str] | None = None,
         files: UploadFiles | None = None,
         timeout: httpx.Timeout,  # noqa: ASYNC109
-    ) -> httpx.Response:
+    ) -> HttpAnswer:
         async with self._limiter:
-            if files is None:
-                return await self._http.post(url, json=json, timeout=timeout)
-            return await self._http.post(url, data=data, files=files, timeout=timeout)
+            return await self._http.post(
+                url, json=json, content=content, data=data, files=files, timeout=timeout
+            )
 
 
 @dataclass(frozen=True)
@@ -137,9 +140,9 @@ class HttpPoolStatistics:
 class _SubPool:
     __slots__ = ("client", "index", "leases")
 
-    def __init__(self, index: int, client: httpx.AsyncClient) -> None:
+    def __init__(self, index: int, client: HttpClient) -> None:
         self.index = index
-        self.client: httpx.AsyncClient | None = client  # None: closed, rebuilt on next lease
+        self.client: HttpClient | None = client  # None: closed, rebuilt on next lease
         self.leases = 0
 
 
@@ -212,7 +215,7 @@ class FleetHttpPool:
                 with trio.CancelScope(shield=True):
                     await closing.aclose()
 
-    def _take(self) -> tuple[_SubPool, httpx.AsyncClient]:
+    def _take(self) -> tuple[_SubPool, HttpClient]:
         if self._closed:
             raise RuntimeError("the fleet's HTTP pool is closed: no new lease can be taken")
         room = self._room
@@ -239,7 +242,7 @@ class FleetHttpPool:
             heapq.heappop(room)  # sub's own entry, at the top
         return sub, client
 
-    def _give_back(self, sub: _SubPool) -> httpx.AsyncClient | None:
+    def _give_back(self, sub: _SubPool) -> HttpClient | None:
         """Return ``sub``'s room; its client when it is to be closed (one idle sub-pool more
         than ``spare``), for the caller to close."""
         was_full = sub.leases == self._per_client

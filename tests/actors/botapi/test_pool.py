@@ -3,10 +3,6 @@ spread over sub-pools of bounded size, built on first use and closed with the fl
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from functools import partial
-
 import httpx
 import pytest
 import trio
@@ -16,11 +12,13 @@ from actors.botapi import (
     BotApiClient,
     BotHttp,
     FleetHttpPool,
+    HttpClient,
     HttpPoolStatistics,
     make_http_client,
 )
 from actors.config import TelegramConfig
 from actors.secrets import BotToken
+from tests.actors.botapi.raw_server import HangingServer, serve
 
 TELEGRAM = TelegramConfig(api_base="https://api.telegram.org")
 SLOW = "111111:" + "A" * 35
@@ -33,9 +31,9 @@ class Clients:
     calls of the slow tenant."""
 
     def __init__(self) -> None:
-        self.built: list[tuple[int, httpx.AsyncClient]] = []
+        self.built: list[tuple[int, HttpClient]] = []
 
-    def __call__(self, connections: int) -> httpx.AsyncClient:
+    def __call__(self, connections: int) -> HttpClient:
         number = len(self.built)
 
         async def handler(request: httpx.Request) -> httpx.Response:
@@ -83,58 +81,6 @@ async def test_a_hanging_tenant_holds_at_most_its_share_and_others_go_on(
         assert trio.current_time() == start
         assert fast_http.in_flight == 0
         n.cancel_scope.cancel()
-
-
-class HangingServer:
-    """A minimal HTTP/1.1 Bot API on a real socket: it answers every call at once, except the
-    slow tenant's, which it never answers; it counts the connections those hold."""
-
-    def __init__(self) -> None:
-        self.connections = 0  # accepted
-        self.slow_connections = 0
-        self.slow_seen = trio.Event()  # set once ``expect_slow`` connections hang
-        self.expect_slow = 0
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        buffer = b""
-        async with stream:
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = await stream.receive_some()
-                    if not data:
-                        return
-                    buffer += data
-                head, _, buffer = buffer.partition(b"\r\n\r\n")
-                length = re.search(rb"(?im)^content-length: *(\d+)", head)
-                size = int(length.group(1)) if length else 0
-                while len(buffer) < size:
-                    buffer += await stream.receive_some()
-                buffer = buffer[size:]
-                if b"/bot111111:" in head.split(b"\r\n", 1)[0]:
-                    self.slow_connections += 1
-                    if self.slow_connections == self.expect_slow:
-                        self.slow_seen.set()
-                    await trio.sleep_forever()
-                body = b'{"ok":true,"result":{"id":1}}'
-                await stream.send_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n%s" % (len(body), body)
-                )
-
-
-async def serve(
-    nursery: trio.Nursery, server: HangingServer
-) -> tuple[TelegramConfig, Callable[[int], httpx.AsyncClient]]:
-    """``server`` on a real socket of 127.0.0.1, and a factory of clients bound to it."""
-    listeners = await nursery.start(partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1"))
-    port = listeners[0].socket.getsockname()[1]
-    telegram = TelegramConfig(api_base=f"http://127.0.0.1:{port}")
-
-    def new_client(connections: int) -> httpx.AsyncClient:
-        return make_http_client(ssl_context=None, telegram=telegram, max_connections=connections)
-
-    return telegram, new_client
 
 
 async def test_over_real_connections_a_hanging_tenant_leaves_its_sub_pool_to_the_others() -> None:
