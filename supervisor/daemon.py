@@ -64,8 +64,11 @@ from supervisor.bot_supervisor import BotSupervisor
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
 from supervisor.fencing import FenceLost, FenceUnavailable, ShardFence, ShardHeld
-from supervisor.fleet import Fleet
+from supervisor.fleet import Fleet, bot_record
 from supervisor.loading import ConfigError
+from supervisor.registry import Registry, RegistryError
+from supervisor.sealing import TokenSealer
+from supervisor.shard_registry import ShardRegistry
 
 __all__ = ["Daemon", "DaemonHandle", "setup_error"]
 
@@ -201,6 +204,18 @@ class Daemon:
         )
         send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
         events = EventSink(send_events)
+        fleet_box: list[Fleet] = []
+        registry: ShardRegistry | None = None
+        cluster = config.cluster
+        if cluster is not None:
+            assert self.shard is not None and cluster.registry_key is not None
+            registry = ShardRegistry(
+                Registry(cluster, wall_clock=self._wall_clock),
+                TokenSealer(cluster.registry_key, variable=cluster.registry_key_env),
+                self.shard,
+                bot_record=bot_record,
+                wall_clock=self._wall_clock,
+            )
         services = FleetServices(
             telegram=config.telegram,
             limits=config.limits,
@@ -216,8 +231,10 @@ class Daemon:
             rng=self._rng,
             handlers=config.handlers,
             webhook=config.webhook,
+            on_poll_conflict=(
+                None if registry is None else lambda user_id: fleet_box[0].poll_conflict(user_id)
+            ),
         )
-        fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
             config.supervisor,
             rng=self._rng,
@@ -228,6 +245,8 @@ class Daemon:
             services,
             webhook_certificate=_webhook_certificate(config),
             shard=self.shard,
+            registry=registry,
+            conflict_holdoff=cluster.conflict_holdoff if cluster is not None else 0.0,
         )
         fleet_box.append(fleet)
         metrics = MetricsActor(
@@ -306,6 +325,10 @@ class Daemon:
             if fence is not None:
                 root.start_soon(self._guard, fence, guard)
             await root.start(store.run)
+            if registry is not None:
+                # The registry (or, if Postgres does not answer, the cache as it is) decides
+                # which bots this shard loads.
+                await registry.start(store, config.bots, prune=self._prune_config_bots)
             if self._open_files is not None:
                 check_open_files(await _polling_bots(config, store, fleet), self._open_files)
             await root.start(metrics.run)
@@ -353,6 +376,8 @@ class Daemon:
             log.info("shutdown: final health snapshot written")
             await fleet.save_suspensions()
             await store.stop()
+            if registry is not None:
+                await registry.close()
             log.info("shutdown complete: database closed")
 
 
@@ -428,8 +453,8 @@ def setup_error(exc: BaseException, *, database: str = "the database") -> Except
     for kind in (DatabaseFailedError, NotADatabaseError, SchemaTooNewError):
         if (found := find_exception(exc, kind)) is not None:
             return found
-    # A shard that cannot hold its fencing lock at start.
-    for fencing in (ShardHeld, FenceUnavailable):
+    # A shard that cannot hold its fencing lock at start, or does not fit the registry.
+    for fencing in (ShardHeld, FenceUnavailable, RegistryError):
         if (held := find_exception(exc, fencing)) is not None:
             return held
     if (failed := find_exception(exc, sqlite3.DatabaseError)) is not None:

@@ -7,7 +7,10 @@ transaction-scoped advisory lock makes concurrent first starts wait for each oth
     botvisor_topology         one row: epoch, shard_count, updated_at
     botvisor_bots             one row per bot: user_id, token_sealed, token_key_id,
                               token_digest (UNIQUE), handler, settings, source,
-                              suspended_reason, created_at, updated_at, version
+                              suspended_reason, created_at, updated_at, version,
+                              removed_at (a removed bot's row stays as a tombstone, its
+                              token columns cleared, so a shard's cache that still holds
+                              the bot drops it instead of writing it back)
 
 A token is never stored in plaintext: ``token_sealed`` is AES-256-GCM bound to the row's
 user_id (supervisor/sealing.py) and ``token_digest`` its HMAC, whose unique index refuses
@@ -74,16 +77,17 @@ CREATE TABLE IF NOT EXISTS botvisor_topology (
 );
 CREATE TABLE IF NOT EXISTS botvisor_bots (
     user_id bigint PRIMARY KEY,
-    token_sealed text NOT NULL,
-    token_key_id text NOT NULL,
-    token_digest text NOT NULL UNIQUE,
+    token_sealed text,
+    token_key_id text,
+    token_digest text UNIQUE,
     handler text NOT NULL,
     settings jsonb NOT NULL DEFAULT '{}'::jsonb,
     source text NOT NULL CHECK (source IN ('config', 'api')),
     suspended_reason text,
     created_at double precision NOT NULL,
     updated_at double precision NOT NULL,
-    version bigint NOT NULL DEFAULT 1
+    version bigint NOT NULL DEFAULT 1,
+    removed_at double precision
 );
 """
 # version -> the statements that bring the schema from version - 1 to it. The resize stage
@@ -233,7 +237,9 @@ class Registry:
             ).fetchone()
             if found is not None and int(found[1]) == shard.count:
                 return Topology(int(found[0]), int(found[1]), float(found[2]))
-            empty = connection.execute("SELECT NOT EXISTS (SELECT 1 FROM botvisor_bots)").fetchone()
+            empty = connection.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM botvisor_bots WHERE removed_at IS NULL)"
+            ).fetchone()
             if found is not None and not (empty is not None and empty[0]):
                 raise TopologyMismatch(shard, int(found[1]))
             connection.execute(
@@ -262,27 +268,37 @@ class Registry:
 
     # --- bots ----------------------------------------------------------------------------
 
-    async def bots(self, owned: Callable[[int], bool]) -> list[BotRecord]:
-        """The bots ``owned`` selects, their tokens as sealed (the hash is not computable
-        in SQL: every user_id is read, only the owned rows whole)."""
+    async def bots(self, owned: Callable[[int], bool]) -> tuple[list[BotRecord], set[int]]:
+        """The registered bots ``owned`` selects (tokens as sealed), and the user ids of
+        the removed ones it selects (tombstones). The hash is not computable in SQL: every
+        user_id is read, only the owned rows whole."""
 
-        def work(connection: psycopg.Connection[Any]) -> list[BotRecord]:
-            ids = [int(r[0]) for r in connection.execute("SELECT user_id FROM botvisor_bots")]
-            mine = [uid for uid in ids if owned(uid)]
+        def work(connection: psycopg.Connection[Any]) -> tuple[list[BotRecord], set[int]]:
+            ids = connection.execute("SELECT user_id, removed_at IS NOT NULL FROM botvisor_bots")
+            mine: list[int] = []
+            removed: set[int] = set()
+            for user_id, gone in ids:
+                if not owned(int(user_id)):
+                    continue
+                if gone:
+                    removed.add(int(user_id))
+                else:
+                    mine.append(int(user_id))
             if not mine:
-                return []
+                return [], removed
             rows = connection.execute(
                 f"SELECT {_COLUMNS} FROM botvisor_bots WHERE user_id = ANY(%s) ORDER BY user_id",
                 (mine,),
             ).fetchall()
-            return [_record(row) for row in rows]
+            return [_record(row) for row in rows], removed
 
         return await self._call("reading the bots", work)
 
     async def bot(self, user_id: int) -> BotRecord | None:
         def work(connection: psycopg.Connection[Any]) -> BotRecord | None:
             row = connection.execute(
-                f"SELECT {_COLUMNS} FROM botvisor_bots WHERE user_id = %s", (user_id,)
+                f"SELECT {_COLUMNS} FROM botvisor_bots WHERE user_id = %s AND removed_at IS NULL",
+                (user_id,),
             ).fetchone()
             return None if row is None else _record(row)
 
@@ -301,7 +317,8 @@ class Registry:
 
         def work(connection: psycopg.Connection[Any]) -> None:
             holder = connection.execute(
-                "SELECT user_id FROM botvisor_bots WHERE token_digest = %s AND user_id <> %s",
+                "SELECT user_id FROM botvisor_bots WHERE token_digest = %s AND user_id <> %s "
+                "AND removed_at IS NULL",
                 (digest, record.user_id),
             ).fetchone()
             if holder is not None:
@@ -330,7 +347,15 @@ class Registry:
             )
             if new:
                 inserted = connection.execute(
-                    insert + "ON CONFLICT (user_id) DO NOTHING RETURNING user_id", values
+                    insert + "ON CONFLICT (user_id) DO UPDATE SET "
+                    "token_sealed = EXCLUDED.token_sealed, token_key_id = EXCLUDED.token_key_id, "
+                    "token_digest = EXCLUDED.token_digest, handler = EXCLUDED.handler, "
+                    "settings = EXCLUDED.settings, source = EXCLUDED.source, "
+                    "suspended_reason = EXCLUDED.suspended_reason, "
+                    "created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at, "
+                    "version = botvisor_bots.version + 1, removed_at = NULL "
+                    "WHERE botvisor_bots.removed_at IS NOT NULL RETURNING user_id",
+                    values,
                 ).fetchone()
                 if inserted is None:
                     raise BotExists(
@@ -343,17 +368,29 @@ class Registry:
                 "token_key_id = EXCLUDED.token_key_id, token_digest = EXCLUDED.token_digest, "
                 "handler = EXCLUDED.handler, settings = EXCLUDED.settings, "
                 "source = EXCLUDED.source, updated_at = EXCLUDED.updated_at, "
-                "version = botvisor_bots.version + 1"
-                + (" WHERE botvisor_bots.source = 'config'" if record.source == "config" else ""),
+                "suspended_reason = CASE WHEN botvisor_bots.removed_at IS NULL "
+                "THEN botvisor_bots.suspended_reason ELSE EXCLUDED.suspended_reason END, "
+                "version = botvisor_bots.version + 1, removed_at = NULL"
+                + (
+                    " WHERE botvisor_bots.source = 'config' OR botvisor_bots.removed_at IS NOT NULL"
+                    if record.source == "config"
+                    else ""
+                ),
                 values,
             )
 
         await self._call(f"writing bot {record.user_id}", work)
 
     async def remove(self, user_ids: Sequence[int]) -> None:
+        """Unregister bots: each row becomes a tombstone without its token."""
+        now = self._wall_clock()
+
         def work(connection: psycopg.Connection[Any]) -> None:
             connection.execute(
-                "DELETE FROM botvisor_bots WHERE user_id = ANY(%s)", (list(user_ids),)
+                "UPDATE botvisor_bots SET removed_at = %s, updated_at = %s, token_sealed = NULL, "
+                "token_key_id = NULL, token_digest = NULL, version = version + 1 "
+                "WHERE user_id = ANY(%s) AND removed_at IS NULL",
+                (now, now, list(user_ids)),
             )
 
         await self._call(f"removing bot(s) {', '.join(map(str, user_ids))}", work)
@@ -364,7 +401,7 @@ class Registry:
         def work(connection: psycopg.Connection[Any]) -> None:
             connection.execute(
                 "UPDATE botvisor_bots SET suspended_reason = %s, updated_at = %s, "
-                "version = version + 1 WHERE user_id = %s",
+                "version = version + 1 WHERE user_id = %s AND removed_at IS NULL",
                 (reason, now, user_id),
             )
 

@@ -92,7 +92,8 @@ async def test_tokens_are_sealed_in_the_table_and_one_token_serves_one_tenant(
     with psycopg.connect(postgres_url) as connection:
         dump = str(connection.execute("SELECT * FROM botvisor_bots").fetchall())
     assert TOKEN not in dump and "secret-part" not in dump
-    (stored,) = await reg.bots(lambda uid: True)
+    (stored,), removed = await reg.bots(lambda uid: True)
+    assert removed == set()
     assert sealer.open(1001, stored.token) == TOKEN
     # The same token under another user_id (any shard's): refused by digest.
     with pytest.raises(TokenInUse) as caught:
@@ -103,15 +104,27 @@ async def test_tokens_are_sealed_in_the_table_and_one_token_serves_one_tenant(
     # A config record does not take over an API bot's row.
     other = "654321:AAH-another-token-of-a-config-bot"
     await put(reg, sealer, sealed_record(sealer, 1001, other, "config"), other)
-    (kept,) = await reg.bots(lambda uid: True)
+    (kept,), _ = await reg.bots(lambda uid: True)
     assert kept.source == "api" and sealer.open(1001, kept.token) == TOKEN
     # Suspension and removal.
     await reg.set_suspended(1001, "suspended by an admin")
     assert (await reg.bot(1001)) is not None
-    assert (await reg.bots(lambda uid: True))[0].suspended_reason == "suspended by an admin"
-    assert await reg.bots(lambda uid: uid != 1001) == []
+    assert (await reg.bots(lambda uid: True))[0][0].suspended_reason == "suspended by an admin"
+    assert await reg.bots(lambda uid: uid != 1001) == ([], set())
+    # Removed: a tombstone without its token; the token may serve another tenant now, and
+    # the user_id may be added again.
     await reg.remove([1001])
     assert await reg.bot(1001) is None
+    assert await reg.bots(lambda uid: True) == ([], {1001})
+    with psycopg.connect(postgres_url) as connection:
+        assert connection.execute(
+            "SELECT token_sealed, token_digest FROM botvisor_bots WHERE user_id = 1001"
+        ).fetchone() == (None, None)
+    await put(reg, sealer, sealed_record(sealer, 2002, TOKEN), TOKEN, new=True)
+    await put(reg, sealer, sealed_record(sealer, 1001, other), other, new=True)
+    live, removed = await reg.bots(lambda uid: True)
+    assert [r.user_id for r in live] == [1001, 2002] and removed == set()
+    assert live[0].suspended_reason is None
     await reg.close()
 
 
