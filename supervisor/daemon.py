@@ -61,6 +61,7 @@ from storage import (
     Store,
 )
 from supervisor.bot_supervisor import BotSupervisor
+from supervisor.cluster import ClusterConfig
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
 from supervisor.fencing import FenceLost, FenceUnavailable, ShardFence, ShardHeld
@@ -108,8 +109,11 @@ class Daemon:
         prune_config_bots: bool = False,
         freeze_after_load: bool = False,
         shard: Shard | None = None,
+        registry: ShardRegistry | None = None,
     ) -> None:
         self.config = config
+        # The shard's registry; None: built from [cluster] (tests hand one in).
+        self._registry = registry
         # This process's shard (botvisor run --shard i/N): it runs only the bots it owns.
         # None: one process owns every bot, as without sharding.
         self.shard = shard
@@ -205,9 +209,9 @@ class Daemon:
         send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
         events = EventSink(send_events)
         fleet_box: list[Fleet] = []
-        registry: ShardRegistry | None = None
+        registry = self._registry
         cluster = config.cluster
-        if cluster is not None:
+        if registry is None and cluster is not None:
             assert self.shard is not None and cluster.registry_key is not None
             registry = ShardRegistry(
                 Registry(cluster, wall_clock=self._wall_clock),
@@ -246,7 +250,7 @@ class Daemon:
             webhook_certificate=_webhook_certificate(config),
             shard=self.shard,
             registry=registry,
-            conflict_holdoff=cluster.conflict_holdoff if cluster is not None else 0.0,
+            conflict_holdoff=(cluster or ClusterConfig()).conflict_holdoff,
         )
         fleet_box.append(fleet)
         metrics = MetricsActor(

@@ -30,6 +30,7 @@ REGISTRY_KEY = "dGVzdHMtcmVnaXN0cnkta2V5LTMyLWJ5dGVzLWxvbmc="
 def cluster_environment(url: str) -> dict[str, str]:
     return {"BOTVISOR_DATABASE_URL": url, "BOTVISOR_REGISTRY_KEY": REGISTRY_KEY}
 
+
 # Debian keeps the server binaries out of PATH, one directory per major version.
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"
