@@ -34,6 +34,7 @@ from supervisor.daemon import Daemon, setup_error
 from supervisor.fdlimit import OpenFilesLimit, raise_open_files_limit
 from supervisor.fencing import FenceLost
 from supervisor.loading import ConfigError, load_config
+from supervisor.sealing import TokenSealer
 
 __all__ = ["main"]
 
@@ -195,6 +196,12 @@ def check_config(path: Path, *, shard: str | None = None) -> int:
             f"  cluster: Postgres at {redact_url(config.cluster.database_url)} "
             f"(${config.cluster.database_env}; not connected to by check-config), "
             f"lock checked every {config.cluster.lock_check_interval:g} s"
+        )
+    if config.cluster is not None and config.cluster.registry_key is not None:
+        sealer = TokenSealer(config.cluster.registry_key, variable=config.cluster.registry_key_env)
+        print(
+            f"  registry: tokens sealed with key {sealer.key_id} "
+            f"(${config.cluster.registry_key_env}; AES-256-GCM)"
         )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
     print(

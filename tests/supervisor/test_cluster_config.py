@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import ConfigError, cli, parse_config
-from supervisor.sealing import MAKE_KEY
+from supervisor.sealing import MAKE_KEY, TokenSealer
 
 URL = "postgresql://botvisor:s3cret-pw@db.internal:5432/fleet"
 # A registry key (32 bytes in base64); every [cluster] needs one.
@@ -150,3 +150,8 @@ def test_check_config_shows_the_cluster_without_the_password_and_connects_to_not
         "($BOTVISOR_DATABASE_URL; not connected to by check-config), lock checked every 5 s"
     ) in out
     assert "s3cret-pw" not in out
+    key_id = TokenSealer(KEY).key_id
+    assert (
+        f"  registry: tokens sealed with key {key_id} ($BOTVISOR_REGISTRY_KEY; AES-256-GCM)"
+    ) in out
+    assert KEY not in out
