@@ -25,7 +25,7 @@ import gc
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,9 +323,10 @@ class Daemon:
             )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
-        # The pool's clients are closed after every bot (the root nursery) has stopped.
+        # The pool's clients are closed after every bot (the root nursery) has stopped, the
+        # registry's connection after the store (or after a failed start).
         guard = trio.CancelScope()
-        async with http_pool, trio.open_nursery() as root:
+        async with http_pool, _closing(registry), trio.open_nursery() as root:
             if fence is not None:
                 root.start_soon(self._guard, fence, guard)
             await root.start(store.run)
@@ -380,8 +381,6 @@ class Daemon:
             log.info("shutdown: final health snapshot written")
             await fleet.save_suspensions()
             await store.stop()
-            if registry is not None:
-                await registry.close()
             log.info("shutdown complete: database closed")
 
 
@@ -395,6 +394,15 @@ class Daemon:
 # Young cycles are still collected as often as before; a cycle that reaches the oldest
 # generation waits about a minute at that fleet's rate instead of a second.
 FULL_COLLECTION_EVERY = 1000
+
+
+@contextlib.asynccontextmanager
+async def _closing(registry: ShardRegistry | None) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if registry is not None:
+            await registry.close()
 
 
 @contextlib.contextmanager

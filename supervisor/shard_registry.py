@@ -164,6 +164,7 @@ class ShardRegistry:
         records, removed = await self.registry.bots(self.shard.owns)
         present = {record.user_id: record for record in records}
         now = self._wall_clock()
+        changed = False
         for index, bot in enumerate(declared):
             if not self.shard.owns(bot.user_id):
                 continue
@@ -171,8 +172,12 @@ class ShardRegistry:
             if previous is not None and previous.source != "config":
                 continue  # an API bot: the fleet refuses the start (OwnershipConflict)
             suspended = previous.suspended_reason if previous is not None else None
+            wanted_record = self._bot_record(bot, "config", now, suspended)
+            if previous is not None and _same_bot(self.open(previous), wanted_record):
+                continue  # registered as the file says: nothing to write
+            changed = True
             try:
-                await self._put(self._bot_record(bot, "config", now, suspended))
+                await self._put(wanted_record)
             except TokenInUse as exc:
                 raise TokenInUse(
                     f"bots[{index}].token (user_id {bot.user_id}): {exc}", owner=exc.owner
@@ -185,7 +190,8 @@ class ShardRegistry:
         ]
         if vanished and (declared or prune):
             await self.registry.remove(vanished)
-        if not vanished:
+            changed = True
+        if not changed:
             return records, removed
         return await self.registry.bots(self.shard.owns)
 
@@ -224,3 +230,12 @@ class ShardRegistry:
     async def close(self) -> None:
         with trio.CancelScope(shield=True):
             await self.registry.close()
+
+
+def _same_bot(registered: BotRecord, wanted: BotRecord) -> bool:
+    """Whether a registered config bot (token opened) is what the file declares now."""
+    return (
+        registered.token == wanted.token
+        and registered.handler == wanted.handler
+        and registered.settings == wanted.settings
+    )
