@@ -13,10 +13,10 @@ transaction-scoped advisory lock makes concurrent first starts wait for each oth
                               the bot drops it instead of writing it back)
 
 A token is never stored in plaintext: ``token_sealed`` is AES-256-GCM bound to the row's
-user_id (supervisor/sealing.py) and ``token_digest`` its HMAC, whose unique index refuses
-one token under two user_ids across every shard. The resize stage adds its handoff table
-(``botvisor_handoff``: undone inbox rows a bot's old owner hands its new owner) as schema
-version 2, in :data:`_MIGRATIONS`.
+user_id (supervisor/sealing.py) and ``token_digest`` the HMAC of the token's bot id,
+whose unique index refuses one bot under two user_ids across every shard. The resize stage
+adds its handoff table (``botvisor_handoff``: undone inbox rows a bot's old owner hands its
+new owner) as schema version 2, in :data:`_MIGRATIONS`.
 
 Every call runs psycopg in a worker thread (psycopg does not run on Trio), one at a time on
 the registry's own connection (a CapacityLimiter of 1: a call abandoned on its timeout

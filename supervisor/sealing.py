@@ -4,8 +4,8 @@ The registry key (``[cluster] registry_key_env``, 32 random bytes in base64) is 
 directly: HKDF-SHA256 derives from it
 
 - the **sealing key** (AES-256-GCM),
-- the **digest key** (HMAC-SHA256 of a token: the registry's duplicate check compares
-  digests, never tokens), and
+- the **digest key** (HMAC-SHA256: the registry's duplicate check compares the digests of
+  the tokens' bot ids, never tokens), and
 - the **key id**, eight hex digits stored with every sealed token, so a shard given another
   key says which key a token was sealed with instead of failing to decrypt it blindly, and a
   rotation can tell old rows from new ones.
@@ -136,9 +136,9 @@ class TokenSealer:
             ) from None
         return token.decode()
 
-    def digest(self, token: str) -> str:
-        """The keyed hash the registry compares tokens by (hex HMAC-SHA256)."""
-        return hmac.new(self._digest_key, token.encode(), hashlib.sha256).hexdigest()
+    def digest(self, text: str) -> str:
+        """The keyed hash (hex HMAC-SHA256) of ``text``: what the registry compares bots by."""
+        return hmac.new(self._digest_key, text.encode(), hashlib.sha256).hexdigest()
 
 
 def _associated(user_id: int) -> bytes:

@@ -74,13 +74,20 @@ class ShardRegistry:
         except SealError as exc:
             raise RegistryError(str(exc)) from None
 
+    def bot_digest(self, token: str) -> str:
+        """The registry's duplicate key of a token: the keyed hash of its bot id, so a
+        regenerated token of a registered bot (BotFather's /revoke) is the same bot, as the
+        fleet's own check says; keyed, so the column names no bot to a reader without the
+        registry key."""
+        return self.sealer.digest(f"bot {BotToken(token).bot_id}")
+
     async def _put(self, record: BotRecord, *, new: bool = False) -> BotRecord:
         """Write a plaintext ``record`` to the registry, sealed; return the sealed one."""
         sealed = self.seal(record)
         await self.registry.put(
             sealed,
             key_id=self.sealer.key_id,
-            digest=self.sealer.digest(record.token),
+            digest=self.bot_digest(record.token),
             shown=BotToken(record.token).redacted,
             new=new,
         )

@@ -150,3 +150,17 @@ def test_a_record_is_sealed_for_its_own_row() -> None:
     assert sealed.token != record.token and reg.open(sealed) == record
     with pytest.raises(RegistryError, match=f"bot {MINE[1]}"):
         reg.open(BotRecord(MINE[1], sealed.token, "echo", {}, "api", None, 1.0, 1.0))
+
+
+async def test_a_regenerated_token_of_a_registered_bot_is_the_same_bot(
+    postgres_url: str, store: Store
+) -> None:
+    reg = shard_registry(postgres_url)
+    await reg.start(store, bots(MINE[:1]), prune=False)
+    token = bot_token(MINE[0])
+    regenerated = token.split(":")[0] + ":AAnother-secret-part-after-a-revoke_0123"
+    assert reg.bot_digest(token) == reg.bot_digest(regenerated)
+    record = BotRecord(MINE[1], regenerated, "echo", {}, "api", None, 1.0, 1.0)
+    with pytest.raises(TokenInUse, match=f"already registered for user_id {MINE[0]}"):
+        await reg.add(record)
+    await reg.close()
