@@ -17,6 +17,7 @@ import trio
 from actors import BotConfig, BotToken, Shard, TokenInUse, jump_hash
 from storage import BotRecord, Store
 from supervisor.cluster import ClusterConfig
+from supervisor.daemon import setup_error
 from supervisor.fleet import bot_record
 from supervisor.registry import Registry, RegistryError, TopologyMismatch
 from supervisor.sealing import TokenSealer
@@ -164,3 +165,11 @@ async def test_a_regenerated_token_of_a_registered_bot_is_the_same_bot(
     with pytest.raises(TokenInUse, match=f"already registered for user_id {MINE[0]}"):
         await reg.add(record)
     await reg.close()
+
+
+def test_a_start_the_registry_refuses_is_an_operators_error_of_the_cli() -> None:
+    # Raised inside the daemon's nursery: the CLI prints it as one line and exits 1.
+    mismatch = TopologyMismatch(Shard(0, 3), 2)
+    assert setup_error(ExceptionGroup("daemon", [mismatch])) is mismatch
+    wrong_key = RegistryError("bot 1001: its token was sealed with registry key 1a2b3c4d")
+    assert setup_error(ExceptionGroup("daemon", [wrong_key])) is wrong_key
