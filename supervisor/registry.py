@@ -43,10 +43,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from actors import BotExists, RegistryUnavailable, Shard, TokenInUse
+from actors import MAX_SHARDS, BotExists, RegistryUnavailable, Shard, TokenInUse
 from storage import BotRecord
 from supervisor.cluster import ClusterConfig, redact_url
 from supervisor.fencing import FENCE_KEY
+from supervisor.sealing import SealError, TokenSealer
 
 if TYPE_CHECKING:
     import psycopg
@@ -406,6 +407,49 @@ class Registry:
             )
 
         await self._call(f"{'suspending' if reason else 'resuming'} bot {user_id}", work)
+
+    async def rotate_key(
+        self, old: TokenSealer, new: TokenSealer, digest: Callable[[TokenSealer, str], str]
+    ) -> tuple[int, int]:
+        """Seal every registered token again with ``new`` (opening it with ``old``) and
+        recompute its digest (``digest(sealer, token)``), in one transaction; return how
+        many rows were rotated and how many were on ``new`` already. RegistryError while any
+        shard holds its fencing lock (a running shard would go on writing with the old key),
+        or for a row that opens with neither key (named, never quoted)."""
+
+        def work(connection: psycopg.Connection[Any]) -> tuple[int, int]:
+            held = connection.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND classid = %s::oid AND objsubid = 2 AND objid < %s::oid",
+                (FENCE_KEY, MAX_SHARDS),
+            ).fetchone()
+            if held is not None and int(held[0]):
+                raise RegistryError(
+                    f"{held[0]} shard(s) of the fleet are running (they hold their locks): "
+                    "stop every shard before rotating the registry key"
+                )
+            rows = connection.execute(
+                "SELECT user_id, token_sealed, token_key_id FROM botvisor_bots "
+                "WHERE removed_at IS NULL ORDER BY user_id FOR UPDATE"
+            ).fetchall()
+            rotated = already = 0
+            for user_id, sealed, key_id in rows:
+                if key_id == new.key_id:
+                    already += 1
+                    continue
+                try:
+                    token = old.open(int(user_id), str(sealed))
+                except SealError as exc:
+                    raise RegistryError(str(exc)) from None
+                connection.execute(
+                    "UPDATE botvisor_bots SET token_sealed = %s, token_key_id = %s, "
+                    "token_digest = %s, version = version + 1 WHERE user_id = %s",
+                    (new.seal(int(user_id), token), new.key_id, digest(new, token), user_id),
+                )
+                rotated += 1
+            return rotated, already
+
+        return await self._call("rotating the registry key", work)
 
 
 def _record(row: Sequence[Any]) -> BotRecord:

@@ -31,9 +31,17 @@ from storage import BotRecord, Store
 from supervisor.registry import Registry, RegistryError, Topology
 from supervisor.sealing import SealError, TokenSealer
 
-__all__ = ["ShardRegistry"]
+__all__ = ["ShardRegistry", "bot_digest"]
 
 log = logging.getLogger("botvisor.registry")
+
+
+def bot_digest(sealer: TokenSealer, token: str) -> str:
+    """The registry's duplicate key of a token: the keyed hash of its bot id, so a
+    regenerated token of a registered bot (BotFather's /revoke) is the same bot, as the
+    fleet's own check says; keyed, so the column names no bot to a reader without the
+    registry key."""
+    return sealer.digest(f"bot {BotToken(token).bot_id}")
 
 
 class ShardRegistry:
@@ -75,11 +83,7 @@ class ShardRegistry:
             raise RegistryError(str(exc)) from None
 
     def bot_digest(self, token: str) -> str:
-        """The registry's duplicate key of a token: the keyed hash of its bot id, so a
-        regenerated token of a registered bot (BotFather's /revoke) is the same bot, as the
-        fleet's own check says; keyed, so the column names no bot to a reader without the
-        registry key."""
-        return self.sealer.digest(f"bot {BotToken(token).bot_id}")
+        return bot_digest(self.sealer, token)
 
     async def _put(self, record: BotRecord, *, new: bool = False) -> BotRecord:
         """Write a plaintext ``record`` to the registry, sealed; return the sealed one."""
