@@ -124,7 +124,8 @@ class TokenSealer:
             raise SealError(
                 f"bot {user_id}: its token was sealed with registry key {key_id}, but "
                 f"${self.variable} is key {self.key_id}: set ${self.variable} to the key the "
-                "registry was written with (or rotate the registry to this key)"
+                "registry was written with (or move the registry to this key with botvisor "
+                "registry rotate-key)"
             )
         try:
             raw = base64.urlsafe_b64decode(sealed.rsplit(".", 1)[1])
