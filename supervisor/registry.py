@@ -316,7 +316,7 @@ class Registry:
         OwnershipConflict). A suspension already recorded is kept (it changes only by
         :meth:`set_suspended`)."""
 
-        def work(connection: psycopg.Connection[Any]) -> None:
+        def refuse_holder(connection: psycopg.Connection[Any]) -> None:
             holder = connection.execute(
                 "SELECT user_id FROM botvisor_bots WHERE token_digest = %s AND user_id <> %s "
                 "AND removed_at IS NULL",
@@ -329,6 +329,21 @@ class Registry:
                     "first to move it",
                     owner=int(holder[0]),
                 )
+
+        def work(connection: psycopg.Connection[Any]) -> None:
+            import psycopg.errors
+
+            refuse_holder(connection)
+            try:
+                # A savepoint: the same bot registered by another shard at the same moment
+                # (committed after the check above) fails the unique digest here.
+                with connection.transaction():
+                    write(connection)
+            except psycopg.errors.UniqueViolation:
+                refuse_holder(connection)
+                raise
+
+        def write(connection: psycopg.Connection[Any]) -> None:
             values = (
                 record.user_id,
                 record.token,

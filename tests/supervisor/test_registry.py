@@ -135,3 +135,47 @@ async def test_postgres_away_is_registry_unavailable_within_the_timeout() -> Non
     message = str(caught.value)
     assert "nothing was changed" in message and "pw-xyz" not in message
     await reg.close()
+
+
+async def test_the_same_bot_registered_by_two_shards_at_once_is_token_in_use(
+    postgres_url: str,
+) -> None:
+    reg = registry(postgres_url)
+    sealer = TokenSealer(KEY)
+    await reg.prepare(Shard(0, 2))
+    digest = sealer.digest("bot 123456")
+    # Another shard's add, not committed yet: this one's check does not see it, and its
+    # insert waits on the unique digest until the other commits.
+    with psycopg.connect(postgres_url) as other:
+        other.execute(
+            "INSERT INTO botvisor_bots (user_id, token_sealed, token_key_id, token_digest, "
+            "handler, source, created_at, updated_at) VALUES (3003, 'x', 'k', %s, 'echo', "
+            "'api', 1, 1)",
+            (digest,),
+        )
+        outcome: list[Exception] = []
+
+        async def add() -> None:
+            try:
+                await reg.put(
+                    sealed_record(sealer, 3004, TOKEN),
+                    key_id=sealer.key_id,
+                    digest=digest,
+                    shown="123456:…",
+                    new=True,
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(add)
+            with psycopg.connect(postgres_url, autocommit=True) as watcher, trio.fail_after(10):
+                while not watcher.execute(  # noqa: ASYNC110
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND application_name = 'botvisor registry'"
+                ).fetchone()[0]:  # type: ignore[index]
+                    await trio.sleep(0.01)
+            other.commit()
+    (error,) = outcome
+    assert isinstance(error, TokenInUse) and error.owner == 3003, repr(error)
+    await reg.close()
