@@ -12,7 +12,8 @@ The tree (what a request to add, remove, suspend or resume a bot can fail with):
     │   └── ConfigBotsVanished  the file declares no bots: all of its stored bots would go
     ├── HandlerNotAllowed    the handler's module is not allowed, or cannot be imported
     ├── TokenRejected        Telegram, or the token's own format, refuses the token
-    └── TelegramUnreachable  the token could not be checked: the Bot API did not answer
+    ├── TelegramUnreachable  the token could not be checked: the Bot API did not answer
+    └── RegistryUnavailable  a shard's registry (Postgres) did not answer a write: nothing changed
 
 They are declared here, below both the fleet (``supervisor``) that raises them and the admin
 API that answers them, so neither layer imports the other.
@@ -31,6 +32,7 @@ __all__ = [
     "OwnedByConfig",
     "OwnershipConflict",
     "OwnershipError",
+    "RegistryUnavailable",
     "TelegramUnreachable",
     "TokenInUse",
     "TokenRejected",
@@ -97,6 +99,11 @@ class TokenRejected(FleetError):
 
 class TelegramUnreachable(FleetError):
     """The token could not be checked because the Bot API did not answer."""
+
+
+class RegistryUnavailable(FleetError):
+    """The fleet's registry (a shard's Postgres) could not be read or written in time; a
+    write that meets it changed nothing (the registry is written first)."""
 
 
 class NotOwned(FleetError):

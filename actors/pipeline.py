@@ -158,6 +158,7 @@ class RequestPipeline:
         rate_limited: bool = True,
         measure_latency: bool = True,
         poll: bool = False,
+        final: Callable[[BotApiError], bool] | None = None,
     ) -> T:
         """Make the call ``send`` performs, with breaker, limits, retries and health records.
 
@@ -166,7 +167,9 @@ class RequestPipeline:
         chat, bot and process-wide limiters; the flood gate applies to every call.
         ``measure_latency=False`` keeps long polls out of the latency average. ``poll=True``
         (the bot's getUpdates) keeps the outcome in the polls' health and breaker run, apart
-        from the calls' (see :mod:`actors.health` and :mod:`actors.breaker`).
+        from the calls' (see :mod:`actors.health` and :mod:`actors.breaker`). An error
+        ``final`` accepts is raised at once, never retried (a shard's getUpdates 409 "terminated
+        by other getUpdates request": a retry would end the other poller's poll).
         """
         self._counters.record_call()
         self._in_flight += 1
@@ -179,6 +182,7 @@ class RequestPipeline:
                 rate_limited=rate_limited,
                 measure_latency=measure_latency,
                 poll=poll,
+                final=final,
             )
         finally:
             self._in_flight -= 1
@@ -193,6 +197,7 @@ class RequestPipeline:
         rate_limited: bool,
         measure_latency: bool,
         poll: bool,
+        final: Callable[[BotApiError], bool] | None = None,
     ) -> T:
         retries = 0
         retries_by_category: dict[ErrorCategory, int] = {}
@@ -250,6 +255,8 @@ class RequestPipeline:
                 return result
 
             category = failure.category
+            if final is not None and final(failure):
+                raise failure
             if category is ErrorCategory.PERMANENT:
                 if await self._token_refused(failure):
                     # The owner of the bot's lifecycle (the actor) suspends it; the pipeline

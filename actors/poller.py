@@ -66,6 +66,9 @@ class Poller:
         self._after_call = after_call
         # getUpdates answered 409 because a webhook is set: delete it, then poll again.
         self._on_webhook_conflict = on_webhook_conflict
+        # A shard's: getUpdates 409 "terminated by other getUpdates request" ends the loop
+        # at once (no retry) and is reported with the bot's user_id.
+        self._on_poll_conflict = services.on_poll_conflict
         self._offset: int | None = None
         self._stop = trio.Event()
         self._scope: trio.CancelScope | None = None
@@ -193,6 +196,7 @@ class Poller:
                         rate_limited=False,
                         measure_latency=False,
                         poll=True,
+                        final=None if self._on_poll_conflict is None else poll_taken_over,
                     )
                 except CircuitOpenError:
                     self._after_call()
@@ -201,6 +205,14 @@ class Poller:
                 except BotApiError as exc:
                     self._after_call()
                     if exc.category is ErrorCategory.PERMANENT:
+                        break
+                    if self._on_poll_conflict is not None and poll_taken_over(exc):
+                        log.warning(
+                            "bot %s: getUpdates answered 409, another process polls this bot: "
+                            "stopped polling it",
+                            self._user_id,
+                        )
+                        self._on_poll_conflict(self._user_id)
                         break
                     if self._on_webhook_conflict is not None and webhook_is_set(exc):
                         log.warning(
@@ -267,4 +279,14 @@ def webhook_is_set(exc: BotApiError) -> bool:
         isinstance(exc, TelegramError)
         and exc.error_code == 409
         and "webhook" in exc.description.lower()
+    )
+
+
+def poll_taken_over(exc: BotApiError) -> bool:
+    """Whether a failed getUpdates says another poller of the bot ended this one (409
+    "Conflict: terminated by other getUpdates request"), not that a webhook is set."""
+    return (
+        isinstance(exc, TelegramError)
+        and exc.error_code == 409
+        and "terminated by other" in exc.description.lower()
     )

@@ -54,6 +54,11 @@ class FleetServices:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
     # The fleet's Prometheus counters and histograms (the metrics actor holds the same one).
     instruments: FleetInstruments = field(default_factory=FleetInstruments)
+    # A shard's ([cluster]) answer to getUpdates 409 "terminated by other getUpdates request"
+    # (another process polls the bot): the poller stops at once and calls this with the
+    # bot's user_id; the fleet re-reads the registry and starts the bot again if it still
+    # owns it. None (one process): that 409 is transient and retried, as before.
+    on_poll_conflict: Callable[[int], None] | None = None
 
     @cached_property
     def retry_policies(self) -> dict[ErrorCategory, RetryPolicy]:

@@ -23,6 +23,7 @@ from actors import (
     LifecycleError,
     NotOwned,
     OwnedByConfig,
+    RegistryUnavailable,
     TelegramUnreachable,
     UnknownBot,
 )
@@ -85,6 +86,8 @@ def _fleet_error(exc: FleetError) -> ApiError:
         return ApiError(404, str(exc))
     if isinstance(exc, (BotExists, OwnedByConfig)):
         return ApiError(409, str(exc))
+    if isinstance(exc, RegistryUnavailable):
+        return ApiError(503, str(exc), headers={"Retry-After": "10"})
     if isinstance(exc, TelegramUnreachable):
         return ApiError(503, f"{exc}; try again later", headers={"Retry-After": "30"})
     # TokenRejected, a handler that cannot be loaded: the request itself is wrong.
@@ -193,7 +196,7 @@ async def get_bot(request: Request) -> Response:
     "declares is the file's: 409 (suspend it, or remove it from the file)",
     {200: Removed},
     path=UserIdPath,
-    errors=(404, 409),
+    errors=(404, 409, 503),
     tag="bots",
 )
 async def remove_bot(request: Request) -> Response:
@@ -214,7 +217,7 @@ async def remove_bot(request: Request) -> Response:
     path=UserIdPath,
     body=SuspendRequest,
     body_required=False,
-    errors=(404, 409),
+    errors=(404, 409, 503),
     tag="bots",
 )
 async def suspend_bot(request: Request) -> Response:
@@ -260,7 +263,7 @@ async def resume_bot(request: Request) -> Response:
     {200: Bot},
     path=UserIdPath,
     body=ModeRequest,
-    errors=(404, 409, 422),
+    errors=(404, 409, 422, 503),
     tag="bots",
 )
 async def set_bot_mode(request: Request) -> Response:

@@ -20,6 +20,7 @@ import trio
 
 from actors import (
     RedactingFilter,
+    RegistryUnavailable,
     Shard,
     ShardError,
     find_exception,
@@ -34,6 +35,9 @@ from supervisor.daemon import Daemon, setup_error
 from supervisor.fdlimit import OpenFilesLimit, raise_open_files_limit
 from supervisor.fencing import FenceLost
 from supervisor.loading import ConfigError, load_config
+from supervisor.registry import Registry, RegistryError
+from supervisor.sealing import TokenSealer, registry_key_problem
+from supervisor.shard_registry import bot_digest
 
 __all__ = ["main"]
 
@@ -93,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--config", required=True, type=Path)
 
+    registry = commands.add_parser("registry", help="the shards' registry in Postgres")
+    registry_commands = registry.add_subparsers(dest="registry_command", required=True)
+    rotate = registry_commands.add_parser(
+        "rotate-key",
+        help="seal every registered token with the key of $<cluster.registry_key_env>, "
+        "opening it with the old key (every shard stopped)",
+    )
+    rotate.add_argument("--config", required=True, type=Path, help="a shard's botvisor.toml")
+    rotate.add_argument(
+        "--old-key-env",
+        required=True,
+        metavar="VARIABLE",
+        help="the environment variable holding the key the registry was sealed with",
+    )
+
     from supervisor.demo import add_demo_arguments, add_sim_server_arguments
     from supervisor.remote import (
         add_bots_arguments,
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(args.path, shard=args.shard)
         if args.command == "migrate":
             return migrate_command(args.config)
+        if args.command == "registry":
+            return rotate_key_command(args.config, args.old_key_env)
         if args.command == "run":
             return run_command(
                 args.config, prune_config_bots=args.prune_config_bots, shard=args.shard
@@ -196,6 +217,12 @@ def check_config(path: Path, *, shard: str | None = None) -> int:
             f"(${config.cluster.database_env}; not connected to by check-config), "
             f"lock checked every {config.cluster.lock_check_interval:g} s"
         )
+    if config.cluster is not None and config.cluster.registry_key is not None:
+        sealer = TokenSealer(config.cluster.registry_key, variable=config.cluster.registry_key_env)
+        print(
+            f"  registry: tokens sealed with key {sealer.key_id} "
+            f"(${config.cluster.registry_key_env}; AES-256-GCM)"
+        )
     print(f"  api_base: {config.telegram.api_base}, poll_timeout: {config.telegram.poll_timeout} s")
     print(
         f"  storage: {config.storage.path} (snapshot every {config.storage.persist_interval:g} s, "
@@ -248,6 +275,49 @@ def migrate_command(path: Path) -> int:
         print(f"{config.storage.path}: schema {after} is current")
     else:
         print(f"{config.storage.path}: migrated schema {before} -> {after}")
+    return EXIT_OK
+
+
+def rotate_key_command(path: Path, old_key_env: str) -> int:
+    """``botvisor registry rotate-key``: reseal the registry's tokens with the new key."""
+    config = _load(path)
+    if config is None:
+        return EXIT_CONFIG
+    cluster = config.cluster
+    if cluster is None or cluster.registry_key is None:
+        print(f"botvisor: {path}: rotate-key needs a [cluster] table", file=sys.stderr)
+        return EXIT_CONFIG
+    old_text = os.environ.get(old_key_env) or ""
+    problem = registry_key_problem(old_text) if old_text else "is not set"
+    if problem is not None:
+        print(f"botvisor registry rotate-key: ${old_key_env} {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    old = TokenSealer(old_text, variable=old_key_env)
+    new = TokenSealer(cluster.registry_key, variable=cluster.registry_key_env)
+
+    async def rotate() -> tuple[int, int]:
+        from supervisor.clock import system_wall_clock
+
+        # One transaction over every row: a shard's per-call bound does not fit it.
+        registry = Registry(
+            cluster.model_copy(update={"registry_timeout": 600.0}),
+            wall_clock=system_wall_clock(),
+        )
+        try:
+            return await registry.rotate_key(old, new, bot_digest)
+        finally:
+            await registry.close()
+
+    try:
+        rotated, already = trio.run(rotate)
+    except (RegistryError, RegistryUnavailable) as exc:
+        print(f"botvisor registry rotate-key: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"registry: {rotated} token(s) sealed again from key {old.key_id} to key "
+        f"{new.key_id} (${cluster.registry_key_env}); {already} were on it already. Start "
+        "the shards with the new key: each rewrites its cache from the registry"
+    )
     return EXIT_OK
 
 

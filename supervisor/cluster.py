@@ -26,7 +26,8 @@ class ClusterConfig(BaseModel):
 
     A shard holds a Postgres advisory lock for its index on a session of its own while it
     runs (supervisor/fencing.py): a second process claiming the same shard refuses to start,
-    and a shard whose session dies stops polling and exits."""
+    and a shard whose session dies stops polling and exits. The bots' registry (tokens
+    sealed, settings, the topology) lives in the same database (supervisor/registry.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -40,6 +41,19 @@ class ClusterConfig(BaseModel):
     # take before the session counts as gone.
     lock_check_interval: Annotated[Number, Field(ge=0.1, le=600)] = 5.0
     lock_check_timeout: Annotated[Number, Field(ge=0.1, le=600)] = 5.0
+    # The environment variable holding the registry key: 32 random bytes in base64, from
+    # which the key that seals the bots' tokens (AES-256-GCM) and the key of their digests
+    # (HMAC) are derived (supervisor/sealing.py). Every shard of a fleet has the same one.
+    registry_key_env: Annotated[str, Field(min_length=1, max_length=200)] = "BOTVISOR_REGISTRY_KEY"
+    # The key, read from ``registry_key_env`` by the loader. Never printed.
+    registry_key: str | None = Field(default=None, repr=False)
+    # How long one registry read or write may take (connecting included) before it counts
+    # as failed: a read falls back to the shard's cached registry, a write answers 503.
+    registry_timeout: Annotated[Number, Field(ge=0.1, le=600)] = 5.0
+    # After getUpdates answered 409 "terminated by other getUpdates request" (another
+    # process polls the bot), how long the owner waits before polling it again, so two
+    # stale owners do not take the bot from each other in turn.
+    conflict_holdoff: Annotated[Number, Field(ge=0, le=3600)] = 30.0
 
 
 def redact_url(url: str) -> str:

@@ -25,7 +25,7 @@ import gc
 import logging
 import random
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,15 @@ from storage import (
     Store,
 )
 from supervisor.bot_supervisor import BotSupervisor
+from supervisor.cluster import ClusterConfig
 from supervisor.config import Config
 from supervisor.fdlimit import OpenFilesLimit, OpenFilesLimitError, check_open_files
 from supervisor.fencing import FenceLost, FenceUnavailable, ShardFence, ShardHeld
-from supervisor.fleet import Fleet
+from supervisor.fleet import Fleet, bot_record
 from supervisor.loading import ConfigError
+from supervisor.registry import Registry, RegistryError
+from supervisor.sealing import TokenSealer
+from supervisor.shard_registry import ShardRegistry
 
 __all__ = ["Daemon", "DaemonHandle", "setup_error"]
 
@@ -106,8 +110,11 @@ class Daemon:
         prune_config_bots: bool = False,
         freeze_after_load: bool = False,
         shard: Shard | None = None,
+        registry: ShardRegistry | None = None,
     ) -> None:
         self.config = config
+        # The shard's registry; None: built from [cluster] (tests hand one in).
+        self._registry = registry
         # This process's shard (botvisor run --shard i/N): it runs only the bots it owns.
         # None: one process owns every bot, as without sharding.
         self.shard = shard
@@ -202,6 +209,18 @@ class Daemon:
         )
         send_events, receive_events = trio.open_memory_channel[BotEvent](EVENT_BUFFER)
         events = EventSink(send_events)
+        fleet_box: list[Fleet] = []
+        registry = self._registry
+        cluster = config.cluster
+        if registry is None and cluster is not None:
+            assert self.shard is not None and cluster.registry_key is not None
+            registry = ShardRegistry(
+                Registry(cluster, wall_clock=self._wall_clock),
+                TokenSealer(cluster.registry_key, variable=cluster.registry_key_env),
+                self.shard,
+                bot_record=bot_record,
+                wall_clock=self._wall_clock,
+            )
         services = FleetServices(
             telegram=config.telegram,
             limits=config.limits,
@@ -217,8 +236,10 @@ class Daemon:
             rng=self._rng,
             handlers=config.handlers,
             webhook=config.webhook,
+            on_poll_conflict=(
+                None if registry is None else lambda user_id: fleet_box[0].poll_conflict(user_id)
+            ),
         )
-        fleet_box: list[Fleet] = []
         supervisor = BotSupervisor(
             config.supervisor,
             rng=self._rng,
@@ -229,6 +250,8 @@ class Daemon:
             services,
             webhook_certificate=_webhook_certificate(config),
             shard=self.shard,
+            registry=registry,
+            conflict_holdoff=(cluster or ClusterConfig()).conflict_holdoff,
         )
         fleet_box.append(fleet)
         metrics = MetricsActor(
@@ -301,12 +324,17 @@ class Daemon:
             )
             admin = AdminServer(app, host=config.admin.host, port=config.admin.port, tls=tls)
 
-        # The pool's clients are closed after every bot (the root nursery) has stopped.
+        # The pool's clients are closed after every bot (the root nursery) has stopped, the
+        # registry's connection after the store (or after a failed start).
         guard = trio.CancelScope()
-        async with http_pool, trio.open_nursery() as root:
+        async with http_pool, _closing(registry), trio.open_nursery() as root:
             if fence is not None:
                 root.start_soon(self._guard, fence, guard)
             await root.start(store.run)
+            if registry is not None:
+                # The registry (or, if Postgres does not answer, the cache as it is) decides
+                # which bots this shard loads.
+                await registry.start(store, config.bots, prune=self._prune_config_bots)
             if self._open_files is not None:
                 check_open_files(await _polling_bots(config, store, fleet), self._open_files)
             await root.start(metrics.run)
@@ -369,6 +397,15 @@ class Daemon:
 FULL_COLLECTION_EVERY = 1000
 
 
+@contextlib.asynccontextmanager
+async def _closing(registry: ShardRegistry | None) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if registry is not None:
+            await registry.close()
+
+
 @contextlib.contextmanager
 def _collector_paused(*, freeze: bool) -> Iterator[None]:
     """No cyclic garbage collection while the fleet is built: each bot's objects are all
@@ -429,8 +466,8 @@ def setup_error(exc: BaseException, *, database: str = "the database") -> Except
     for kind in (DatabaseFailedError, NotADatabaseError, SchemaTooNewError):
         if (found := find_exception(exc, kind)) is not None:
             return found
-    # A shard that cannot hold its fencing lock at start.
-    for fencing in (ShardHeld, FenceUnavailable):
+    # A shard that cannot hold its fencing lock at start, or does not fit the registry.
+    for fencing in (ShardHeld, FenceUnavailable, RegistryError):
         if (held := find_exception(exc, fencing)) is not None:
             return held
     if (failed := find_exception(exc, sqlite3.DatabaseError)) is not None:

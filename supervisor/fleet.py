@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -42,6 +42,7 @@ from actors import (
     NotOwned,
     OwnedByConfig,
     OwnershipConflict,
+    RegistryUnavailable,
     RetiredCounters,
     Shard,
     TelegramUnreachable,
@@ -59,6 +60,9 @@ from actors import (
 from storage import BotRecord, HealthRow, StoreClosedError, WebhookRegistration
 from supervisor.bot_supervisor import BotSupervisor, ChildState, RestartType, SupervisorEvent
 from supervisor.registration import RegistrationRetries
+
+if TYPE_CHECKING:
+    from supervisor.shard_registry import ShardRegistry
 
 __all__ = ["REGISTRATION_CONCURRENCY", "TICK_CHUNK", "Fleet"]
 
@@ -187,8 +191,21 @@ class Fleet:
         *,
         webhook_certificate: WebhookCertificate | None = None,
         shard: Shard | None = None,
+        registry: ShardRegistry | None = None,
+        conflict_holdoff: float = 30.0,
     ) -> None:
         self._supervisor = supervisor
+        # A shard's registry ([cluster]): operators' changes are written to it first, then
+        # to the store (its cache, holding the tokens sealed). None: the store is the registry.
+        self._registry = registry
+        # After another process's poll ended a bot's (409), wait this long (+ up to half of
+        # it at random) before polling it again, if the registry says it is still ours.
+        self._conflict_holdoff = conflict_holdoff
+        # Bots stopped by a 409 and not yet decided about; suspensions (and resumptions) the
+        # bots announced that the registry has not been told yet (user_id -> reason).
+        self._conflicted: set[int] = set()
+        self._registry_unsaved: dict[int, str | None] = {}
+        self._conflict_send, self._conflict_receive = trio.open_memory_channel[int](math.inf)
         # This process's shard: it registers, runs and stores only the bots it owns (None:
         # one process owns every bot).
         self._shard = shard
@@ -239,6 +256,10 @@ class Fleet:
         stored = {record.user_id: record for record in await store.list_bots()}
         wanted = {bot.user_id for bot in declared}
         foreign = sorted(uid for uid in stored if not self.owns(uid))
+        if self._registry is not None:
+            # The cache holds the tokens sealed; another shard's rows stay as they are.
+            opened = self._registry.open
+            stored = {uid: r if uid in foreign else opened(r) for uid, r in stored.items()}
         if foreign:
             # Stored here when the shard count was another (a later resize hands them over);
             # their owner runs them now: this shard neither starts nor unregisters them.
@@ -286,7 +307,7 @@ class Fleet:
             previous = stored.get(bot.user_id)
             suspended = previous.suspended_reason if previous is not None else None
             records.append(bot_record(bot, "config", now, suspended))
-        await store.upsert_bots(records)
+        await store.upsert_bots([self._cached(record) for record in records])
         stored.update((record.user_id, record) for record in records)
         latest = await store.latest_snapshots()
         counters = await store.latest_counters()
@@ -425,7 +446,12 @@ class Fleet:
             except HandlerError as exc:
                 raise FleetError(str(exc)) from None
             now = self._services.wall_clock()
-            await self._services.store.upsert_bot(bot_record(bot, source, now))
+            record = bot_record(bot, source, now)
+            if self._registry is not None:
+                # Every shard's bots are in the registry: a token of another shard's bot is
+                # refused here (TokenInUse), and nothing is stored if Postgres is away.
+                record = await self._registry.add(record)
+            await self._services.store.upsert_bot(record)
             actor = self._new_actor(bot)
             self._bots[bot.user_id] = _Registered(actor, source)
             self._emit(bot.user_id, "added")
@@ -463,6 +489,8 @@ class Fleet:
                 f"user_id {user_id} is declared in the config file, which owns it: remove its "
                 "[[bots]] entry and restart to unregister it (suspend and resume work here)"
             )
+        if self._registry is not None:
+            await self._registry.remove(user_id)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         if actor.webhook_mode or user_id in self._registrations:
@@ -478,7 +506,10 @@ class Fleet:
     async def suspend(self, user_id: int, reason: str = "suspended by an admin") -> None:
         """Suspend the bot and stop it; LifecycleError if it is suspended already."""
         actor = self.get(user_id)
+        if self._registry is not None and actor.suspended_reason is None:
+            await self._registry.set_suspended(user_id, reason)
         actor.suspend(reason)
+        self._registry_unsaved.pop(user_id, None)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         await self.save_suspensions()
@@ -489,9 +520,12 @@ class Fleet:
         actor = self.get(user_id)
         actor.check_resumable()
         await self.validate_token(actor.config.token)
+        if self._registry is not None:
+            await self._registry.set_suspended(user_id, None)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
         actor.resume()
+        self._registry_unsaved.pop(user_id, None)
         await self.save_suspensions()
         await self._start(actor)
         if actor.webhook_mode:
@@ -552,6 +586,8 @@ class Fleet:
             self._unsaved[event.user_id] = None
         else:
             return
+        if self._registry is not None:
+            self._registry_unsaved[event.user_id] = self._unsaved[event.user_id]
         self._queue_suspensions()
 
     def _queue_suspensions(self) -> None:
@@ -599,11 +635,14 @@ class Fleet:
             return actor
         if mode is BotMode.WEBHOOK:
             self._require_webhook_config()
+        changed = actor.config.model_copy(update={"mode": mode})
+        now = self._services.wall_clock()
+        record = bot_record(changed, source, now, actor.suspended_reason)
+        if self._registry is not None:
+            record = await self._registry.update(record)
         if self._supervisor.child_state(user_id) is not None:
             await self._supervisor.stop_child(user_id)
-        actor.config = actor.config.model_copy(update={"mode": mode})
-        now = self._services.wall_clock()
-        record = bot_record(actor.config, source, now, actor.suspended_reason)
+        actor.config = changed
         await self._services.store.upsert_bot(record)
         self._emit(user_id, "mode", mode.value)
         if mode is BotMode.POLLING:
@@ -756,6 +795,8 @@ class Fleet:
                 nursery.start_soon(self._check_webhooks)
                 nursery.start_soon(self._retries.run, self._retry_registration)
                 nursery.start_soon(self._tick_loop)
+                if self._registry is not None:
+                    nursery.start_soon(self._conflict_worker, nursery)
                 task_status.started()
 
     def stop_tasks(self) -> None:
@@ -768,6 +809,87 @@ class Fleet:
         while True:
             await trio.sleep(self._services.report_interval)
             await self.tick()
+            await self._tell_registry_suspensions()
+
+    def _cached(self, record: BotRecord) -> BotRecord:
+        """``record`` as the store keeps it: a shard's cache holds its token sealed."""
+        return record if self._registry is None else self._registry.seal(record)
+
+    async def _tell_registry_suspensions(self) -> None:
+        """Write the suspensions and resumptions the bots announced to the registry (a
+        shard's); what it does not take now is tried at the next tick."""
+        if self._registry is None:
+            return
+        while self._registry_unsaved:
+            user_id, reason = next(iter(self._registry_unsaved.items()))
+            try:
+                await self._registry.set_suspended(user_id, reason)
+            except RegistryUnavailable as exc:
+                log.warning(
+                    "%d suspension(s) not yet in the registry (tried again): %s",
+                    len(self._registry_unsaved),
+                    exc,
+                )
+                return
+            if self._registry_unsaved.get(user_id, reason) == reason:
+                self._registry_unsaved.pop(user_id, None)
+
+    # --- another poller (a shard's 409) --------------------------------------------------
+
+    def poll_conflict(self, user_id: int) -> None:
+        """A bot's poller stopped at a 409 "terminated by other getUpdates request" (the
+        actors' ``on_poll_conflict``): decide about it in the fleet's tasks. Never blocks."""
+        if user_id in self._conflicted or user_id not in self._bots:
+            return
+        self._conflicted.add(user_id)
+        self._conflict_send.send_nowait(user_id)
+
+    async def _conflict_worker(self, nursery: trio.Nursery) -> None:
+        async for user_id in self._conflict_receive:
+            nursery.start_soon(self._after_conflict, user_id)
+
+    async def _after_conflict(self, user_id: int) -> None:
+        """Another process polls the bot: with its incarnation stopped, ask the registry
+        whether this shard still owns it; if so, start it again after the hold-off (so two
+        stale owners do not take it from each other in turn), else leave it stopped here."""
+        assert self._registry is not None
+        try:
+            registered = self._bots.get(user_id)
+            if registered is None:
+                return
+            self._emit(user_id, "poll_conflict", "another process polls this bot")
+            if self._supervisor.child_state(user_id) is not None:
+                await self._supervisor.stop_child(user_id)
+            if not await self._registry.still_owns(user_id):
+                log.warning(
+                    "bot %s: another process polls it and the registry no longer gives it to "
+                    "shard %s: stopped here for good",
+                    user_id,
+                    self._shard,
+                )
+                self._emit(user_id, "disowned", "the registry gives it to another shard")
+                return
+            holdoff = self._conflict_holdoff * (1 + 0.5 * self._services.rng.random())
+            log.warning(
+                "bot %s: another process polled it; the registry says shard %s owns it: "
+                "polling again in %.0f s",
+                user_id,
+                self._shard,
+                holdoff,
+            )
+            await trio.sleep(holdoff)
+            current = self._bots.get(user_id)
+            if current is None or current.actor is not registered.actor:
+                return  # removed (or replaced) meanwhile
+            actor = current.actor
+            if actor.suspended_reason is not None or actor.webhook_mode:
+                return
+            if self._supervisor.child_state(user_id) is not None:
+                await self._supervisor.stop_child(user_id)
+            await self._start(actor)
+            self._emit(user_id, "poll_resumed", "polling again after another process's poll")
+        finally:
+            self._conflicted.discard(user_id)
 
     async def tick(self) -> None:
         """One look at every bot with an incarnation and every dormant bot that took webhook

@@ -37,6 +37,7 @@ from admin import AdminConfig
 from storage import StorageConfig, storage_path_problem
 from supervisor.cluster import ClusterConfig, database_url_problem
 from supervisor.config import Config
+from supervisor.sealing import MAKE_KEY, registry_key_problem
 
 __all__ = ["ConfigError", "load_config", "parse_config"]
 
@@ -49,7 +50,7 @@ _FILE_KEYS: Mapping[type[BaseModel], Collection[str]] = {
     AdminConfig: frozenset(AdminConfig.model_fields) - {"token"},
     BotConfig: frozenset(BotConfig.model_fields) | {"token_env"},
     WebhookConfig: frozenset(WebhookConfig.model_fields) - {"secret"},
-    ClusterConfig: frozenset(ClusterConfig.model_fields) - {"database_url"},
+    ClusterConfig: frozenset(ClusterConfig.model_fields) - {"database_url", "registry_key"},
 }
 # Problems are listed in the order of the file's sections (unknown sections first).
 _SECTION_ORDER = {name: index for index, name in enumerate(Config.model_fields)}
@@ -212,6 +213,29 @@ def _cluster_database(
         elif (problem := database_url_problem(url)) is not None:
             problems.append(Problem(("cluster", "database_env"), f"${name} {problem}"))
         table["database_url"] = url
+    if table.pop("registry_key", None) is not None:
+        problems.append(
+            Problem(
+                ("cluster", "registry_key"),
+                "cluster.registry_key: the registry key is never written in the file; set "
+                "cluster.registry_key_env to the name of an environment variable",
+            )
+        )
+    key_env = table.get("registry_key_env", ClusterConfig.model_fields["registry_key_env"].default)
+    if isinstance(key_env, str) and key_env:
+        key = env.get(key_env) or None
+        if key is None:
+            problems.append(
+                Problem(
+                    ("cluster", "registry_key_env"),
+                    f"cluster.registry_key_env: the environment variable {key_env} is not set: "
+                    "set it to the registry key (32 random bytes in base64, the same on every "
+                    f"shard), made with: {MAKE_KEY}",
+                )
+            )
+        elif (problem := registry_key_problem(key)) is not None:
+            problems.append(Problem(("cluster", "registry_key_env"), f"${key_env} {problem}"))
+        table["registry_key"] = key
     document["cluster"] = table
 
 

@@ -32,6 +32,7 @@ from storage import StorageConfig, run_inline
 from supervisor import Config, SupervisorConfig
 from supervisor.clock import anchored_wall_clock
 from supervisor.daemon import Daemon, DaemonHandle
+from supervisor.shard_registry import ShardRegistry
 
 EPOCH = 1_800_000_000.0  # the wall clock reads this when Trio's clock reads 0
 FIRST_BOT_ID = 5_000_000_001
@@ -88,6 +89,7 @@ async def running_fleet(
     admin: bool = False,
     wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     shard: Shard | None = None,
+    registry: ShardRegistry | None = None,
     **sections: Any,
 ) -> AsyncIterator[Fleet]:
     """Run the daemon over the simulated API until the block ends, then shut it down.
@@ -113,6 +115,7 @@ async def running_fleet(
         transport=transport,
         store_offload=run_inline,
         shard=shard,
+        registry=registry,
     )
     async with trio.open_nursery() as nursery:
         handle: DaemonHandle = await nursery.start(daemon.run)

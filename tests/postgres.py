@@ -22,6 +22,15 @@ from pathlib import Path
 from tests.e2e.shards import free_port
 
 PACKAGE = "postgresql"
+# A registry key for tests' shards ([cluster] needs one: 32 bytes in base64), and the
+# environment a shard process of a test gets with a database URL.
+REGISTRY_KEY = "dGVzdHMtcmVnaXN0cnkta2V5LTMyLWJ5dGVzLWxvbmc="
+
+
+def cluster_environment(url: str) -> dict[str, str]:
+    return {"BOTVISOR_DATABASE_URL": url, "BOTVISOR_REGISTRY_KEY": REGISTRY_KEY}
+
+
 # Debian keeps the server binaries out of PATH, one directory per major version.
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"

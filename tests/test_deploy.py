@@ -76,7 +76,12 @@ def test_the_statefulset_gives_each_shard_its_volume_its_ordinal_and_the_count()
     assert index_ref == "metadata.labels['apps.kubernetes.io/pod-index']"
     assert env["BOTVISOR_SHARD_COUNT"]["value"] == str(spec["replicas"])
     # Secrets by reference, never a value in the manifest.
-    for name in ("BOTVISOR_ADMIN_TOKEN", "BOTVISOR_WEBHOOK_SECRET"):
+    for name in (
+        "BOTVISOR_ADMIN_TOKEN",
+        "BOTVISOR_WEBHOOK_SECRET",
+        "BOTVISOR_DATABASE_URL",
+        "BOTVISOR_REGISTRY_KEY",
+    ):
         assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "botvisor-secrets"
         assert "value" not in env[name]
     assert container["envFrom"] == [{"secretRef": {"name": "botvisor-bot-tokens"}}]
@@ -110,10 +115,13 @@ def test_the_config_map_is_a_configuration_botvisor_accepts(tmp_path: Path) -> N
     environ["BOTVISOR_ADMIN_TOKEN"] = environ.pop("admin-token")
     environ["BOTVISOR_WEBHOOK_SECRET"] = environ.pop("webhook-secret")
     environ["BOTVISOR_DATABASE_URL"] = environ.pop("database-url")
+    environ["BOTVISOR_REGISTRY_KEY"] = environ.pop("registry-key")
     config = load_config(path, environ, check_environment=True)
     # The shards are fenced through the database the Secret names.
     assert config.cluster is not None
     assert config.cluster.database_url == environ["BOTVISOR_DATABASE_URL"]
+    # The registry's tokens are sealed with the key the Secret holds.
+    assert config.cluster.registry_key == environ["BOTVISOR_REGISTRY_KEY"]
     assert config.storage.path == str(tmp_path / "botvisor.db")
     assert config.webhook.public_url is not None
     assert config.webhook.bot_url(1002, shard=jump_hash(1002, 3)).startswith(

@@ -18,7 +18,7 @@ from actors import jump_hash
 from tests.e2e.process import BOTVISOR, DaemonProcess, write_config
 from tests.e2e.shards import shard_process
 from tests.e2e.test_shards import killed_at_exit, pollers, sim_server
-from tests.postgres import terminate_lock_session
+from tests.postgres import cluster_environment, terminate_lock_session
 
 BOTS = 20
 CLUSTER = "[cluster]\nlock_check_interval = 0.5\nlock_check_timeout = 5"
@@ -27,7 +27,7 @@ CLUSTER = "[cluster]\nlock_check_interval = 0.5\nlock_check_timeout = 5"
 async def test_a_held_shard_refuses_a_second_process_and_a_lost_lock_stops_the_first(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    env = {"BOTVISOR_DATABASE_URL": postgres_url}
+    env = cluster_environment(postgres_url)
     async with sim_server(BOTS) as sim, httpx.AsyncClient(timeout=30) as http:
         first = shard_process(tmp_path, 0, 2, api_base=sim.url, bots=sim.bots, extra=CLUSTER)
         first = DaemonProcess(first.config, args=first.args, env=env)

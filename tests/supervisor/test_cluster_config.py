@@ -3,14 +3,18 @@ without connecting and never shown with its password; a cluster needs a shard.""
 
 from __future__ import annotations
 
+import base64
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from supervisor import ConfigError, cli, parse_config
+from supervisor.sealing import MAKE_KEY, TokenSealer
 
 URL = "postgresql://botvisor:s3cret-pw@db.internal:5432/fleet"
+# A registry key (32 bytes in base64); every [cluster] needs one.
+KEY = base64.b64encode(bytes(range(32))).decode()
 
 
 def problems_of(text: str, env: dict[str, str]) -> list[str]:
@@ -24,7 +28,7 @@ def problems_of(text: str, env: dict[str, str]) -> list[str]:
     [
         (
             "[cluster]\n",
-            {},
+            {"BOTVISOR_REGISTRY_KEY": KEY},
             [
                 "cluster.database_env: the environment variable BOTVISOR_DATABASE_URL is not "
                 "set: set it to the shards' Postgres URL "
@@ -33,7 +37,7 @@ def problems_of(text: str, env: dict[str, str]) -> list[str]:
         ),
         (
             '[cluster]\ndatabase_env = "PG"\n',
-            {"PG": "mysql://u:s3cret-pw@h/db"},
+            {"PG": "mysql://u:s3cret-pw@h/db", "BOTVISOR_REGISTRY_KEY": KEY},
             [
                 "$PG must be a postgresql:// URL (postgresql://user:password@host:5432/database), "
                 "its scheme is 'mysql'"
@@ -41,7 +45,7 @@ def problems_of(text: str, env: dict[str, str]) -> list[str]:
         ),
         (
             f'[cluster]\ndatabase_url = "{URL}"\n',
-            {"BOTVISOR_DATABASE_URL": URL},
+            {"BOTVISOR_DATABASE_URL": URL, "BOTVISOR_REGISTRY_KEY": KEY},
             [
                 "cluster.database_url: the database URL (with its password) is never written in "
                 "the file; set cluster.database_env to the name of an environment variable"
@@ -49,8 +53,33 @@ def problems_of(text: str, env: dict[str, str]) -> list[str]:
         ),
         (
             "[cluster]\nlock_check_interval = 0\n",
-            {"BOTVISOR_DATABASE_URL": URL},
+            {"BOTVISOR_DATABASE_URL": URL, "BOTVISOR_REGISTRY_KEY": KEY},
             ["cluster.lock_check_interval must be from 0.1 to 600, got 0"],
+        ),
+        (
+            "[cluster]\n",
+            {"BOTVISOR_DATABASE_URL": URL},
+            [
+                "cluster.registry_key_env: the environment variable BOTVISOR_REGISTRY_KEY is "
+                "not set: set it to the registry key (32 random bytes in base64, the same on "
+                f"every shard), made with: {MAKE_KEY}"
+            ],
+        ),
+        (
+            '[cluster]\nregistry_key_env = "RK"\n',
+            {"BOTVISOR_DATABASE_URL": URL, "RK": base64.b64encode(b"s3cret-pw").decode()},
+            [
+                "$RK must be 32 random bytes in base64, it decodes to 9 bytes; make one with: "
+                + MAKE_KEY
+            ],
+        ),
+        (
+            f'[cluster]\nregistry_key = "{KEY}"\n',
+            {"BOTVISOR_DATABASE_URL": URL, "BOTVISOR_REGISTRY_KEY": KEY},
+            [
+                "cluster.registry_key: the registry key is never written in the file; set "
+                "cluster.registry_key_env to the name of an environment variable"
+            ],
         ),
     ],
 )
@@ -63,10 +92,14 @@ def test_a_bad_cluster_table_names_the_key_and_never_the_password(
 
 
 def test_the_url_is_read_from_the_environment_and_not_shown_in_the_config() -> None:
-    config = parse_config(tomllib.loads("[cluster]\n"), {"BOTVISOR_DATABASE_URL": URL})
+    config = parse_config(
+        tomllib.loads("[cluster]\n"),
+        {"BOTVISOR_DATABASE_URL": URL, "BOTVISOR_REGISTRY_KEY": KEY},
+    )
     assert config.cluster is not None
     assert config.cluster.database_url == URL
-    assert "s3cret-pw" not in repr(config)
+    assert config.cluster.registry_key == KEY
+    assert "s3cret-pw" not in repr(config) and KEY not in repr(config)
     # Without the table, nothing of it.
     assert parse_config({}, {"BOTVISOR_DATABASE_URL": URL}).cluster is None
 
@@ -76,6 +109,7 @@ def cluster_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("BOTVISOR_SHARD_INDEX", "BOTVISOR_SHARD_COUNT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BOTVISOR_DATABASE_URL", URL)
+    monkeypatch.setenv("BOTVISOR_REGISTRY_KEY", KEY)
     path = tmp_path / "botvisor.toml"
     path.write_text(
         f'[storage]\npath = "{tmp_path / "b.db"}"\n[admin]\nenabled = false\n[cluster]\n'
@@ -116,3 +150,8 @@ def test_check_config_shows_the_cluster_without_the_password_and_connects_to_not
         "($BOTVISOR_DATABASE_URL; not connected to by check-config), lock checked every 5 s"
     ) in out
     assert "s3cret-pw" not in out
+    key_id = TokenSealer(KEY).key_id
+    assert (
+        f"  registry: tokens sealed with key {key_id} ($BOTVISOR_REGISTRY_KEY; AES-256-GCM)"
+    ) in out
+    assert KEY not in out
