@@ -13,6 +13,7 @@ The simulated server is :mod:`actors.simulator`, which production code never imp
 
 from actors.botapi.client import (
     BOT_CONNECTIONS,
+    KEEPALIVE_EXPIRY,
     BotApiClient,
     ClientStatistics,
     make_http_client,
@@ -42,6 +43,7 @@ from actors.botapi.pool import (
 __all__ = [
     "BOT_API_METHODS",
     "BOT_CONNECTIONS",
+    "KEEPALIVE_EXPIRY",
     "LEASES_PER_CLIENT",
     "OTHER_METHOD",
     "SPARE_CLIENTS",

@@ -15,12 +15,14 @@ import pytest
 import trio
 
 from actors.botapi import (
+    KEEPALIVE_EXPIRY,
     BotApiClient,
     ErrorCategory,
     HttpClient,
     MalformedResponseError,
     TelegramError,
     TransportError,
+    make_http_client,
 )
 from actors.config import TelegramConfig
 from actors.secrets import BotToken
@@ -232,3 +234,12 @@ async def test_a_closed_client_sends_nothing_and_closing_twice_is_harmless() -> 
 def test_a_client_sends_through_exactly_one_of_a_pool_and_a_transport() -> None:
     with pytest.raises(ValueError, match="a pool or a transport: give one"):
         HttpClient()
+
+
+async def test_idle_connections_are_given_up_before_a_five_second_server_closes_them() -> None:
+    """Hypercorn and uvicorn close a keep-alive connection idle 5 s: a send on a connection
+    kept as long may meet the close and get no answer, which counts as sent (lost reply)."""
+    async with make_http_client(ssl_context=None, telegram=TelegramConfig()) as http:
+        pool = http._pool
+        assert pool is not None
+        assert pool._keepalive_expiry == KEEPALIVE_EXPIRY < 5.0
