@@ -9,6 +9,7 @@ credential), never the token.
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -65,10 +66,24 @@ def failure_of(shard: int, reply: ShardReply) -> ShardFailure:
     return ShardFailure(shard, f"HTTP {reply.status}")
 
 
+def _refused(exc: BaseException | None, depth: int = 0) -> bool:
+    """Whether a connection refusal is in ``exc``, its causes or its groups (Trio reports a
+    failed connect as "all attempts to connect ... failed", the refusals inside)."""
+    if exc is None or depth > 8:
+        return False
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return True
+    if isinstance(exc, BaseExceptionGroup) and any(
+        _refused(inner, depth + 1) for inner in exc.exceptions
+    ):
+        return True
+    return _refused(exc.__cause__ or exc.__context__, depth + 1)
+
+
 def _reason(exc: httpx.HTTPError) -> str:
     text = str(exc).lower()
     if isinstance(exc, httpx.ConnectError):
-        if "refused" in text:
+        if "refused" in text or _refused(exc):
             return "connection refused"
         if "name" in text or "resolve" in text or "known" in text:
             return "cannot resolve the shard's host"

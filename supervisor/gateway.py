@@ -64,7 +64,10 @@ def load_gateway_config(path: Path, env: Mapping[str, str]) -> GatewayConfig:
     try:
         return GatewayConfig.model_validate(data)
     except ValidationError as exc:
-        problems = describe_problems(exc, GatewayConfig, prefix=("gateway",))
+        keys = [name for name in GatewayConfig.model_fields if name != "token"]
+        problems = describe_problems(
+            exc, GatewayConfig, prefix=("gateway",), known_keys={GatewayConfig: keys}
+        )
         lines = "\n".join(f"  - {problem}" for problem in problems)
         raise GatewayConfigError(f"{path}: {len(problems)} problem(s):\n{lines}") from None
 
