@@ -63,7 +63,7 @@ from admin.merge import (
     summed,
 )
 from admin.ratelimit import ClientBuckets, IpRateLimit, client_address
-from admin.requests import EventsQuery, UserIdPath, parse, parse_path
+from admin.requests import EventsQuery, UserIdPath, parse
 from admin.server import HttpServer, ListenError
 
 __all__ = ["GatewayEvents", "GatewayListenError", "GatewayServer", "create_gateway_app"]
@@ -245,7 +245,9 @@ def _fleet_endpoint(merge: Merger) -> Callable[[Request], Awaitable[Response]]:
 
 
 async def per_bot(request: Request) -> Response:
-    return await _to_owner(request, parse_path(request, UserIdPath).user_id)
+    # Only {user_id}: the rest of the path (``dead-letters/redrive``) is the shard's to read.
+    user_id = parse(UserIdPath, {"user_id": request.path_params["user_id"]}).user_id
+    return await _to_owner(request, user_id)
 
 
 async def add_bot(request: Request) -> Response:

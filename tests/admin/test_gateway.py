@@ -77,8 +77,9 @@ class FakeShard:
             return httpx.Response(200, json=self.summary())
         if path == "/admin/analytics/usage" and "user_id" not in query:
             return httpx.Response(422, json={"error": {"code": "invalid_request", "message": "q"}})
-        if path.startswith("/admin/bots/") or path.startswith("/admin/system/bot-health/"):
-            user_id = int(path.rstrip("/").split("/")[-1].split("?")[0])
+        ids = [int(part) for part in path.split("/") if part.isdigit()]
+        if ids:
+            user_id = ids[0]
             return self.owned(user_id) or httpx.Response(200, json=_bot(user_id, self.index))
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
 
@@ -212,6 +213,18 @@ async def test_a_per_bot_request_goes_to_its_owner_only_with_the_gateways_token(
                 AUTH["Authorization"],
             )
             assert forwarded == "203.0.113.7"
+        # The routes under a bot go to its owner with the rest of the path as it was.
+        for method, path in (
+            ("GET", "/admin/bots/1030/dead-letters"),
+            ("POST", "/admin/bots/1030/dead-letters/redrive"),
+            ("POST", "/admin/system/circuit-breakers/1030/reset"),
+            ("GET", "/admin/system/bot-health/history/1030"),
+        ):
+            gw.forget()
+            answer = await gw.http.request(method, path, params={"limit": 5})
+            assert answer.status_code == 200, (path, answer.text)
+            assert gw.asked() == [jump_hash(1030, SHARDS)]
+            assert gw.shards[jump_hash(1030, SHARDS)].seen[0][:3] == (method, path, "limit=5")
         gw.forget()
         added = await gw.http.post("/admin/bots", json={"user_id": 1007, "token": "1:x"})
         assert added.status_code == 201
