@@ -125,6 +125,25 @@ async def _check(
         subscribed = json.loads(await stream.get_message())
         assert subscribed["type"] == "subscribed"
         assert subscribed["shards"] == {"total": SHARDS, "ok": SHARDS, "failed": []}
+        # One bot's stream is its owner's alone; every event is tagged with its shard.
+        async with open_event_stream(base, TOKEN, user_id=theirs[0]) as own:
+            first = json.loads(await own.get_message())
+            assert first["shards"] == {"total": 1, "ok": 1, "failed": []}
+            suspended = await http.post(
+                f"{base}/admin/bots/{theirs[0]}/suspend", json={"reason": "e2e"}, headers=AUTH
+            )
+            assert suspended.status_code == 200, suspended.text
+            with trio.fail_after(30):
+                mine = json.loads(await own.get_message())
+                while mine.get("type") != "lifecycle":
+                    mine = json.loads(await own.get_message())
+            assert (mine["user_id"], mine["shard"]) == (theirs[0], victim)
+        with trio.fail_after(30):
+            while True:
+                event = json.loads(await stream.get_message())
+                if event.get("type") == "lifecycle" and event["user_id"] == theirs[0]:
+                    break
+        assert event["shard"] == victim
 
         # Hung: the process is there but answers nothing.
         daemons[victim].send_signal(signal.SIGSTOP)
