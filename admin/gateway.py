@@ -107,12 +107,16 @@ def _shards_block(total: int, ok: int, failures: Sequence[ShardFailure]) -> Json
     return {"total": total, "ok": ok, "failed": [f.record() for f in failures]}
 
 
-def _unreachable(failure: ShardFailure, user_id: int) -> ApiError:
+def _unreachable(failure: ShardFailure, user_id: int | None) -> ApiError:
     shard = failure.shard
+    whose = (
+        f"; user_id {user_id} belongs to it, so its requests fail until shard {shard} is back"
+        if user_id is not None
+        else ""
+    )
     return ApiError(
         504 if failure.timed_out else 502,
-        f"shard {shard} did not answer ({failure.reason}); user_id {user_id} belongs to it, so "
-        f"its requests fail until shard {shard} is back",
+        f"shard {shard} did not answer ({failure.reason}){whose}",
         code="shard_timeout" if failure.timed_out else "shard_unavailable",
         extra={"shard": shard},
     )
@@ -126,13 +130,24 @@ def _owner_named(reply: ShardReply, count: int) -> int | None:
     return owner if isinstance(owner, int) and 0 <= owner < count else None
 
 
-async def _to_owner(request: Request, user_id: int) -> Response:
-    """The request, to the shard that owns ``user_id``; a 421 naming another owner (the
-    fleet is being resized) is followed once."""
+def _path(request: Request) -> str:
+    """The path a shard is sent: as the client encoded it (a ``%2F`` stays one), and never
+    with a dot segment, which a client library would resolve into another route."""
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    path: str = raw.decode("latin-1")
+    if any(part in (".", "..") for part in request.url.path.split("/")):
+        raise ApiError(404, f"the gateway does not route {request.url.path}")
+    return path
+
+
+async def _to_owner(request: Request, user_id: int | None) -> Response:
+    """The request, to the shard that owns ``user_id`` (shard 0 for a request that names
+    no valid one: it says what is wrong); a 421 naming another owner (the fleet is being
+    resized) is followed once."""
     shards = _gateway(request).shards
     query, body, headers = await _outgoing(request)
-    path = request.url.path
-    shard = shards.owner(user_id)
+    path = _path(request)
+    shard = 0 if user_id is None else shards.owner(user_id)
     answer = await shards.call(shard, request.method, path, query=query, body=body, headers=headers)
     if isinstance(answer, ShardReply) and answer.status == 421:
         other = _owner_named(answer, shards.count)
@@ -159,7 +174,7 @@ async def _fleet(request: Request, merge: Merger) -> Response:
     shards = _gateway(request).shards
     query, body, headers = await _outgoing(request)
     answers = await shards.fan_out(
-        request.method, request.url.path, query=query, body=body, headers=headers
+        request.method, _path(request), query=query, body=body, headers=headers
     )
     refused, bodies, failures = _sorted(request, answers)
     if refused is not None:
@@ -257,14 +272,8 @@ async def add_bot(request: Request) -> Response:
         user_id = json.loads(await request.body()).get("user_id")
     except (ValueError, AttributeError, UnicodeDecodeError):
         user_id = None
-    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id < 1:
-        shards = _gateway(request).shards
-        _, body, headers = await _outgoing(request)
-        answer = await shards.call(0, "POST", request.url.path, body=body, headers=headers)
-        if isinstance(answer, ShardFailure):
-            raise ApiError(502, f"shard 0 did not answer ({answer.reason})", extra={"shard": 0})
-        return _relay(answer)
-    return await _to_owner(request, user_id)
+    valid = isinstance(user_id, int) and not isinstance(user_id, bool) and user_id >= 1
+    return await _to_owner(request, user_id if valid else None)
 
 
 async def usage(request: Request) -> Response:
@@ -280,7 +289,7 @@ async def usage_csv(request: Request) -> Response:
         return await _to_owner(request, user_id)
     shards = _gateway(request).shards
     query, _, headers = await _outgoing(request)
-    answers = await shards.fan_out("GET", request.url.path, query=query, headers=headers)
+    answers = await shards.fan_out("GET", _path(request), query=query, headers=headers)
     refused, bodies, failures = _sorted(request, answers)
     if refused is not None:
         return refused

@@ -71,7 +71,7 @@ class FakeShard:
         if path == "/admin/bots" and request.method == "GET":
             return httpx.Response(200, json=self.page(query))
         if path == "/admin/bots" and request.method == "POST":
-            user_id = json.loads(request.content)["user_id"]
+            user_id = int(json.loads(request.content)["user_id"])  # "1001" too, as pydantic
             return self.owned(user_id) or httpx.Response(201, json=_bot(user_id, self.index))
         if path == "/admin/system/bot-health/summary":
             return httpx.Response(200, json=self.summary())
@@ -230,6 +230,17 @@ async def test_a_per_bot_request_goes_to_its_owner_only_with_the_gateways_token(
         assert added.status_code == 201
         assert added.json()["held_by"] == jump_hash(1007, SHARDS)
         assert gw.asked() == [jump_hash(1007, SHARDS)]
+        # A body without a whole-number user_id goes to shard 0, whose 421 is followed.
+        gw.forget()
+        (other,) = [u for u in USERS if jump_hash(u, SHARDS) != 0][:1]
+        texts = await gw.http.post("/admin/bots", json={"user_id": str(other), "token": "1:x"})
+        assert texts.status_code == 201
+        assert [s.index for s in gw.shards if s.seen] == sorted({0, jump_hash(other, SHARDS)})
+        # A path with a dot segment is routed nowhere (a client would resolve it elsewhere).
+        gw.forget()
+        dotted = await gw.http.get("/admin/bots/1001/dead-letters/%2E%2E/%2E%2E")
+        assert dotted.status_code == 404
+        assert gw.asked() == []
 
 
 async def test_a_421_during_a_resize_is_followed_once_to_the_shard_it_names() -> None:
