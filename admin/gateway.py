@@ -90,11 +90,10 @@ def _gateway(request: Request) -> _Gateway:
 async def _outgoing(request: Request) -> tuple[bytes, bytes | None, dict[str, str]]:
     """The query string, body and headers a shard is sent for ``request``. The client's
     address goes in ``X-Forwarded-For`` (a shard that trusts the gateway, with
-    ``admin.trusted_proxies``, limits each client, not the gateway)."""
+    ``admin.trusted_proxies``, limits each client, not the gateway): the one address the
+    gateway believes (``gateway.trusted_proxies``), never what the client claimed."""
     headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_HEADERS}
-    peer = client_address(request.scope, _gateway(request).trusted_proxies)
-    forwarded = request.headers.get("x-forwarded-for")
-    headers["x-forwarded-for"] = f"{forwarded}, {peer}" if forwarded else peer
+    headers["x-forwarded-for"] = client_address(request.scope, _gateway(request).trusted_proxies)
     body = await request.body() if request.method in ("POST", "PUT", "PATCH", "DELETE") else None
     return request.scope.get("query_string", b""), body or None, headers
 
