@@ -8,7 +8,9 @@ timed: a fleet read that names the hung shard's timeout has answered within it."
 from __future__ import annotations
 
 import json
+import logging
 import signal
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +28,7 @@ SHARDS = 3
 BOTS = 30
 TOKEN = "gateway-e2e-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+log = logging.getLogger("tests.e2e.gateway")
 
 
 @asynccontextmanager
@@ -96,6 +99,17 @@ async def _check(
     assert listing["shards"] == {"total": SHARDS, "ok": SHARDS, "failed": []}
     summary = (await get(http, f"{base}/admin/system/bot-health/summary")).json()
     assert summary["total_bots"] == len(declared)
+    # For docs/SCALING.md: what a fleet read through the gateway costs over one shard's
+    # (logged, not asserted; run with -o log_cli=true --log-cli-level=INFO).
+    for path in ("/admin/bots?limit=50", "/admin/system/bot-health/summary"):
+        through = [await _timed(http, base + path) for _ in range(20)]
+        direct = [await _timed(http, admins[0] + path) for _ in range(20)]
+        log.info(
+            "GET %s: median %.1f ms through the gateway (3 shards), %.1f ms from one shard",
+            path,
+            statistics.median(through) * 1000,
+            statistics.median(direct) * 1000,
+        )
 
     # A per-bot read answers from its owner: the other shards refuse that bot with 421.
     uid = declared[0]
@@ -147,7 +161,9 @@ async def _check(
 
         # Hung: the process is there but answers nothing.
         daemons[victim].send_signal(signal.SIGSTOP)
+        started = trio.current_time()
         hung = (await get(http, f"{base}/admin/bots")).json()
+        log.info("a fleet read with shard 1 hung answered in %.2f s", trio.current_time() - started)
         assert hung["shards"]["failed"] == [{"shard": victim, "error": "timeout after 2 s"}]
         assert [b["user_id"] for b in hung["bots"]] == others
         one = await get(http, f"{base}/admin/bots/{theirs[0]}")
@@ -176,3 +192,10 @@ async def _check(
                 if event.get("type") == "shard":
                     break
         assert event["shard"] == victim and event["state"] == "down"
+
+
+async def _timed(http: httpx.AsyncClient, url: str) -> float:
+    started = trio.current_time()
+    answer = await http.get(url, headers=AUTH)
+    assert answer.status_code == 200
+    return trio.current_time() - started
