@@ -176,7 +176,7 @@ class GatewayConfig(BaseModel):
         tuple[Annotated[str, AfterValidator(_shard_url)], ...],
         Field(max_length=MAX_GATEWAY_SHARDS, json_schema_extra={"x-rule": _SHARD_URL_RULE}),
     ] = ()
-    shard_url: str | None = Field(None, json_schema_extra={"x-rule": _TEMPLATE_RULE})
+    shard_url: str | None = Field(default=None, json_schema_extra={"x-rule": _TEMPLATE_RULE})
     shards: Annotated[WholeNumber, Field(ge=1, le=MAX_GATEWAY_SHARDS)] | None = None
     # Seconds one shard may take to answer; a fleet read answers within about this long.
     shard_timeout: Annotated[Number, Field(gt=0, le=300)] = 2.0

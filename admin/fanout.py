@@ -20,7 +20,14 @@ import trio
 
 from actors import jump_hash
 
-__all__ = ["FORWARDED_HEADERS", "ShardFailure", "ShardReply", "Shards"]
+__all__ = [
+    "FORWARDED_HEADERS",
+    "ShardFailure",
+    "ShardReply",
+    "Shards",
+    "connection_refused",
+    "failure_of",
+]
 
 # Headers of a shard's answer that the gateway passes on to its client.
 FORWARDED_HEADERS = ("content-type", "retry-after", "location", "allow")
@@ -66,7 +73,7 @@ def failure_of(shard: int, reply: ShardReply) -> ShardFailure:
     return ShardFailure(shard, f"HTTP {reply.status}")
 
 
-def _refused(exc: BaseException | None, depth: int = 0) -> bool:
+def connection_refused(exc: BaseException | None, depth: int = 0) -> bool:
     """Whether a connection refusal is in ``exc``, its causes or its groups (Trio reports a
     failed connect as "all attempts to connect ... failed", the refusals inside)."""
     if exc is None or depth > 8:
@@ -74,16 +81,16 @@ def _refused(exc: BaseException | None, depth: int = 0) -> bool:
     if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
         return True
     if isinstance(exc, BaseExceptionGroup) and any(
-        _refused(inner, depth + 1) for inner in exc.exceptions
+        connection_refused(inner, depth + 1) for inner in exc.exceptions
     ):
         return True
-    return _refused(exc.__cause__ or exc.__context__, depth + 1)
+    return connection_refused(exc.__cause__ or exc.__context__, depth + 1)
 
 
 def _reason(exc: httpx.HTTPError) -> str:
     text = str(exc).lower()
     if isinstance(exc, httpx.ConnectError):
-        if "refused" in text or _refused(exc):
+        if "refused" in text or connection_refused(exc):
             return "connection refused"
         if "name" in text or "resolve" in text or "known" in text:
             return "cannot resolve the shard's host"

@@ -17,7 +17,6 @@ a URL or the token.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,7 +47,7 @@ from admin.auth import EVENTS_SUBPROTOCOL, BearerAuth, offered_subprotocols
 from admin.config import GatewayConfig
 from admin.dashboard import DashboardAssets, SecurityHeaders, dashboard_routes
 from admin.errors import ApiError, exception_handlers, refuse
-from admin.fanout import ShardFailure, ShardReply, Shards, failure_of
+from admin.fanout import ShardFailure, ShardReply, Shards, connection_refused, failure_of
 from admin.merge import (
     Json,
     merge_bot_pages,
@@ -351,15 +350,18 @@ async def events_over_http(request: Request) -> Response:
 
 
 def _stream_reason(exc: BaseException, timeout: float) -> str:
+    """A shard's stream's end, as short as a fleet read's reasons."""
     if isinstance(exc, (ConnectionTimeout, trio.TooSlowError)):
         return f"timeout after {timeout:g} s"
     if isinstance(exc, ConnectionRejected):
         return f"HTTP {exc.status_code}"
     if isinstance(exc, ConnectionClosed):
         return "its stream closed"
-    if isinstance(exc, OSError):
-        refused = exc.errno == errno.ECONNREFUSED or "refused" in str(exc).lower()
-        return "connection refused" if refused else "cannot connect"
+    if connection_refused(exc):
+        # trio-websocket's HandshakeError carries Trio's connect error as its cause.
+        return "connection refused"
+    if isinstance(exc, (OSError, HandshakeError)):
+        return "cannot connect"
     return f"its stream failed ({type(exc).__name__})"
 
 
