@@ -178,8 +178,10 @@ class GatewayConfig(BaseModel):
     ] = ()
     shard_url: str | None = Field(default=None, json_schema_extra={"x-rule": _TEMPLATE_RULE})
     shards: Annotated[WholeNumber, Field(ge=1, le=MAX_GATEWAY_SHARDS)] | None = None
-    # Seconds one shard may take to answer; a fleet read answers within about this long.
+    # Seconds one shard may take to answer a read; a fleet read answers within about this long.
     shard_timeout: Annotated[Number, Field(gt=0, le=300)] = 2.0
+    # Seconds for a write (POST, DELETE): adding or resuming a bot waits for getMe.
+    write_timeout: Annotated[Number, Field(gt=0, le=600)] = 30.0
     # Seconds between attempts to reopen a shard's live-event stream that failed.
     events_reconnect: Annotated[Number, Field(gt=0, le=3600)] = 5.0
     token_env: str = "BOTVISOR_ADMIN_TOKEN"

@@ -117,12 +117,16 @@ class Shards:
         http: httpx.AsyncClient,
         timeout: float,
         token: str | None,
+        write_timeout: float | None = None,
     ) -> None:
         if not urls:
             raise ValueError("a gateway needs at least one shard")
         self._urls = [url.rstrip("/") for url in urls]
         self._http = http
         self.timeout = timeout
+        # Writes (POST, DELETE) may wait on Telegram (an add or a resume calls getMe): their
+        # own, longer bound.
+        self.write_timeout = timeout if write_timeout is None else write_timeout
         self._token = token
 
     @property
@@ -142,20 +146,22 @@ class Shards:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> ShardReply | ShardFailure:
-        """One request to ``shard``, given up after the timeout. ``headers`` are the
+        """One request to ``shard``, given up after the timeout (``write_timeout`` for any
+        method but GET). ``headers`` are the
         client's to pass on (content type, forwarded-for); the gateway's token is added."""
         sent = dict(headers or {})
         if self._token is not None:
             sent["authorization"] = f"Bearer {self._token}"
         url = self._urls[shard] + path + (f"?{query.decode('latin-1')}" if query else "")
-        with trio.move_on_after(self.timeout):
+        timeout = self.timeout if method == "GET" else self.write_timeout
+        with trio.move_on_after(timeout):
             try:
                 response = await self._http.request(method, url, content=body, headers=sent)
             except httpx.HTTPError as exc:
                 return ShardFailure(shard, _reason(exc))
             kept = {k: v for k, v in response.headers.items() if k.lower() in FORWARDED_HEADERS}
             return ShardReply(shard, response.status_code, response.content, kept)
-        return ShardFailure(shard, f"timeout after {_seconds(self.timeout)}", timed_out=True)
+        return ShardFailure(shard, f"timeout after {_seconds(timeout)}", timed_out=True)
 
     async def fan_out(
         self,

@@ -333,6 +333,14 @@ async def no_openapi(request: Request) -> Response:
     )
 
 
+async def _post_only(request: Request) -> Response:
+    raise ApiError(
+        405,
+        f"{request.method} is not allowed on {request.url.path}; use POST",
+        headers={"Allow": "POST"},
+    )
+
+
 async def not_routed(request: Request) -> Response:
     raise ApiError(404, f"the gateway does not route {request.method} {request.url.path}")
 
@@ -610,6 +618,8 @@ def gateway_routes(events: GatewayEvents) -> list[BaseRoute]:
         fleet(f"{base}/bot-health/unhealthy", lambda p, _: merge_unhealthy(p)),
         fleet(f"{base}/bot-health/unhealthy-history", lambda p, _: merge_unhealthy_history(p)),
         fleet(f"{base}/bot-health/persist-now", lambda p, _: summed("rows_written")(p), ["POST"]),
+        # Not a bot: without it a GET would be read as /bot-health/{user_id}.
+        Route(f"{base}/bot-health/persist-now", _post_only, methods=["GET"]),
         Route(f"{base}/bot-health/history/{{user_id}}", per_bot),
         Route(f"{base}/bot-health/{{user_id}}", per_bot),
         fleet(f"{base}/circuit-breakers/summary", lambda p, _: merge_breaker_summaries(p)),
@@ -644,7 +654,13 @@ def gateway_routes(events: GatewayEvents) -> list[BaseRoute]:
 def create_gateway_app(config: GatewayConfig, http: httpx.AsyncClient) -> Starlette:
     """The gateway's ASGI app over the shards ``config`` names, calling them with ``http``
     (the caller owns and closes it). ``app.state.gateway_events`` is the live-event fan-in."""
-    shards = Shards(config.urls, http=http, timeout=config.shard_timeout, token=config.token)
+    shards = Shards(
+        config.urls,
+        http=http,
+        timeout=config.shard_timeout,
+        write_timeout=config.write_timeout,
+        token=config.token,
+    )
     events = GatewayEvents(
         config.urls,
         token=config.token,

@@ -45,6 +45,7 @@ class FakeShard:
     mode: str = "ok"
     seen: list[tuple[str, str, str, str | None, str | None]] = field(default_factory=list)
     moved: dict[int, int] = field(default_factory=dict)  # user_id -> the shard that has it now
+    delay: float = 0.0  # seconds before it answers
 
     async def answer(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(
@@ -58,6 +59,7 @@ class FakeShard:
         )
         if self.mode == "hang":
             await trio.sleep_forever()
+        await trio.sleep(self.delay)
         if self.mode == "refused":
             raise httpx.ConnectError("[Errno 111] Connection refused (secret internals)")
         if self.mode == "503":
@@ -302,6 +304,26 @@ async def test_a_hung_shard_is_named_after_its_timeout_and_the_others_answer(
         assert trio.current_time() - started == pytest.approx(2.0)
         assert [f["shard"] for f in both["shards"]["failed"]] == [1, 2]
         assert both["total_bots"] == len(shards[0].bots)
+
+
+async def test_a_write_may_take_longer_than_a_read_up_to_its_own_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shards = fleet_of(USERS)
+    owner = shards[jump_hash(1001, SHARDS)]
+    owner.delay = 5.0  # an add or a resume waiting for getMe
+    async with gateway(shards, shard_timeout=2.0, write_timeout=10.0) as gw:
+        read = await gw.http.get("/admin/bots/1001")
+        assert read.status_code == 504
+        assert "timeout after 2 s" in read.text
+        suspended = await gw.http.post("/admin/bots/1001/suspend", json={"reason": "x"})
+        assert suspended.status_code == 200
+        owner.mode = "hang"
+        started = trio.current_time()
+        hung = await gw.http.post("/admin/bots/1001/resume")
+        assert hung.status_code == 504
+        assert "timeout after 10 s" in hung.text
+        assert trio.current_time() - started == pytest.approx(10.0)
 
 
 async def test_a_refused_or_failing_shard_is_named_with_a_short_reason_only() -> None:
