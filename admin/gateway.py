@@ -174,14 +174,26 @@ async def _fleet(request: Request, merge: Merger) -> Response:
     answers = await shards.fan_out(
         request.method, _path(request), query=query, body=body, headers=headers
     )
-    refused, bodies, failures = _sorted(request, answers)
+    refused, bodies, failures = _partition(request, answers)
     if refused is not None:
         return refused
-    block = _shards_block(shards.count, len(bodies), failures)
-    if not bodies:
+    parts: list[Json] = []
+    for shard, body in bodies:
+        try:
+            part = json.loads(body)
+        except ValueError:
+            part = None
+        if isinstance(part, dict):
+            parts.append(part)
+        else:
+            failures.append(ShardFailure(shard, "not a JSON object"))
+            log.warning("gateway: %s: shard %d answered no JSON object", request.url.path, shard)
+    failures.sort(key=lambda failure: failure.shard)
+    block = _shards_block(shards.count, len(parts), failures)
+    if not parts:
         raise _none_answered(failures, block)
     try:
-        merged = merge([json.loads(b) for b in bodies], request)
+        merged = merge(parts, request)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ApiError(
             502,
@@ -194,13 +206,13 @@ async def _fleet(request: Request, merge: Merger) -> Response:
     return JSONResponse(merged)
 
 
-def _sorted(
+def _partition(
     request: Request, answers: list[ShardReply | ShardFailure]
-) -> tuple[Response | None, list[bytes], list[ShardFailure]]:
-    """The bodies of the shards that answered and the failures of the others; first, when a
-    shard refused the request itself (a 4xx: every shard answers the same query alike),
-    that answer as the response."""
-    bodies: list[bytes] = []
+) -> tuple[Response | None, list[tuple[int, bytes]], list[ShardFailure]]:
+    """The (shard, body) of the shards that answered and the failures of the others; first,
+    when a shard refused the request itself (a 4xx: every shard answers the same query
+    alike), that answer as the response."""
+    bodies: list[tuple[int, bytes]] = []
     failures: list[ShardFailure] = []
     for answer in answers:
         if isinstance(answer, ShardFailure):
@@ -210,7 +222,7 @@ def _sorted(
         elif answer.status >= 400:
             return _relay(answer), [], []
         else:
-            bodies.append(answer.body)
+            bodies.append((answer.shard, answer.body))
     for failure in failures:
         log.warning(
             "gateway: %s %s: shard %d failed: %s",
@@ -288,13 +300,13 @@ async def usage_csv(request: Request) -> Response:
     shards = _gateway(request).shards
     query, _, headers = await _outgoing(request)
     answers = await shards.fan_out("GET", _path(request), query=query, headers=headers)
-    refused, bodies, failures = _sorted(request, answers)
+    refused, bodies, failures = _partition(request, answers)
     if refused is not None:
         return refused
     block = _shards_block(shards.count, len(bodies), failures)
     if not bodies:
         raise _none_answered(failures, block)
-    text = merge_usage_csv([body.decode() for body in bodies])
+    text = merge_usage_csv([body.decode("utf-8", "replace") for _, body in bodies])
     failed = ", ".join(f"{f.shard} ({f.reason})" for f in failures)
     return Response(
         text,

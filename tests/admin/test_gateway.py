@@ -64,6 +64,8 @@ class FakeShard:
             raise httpx.ConnectError("[Errno 111] Connection refused (secret internals)")
         if self.mode == "503":
             return httpx.Response(503, json={"error": {"code": "unavailable", "message": "x"}})
+        if self.mode == "garbage":
+            return httpx.Response(200, content=b"<html>a proxy's error page</html>")
         if self.mode == "401":
             return httpx.Response(401, json={"error": {"code": "unauthorized", "message": "x"}})
         return self.route(request)
@@ -346,6 +348,16 @@ async def test_a_refused_or_failing_shard_is_named_with_a_short_reason_only() ->
         assert "connection refused" in one.text
         assert "internals" not in answer.text + one.text
         assert TOKEN not in answer.text + one.text
+
+
+async def test_a_shard_answering_no_json_is_a_failed_shard_not_a_failed_merge() -> None:
+    shards = fleet_of(USERS)
+    shards[2].mode = "garbage"
+    async with gateway(shards) as gw:
+        answer = await gw.http.get("/admin/bots")
+        assert answer.status_code == 200
+        assert answer.json()["shards"]["failed"] == [{"shard": 2, "error": "not a JSON object"}]
+        assert answer.json()["matching"] == len(shards[0].bots) + len(shards[1].bots)
 
 
 async def test_every_shard_failed_is_a_502_listing_each() -> None:
