@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected
 
 from actors import jump_hash
 from admin import GatewayConfig, GatewayServer, create_gateway_app, serve_app
+from admin.gateway import GatewayEvents
 from supervisor.remote import open_event_stream
 
 TOKEN = "gateway-events-admin-token-0123"
@@ -30,12 +31,20 @@ LIMIT = 30
 
 class FakeStream:
     """One shard's ``/admin/events``: checks the gateway's token, says subscribed, then sends
-    what the test puts in ``events``; remembers the query it was opened with."""
+    every connection what the test ``send``s; remembers the query each was opened with."""
 
     def __init__(self) -> None:
-        self.send, self.events = trio.open_memory_channel[dict[str, Any]](100)
         self.queries: list[str] = []
-        self.opened = trio.Event()
+        self._connections: list[trio.MemorySendChannel[dict[str, Any]]] = []
+
+    @property
+    def connections(self) -> int:
+        """Its open streams (one per gateway client)."""
+        return len(self._connections)
+
+    async def send(self, event: dict[str, Any]) -> None:
+        for connection in list(self._connections):
+            await connection.send(event)
 
     async def endpoint(self, websocket: WebSocket) -> None:
         if websocket.headers.get("authorization") != f"Bearer {TOKEN}":
@@ -44,12 +53,24 @@ class FakeStream:
         self.queries.append(websocket.url.query)
         await websocket.accept()
         await websocket.send_text(json.dumps({"type": "subscribed", "user_id": None}))
-        self.opened.set()
-        try:
-            async for event in self.events:
+        send, events = trio.open_memory_channel[dict[str, Any]](10_000)
+        self._connections.append(send)
+
+        async def forward() -> None:
+            async for event in events:
                 await websocket.send_text(json.dumps(event))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(forward)
+                # The gateway leaving is seen here (a send after it would be dropped).
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
         except WebSocketDisconnect:
             pass
+        finally:
+            self._connections.remove(send)
 
 
 def closed_port() -> int:
@@ -63,6 +84,14 @@ def closed_port() -> int:
 async def fleet(streams: list[FakeStream | None]) -> AsyncIterator[str]:
     """The fake shards served on 127.0.0.1 (None: a shard whose port refuses connections),
     and a gateway over them; yields the gateway's URL."""
+    async with fleet_and_events(streams) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def fleet_and_events(
+    streams: list[FakeStream | None],
+) -> AsyncIterator[tuple[str, GatewayEvents]]:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         stop = trio.Event()
         urls = []
@@ -79,10 +108,11 @@ async def fleet(streams: list[FakeStream | None]) -> AsyncIterator[str]:
                 )
             )
         config = GatewayConfig(shard_urls=tuple(urls), token=TOKEN, shard_timeout=5)
-        server = GatewayServer(create_gateway_app(config, http), host="127.0.0.1", port=0)
+        app = create_gateway_app(config, http)
+        server = GatewayServer(app, host="127.0.0.1", port=0)
         url = await nursery.start(server.run)
         try:
-            yield url
+            yield url, app.state.gateway_events
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(LIMIT):
                 await server.stop()
@@ -109,14 +139,14 @@ async def test_the_shards_streams_arrive_as_one_each_event_tagged_with_its_shard
                 "failed": [{"shard": 1, "error": "connection refused"}],
             },
         }
-        await second.send.send({"type": "status", "user_id": 7, "status": "degraded"})
+        await second.send({"type": "status", "user_id": 7, "status": "degraded"})
         assert await message(ws) == {
             "type": "status",
             "user_id": 7,
             "status": "degraded",
             "shard": 2,
         }
-        await first.send.send({"type": "breaker", "user_id": 9, "state": "open"})
+        await first.send({"type": "breaker", "user_id": 9, "state": "open"})
         assert (await message(ws))["shard"] == 0
         assert first.queries == [""] and second.queries == [""]
 
@@ -145,6 +175,44 @@ async def test_a_browser_signs_in_with_the_subprotocol_and_a_wrong_token_is_refu
             async with open_event_stream(url, None, subprotocols=offered("wrong-token-000000")):
                 pass  # pragma: no cover - refused at the handshake
         assert refused.value.status_code == 401
+
+
+async def test_a_client_that_never_reads_is_dropped_and_the_others_go_on() -> None:
+    shard = FakeStream()
+    big = "x" * 16_000  # large events fill the socket buffers quickly
+    async with (
+        fleet_and_events([shard]) as (url, events),
+        # trio-websocket stops reading the socket once its queue (1 message) is full.
+        open_event_stream(url, TOKEN, message_queue_size=1) as stalled,
+        open_event_stream(url, TOKEN) as reader,
+    ):
+        assert (await message(stalled))["type"] == "subscribed"
+        assert (await message(reader))["type"] == "subscribed"
+        assert shard.connections == 2
+        sent = 0
+        with trio.fail_after(LIMIT):
+            # Once its queue is full, the stalled client's streams from the shards are
+            # closed: the gateway holds nothing more for it.
+            while shard.connections == 2:
+                for _ in range(20):
+                    await shard.send({"type": "status", "user_id": 1, "reason": big})
+                    sent += 1
+                for _ in range(20):
+                    assert (await message(reader))["reason"] == big
+                assert sent < 20_000, "the stalled client was never dropped"
+        # The reader goes on; the stalled client's connection is closed (1008) behind its
+        # backlog.
+        await shard.send({"type": "lifecycle", "user_id": 1, "event": "restarted"})
+        assert (await message(reader))["event"] == "restarted"
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(LIMIT):
+            while True:
+                await stalled.get_message()
+        assert closed.value.reason is not None
+        assert closed.value.reason.code == 1008
+        assert "too slow" in (closed.value.reason.reason or "")
+        with trio.fail_after(LIMIT):
+            while events.open != 1:  # noqa: ASYNC110 - the gateway's own bookkeeping
+                await trio.sleep(0.01)
 
 
 async def test_stopping_the_gateway_closes_an_open_stream_with_1001() -> None:
