@@ -93,13 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.add_argument("--config", required=True, type=Path)
 
-    gateway = commands.add_parser(
-        "gateway", help="serve one admin API (and the dashboard) over every shard of a fleet"
-    )
-    gateway.add_argument(
-        "--config", required=True, type=Path, help="a TOML file with a [gateway] table"
-    )
-
     from supervisor.demo import add_demo_arguments, add_sim_server_arguments
     from supervisor.remote import (
         add_bots_arguments,
@@ -129,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_server_arguments(
         commands.add_parser("sim-server", help="serve the simulated Bot API over HTTP")
     )
+    gateway = commands.add_parser(
+        "gateway", help="serve one admin API (and the dashboard) over every shard of a fleet"
+    )
+    gateway.add_argument(
+        "--config", required=True, type=Path, help="a TOML file with a [gateway] table"
+    )
     return parser
 
 
@@ -141,10 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(args.path, shard=args.shard)
         if args.command == "migrate":
             return migrate_command(args.config)
-        if args.command == "gateway":
-            from supervisor.gateway import gateway_command
-
-            return gateway_command(args.config)
         if args.command == "run":
             return run_command(
                 args.config, prune_config_bots=args.prune_config_bots, shard=args.shard
@@ -162,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "dead-letters":
                 return dead_letters_command(args)
             return bots_command(args) if args.command == "bots" else watch_command(args)
+        if args.command == "gateway":
+            from supervisor.gateway import gateway_command
+
+            return gateway_command(args.config)
         from supervisor.demo import demo_command, sim_server_command
 
         if args.command == "demo":
