@@ -1,9 +1,10 @@
 """The admin HTTP API: Starlette served by Hypercorn on Trio."""
 
 from admin.app import AdminContext, create_app
-from admin.config import AdminConfig, is_loopback, parse_rate_limit, split_listen
+from admin.config import AdminConfig, GatewayConfig, is_loopback, parse_rate_limit, split_listen
 from admin.errors import ApiError
 from admin.events import EventStreams, EventStreamStatistics
+from admin.gateway import GatewayListenError, GatewayServer, create_gateway_app
 from admin.openapi import openapi_spec
 from admin.operations import Operation, Reply, operation
 from admin.ratelimit import ClientBuckets, IpRateLimit, RateLimitStatistics, client_address
@@ -28,6 +29,9 @@ __all__ = [
     "ClientBuckets",
     "EventStreamStatistics",
     "EventStreams",
+    "GatewayConfig",
+    "GatewayListenError",
+    "GatewayServer",
     "HttpServer",
     "IpRateLimit",
     "ListenError",
@@ -40,6 +44,7 @@ __all__ = [
     "WebhookServer",
     "client_address",
     "create_app",
+    "create_gateway_app",
     "is_loopback",
     "openapi_spec",
     "operation",

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from actors import (
     Flag,
     ListenAddress,
+    Number,
     WholeNumber,
     check_tls_pair,
     is_loopback,
@@ -21,7 +24,7 @@ from actors import (
     split_listen,
 )
 
-__all__ = ["AdminConfig", "is_loopback", "parse_rate_limit", "split_listen"]
+__all__ = ["AdminConfig", "GatewayConfig", "is_loopback", "parse_rate_limit", "split_listen"]
 
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _PROXIES_RULE = 'be a list of addresses or networks such as "10.0.0.0/8"'
@@ -134,4 +137,130 @@ class AdminConfig(BaseModel):
     @property
     def port(self) -> int:
         """The port of ``listen`` (0: any free port)."""
+        return split_listen(self.listen)[1]
+
+
+# A gateway's shards: at most as many as a fleet may have (actors.shard's bound).
+MAX_GATEWAY_SHARDS = 4096
+_SHARD_URL_RULE = (
+    "be an http:// or https:// URL of a shard's admin API, such as http://10.0.0.5:8080"
+)
+_TEMPLATE_RULE = (
+    "be an http:// or https:// URL with {i} where the shard index goes, such as "
+    '"http://botvisor-{i}.botvisor-shards:8080"'
+)
+
+
+def _shard_url(url: str) -> str:
+    """A shard's admin API base: http(s), a host, no credentials, query or fragment (the
+    token goes in a header, never in a URL)."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise rule_error("", f"must {_SHARD_URL_RULE}, got {url!r}")
+    if "@" in parsed.netloc or parsed.query or parsed.fragment:
+        raise rule_error(
+            "", f"must {_SHARD_URL_RULE}, without credentials, query or fragment, got a URL with"
+        )
+    return url.rstrip("/")
+
+
+class GatewayConfig(BaseModel):
+    """``[gateway]``: ``botvisor gateway``, the fleet admin API over the shards. Name the
+    shards either as a list (``shard_urls``) or as a template and a count (``shard_url`` with
+    ``{i}``, ``shards``); shard ``i`` of the list is the shard started with ``--shard i/N``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    listen: ListenAddress = "127.0.0.1:8090"
+    shard_urls: Annotated[
+        tuple[Annotated[str, AfterValidator(_shard_url)], ...],
+        Field(max_length=MAX_GATEWAY_SHARDS, json_schema_extra={"x-rule": _SHARD_URL_RULE}),
+    ] = ()
+    shard_url: str | None = Field(default=None, json_schema_extra={"x-rule": _TEMPLATE_RULE})
+    shards: Annotated[WholeNumber, Field(ge=1, le=MAX_GATEWAY_SHARDS)] | None = None
+    # Seconds one shard may take to answer a read; a fleet read answers within about this long.
+    shard_timeout: Annotated[Number, Field(gt=0, le=300)] = 2.0
+    # Seconds for a write (POST, DELETE): adding or resuming a bot waits for getMe.
+    write_timeout: Annotated[Number, Field(gt=0, le=600)] = 30.0
+    # Seconds between attempts to reopen a shard's live-event stream that failed.
+    events_reconnect: Annotated[Number, Field(gt=0, le=3600)] = 5.0
+    token_env: str = "BOTVISOR_ADMIN_TOKEN"
+    # The admin token, read from ``token_env`` by the loader: the gateway checks it and sends
+    # it to the shards (the same token as theirs). Never printed.
+    token: str | None = Field(default=None, repr=False)
+    ip_rate_limit: str = "600/minute"
+    trusted_proxies: Annotated[
+        tuple[Annotated[str, AfterValidator(_network)], ...],
+        Field(json_schema_extra={"x-rule": _PROXIES_RULE}),
+    ] = ()
+
+    @field_validator("ip_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse_rate_limit(value)
+        except ValueError:
+            raise rule_error("", f"must {_RATE_RULE}, got {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _shards_named_once(self) -> GatewayConfig:
+        if self.shard_urls and (self.shard_url is not None or self.shards is not None):
+            raise rule_error(
+                "shard_urls",
+                ": give either shard_urls or shard_url with shards, not both",
+            )
+        if not self.shard_urls:
+            if self.shard_url is None or self.shards is None:
+                missing = "shards" if self.shard_url is not None else "shard_url"
+                raise rule_error(
+                    missing,
+                    ": name the shards, with shard_urls = [...] or with shard_url "
+                    '(a template such as "http://botvisor-{i}.botvisor-shards:8080") and '
+                    "shards = N",
+                )
+            if "{i}" not in self.shard_url:
+                raise rule_error("shard_url", f"must {_TEMPLATE_RULE}, got {self.shard_url!r}")
+            try:
+                _shard_url(self.shard_url.replace("{i}", "0"))
+            except PydanticCustomError:
+                raise rule_error(
+                    "shard_url", f"must {_TEMPLATE_RULE}, got {self.shard_url!r}"
+                ) from None
+        return self
+
+    @model_validator(mode="after")
+    def _token_guards_the_listener(self) -> GatewayConfig:
+        if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
+            raise rule_error(
+                "token_env",
+                f": the admin token in ${self.token_env} must be at least "
+                f"{MIN_TOKEN_LENGTH} characters long",
+            )
+        if self.token is None and not is_loopback(self.host):
+            raise rule_error(
+                "listen",
+                f"is {self.listen!r}, but no admin token is set: set the environment "
+                f"variable {self.token_env} or listen on 127.0.0.1",
+            )
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        """Shard ``i``'s admin API base URL at index ``i``."""
+        if self.shard_urls:
+            return list(self.shard_urls)
+        assert self.shard_url is not None and self.shards is not None
+        return [self.shard_url.replace("{i}", str(i)).rstrip("/") for i in range(self.shards)]
+
+    @property
+    def rate_limit(self) -> tuple[int, float] | None:
+        return parse_rate_limit(self.ip_rate_limit)
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
         return split_listen(self.listen)[1]

@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim_server_arguments(
         commands.add_parser("sim-server", help="serve the simulated Bot API over HTTP")
     )
+    gateway = commands.add_parser(
+        "gateway", help="serve one admin API (and the dashboard) over every shard of a fleet"
+    )
+    gateway.add_argument(
+        "--config", required=True, type=Path, help="a TOML file with a [gateway] table"
+    )
     return parser
 
 
@@ -172,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "dead-letters":
                 return dead_letters_command(args)
             return bots_command(args) if args.command == "bots" else watch_command(args)
+        if args.command == "gateway":
+            from supervisor.gateway import gateway_command
+
+            return gateway_command(args.config)
         from supervisor.demo import demo_command, sim_server_command
 
         if args.command == "demo":

@@ -37,8 +37,18 @@ def manifests() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def by_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for _name, doc in manifests() if doc["kind"] == kind]
+def by_kind(kind: str, component: str | None = None) -> list[dict[str, Any]]:
+    """The documents of ``kind``; with ``component``, those labelled with it (``shard``,
+    ``gateway``)."""
+    return [
+        doc
+        for _name, doc in manifests()
+        if doc["kind"] == kind
+        and (
+            component is None
+            or doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+        )
+    ]
 
 
 def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
@@ -88,23 +98,65 @@ def test_the_statefulset_gives_each_shard_its_volume_its_ordinal_and_the_count()
     (claim,) = spec["volumeClaimTemplates"]
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/var/lib/botvisor"
-    assert spec["serviceName"] == by_kind("Service")[0]["metadata"]["name"]
-    assert by_kind("Service")[0]["spec"]["clusterIP"] == "None"
+    (headless,) = by_kind("Service", "shard")
+    assert spec["serviceName"] == headless["metadata"]["name"]
+    assert headless["spec"]["clusterIP"] == "None"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["args"][:2] == ["run", "--config"]
     # The grace Kubernetes gives covers botvisor's own, with a margin.
     config = config_map_toml()
     graceful = float(re.search(r"graceful_timeout = (\d+)", config).group(1))  # type: ignore[union-attr]
     assert pod["terminationGracePeriodSeconds"] >= graceful + 5
-    (budget,) = by_kind("PodDisruptionBudget")
+    (budget,) = [b for b in by_kind("PodDisruptionBudget") if "maxUnavailable" in b["spec"]]
     assert budget["spec"]["maxUnavailable"] == 1
     assert budget["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
 
 
-def config_map_toml() -> str:
+def config_map_toml(key: str = "botvisor.toml") -> str:
     (config_map,) = by_kind("ConfigMap")
-    text: str = config_map["data"]["botvisor.toml"]
+    text: str = config_map["data"][key]
     return text
+
+
+def test_the_gateway_runs_two_stateless_replicas_over_every_shard(tmp_path: Path) -> None:
+    (deployment,) = by_kind("Deployment", "gateway")
+    spec = deployment["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert spec["replicas"] == 2
+    assert container["args"] == ["gateway", "--config", "/etc/botvisor/gateway.toml"]
+    # The admin token by reference, the same Secret key as the shards'.
+    (token,) = container["env"]
+    assert token["name"] == "BOTVISOR_ADMIN_TOKEN"
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "botvisor-secrets", "key": "admin-token"}
+    # Non-root, read-only, no capabilities, no volume of its own: stateless.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert "volumeClaimTemplates" not in spec
+    (service,) = by_kind("Service", "gateway")
+    assert service["spec"]["selector"] == spec["selector"]["matchLabels"]
+    (budget,) = by_kind("PodDisruptionBudget", "gateway")
+    assert budget["spec"]["minAvailable"] == 1
+    # gateway.toml is a configuration the gateway accepts, over the StatefulSet's shards by
+    # the headless Service's names; not scraped (it serves no /metrics).
+    from supervisor.gateway import load_gateway_config
+
+    path = tmp_path / "gateway.toml"
+    path.write_text(config_map_toml("gateway.toml"))
+    secrets = {k: v for doc in by_kind("Secret") for k, v in doc["stringData"].items()}
+    config = load_gateway_config(path, {"BOTVISOR_ADMIN_TOKEN": secrets["admin-token"]})
+    (statefulset,) = by_kind("StatefulSet")
+    (headless,) = by_kind("Service", "shard")
+    shards = statefulset["spec"]["replicas"]
+    assert config.urls == [
+        f"http://{statefulset['metadata']['name']}-{i}.{headless['metadata']['name']}:8080"
+        for i in range(shards)
+    ]
+    assert config.port == container["ports"][0]["containerPort"]
+    assert "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"].get(
+        "annotations", {}
+    )
 
 
 def test_the_config_map_is_a_configuration_botvisor_accepts(tmp_path: Path) -> None:

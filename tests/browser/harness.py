@@ -31,6 +31,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "CHROMIUM_MISSING",
     "DaemonChild",
+    "GatewayChild",
     "SimThread",
     "chromium_path",
     "new_sim",
@@ -126,9 +127,14 @@ def write_dashboard_config(
 class DaemonChild:
     """``botvisor run`` as a child process (sync: the browser tests are not Trio tests)."""
 
-    def __init__(self, config: Path, admin_token: str) -> None:
+    # What the process prints once it listens, and the command after ``botvisor``.
+    ready_line = _ADMIN_URL
+
+    def __init__(self, config: Path, admin_token: str, *, args: tuple[str, ...] = ()) -> None:
         self.config = config
         self.admin_token = admin_token
+        # More options of the command (``--shard 0/2``).
+        self.args = args
         self.admin_url = ""
         self._lines: list[str] = []
         self._ready = threading.Event()
@@ -138,7 +144,7 @@ class DaemonChild:
     def start(self, within: float = 30) -> str:
         env = {**os.environ, "PYTHONPATH": ROOT, "BOTVISOR_ADMIN_TOKEN": self.admin_token}
         self._process = subprocess.Popen(
-            [BOTVISOR, "run", "--config", str(self.config)],
+            [BOTVISOR, *self.command(), *self.args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -153,11 +159,19 @@ class DaemonChild:
             raise AssertionError(f"the daemon did not start:\n{self.text}")
         return self.admin_url
 
+    def command(self) -> list[str]:
+        return ["run", "--config", str(self.config)]
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def _read(self) -> None:
         assert self._process is not None and self._process.stderr is not None
         for line in self._process.stderr:
             self._lines.append(line)
-            if not self.admin_url and (found := _ADMIN_URL.search(line)):
+            if not self.admin_url and (found := self.ready_line.search(line)):
                 self.admin_url = found.group(1)
                 self._ready.set()
         self._ready.set()
@@ -188,6 +202,15 @@ class DaemonChild:
         if process.stderr is not None:
             process.stderr.close()
         return code
+
+
+class GatewayChild(DaemonChild):
+    """``botvisor gateway --config PATH`` as a child process; ``admin_url`` is its URL."""
+
+    ready_line = re.compile(r"the gateway listening on (http://\S+)")
+
+    def command(self) -> list[str]:
+        return ["gateway", "--config", str(self.config)]
 
 
 def new_sim(tokens: Iterable[str], seed: int = 14) -> SimulatedBotApi:

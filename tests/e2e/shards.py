@@ -3,8 +3,10 @@ configurations for ``botvisor run --shard i/N``."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Mapping
@@ -182,3 +184,53 @@ def write_webhook_shard_config(
         lines += ["[[bots]]", f"user_id = {user_id}", f'token = "{token}"', 'mode = "webhook"']
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+_GATEWAY_URL = re.compile(r"the gateway listening on (http://\S+)")
+
+
+class GatewayProcess:
+    """``botvisor gateway --config PATH`` as a child process, its stderr collected."""
+
+    def __init__(self, config: Path, *, env: Mapping[str, str]) -> None:
+        self.config = config
+        self.env = {**os.environ, **env}
+        self.stderr = b""
+        self.process: trio.Process | None = None
+        self.url: str | None = None
+
+    async def start(self, nursery: trio.Nursery, *, within: float = 30) -> str:
+        self.process = await trio.lowlevel.open_process(
+            [BOTVISOR, "gateway", "--config", str(self.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=self.env,
+        )
+        ready = trio.Event()
+        nursery.start_soon(self._collect, ready)
+        with trio.fail_after(within):
+            await ready.wait()
+        if self.url is None:
+            raise AssertionError(f"the gateway exited before it listened:\n{self.text}")
+        return self.url
+
+    async def _collect(self, ready: trio.Event) -> None:
+        assert self.process is not None and self.process.stderr is not None
+        async for chunk in self.process.stderr:
+            self.stderr += chunk
+            if self.url is None and (found := _GATEWAY_URL.search(self.text)):
+                self.url = found.group(1)
+                ready.set()
+        ready.set()
+
+    @property
+    def text(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+    async def stop(self, *, within: float = 30) -> int:
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(within):
+            return await self.process.wait()

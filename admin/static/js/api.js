@@ -24,11 +24,27 @@ export function forgetToken() {
   sessionStorage.removeItem(KEY);
 }
 
+// Through the fleet gateway (botvisor gateway), a fleet answer says which shards answered:
+// {"total": 3, "ok": 2, "failed": [{"shard": 1, "error": "timeout after 2 s"}]}. The latest
+// one is kept (the page may load before the banner's script runs) and announced.
+let shards = null;
+
+export function lastShards() {
+  return shards;
+}
+
+function noteShards(body) {
+  if (!body || typeof body !== "object" || !body.shards || !Array.isArray(body.shards.failed)) return;
+  shards = body.shards;
+  window.dispatchEvent(new CustomEvent("botvisor:shards", { detail: shards }));
+}
+
 // What went wrong, in the API's own words ({"error": {"message": ...}}) when it gave any.
 async function failure(response) {
   let message = `${response.status} ${response.statusText}`.trim();
   try {
     const body = await response.json();
+    noteShards(body);
     if (body && body.error && body.error.message) message = body.error.message;
   } catch (_) {
     // not JSON: keep the status line
@@ -58,7 +74,9 @@ export async function call(path, { method = "GET", params = null, body = undefin
     throw new ApiError(0, `the admin server did not answer (${exc.message})`);
   }
   if (!response.ok) throw await failure(response);
-  return response.json();
+  const answer = await response.json();
+  noteShards(answer);
+  return answer;
 }
 
 // The WebSocket sign-in: a browser cannot send headers on a WebSocket, so the token travels

@@ -1,8 +1,8 @@
 // The dashboard's entry: sign-in, sign-out and the three views (#/, #/bots, #/bot/N).
 // The route lives in the URL's fragment; the token never does.
 
-import { ApiError, Unauthorized, call, forgetToken, keepToken, token } from "./api.js";
-import { errorBox } from "./dom.js";
+import { ApiError, Unauthorized, call, forgetToken, keepToken, lastShards, token } from "./api.js";
+import { errorBox, h } from "./dom.js";
 import { overview } from "./overview.js";
 
 // The other views are loaded when first shown: the overview, the page most loads open, does
@@ -19,6 +19,7 @@ let stopView = () => {};
 let generation = 0;
 
 function showSignIn(message = "", isError = true) {
+  banner.hidden = true;
   stopView();
   stopView = () => {};
   view.hidden = true;
@@ -51,6 +52,25 @@ function failed(exc, box = null, quiet = false) {
 }
 
 const ctx = { failed, indicator: $("live") };
+
+// Through the gateway: a banner while the latest fleet answer lacks some shards (their bots
+// are missing from the counts and lists); hidden again once every shard answers.
+const banner = $("shards-banner");
+function showShards(shards) {
+  if (!shards || !shards.failed.length) {
+    banner.hidden = true;
+    banner.replaceChildren();
+    return;
+  }
+  const lines = shards.failed.map((f) => h("li", { "data-shard": f.shard }, `shard ${f.shard} did not answer (${f.error})`));
+  banner.replaceChildren(
+    h("strong", {}, `${shards.failed.length} of ${shards.total} shards did not answer: their bots are missing below.`),
+    h("ul", {}, lines),
+  );
+  banner.hidden = false;
+}
+window.addEventListener("botvisor:shards", (event) => showShards(event.detail));
+showShards(lastShards());
 
 async function route() {
   if (!token()) {

@@ -13,6 +13,10 @@ export function describe(event) {
       return `bot ${event.user_id}: breaker ${event.previous} → ${event.state}${event.reason ? ` (${event.reason})` : ""}`;
     case "lifecycle":
       return `bot ${event.user_id}: ${event.event}${event.detail ? ` (${event.detail})` : ""}`;
+    case "shard":
+      return event.state === "down"
+        ? `shard ${event.shard}: its live events stopped (${event.error}); reconnecting`
+        : `shard ${event.shard}: its live events are back`;
     default:
       return `${event.type}: ${JSON.stringify(event)}`;
   }
@@ -51,6 +55,8 @@ export function openStream({ list, indicator, userId = null, onEvent = () => {} 
       if (event.type === "subscribed") {
         delay = 1000;
         state(true, "live: on");
+        // Through the gateway: the shards whose streams could not be opened.
+        for (const f of event.shards?.failed ?? []) show(`shard ${f.shard}: no live events (${f.error})`, "e-shard");
         return;
       }
       show(`${when(event.at)}  ${describe(event)}`, `e-${event.type}`);
