@@ -155,6 +155,7 @@ class SimStatistics:
     user_messages: int
     replies: int  # messages delivered by sendMessage
     simulated_chats: int
+    active_chats: int  # simulated chats that will still send (0: every user is done)
     calls_by_method: Mapping[str, int]
     filtered_updates: int = 0  # not queued: the bot's allowed_updates left their type out
     webhooks: WebhookStatistics | None = None  # pushed deliveries (see push_webhooks)
@@ -982,6 +983,7 @@ class SimulatedBotApi:
     def statistics(self) -> SimStatistics:
         c = self._counts
         f = self._fault_counts
+        users = self._users.statistics()
         return SimStatistics(
             bots=len(self._bots),
             revoked_bots=sum(1 for b in self._bots.values() if b.revoked),
@@ -1004,7 +1006,8 @@ class SimulatedBotApi:
             updates_confirmed=c["updates_confirmed"],
             user_messages=c["user_messages"],
             replies=c["replies"],
-            simulated_chats=self._users.statistics().chats,
+            simulated_chats=users.chats,
+            active_chats=users.active_chats,
             calls_by_method=MappingProxyType(dict(self._by_method)),
             filtered_updates=c["filtered_updates"],
             webhooks=self._hooks.statistics(),

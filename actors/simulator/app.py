@@ -7,7 +7,8 @@ client (a shard given ``api_base = ".../c/shard-0"``): its getUpdates calls are 
 the 409s each client got, so a test of several processes sees that each bot had one poller;
 ``GET /sim/webhooks`` answers each bot's webhook URL as last set, and ``GET /sim/report``
 what the simulated users saw so far (answered, unanswered, duplicates, out of order: fleet
-totals and the bots where something is wrong), so a test of several processes can check that
+totals and the bots where something is wrong; ``active_chats``, the chats that will still
+write: 0 once every chat has sent its ``--messages``), so a test of several processes can check that
 every update was handled.
 
 Faults without a Bot API answer cannot all be shown over HTTP:
@@ -135,9 +136,11 @@ async def _pollers(request: Request) -> Response:
 async def _report(request: Request) -> Response:
     """What the simulated users saw so far: fleet totals, and each bot whose users saw a
     duplicate, an answer out of order or a message not answered yet (by bot id)."""
-    report = request.app.state.api.report()
+    api = request.app.state.api
+    report = api.report()
     return JSONResponse(
         {
+            "active_chats": api.statistics().active_chats,
             "user_messages": report.user_messages,
             "answered": report.answered,
             "unanswered": report.unanswered,

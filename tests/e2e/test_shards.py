@@ -34,12 +34,15 @@ from tests.e2e.shards import (
 
 SHARDS = 3
 log = logging.getLogger("tests.e2e.shards")
-BOTS = 450
+# The scale: about 2,000 bots over three shards.
+BOTS = 2000
 
 
 @asynccontextmanager
-async def sim_server(bots: int) -> AsyncIterator[SimServer]:
-    sim = SimServer(bots=bots)
+async def sim_server(
+    bots: int, *, rate: float = 0.02, messages: int | None = None
+) -> AsyncIterator[SimServer]:
+    sim = SimServer(bots=bots, rate=rate, messages=messages)
     try:
         await sim.start()
         yield sim
@@ -87,15 +90,15 @@ async def test_every_bot_is_polled_by_exactly_its_owner_and_no_poll_meets_a_409(
         owners = {uid: jump_hash(uid, SHARDS) for uid in sim.bots}
         assert set(owners.values()) == set(range(SHARDS))
         daemons = [
-            shard_process(tmp_path, i, SHARDS, api_base=sim.url, bots=sim.bots)
+            shard_process(tmp_path, i, SHARDS, api_base=sim.url, bots=sim.bots, poll_timeout=10)
             for i in range(SHARDS)
         ]
         async with trio.open_nursery() as nursery, killed_at_exit(daemons):
             started = trio.current_time()
             admins = await start_all(nursery, daemons)
             log.info("%d shards started in %.1f s", SHARDS, trio.current_time() - started)
-            # Steady state: every bot's first long poll (2 s) has been answered and it has
-            # polled again.
+            # Steady state: every bot's first long poll has been answered (by an update or
+            # its 10 s timeout) and it has polled again.
             with trio.fail_after(120):
                 while True:
                     seen = (await http.get(f"{sim.url}/sim/pollers")).json()
@@ -144,11 +147,22 @@ def restarts(metrics: str) -> float:
     return value
 
 
-async def test_kill_9_of_one_shard_restarts_nothing_elsewhere_and_its_bots_come_back_to_it(
+async def report(http: httpx.AsyncClient, sim: SimServer) -> dict[str, Any]:
+    answer: dict[str, Any] = (await http.get(f"{sim.url}/sim/report")).json()
+    return answer
+
+
+async def test_kill_9_of_one_shard_under_load_restarts_nothing_elsewhere_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
-    bots = 150
-    async with sim_server(bots) as sim, httpx.AsyncClient(timeout=30) as http:
+    # Each bot's one user writes `messages` times (mostly messages; a few edits and button
+    # presses) at `rate` a second; shard 1 is killed once a third are answered, and started
+    # again on its own database.
+    bots, rate, messages = 600, 0.2, 3
+    async with (
+        sim_server(bots, rate=rate, messages=messages) as sim,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
         owners = {BotToken(token).bot_id: jump_hash(uid, SHARDS) for uid, token in sim.bots.items()}
         daemons = [
             shard_process(tmp_path, i, SHARDS, api_base=sim.url, bots=sim.bots)
@@ -158,38 +172,65 @@ async def test_kill_9_of_one_shard_restarts_nothing_elsewhere_and_its_bots_come_
         async with trio.open_nursery() as nursery, killed_at_exit(daemons):
             admins = await start_all(nursery, daemons)
             with trio.fail_after(120):
-                while len((await pollers(http, sim))["pollers"]) < bots:  # noqa: ASYNC110
-                    await trio.sleep(0.2)
+                while (await report(http, sim))["answered"] < bots:  # noqa: ASYNC110
+                    await trio.sleep(0.1)
             daemons[victim].kill()
             assert await daemons[victim].wait() == -signal.SIGKILL
+            at_kill = await report(http, sim)
             before = (await pollers(http, sim))["pollers"]
             # The same shard again, on its own database.
             again = DaemonProcess(daemons[victim].config, args=daemons[victim].args)
             daemons.append(again)
             await again.start(nursery, within=60)
-            # Every bot of the killed shard polls again, from the restarted shard.
+            # Every bot of the killed shard polls again, from the restarted shard; every user
+            # is done writing and every update is handled.
             name = f"shard-{victim}"
-            its_bots = [str(bot_id) for bot_id, owner in owners.items() if owner == victim]
-            with trio.fail_after(120):
-                while True:
-                    now = (await pollers(http, sim))["pollers"]
-                    if all(now[b].get(name, 0) > before[b].get(name, 0) for b in its_bots):
-                        break
+            its_bots = {str(bot_id) for bot_id, owner in owners.items() if owner == victim}
+            done = False
+            with trio.move_on_after(180):
+                while not done:
                     await trio.sleep(0.2)
-            seen = await pollers(http, sim)
+                    now = (await pollers(http, sim))["pollers"]
+                    seen = await report(http, sim)
+                    back = sum(now[b].get(name, 0) > before[b].get(name, 0) for b in its_bots)
+                    done = (
+                        back == len(its_bots)
+                        and seen["active_chats"] == 0
+                        and seen["updates_pending"] == 0
+                        and seen["unanswered"] == 0
+                    )
+            summary = {k: v for k, v in seen.items() if k != "bots"}
+            assert done, f"{back} of {len(its_bots)} bots back on {name}; {summary}"
+            polled = await pollers(http, sim)
             survivors = [admins[i] for i in range(SHARDS) if i != victim]
             scraped = [(await http.get(f"{url}/metrics")).text for url in survivors]
             codes = await stop_all([d for i, d in enumerate(daemons) if i != victim])
             nursery.cancel_scope.cancel()
 
     assert codes == [0] * SHARDS
+    log.info(
+        "killed with %d of %d answered; %d duplicates after its restart",
+        at_kill["answered"],
+        seen["user_messages"],
+        seen["duplicates"],
+    )
+    # Every message answered, in order, and once but for the killed shard's updates in
+    # flight (handled, not yet marked done): at most one per bot, as each bot's one chat is
+    # handled one update at a time.
+    assert seen["answered"] == seen["user_messages"]
+    assert seen["out_of_order"] == 0
+    duplicated = {
+        bot_id: bot["duplicates"] for bot_id, bot in seen["bots"].items() if bot["duplicates"]
+    }
+    assert set(duplicated) <= its_bots, set(duplicated) - its_bots
+    assert all(count == 1 for count in duplicated.values()), duplicated
     # The other shards restarted nothing, and no bot had a second poller, not even across
     # the kill and the restart.
     assert [restarts(text) for text in scraped] == [0.0, 0.0]
-    for bot_id, by in seen["pollers"].items():
+    for bot_id, by in polled["pollers"].items():
         assert set(by) == {f"shard-{owners[int(bot_id)]}"}, (bot_id, by)
-    assert seen["conflicts"] == {}
-    assert seen["statistics"]["conflicts"] == 0
+    assert polled["conflicts"] == {}
+    assert polled["statistics"]["conflicts"] == 0
 
 
 NGINX = nginx_binary()
