@@ -33,7 +33,7 @@ from supervisor.cluster import redact_url
 from supervisor.config import Config
 from supervisor.daemon import Daemon, setup_error
 from supervisor.fdlimit import OpenFilesLimit, raise_open_files_limit
-from supervisor.fencing import FenceLost
+from supervisor.fencing import FenceLost, FenceUnavailable, ShardHeld
 from supervisor.loading import ConfigError, load_config
 from supervisor.registry import Registry, RegistryError
 from supervisor.sealing import TokenSealer, registry_key_problem
@@ -44,6 +44,10 @@ __all__ = ["main"]
 log = logging.getLogger("botvisor")
 
 EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_FAILED, EXIT_SECOND_SIGNAL = 0, 1, 2, 3, 130
+# sysexits' EX_TEMPFAIL: a start refused for a condition that passes (the shard's lock still
+# held by an old session, Postgres not answering), so a supervisor should start it again;
+# 1 is for what an operator must fix, which no restart cures.
+EXIT_TRY_AGAIN = 75
 
 
 def setup_logging(level: str) -> None:
@@ -355,7 +359,9 @@ def run_command(path: Path, *, prune_config_bots: bool = False, shard: str | Non
         setup = setup_error(exc, database=config.storage.path)
         if setup is not None:
             log.error("%s", setup)
-            return EXIT_CONFIG
+            return (
+                EXIT_TRY_AGAIN if isinstance(setup, ShardHeld | FenceUnavailable) else EXIT_CONFIG
+            )
         lost = find_exception(exc, FenceLost)
         if lost is not None:
             log.error("botvisor stopped: %s", lost)

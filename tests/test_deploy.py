@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from actors import BotMode, jump_hash
+from supervisor import cli
 from supervisor.loading import load_config
 from tests.certificates import needs_openssl, self_signed
 
@@ -285,3 +286,12 @@ def test_the_systemd_unit_runs_one_shard_per_instance_with_a_high_open_files_lim
     assert int(settings["TimeoutStopSec"][0]) >= 55
     for section in ("[Unit]", "[Service]", "[Install]"):
         assert section in UNIT
+
+
+def test_the_systemd_unit_restarts_a_failed_or_refused_start_but_not_a_bad_configuration() -> None:
+    settings = _unit_settings()
+    assert settings["Restart"] == ["on-failure"]
+    (prevented,) = settings["RestartPreventExitStatus"]
+    codes = {int(code) for code in prevented.split()}
+    assert {cli.EXIT_CONFIG, cli.EXIT_USAGE} <= codes
+    assert not codes & {cli.EXIT_FAILED, cli.EXIT_TRY_AGAIN}

@@ -4,6 +4,7 @@ without connecting and never shown with its password; a cluster needs a shard.""
 from __future__ import annotations
 
 import base64
+import socket
 import tomllib
 from pathlib import Path
 
@@ -155,3 +156,19 @@ def test_check_config_shows_the_cluster_without_the_password_and_connects_to_not
         f"  registry: tokens sealed with key {key_id} ($BOTVISOR_REGISTRY_KEY; AES-256-GCM)"
     ) in out
     assert KEY not in out
+
+
+def test_postgres_away_at_start_exits_75_so_a_supervisor_starts_the_shard_again(
+    cluster_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Exit 1 is a configuration to fix, which systemd's RestartPreventExitStatus leaves
+    # down; Postgres not answering passes, so the shard's start is worth trying again.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("BOTVISOR_DATABASE_URL", f"postgresql://bv:s3cret-pw@127.0.0.1:{port}/db")
+    code = cli.main(["run", "--config", str(cluster_file), "--shard", "0/1"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_TRY_AGAIN == 75, err
+    assert "cannot take shard 0/1's lock on Postgres at postgresql://bv:***@127.0.0.1:" in err
+    assert "s3cret-pw" not in err
